@@ -1,0 +1,103 @@
+"""Typed, immutable snapshots of what the collector brought back from one CAS.
+
+These are raw evidence: bytes and strings exactly as collected. Interpretation
+(effective value, service pack, pending restart) lives in `configfile`, `builds`
+and `observe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+PROTOCOLS: tuple[str, ...] = ("pop3", "imap4")
+SERVICE_NAMES: dict[str, str] = {"pop3": "MSExchangePOP3", "imap4": "MSExchangeIMAP4"}
+SERVICE_DISPLAY_NAMES: dict[str, str] = {
+    "pop3": "Microsoft Exchange POP3",
+    "imap4": "Microsoft Exchange IMAP4",
+}
+CONFIG_FILE_NAMES: dict[str, str] = {
+    "pop3": "Microsoft.Exchange.Pop3.exe.Config",
+    "imap4": "Microsoft.Exchange.Imap4.exe.Config",
+}
+
+
+@dataclass(frozen=True)
+class SetupInfo:
+    """Values of HKLM\\SOFTWARE\\Microsoft\\Exchange\\Setup (or v8.0\\Setup)."""
+
+    key: str  # "Setup", "v8.0\\Setup" or "" when neither key exists
+    install_path: str
+    product_major: str
+    product_minor: str
+    build_major: str
+    build_minor: str
+    exsetup_path: str
+    exsetup_exists: bool
+    exsetup_version: str  # FileVersion of ExSetup.exe, "" when unknown
+
+
+@dataclass(frozen=True)
+class Rollup:
+    name: str
+    installed: str  # yyyymmdd as the registry has it
+
+
+@dataclass(frozen=True)
+class ConfigEvidence:
+    protocol: str
+    path: str
+    exists: bool
+    length: int | None
+    modified: datetime | None  # LastWriteTimeUtc
+    error: str  # "" or what stopped the collector reading it ("too-large", an exception text)
+    content: bytes | None  # raw file bytes; None when not read
+
+
+@dataclass(frozen=True)
+class ServiceEvidence:
+    protocol: str
+    name: str
+    exists: bool
+    status: str  # Get-Service Status: Running, Stopped, StartPending, ...; "" when absent
+    start_mode: str  # Win32_Service StartMode: Auto, Manual, Disabled
+    process_id: int | None
+    started: datetime | None  # StartTime of the service process
+
+
+@dataclass(frozen=True)
+class RefusedLogon:
+    source: str  # MSExchangePOP3 | MSExchangeIMAP4
+    at: datetime | None
+    insertions: tuple[str, ...]
+    message: str
+
+    @property
+    def protocol(self) -> str:
+        return "imap4" if self.source.upper().endswith("IMAP4") else "pop3"
+
+    @property
+    def user(self) -> str:
+        return self.insertions[0] if self.insertions else ""
+
+    @property
+    def mailbox_site(self) -> str:
+        return self.insertions[1] if len(self.insertions) > 1 else ""
+
+
+@dataclass(frozen=True)
+class CollectedHost:
+    """Everything one collector run returned, validated against schema.xsd."""
+
+    computer: str
+    site: str
+    ps_version: str
+    collected_at: datetime | None
+    setup: SetupInfo
+    rollups: tuple[Rollup, ...]
+    configs: dict[str, ConfigEvidence]  # by protocol
+    services: dict[str, ServiceEvidence]  # by protocol
+    events_since: datetime | None
+    events_truncated: bool
+    events: tuple[RefusedLogon, ...]
+    errors: tuple[tuple[str, str], ...] = field(default=())  # (stage, message)
