@@ -1,0 +1,160 @@
+# cas-audit collector: runs on one Exchange 2007 Client Access Server under Windows
+# PowerShell 1.0 and prints the document described by schema.xsd, then the line
+# "##CASAUDIT-END##". It only reads; interpretation happens on the scanner's side.
+#
+# It arrives in the shell environment variable CASAUDIT_PS and is started by the
+# bootstrap "& $ExecutionContext.InvokeCommand.NewScriptBlock($env:CASAUDIT_PS)".
+# Inputs: CASAUDIT_SINCE (yyyy-MM-ddTHH:mm:ssZ, UTC; events newer than this) and
+# CASAUDIT_MAX_EVENTS (default 200).
+#
+# PowerShell 1.0 only (see pslint.py): no try/catch, no -split/-join, no Add-Type.
+# Every failure is terminating ($ErrorActionPreference = 'Stop') and lands in the one
+# trap below, which records <error stage="$stage" .../> and resumes with the next
+# statement. Each stage therefore sets defaults, computes, and only then emits its
+# element, so a failure never leaves an element half-written.
+#
+# Emitting convention (tests/test_collector_script.py reads it back from the syntax
+# tree): element names appear only as string literals starting with '<' or '</', and
+# every attribute is written by `T 'name' value`, the name a string literal.
+# Comment lines and blank lines are stripped before sending (collector_script()).
+
+$ProgressPreference = 'SilentlyContinue'
+$ErrorActionPreference = 'Stop'
+$sb = New-Object System.Text.StringBuilder
+$eb = New-Object System.Text.StringBuilder
+$inv = [System.Globalization.CultureInfo]::InvariantCulture
+$last = @{ m = '' }
+$stage = 'start'
+
+# X: text escaped for XML; characters XML 1.0 cannot carry become '?'.
+function X($s) { [System.Security.SecurityElement]::Escape(([string]$s -replace '[\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]', '?')) }
+# T: one attribute, name="escaped value" with a leading space.
+function T($n, $v) { ' ' + $n + '="' + (X $v) + '"' }
+# A: append raw markup to the document.
+function A($s) { [void]$sb.Append($s) }
+# U: a DateTime as yyyy-MM-ddTHH:mm:ssZ in UTC; '' for none.
+function U($d) { if ($d -eq $null) { '' } else { $d.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", $inv) } }
+# Err: record a trapped error for the current stage.
+function Err($e) { $last.m = [string]$e.Exception.Message; [void]$eb.Append('<error' + (T 'stage' $stage) + (T 'message' $last.m) + '/>') }
+
+trap { Err $_; continue }
+
+A ('<casaudit' + (T 'version' '1') + (T 'psversion' $Host.Version) + (T 'collected' (U ([DateTime]::UtcNow))) + '>')
+
+$stage = 'host'
+$cn = [string]$env:COMPUTERNAME
+$site = ''
+$stage = 'site'
+[void][System.Reflection.Assembly]::LoadWithPartialName('System.DirectoryServices')
+$site = [string][System.DirectoryServices.ActiveDirectory.ActiveDirectorySite]::GetComputerSite().Name
+A ('<host' + (T 'computer' $cn) + (T 'site' $site) + '/>')
+
+# Setup key: prefer the one holding MsiInstallPath, Setup before v8.0\Setup.
+$stage = 'setup'
+$key = ''; $ip = ''; $pma = ''; $pmi = ''; $bma = ''; $bmi = ''
+foreach ($k in @('Setup', 'v8.0\Setup')) {
+    $p = 'HKLM:\SOFTWARE\Microsoft\Exchange\' + $k
+    $r = $null
+    if (($key -eq '' -or $ip -eq '') -and (Test-Path $p)) { $r = Get-ItemProperty $p }
+    if ($r -ne $null -and ($key -eq '' -or [string]$r.MsiInstallPath -ne '')) {
+        $key = $k
+        $ip = [string]$r.MsiInstallPath
+        $pma = [string]$r.MsiProductMajor
+        $pmi = [string]$r.MsiProductMinor
+        $bma = [string]$r.MsiBuildMajor
+        $bmi = [string]$r.MsiBuildMinor
+    }
+}
+A ('<setup' + (T 'key' $key) + (T 'installpath' $ip) + (T 'productmajor' $pma) + (T 'productminor' $pmi) + (T 'buildmajor' $bma) + (T 'buildminor' $bmi) + '/>')
+
+$stage = 'exsetup'
+$xp = ''; $xe = 'false'; $xv = ''
+if ($ip -ne '') { $xp = [System.IO.Path]::Combine($ip, 'bin\ExSetup.exe') }
+if ($xp -ne '' -and [System.IO.File]::Exists($xp)) {
+    $xe = 'true'
+    $xv = [string][System.Diagnostics.FileVersionInfo]::GetVersionInfo($xp).FileVersion
+}
+A ('<exsetup' + (T 'path' $xp) + (T 'exists' $xe) + (T 'version' $xv) + '/>')
+
+$stage = 'rollups'
+$pk = 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Installer\UserData\S-1-5-18\Products\461C2B4266EDEF444B864AD6D9E5B613\Patches'
+if (Test-Path $pk) {
+    foreach ($i in @(Get-ChildItem $pk)) {
+        $r = $null
+        $r = Get-ItemProperty $i.PSPath
+        if ($r -ne $null) { A ('<rollup' + (T 'name' $r.DisplayName) + (T 'installed' $r.Installed) + '/>') }
+    }
+}
+
+# Config files as raw bytes (base64); files over 1 MiB are not read.
+$stage = 'config'
+$fns = @{ pop3 = 'Pop3'; imap4 = 'Imap4' }
+foreach ($c in @('pop3', 'imap4')) {
+    $f = ''; $fe = 'false'; $fl = ''; $fm = ''; $fb = ''; $fr = ''
+    if ($ip -ne '') { $f = [System.IO.Path]::Combine($ip, 'ClientAccess\PopImap\Microsoft.Exchange.' + $fns[$c] + '.exe.Config') }
+    if ($f -ne '' -and [System.IO.File]::Exists($f)) {
+        $fe = 'true'
+        $last.m = ''
+        $fi = New-Object System.IO.FileInfo $f
+        $fl = [string]$fi.Length
+        $fm = U $fi.LastWriteTimeUtc
+        if ($fi.Length -gt 1048576) { $fr = 'too-large' } else { $fb = [System.Convert]::ToBase64String([System.IO.File]::ReadAllBytes($f)) }
+        if ($last.m -ne '') { $fr = $last.m; $fb = '' }
+    }
+    A ('<config' + (T 'protocol' $c) + (T 'path' $f) + (T 'exists' $fe) + (T 'length' $fl) + (T 'modified' $fm) + (T 'error' $fr) + '>' + $fb + '</config>')
+}
+
+$stage = 'service'
+$sns = @{ pop3 = 'MSExchangePOP3'; imap4 = 'MSExchangeIMAP4' }
+foreach ($c in @('pop3', 'imap4')) {
+    $n = $sns[$c]; $se = 'false'; $ss = ''; $sm = ''; $sp = ''; $sa = ''
+    $g = $null; $w = $null; $pr = $null
+    $g = Get-Service | Where-Object { $_.Name -eq $n }
+    if ($g -ne $null) { $se = 'true'; $ss = [string]$g.Status }
+    $w = Get-WmiObject Win32_Service -Filter ("Name='" + $n + "'")
+    if ($w -ne $null) {
+        $se = 'true'
+        $sm = [string]$w.StartMode
+        if ($w.ProcessId -gt 0) { $sp = [string]$w.ProcessId; $pr = Get-Process -Id $w.ProcessId; $sa = U $pr.StartTime }
+    }
+    A ('<service' + (T 'protocol' $c) + (T 'name' $n) + (T 'exists' $se) + (T 'status' $ss) + (T 'startmode' $sm) + (T 'processid' $sp) + (T 'started' $sa) + '/>')
+}
+
+# Event 1008 (filtered on EventID, not InstanceId) within the newest $win entries of
+# the Application log. If that window is full and its oldest entry is still newer
+# than the cut-off, older matches may exist: truncated="true" says so.
+$stage = 'events'
+$win = 10000
+$max = 200; $since = $null; $sc = ''; $tr = 'false'; $all = @(); $h = @()
+if ([string]$env:CASAUDIT_MAX_EVENTS -ne '') { $max = [int]$env:CASAUDIT_MAX_EVENTS }
+if ([string]$env:CASAUDIT_SINCE -ne '') {
+    $since = [DateTime]::ParseExact($env:CASAUDIT_SINCE, "yyyy-MM-dd'T'HH:mm:ss'Z'", $inv, [System.Globalization.DateTimeStyles]'AssumeUniversal, AdjustToUniversal')
+    $sc = U $since
+}
+$all = @(Get-EventLog -LogName Application -Newest $win)
+$h = @($all | Where-Object { $_.EventID -eq 1008 -and ($_.Source -eq 'MSExchangePOP3' -or $_.Source -eq 'MSExchangeIMAP4') -and ($since -eq $null -or $_.TimeGenerated.ToUniversalTime() -gt $since) })
+if ($h.Count -gt $max) { $tr = 'true' }
+if ($since -ne $null -and $all.Count -ge $win -and $all[$all.Count - 1].TimeGenerated.ToUniversalTime() -gt $since) { $tr = 'true' }
+A ('<events' + (T 'since' $sc) + (T 'max' $max) + (T 'truncated' $tr) + '>')
+for ($i = 0; $i -lt $h.Count -and $i -lt $max; $i++) {
+    $e = $h[$i]
+    $es = ''; $ei = ''; $ea = ''; $em = ''; $rs = $null
+    $es = [string]$e.Source
+    $ei = [string]$e.EventID
+    $ea = U $e.TimeGenerated
+    $rs = $e.ReplacementStrings
+    $em = [string]$e.Message
+    $ins = ''
+    if ($null -ne $rs) { foreach ($s in $rs) { $ins = $ins + '<insertion>' + (X $s) + '</insertion>' } }
+    A ('<event' + (T 'source' $es) + (T 'id' $ei) + (T 'at' $ea) + '>' + $ins + '<message>' + (X $em) + '</message>' + '</event>')
+}
+A '</events>'
+
+$stage = 'output'
+A $eb.ToString()
+A ('<end/>' + '</casaudit>' + "`n" + '##CASAUDIT-END##' + "`n")
+# Raw UTF-8 bytes without a byte-order mark, whatever the console code page.
+$bytes = (New-Object System.Text.UTF8Encoding $false).GetBytes($sb.ToString())
+$out = [System.Console]::OpenStandardOutput()
+$out.Write($bytes, 0, $bytes.Length)
+$out.Flush()
