@@ -1,0 +1,165 @@
+"""The inventory: which Client Access Servers to scan and how to reach them (design.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scanner.errors import ConfigError
+from scanner.tomlfile import check_keys, line_of, load_toml
+
+AUTHS = ("ntlm", "kerberos", "basic", "certificate")
+SCHEMES = ("http", "https")
+CONNECTION_KEYS = {
+    "username", "auth", "scheme", "port", "verify_tls", "ca_bundle", "allow_insecure",
+    "cert_pem", "cert_key_pem", "path",
+}
+SERVER_KEYS = CONNECTION_KEYS | {"name", "address", "site"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One CAS to scan and the settings to reach it. Holds no password."""
+
+    name: str
+    address: str
+    site: str | None
+    username: str
+    auth: str
+    scheme: str
+    port: int
+    verify_tls: bool
+    ca_bundle: str | None
+    allow_insecure: bool
+    cert_pem: str | None
+    cert_key_pem: str | None
+    path: str = "/wsman"
+
+    @property
+    def endpoint(self) -> str:
+        host = self.address
+        try:
+            if ipaddress.ip_address(host).version == 6:
+                host = f"[{host}]"
+        except ValueError:
+            pass
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    sha256: str
+    organisation: str | None
+    targets: tuple[Target, ...]
+
+    def only_site(self, site: str) -> Inventory:
+        """The servers of one AD site (case-insensitive); servers with no site are kept out."""
+        chosen = tuple(t for t in self.targets if t.site and t.site.casefold() == site.casefold())
+        if not chosen:
+            raise ConfigError(f"no server of site {site!r} in inventory {self.path}")
+        return Inventory(self.path, self.sha256, self.organisation, chosen)
+
+
+def _where(path: Path, text: str, name: str | None, index: int) -> str:
+    if name is None:
+        return f"{path}: server #{index + 1}"
+    line = line_of(text, f'"{name}"') or line_of(text, f"'{name}'")
+    return f"{path}:{line}: server {name!r}" if line else f"{path}: server {name!r}"
+
+
+def _string(value: Any, key: str, where: str, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise ConfigError(f"{where}: {key!r} is required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {key!r} must be a non-empty string")
+    if any(ord(ch) < 32 for ch in value):
+        raise ConfigError(f"{where}: {key!r} contains a control character")
+    return value.strip()
+
+
+def _target(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Target:
+    merged = {**defaults, **entry}
+    name = _string(entry.get("name"), "name", where, required=True)
+    assert name is not None
+    address = _string(merged.get("address"), "address", where) or name
+    auth = merged.get("auth", "ntlm")
+    if auth not in AUTHS:
+        raise ConfigError(f"{where}: auth must be one of {', '.join(AUTHS)}, not {auth!r}")
+    scheme = merged.get("scheme", "https")
+    if scheme not in SCHEMES:
+        raise ConfigError(f"{where}: scheme must be http or https, not {scheme!r}")
+    port = merged.get("port", 5986 if scheme == "https" else 5985)
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: port must be a number from 1 to 65535, not {port!r}")
+    for flag in ("verify_tls", "allow_insecure"):
+        if flag in merged and not isinstance(merged[flag], bool):
+            raise ConfigError(f"{where}: {flag} must be true or false")
+    allow_insecure = bool(merged.get("allow_insecure", False))
+    if auth == "basic" and scheme == "http" and not allow_insecure:
+        raise ConfigError(
+            f"{where}: Basic authentication over plain http sends the password readable on the wire",
+            hint="use https, or ntlm (which encrypts the messages), or set allow_insecure = true",
+        )
+    cert_pem = _string(merged.get("cert_pem"), "cert_pem", where)
+    cert_key_pem = _string(merged.get("cert_key_pem"), "cert_key_pem", where)
+    if auth == "certificate" and (scheme != "https" or not cert_pem or not cert_key_pem):
+        raise ConfigError(f"{where}: certificate auth needs scheme https, cert_pem and cert_key_pem")
+    username = _string(merged.get("username"), "username", where)
+    if auth != "certificate" and not username:
+        raise ConfigError(f"{where}: 'username' is required (in [defaults] or the server)")
+    path = merged.get("path", "/wsman")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigError(f"{where}: path must start with '/'")
+    return Target(
+        name=name,
+        address=address,
+        site=_string(entry.get("site"), "site", where),
+        username=username or "",
+        auth=auth,
+        scheme=scheme,
+        port=port,
+        verify_tls=bool(merged.get("verify_tls", True)),
+        ca_bundle=_string(merged.get("ca_bundle"), "ca_bundle", where),
+        allow_insecure=allow_insecure,
+        cert_pem=cert_pem,
+        cert_key_pem=cert_key_pem,
+        path=path,
+    )
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Read and validate an inventory file; ConfigError names file, line and field."""
+    table, text = load_toml(path, "inventory")
+    check_keys(table, {"defaults", "server", "organisation"}, str(path))
+    defaults = table.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: [defaults] must be a table")
+    check_keys(defaults, CONNECTION_KEYS, f"{path}: [defaults]")
+    servers = table.get("server", [])
+    if not isinstance(servers, list) or not servers:
+        raise ConfigError(f"{path}: no [[server]] entries", hint="add at least one [[server]] with a name")
+    organisation = table.get("organisation")
+    if organisation is not None and not isinstance(organisation, str):
+        raise ConfigError(f"{path}: organisation must be a string")
+    targets: list[Target] = []
+    seen: dict[str, str] = {}
+    for index, entry in enumerate(servers):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: server #{index + 1} must be a table")
+        name = entry.get("name") if isinstance(entry.get("name"), str) else None
+        where = _where(path, text, name, index)
+        check_keys(entry, SERVER_KEYS, where)
+        target = _target(entry, defaults, where)
+        key = target.name.casefold()
+        if key in seen:
+            raise ConfigError(f"{where}: server name {target.name!r} appears twice")
+        seen[key] = target.name
+        targets.append(target)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Inventory(path=path, sha256=digest, organisation=organisation, targets=tuple(targets))
