@@ -1,0 +1,566 @@
+"""One simulated host's WinRM HTTP listener: Basic or NTLM (with message encryption).
+
+`LabServer` runs a `ThreadingHTTPServer` (HTTP/1.1 keep-alive, one thread per connection)
+on a loopback address, authenticates like WinRM on Windows Server 2003/2008, decrypts
+[MS-WSMV] 2.2.9.1.1 multipart/encrypted bodies and hands the SOAP to `WSManService`.
+
+NTLM: pyspnego's acceptor reads user credentials from the file named by the environment
+variable NTLM_USER_FILE (Heimdal format, one `DOMAIN:USER:PASSWORD` a line). This module
+keeps ONE such file per process (mode 0600, in a private temp directory, removed at exit)
+holding every NTLM user of every LabServer started in the process, and points
+os.environ["NTLM_USER_FILE"] at it before any acceptor context exists. Several LabServers
+may therefore share one process; two servers that name the same DOMAIN\\USER must use the
+same password (a ConfigError otherwise).
+
+Choices where Windows' exact answer is not pinned down here: an unencrypted SOAP body on an
+NTLM endpoint (WinRM with AllowUnencrypted=false) gets 401 with `WWW-Authenticate: Negotiate`
+and drops the connection's security context (pywinrm raises InvalidCredentialsError); an
+encrypted body that does not decrypt gets 400 and the connection is closed; a body over
+MAX_HTTP_BODY gets 413 (read and discarded up to MAX_DRAIN, else the connection is closed).
+Handshake requests and rejected logons are counted in HostStats.actions["auth"].
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import binascii
+import collections
+import hmac
+import logging
+import os
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+import time
+import typing
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import spnego
+
+from scanner.errors import ConfigError
+from scanner.lab.wsman import MAX_SOAP_BYTES, CommandRunner, Reply, WSManService
+
+log = logging.getLogger(__name__)
+
+FAULTS = ("", "refuse", "timeout", "reset", "auth", "soap-fault", "slow")
+AUTHS = ("basic", "ntlm")
+SLOW_DELAY_S = 60.0                 # fault "slow": each response waits this long (or until stop)
+MAX_HTTP_BODY = MAX_SOAP_BYTES + 8192   # encrypted framing adds a few hundred bytes
+MAX_DRAIN = 8 * 1024 * 1024         # larger bodies are not read: 413 and close
+ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
+BOUNDARY = b"--Encrypted Boundary"
+ENCRYPTED_CONTENT_TYPE = f'multipart/encrypted;protocol="{ENCRYPTED_PROTOCOL}";boundary="Encrypted Boundary"'
+SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
+
+
+@dataclass
+class HostConfig:
+    """How one simulated host listens and authenticates."""
+
+    name: str
+    address: str                # 127.x.y.z
+    port: int
+    auth: str                   # "basic" | "ntlm"
+    username: str
+    password: str
+    runner: CommandRunner
+    latency_ms: int = 0         # added before each HTTP response
+    fault: str = ""             # "" | refuse | timeout | reset | auth | soap-fault | slow
+    domain: str = ""            # NTLM domain (may be empty)
+
+
+@dataclass
+class HostStats:
+    """Request counters of one server; update them through `add()` (thread-safe)."""
+
+    requests: int = 0
+    connections: int = 0
+    shells_created: int = 0
+    shells_deleted: int = 0
+    shells_open: int = 0
+    commands: int = 0
+    receives: int = 0
+    signals: int = 0
+    auth_failures: int = 0
+    actions: collections.Counter[str] = field(default_factory=collections.Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, counter: str, n: int = 1) -> None:
+        """Add n to one integer counter."""
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + n)
+
+    def action(self, name: str) -> None:
+        """Count one request under a WS-Man action short name (or "auth")."""
+        with self._lock:
+            self.actions[name] += 1
+
+    def set_open(self, n: int) -> None:
+        """Record the number of open shells."""
+        with self._lock:
+            self.shells_open = n
+
+
+# -- the process-wide NTLM user file -----------------------------------------------------
+
+_ntlm_lock = threading.Lock()
+_ntlm_users: dict[tuple[str, str], tuple[str, str, str]] = {}
+_ntlm_dir: str | None = None
+
+
+def register_ntlm_user(domain: str, username: str, password: str) -> str:
+    """Add a user to this process's NTLM_USER_FILE (created on first use); returns its path.
+
+    A user with a domain is also registered without one, so that both `DOMAIN\\user` and
+    `user` log on, as on Windows.
+    """
+    global _ntlm_dir
+    for value in (domain, username, password):
+        if ":" in value or "\n" in value or "\r" in value:
+            raise ConfigError("NTLM lab users cannot contain ':' or line breaks in domain, user or password")
+    if not username:
+        raise ConfigError("an NTLM lab host needs a username")
+    with _ntlm_lock:
+        entries = [(domain, username)] + ([("", username)] if domain else [])
+        for dom, user in entries:
+            key = (dom.upper(), user.upper())
+            known = _ntlm_users.get(key)
+            if known is not None and not hmac.compare_digest(known[2], password):
+                shown = f"{dom}\\{user}" if dom else user
+                raise ConfigError(f"NTLM lab user {shown} is already registered with another "
+                                  "password in this process")
+            _ntlm_users[key] = (dom, user, password)
+        if _ntlm_dir is None:
+            _ntlm_dir = tempfile.mkdtemp(prefix="cas-audit-lab-ntlm-")
+            atexit.register(shutil.rmtree, _ntlm_dir, True)
+        path = os.path.join(_ntlm_dir, "users")
+        staging = path + ".new"
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for dom, user, pw in _ntlm_users.values():
+                out.write(f"{dom}:{user}:{pw}\n")
+        os.replace(staging, path)
+        os.environ["NTLM_USER_FILE"] = path
+        return path
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+class _Listener(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    lab: LabServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    server: _Listener
+
+    # per-connection NTLM state: NTLM authenticates the connection, not the request
+    _ctx: typing.Any = None
+    _authenticated = False
+
+    def setup(self) -> None:
+        super().setup()
+        lab = self.server.lab
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        lab.stats.add("connections")
+        lab._track(self.connection, add=True)
+        if lab._stopping.is_set():
+            self.close_connection = True
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        self.server.lab._track(self.connection, add=False)
+
+    def handle_one_request(self) -> None:
+        if self.server.lab._stopping.is_set():
+            self.close_connection = True
+            return
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError, OSError):
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: typing.Any) -> None:  # noqa: A002
+        log.debug("lab %s: %s", self.server.lab.config.name, format % args)
+
+    # -- methods ------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        self._serve(post=True)
+
+    def do_GET(self) -> None:
+        self._serve(post=False)
+
+    do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def _serve(self, *, post: bool) -> None:
+        lab = self.server.lab
+        lab.stats.add("requests")
+        body = self._read_body()
+        if body is None:
+            return
+        fault = lab.config.fault
+        if fault == "reset":
+            # Abortive close: SO_LINGER 0 makes close() send RST, the client sees a reset.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
+        if fault == "timeout":
+            lab._stopping.wait()
+            self.close_connection = True
+            return
+        if urlsplit(self.path).path.lower() != "/wsman":
+            self._send(404, b"", {})
+            return
+        if not post:
+            self._send(405, b"", {"Allow": "POST"})
+            return
+        if lab.config.auth == "basic":
+            self._serve_basic(body)
+        else:
+            self._serve_ntlm(body)
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self._send(411, b"", {"Connection": "close"})
+            self.close_connection = True
+            return None
+        raw = self.headers.get("Content-Length", "0").strip() or "0"
+        if not raw.isdigit() or len(raw) > 12:
+            self._send(400, b"", {"Connection": "close"})
+            self.close_connection = True
+            return None
+        length = int(raw)
+        if length > MAX_HTTP_BODY:
+            if length <= MAX_DRAIN:   # read and discard, so the connection stays usable
+                remaining = length
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 65536))
+                    if not chunk:
+                        self.close_connection = True
+                        return None
+                    remaining -= len(chunk)
+                self._send(413, b"", {})
+            else:
+                self._send(413, b"", {"Connection": "close"})
+                self.close_connection = True
+            return None
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            self.close_connection = True
+            return None
+        return body
+
+    # -- Basic --------------------------------------------------------------------------
+
+    def _serve_basic(self, body: bytes) -> None:
+        lab = self.server.lab
+        scheme, _, token = self.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "basic" or not token:
+            lab.stats.action("auth")
+            self._send(401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
+            return
+        if lab.config.fault == "auth" or not lab._basic_ok(token.strip()):
+            lab.stats.action("auth")
+            lab.stats.add("auth_failures")
+            self._send(401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
+            return
+        reply = lab._dispatch(body)
+        self._send(reply.status, reply.body, {"Content-Type": SOAP_CONTENT_TYPE})
+
+    # -- NTLM / Negotiate ---------------------------------------------------------------
+
+    def _serve_ntlm(self, body: bytes) -> None:
+        lab = self.server.lab
+        scheme, _, token_b64 = self.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() in ("negotiate", "ntlm") and token_b64.strip():
+            self._handshake(token_b64.strip(), body)
+            return
+        if not self._authenticated:
+            lab.stats.action("auth")
+            self._send(401, b"", {"WWW-Authenticate": "Negotiate"})
+            return
+        if not body:
+            # pywinrm's setup_encryption() may send an empty POST on an authenticated connection
+            lab.stats.action("auth")
+            self._send(200, b"", {})
+            return
+        if not self._is_encrypted():
+            self._reject_unencrypted()
+            return
+        try:
+            plain = self._decrypt(body)
+        except ValueError as exc:
+            log.info("lab %s: rejected an encrypted body: %s", lab.config.name, exc)
+            self._authenticated, self._ctx = False, None
+            self._send(400, b"", {"Connection": "close"})
+            self.close_connection = True
+            return
+        reply = lab._dispatch(plain)
+        self._send(reply.status, self._encrypt(reply.body), {"Content-Type": ENCRYPTED_CONTENT_TYPE})
+
+    def _handshake(self, token_b64: str, body: bytes) -> None:
+        lab = self.server.lab
+        lab.stats.action("auth")
+        try:
+            token = base64.b64decode(token_b64, validate=True)
+        except (binascii.Error, ValueError):
+            token = b""
+        fresh = token.startswith(b"NTLMSSP\x00\x01\x00\x00\x00") or token[:1] == b"\x60"
+        if self._ctx is None or self._authenticated or fresh:
+            self._authenticated = False
+            self._ctx = spnego.server(hostname=lab.config.name, service="HTTP", protocol="negotiate")
+        try:
+            out = self._ctx.step(token)
+        except Exception as exc:  # pyspnego raises several types for bad tokens/passwords
+            log.info("lab %s: NTLM logon failed: %s", lab.config.name, type(exc).__name__)
+            self._fail_auth()
+            return
+        if not self._ctx.complete:
+            value = "Negotiate " + base64.b64encode(out or b"").decode("ascii")
+            self._send(401, b"", {"WWW-Authenticate": value})
+            return
+        if lab.config.fault == "auth":
+            self._fail_auth()
+            return
+        self._authenticated = True
+        headers = {"WWW-Authenticate": "Negotiate " + base64.b64encode(out).decode("ascii")} if out else {}
+        if body:
+            # the authenticating request itself carried a SOAP body: it cannot be encrypted
+            self._reject_unencrypted()
+            return
+        self._send(200, b"", headers)
+
+    def _fail_auth(self) -> None:
+        lab = self.server.lab
+        lab.stats.add("auth_failures")
+        self._ctx, self._authenticated = None, False
+        self._send(401, b"", {"WWW-Authenticate": "Negotiate"})
+
+    def _reject_unencrypted(self) -> None:
+        # WinRM with AllowUnencrypted=false answers an unencrypted body on HTTP with 401
+        # (the client sees "credentials rejected"); the connection must authenticate again.
+        lab = self.server.lab
+        lab.stats.action("auth")
+        lab.stats.add("auth_failures")
+        self._ctx, self._authenticated = None, False
+        self._send(401, b"", {"WWW-Authenticate": "Negotiate"})
+
+    def _is_encrypted(self) -> bool:
+        content_type = self.headers.get("Content-Type", "").lower()
+        return (content_type.startswith("multipart/encrypted")
+                and f'protocol="{ENCRYPTED_PROTOCOL.lower()}"' in content_type)
+
+    def _decrypt(self, body: bytes) -> bytes:
+        # [MS-WSMV] 2.2.9.1.1: two MIME parts, a header part with the plain length, then
+        # the octet stream: 4-byte little-endian signature length, signature, sealed data.
+        terminator = BOUNDARY + b"--\r\n"
+        if not body.startswith(BOUNDARY + b"\r\n") or not body.endswith(terminator):
+            raise ValueError("not a multipart/encrypted body")
+        second = body.find(BOUNDARY + b"\r\n", len(BOUNDARY) + 2)
+        if second < 0:
+            raise ValueError("missing second MIME part")
+        head = body[len(BOUNDARY) + 2:second]
+        if f"Content-Type: {ENCRYPTED_PROTOCOL}".encode().lower() not in head.lower():
+            raise ValueError("wrong encrypted protocol")
+        marker = b"Length="
+        at = head.find(marker)
+        digits = head[at + len(marker):].strip() if at >= 0 else b""
+        if not digits.isdigit() or len(digits) > 9:
+            raise ValueError("missing OriginalContent Length")
+        expected = int(digits)
+        part = body[second + len(BOUNDARY) + 2:len(body) - len(terminator)]
+        octet_header = b"\tContent-Type: application/octet-stream\r\n"
+        if not part.startswith(octet_header):
+            raise ValueError("missing octet-stream part")
+        stream = part[len(octet_header):]
+        if len(stream) < 4:
+            raise ValueError("truncated encrypted stream")
+        sig_len = struct.unpack("<I", stream[:4])[0]
+        if sig_len != 16 or len(stream) < 4 + sig_len:
+            raise ValueError("bad signature length")
+        signature, sealed = stream[4:4 + sig_len], stream[4 + sig_len:]
+        try:
+            plain = self._ctx.unwrap(signature + sealed).data
+        except Exception as exc:
+            raise ValueError(f"unwrap failed: {type(exc).__name__}") from None
+        if len(plain) != expected:
+            raise ValueError("decrypted length differs from OriginalContent Length")
+        return typing.cast(bytes, plain)
+
+    def _encrypt(self, plain: bytes) -> bytes:
+        wrapped = self._ctx.wrap(plain, encrypt=True).data
+        signature, sealed = wrapped[:16], wrapped[16:]
+        return (BOUNDARY + b"\r\n"
+                + f"\tContent-Type: {ENCRYPTED_PROTOCOL}\r\n".encode()
+                + f"\tOriginalContent: type={SOAP_CONTENT_TYPE};Length={len(plain)}\r\n".encode()
+                + BOUNDARY + b"\r\n"
+                + b"\tContent-Type: application/octet-stream\r\n"
+                + struct.pack("<I", len(signature)) + signature + sealed
+                + BOUNDARY + b"--\r\n")
+
+    # -- response -----------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        lab = self.server.lab
+        delay = lab.config.latency_ms / 1000.0
+        if lab.config.fault == "slow":
+            delay += SLOW_DELAY_S
+        if delay > 0 and lab._stopping.wait(delay):
+            self.close_connection = True     # stopped while delaying: no answer
+            return
+        try:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if body and self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+class LabServer:
+    """One listening WinRM endpoint for one simulated host (a ThreadingHTTPServer in a daemon thread)."""
+
+    def __init__(self, config: HostConfig) -> None:
+        if config.fault not in FAULTS:
+            raise ConfigError(f"lab host {config.name}: unknown transport fault {config.fault!r}",
+                              hint="one of: " + ", ".join(f or '""' for f in FAULTS))
+        if config.auth not in AUTHS:
+            raise ConfigError(f"lab host {config.name}: unknown auth {config.auth!r}",
+                              hint="basic or ntlm")
+        self.config = config
+        self.stats = HostStats()
+        self._stopping = threading.Event()
+        self._listener: _Listener | None = None
+        self._blocker: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._port = config.port
+        self._conn_lock = threading.Lock()
+        self._conns: dict[socket.socket, threading.Thread] = {}
+        self.service = WSManService(config.name, config.runner, self.endpoint,
+                                    stopping=self._stopping, deny_create=config.fault == "soap-fault")
+
+    @property
+    def endpoint(self) -> str:
+        """The URL clients use: http://address:port/wsman."""
+        return f"http://{self.config.address}:{self._port}/wsman"
+
+    def start(self) -> None:
+        """Bind and listen (fault "refuse": bind only, so connecting is refused)."""
+        if self._listener is not None or self._blocker is not None:
+            raise RuntimeError("LabServer already started")
+        cfg = self.config
+        self._stopping.clear()
+        if cfg.auth == "ntlm" and cfg.fault != "auth":
+            register_ntlm_user(cfg.domain, cfg.username, cfg.password)
+        if cfg.fault == "refuse":
+            # A bound socket that never listens: connections get RST, and the port stays ours.
+            blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            blocker.bind((cfg.address, cfg.port))
+            self._blocker = blocker
+            self._port = blocker.getsockname()[1]
+        else:
+            listener = _Listener((cfg.address, cfg.port), _Handler)
+            listener.lab = self
+            self._listener = listener
+            self._port = listener.server_address[1]
+            self._thread = threading.Thread(target=listener.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name=f"lab-{cfg.name}", daemon=True)
+            self._thread.start()
+        self.service.endpoint = self.endpoint
+
+    def stop(self) -> None:
+        """Stop listening, cut open connections and release waiting handler threads."""
+        self._stopping.set()
+        if self._blocker is not None:
+            self._blocker.close()
+            self._blocker = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.shutdown()
+            listener.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        with self._conn_lock:
+            conns = list(self._conns.items())
+        for conn, _ in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 2.0
+        for _, thread in conns:
+            if thread is not threading.current_thread():
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def reset_stats(self) -> None:
+        """Zero every counter (shells_open keeps the number of shells still open)."""
+        self.stats = HostStats(shells_open=self.service.open_shells)
+
+    def __enter__(self) -> LabServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- used by the handler ------------------------------------------------------------
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._conn_lock:
+            if add:
+                self._conns[conn] = threading.current_thread()
+            else:
+                self._conns.pop(conn, None)
+
+    def _basic_ok(self, token: str) -> bool:
+        try:
+            decoded = base64.b64decode(token, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            return False
+        user, sep, password = decoded.partition(":")
+        if not sep:
+            return False
+        cfg = self.config
+        names = {cfg.username.casefold()}
+        if cfg.domain:
+            names.add(f"{cfg.domain}\\{cfg.username}".casefold())
+        user_ok = any(hmac.compare_digest(user.casefold().encode(), n.encode()) for n in names)
+        password_ok = hmac.compare_digest(password.encode(), cfg.password.encode())
+        return user_ok and password_ok
+
+    def _dispatch(self, soap: bytes) -> Reply:
+        reply = self.service.handle(soap)
+        stats = self.stats
+        stats.action(reply.action)
+        counter = {"Command": "commands", "Receive": "receives", "Signal": "signals"}.get(reply.action)
+        if counter:
+            stats.add(counter)
+        if reply.ok and reply.action == "Create":
+            stats.add("shells_created")
+        if reply.ok and reply.action == "Delete":
+            stats.add("shells_deleted")
+        stats.set_open(self.service.open_shells)
+        return reply
