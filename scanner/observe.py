@@ -6,8 +6,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from scanner.builds import build_from_registry, parse_build, rollup_from_names
+from scanner.configfile import read_config
+from scanner.evidence import PROTOCOLS, CollectedHost
 
 
 @dataclass(frozen=True)
@@ -61,3 +66,100 @@ class ServerObservation:
     events_since: datetime | None = None
     collector_errors: tuple[tuple[str, str], ...] = field(default=())
     protocols: dict[str, ProtocolObservation] = field(default_factory=dict)
+
+
+def _pending_restart(service_status: str, started: datetime | None, modified: datetime | None) -> bool:
+    """The running process read its configuration at start: a later write is not in force."""
+    return service_status == "Running" and started is not None and modified is not None and modified > started
+
+
+def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObservation:
+    config = host.configs[protocol]
+    service = host.services[protocol]
+    reading = read_config(config.content, exists=config.exists, error=config.error)
+    content = config.content
+    status = service.status if service.exists else "absent"
+    logons = tuple(
+        RefusedLogonObservation(at=event.at, user=event.user, mailbox_site=event.mailbox_site)
+        for event in host.events
+        if event.protocol == protocol
+    )
+    return ProtocolObservation(
+        protocol=protocol,
+        allow_cross_site=reading.value,
+        value_source=reading.value_source,
+        config_status=reading.status,
+        raw_value=reading.raw_value,
+        config_path=config.path,
+        config_sha256=hashlib.sha256(content).hexdigest() if content is not None else None,
+        config_bytes=content,
+        config_length=config.length,
+        config_modified=config.modified,
+        config_encoding=reading.encoding,
+        key_notes=tuple(reading.notes),
+        service=status,
+        start_mode=service.start_mode or None if service.exists else None,
+        service_started=service.started,
+        pending_restart=_pending_restart(status, service.started, config.modified),
+        refused_logons=logons,
+        detail=reading.detail,
+    )
+
+
+def interpret(
+    name: str,
+    address: str,
+    inventory_site: str | None,
+    host: CollectedHost,
+    started_at: datetime,
+    finished_at: datetime,
+) -> ServerObservation:
+    """Conclude what one CAS does from the raw evidence its collector returned."""
+    setup = host.setup
+    build_text = setup.exsetup_version or build_from_registry(
+        setup.product_major, setup.product_minor, setup.build_major, setup.build_minor
+    )
+    build = parse_build(build_text)
+    service_pack = build.service_pack if build else None
+    return ServerObservation(
+        name=name,
+        address=address,
+        site=inventory_site or host.site or None,
+        scan_status="ok",
+        started_at=started_at,
+        finished_at=finished_at,
+        computer=host.computer or None,
+        reported_site=host.site or None,
+        build=build.build if build else None,
+        service_pack=service_pack,
+        rollup=rollup_from_names((r.name for r in host.rollups), service_pack),
+        build_recognised=bool(build and build.recognised),
+        install_path=setup.install_path or None,
+        setup_key=setup.key or None,
+        ps_version=host.ps_version or None,
+        events_since=host.events_since,
+        collector_errors=host.errors,
+        protocols={p: _protocol_observation(host, p) for p in PROTOCOLS if p in host.configs},
+    )
+
+
+def failed(
+    name: str,
+    address: str,
+    inventory_site: str | None,
+    kind: str,
+    message: str,
+    started_at: datetime,
+    finished_at: datetime,
+) -> ServerObservation:
+    """The observation of a server that could not be scanned."""
+    return ServerObservation(
+        name=name,
+        address=address,
+        site=inventory_site,
+        scan_status="error",
+        started_at=started_at,
+        finished_at=finished_at,
+        error_kind=kind,
+        error=message,
+    )

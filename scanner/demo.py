@@ -1,0 +1,61 @@
+"""`cas-audit demo`: the lab organisation, two scans with a service pack upgrade in between,
+and the reports of the second scan."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scanner.catalog import load_catalog
+from scanner.inventory import load_inventory
+from scanner.lab.fleet import load_fleet, upgrade_server
+from scanner.lab.serve import Lab, demo_fleet_path
+from scanner.policy import load_policy
+from scanner.report_build import build_report
+from scanner.report_write import render, write_atomically
+from scanner.scan import run_scan
+from scanner.store.repo import open_store
+
+UPGRADED_SERVER = "CAS05"
+UPGRADE_BUILD = "8.3.83.6"
+
+
+def demo_policy_path() -> Path:
+    """The demo organisation's policy (package data beside the demo fleet)."""
+    return demo_fleet_path().with_name("demo-policy.toml")
+
+
+def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
+    """Run the demo; yield one line of progress at a time."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db_path = out_dir / "demo-history.db"
+    for stale in (db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    store = open_store(f"sqlite:///{db_path}")
+    catalog = load_catalog()
+    policy = load_policy(demo_policy_path())
+    fleet = load_fleet(demo_fleet_path())
+    with Lab(fleet) as lab, tempfile.TemporaryDirectory(prefix="cas-audit-demo-") as tmp:
+        inventory_path = Path(tmp) / "inventory.toml"
+        lab.write_inventory(inventory_path)
+        inventory = load_inventory(inventory_path)
+        yield f"lab: {len(fleet.servers)} simulated CAS listening on loopback ({fleet.lab.auth})"
+        for label in ("first scan", "second scan"):
+            outcome = run_scan(inventory, store=store, password=fleet.lab.password, policy=policy,
+                               catalog=catalog, concurrency=4, timeout_s=20)
+            yield (f"{label}: run {outcome.run_id} {outcome.status}, {outcome.scanned} scanned, "
+                   f"{outcome.failed} failed, {outcome.active_at_or_above} active finding(s) high or above")
+            if label == "first scan":
+                fleet = upgrade_server(fleet, UPGRADED_SERVER, UPGRADE_BUILD, datetime.now(UTC))
+                lab.replace_fleet(fleet)
+                yield f"upgrade: {UPGRADED_SERVER} -> Exchange 2007 SP3 ({UPGRADE_BUILD}); setup reset its config files"
+    run_id = outcome.run_id
+    for report_lang in dict.fromkeys((lang, "en", "de")):
+        for fmt in ("xlsx", "json"):
+            model = build_report(store, run_id, lang=report_lang)
+            path = out_dir / f"cas-audit-run-{run_id}-{report_lang}.{fmt}"
+            write_atomically(path, render(model, fmt))
+            yield f"wrote {path}"
+    yield f"history: {db_path} (cas-audit history --db sqlite:///{db_path} --server {UPGRADED_SERVER})"

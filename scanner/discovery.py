@@ -1,0 +1,39 @@
+"""`cas-audit inventory discover`: Get-ExchangeServer on one management host -> inventory TOML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomli_w
+
+from scanner.collector.reader import read_discovery_output
+from scanner.errors import ConfigError
+from scanner.inventory import Target
+from scanner.report_write import write_atomically
+from scanner.winrm_client import discover
+
+
+def discover_inventory(host: str, out: Path, *, username: str, auth: str, scheme: str, port: int | None,
+                       allow_insecure: bool, verify_tls: bool, password: str | None, timeout_s: float) -> int:
+    """Write an inventory of every CAS the host knows; return how many."""
+    if auth == "basic" and scheme == "http" and not allow_insecure:
+        raise ConfigError("Basic authentication over plain http sends the password readable on the wire",
+                          hint="use https or ntlm, or pass --allow-insecure for a lab")
+    port = port or (5986 if scheme == "https" else 5985)
+    target = Target(name=host, address=host, site=None, username=username, auth=auth, scheme=scheme,
+                    port=port, verify_tls=verify_tls, ca_bundle=None, allow_insecure=allow_insecure,
+                    cert_pem=None, cert_key_pem=None)
+    servers = read_discovery_output(discover(target, password, timeout_s=timeout_s))
+    defaults: dict[str, object] = {"username": username, "auth": auth, "scheme": scheme, "port": port,
+                                   "verify_tls": verify_tls}
+    if allow_insecure:
+        defaults["allow_insecure"] = True
+    document = {
+        "defaults": defaults,
+        "server": [
+            {"name": s.name, "address": s.fqdn or s.name, **({"site": s.site} if s.site else {})}
+            for s in servers
+        ],
+    }
+    write_atomically(out, tomli_w.dumps(document).encode("utf-8"))
+    return len(servers)

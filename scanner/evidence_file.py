@@ -1,0 +1,45 @@
+"""`cas-audit evidence`: a config file exactly as collected, hash-checked."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from scanner.errors import ConfigError, StoreError
+from scanner.report_write import write_atomically
+from scanner.store.repo import Store
+
+
+def stored_config(store: Store, server: str, protocol: str, run_id: int | None) -> bytes:
+    """The collected bytes of a server's config file in run `run_id` (None: the latest run that has it)."""
+    entries = store.history(server, protocol)
+    if not entries:
+        raise ConfigError(f"no observation of server {server!r} in the history")
+    candidates = [(rid, obs) for rid, obs in entries if run_id is None or rid == run_id]
+    if not candidates:
+        raise ConfigError(f"server {server!r} was not observed in run {run_id}")
+    for rid, obs in reversed(candidates):
+        p = obs.protocols.get(protocol)
+        if obs.scan_status != "ok" or p is None:
+            continue
+        if p.config_sha256 is None:
+            raise ConfigError(f"run {rid} holds no {protocol} config file of {server}: "
+                              f"status {p.config_status}")
+        content = store.config_blob(p.config_sha256)
+        if content is None:
+            raise StoreError(f"the history lost the file with sha256 {p.config_sha256}")
+        if hashlib.sha256(content).hexdigest() != p.config_sha256:
+            raise StoreError(f"the stored file {p.config_sha256} does not match its hash")
+        return content
+    raise ConfigError(f"server {server!r} was not scanned successfully in run {run_id}"
+                      if run_id is not None else f"server {server!r} was never scanned successfully")
+
+
+def write_evidence(store: Store, server: str, protocol: str, run_id: int | None, out: Path) -> tuple[str, int]:
+    """Write the file byte for byte; return its sha256 and size."""
+    content = stored_config(store, server, protocol, run_id)
+    try:
+        write_atomically(out, content)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
+    return hashlib.sha256(content).hexdigest(), len(content)

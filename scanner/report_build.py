@@ -1,0 +1,73 @@
+"""Build the report model of one run from the history store."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from scanner.catalog import Catalog, load_catalog
+from scanner.evaluate import finding_info, waiver_infos
+from scanner.history import changes
+from scanner.observe import ServerObservation, failed
+from scanner.policy import Policy
+from scanner.report_model import ResolvedInfo, RunInfo, RunReport, ScopeEntry, TrendPoint
+from scanner.store.repo import Store
+
+TREND_RUNS = 10
+CHANGE_WINDOW_RUNS = 10
+
+
+def _policy_of_run(policy_text: str | None) -> Policy:
+    """The policy as it was used by the run (stored with it), so a past report regenerates exactly."""
+    if policy_text is None:
+        return Policy.default()
+    return Policy.from_text(policy_text, source="<policy stored with the run>")
+
+
+def _trend(store: Store, up_to_run: int) -> tuple[TrendPoint, ...]:
+    points = []
+    for run in [r for r in store.runs() if r.id <= up_to_run and r.status != "aborted"][:TREND_RUNS]:
+        counts = Counter(f.severity for f in store.findings(run.id) if f.state != "waived")
+        points.append(TrendPoint(run_id=run.id, started_at=run.started_at, active_by_severity=dict(counts)))
+    return tuple(sorted(points, key=lambda p: p.run_id))
+
+
+def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalog | None = None) -> RunReport:
+    """Everything the reports of run `run_id` show, in `lang` (en | de)."""
+    catalog = catalog or load_catalog()
+    row = store.run(run_id)
+    policy = _policy_of_run(row.policy_text)
+    planned = store.planned_servers(run_id)
+    observed = {obs.name.casefold(): obs for obs in store.server_observations(run_id)}
+    servers: list[ServerObservation] = []
+    scope: list[ScopeEntry] = []
+    for entry in planned:
+        obs = observed.get(entry.name.casefold())
+        if obs is None:  # planned but never reached: the run was aborted before it
+            obs = failed(entry.name, entry.address, entry.inventory_site, "not-scanned",
+                         "the run ended before this server was scanned", row.started_at,
+                         row.finished_at or row.started_at)
+        servers.append(obs)
+        scope.append(ScopeEntry(name=entry.name, address=entry.address, site=obs.site,
+                                scan_status=obs.scan_status if entry.name.casefold() in observed else "not-scanned",
+                                error_kind=obs.error_kind, error=obs.error))
+    finding_rows = store.findings(run_id)
+    findings = tuple(finding_info(f, catalog, lang) for f in finding_rows)
+    run = RunInfo(
+        id=row.id, started_at=row.started_at, finished_at=row.finished_at, status=row.status,
+        servers_planned=row.servers_planned, servers_scanned=row.servers_scanned,
+        servers_failed=row.servers_failed, tool_version=row.tool_version,
+        catalog_version=row.catalog_version, operator=row.operator, scanning_host=row.scanning_host,
+        site_filter=row.site_filter,
+    )
+    return RunReport(
+        run=run,
+        lang=lang,
+        servers=tuple(servers),
+        scope=tuple(scope),
+        findings=findings,
+        resolved=tuple(ResolvedInfo(rule, server, protocol) for rule, server, protocol in store.resolved(run_id)),
+        changes=tuple(changes(store, run_id, CHANGE_WINDOW_RUNS)),
+        waivers=tuple(waiver_infos(policy, finding_rows, row.started_at.date())),
+        rules=tuple(catalog.rule_infos(lang, policy.severity)),
+        trend=_trend(store, run_id),
+    )

@@ -1,0 +1,85 @@
+"""The JSON report of design.md, from the report model."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, TextIO
+
+from scanner.evidence import PROTOCOLS
+from scanner.observe import ProtocolObservation, ServerObservation
+from scanner.report_model import RunReport
+
+
+def _time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _protocol(p: ProtocolObservation) -> dict[str, Any]:
+    return {
+        "allow_cross_site": p.allow_cross_site,
+        "value_source": p.value_source,
+        "config_status": p.config_status,
+        "raw_value": p.raw_value,
+        "config_sha256": p.config_sha256,
+        "config_modified": _time(p.config_modified),
+        "service": p.service,
+        "start_mode": p.start_mode,
+        "service_started": _time(p.service_started),
+        "pending_restart": p.pending_restart,
+        "refused_logons": len(p.refused_logons),
+    }
+
+
+def _server(s: ServerObservation) -> dict[str, Any]:
+    error = None
+    if s.scan_status != "ok":
+        error = f"{s.error_kind}: {s.error}" if s.error_kind else s.error
+    return {
+        "name": s.name,
+        "site": s.site,
+        "scan_status": s.scan_status,
+        "error": error,
+        "build": s.build,
+        "service_pack": s.service_pack,
+        "rollup": s.rollup,
+        "protocols": {p: _protocol(s.protocols[p]) for p in PROTOCOLS if p in s.protocols},
+    }
+
+
+def report_dict(report: RunReport) -> dict[str, Any]:
+    """The report as the JSON-ready dictionary of design.md."""
+    run = report.run
+    return {
+        "run": {
+            "id": run.id,
+            "started_at": _time(run.started_at),
+            "finished_at": _time(run.finished_at),
+            "status": run.status,
+            "servers_planned": run.servers_planned,
+            "servers_scanned": run.servers_scanned,
+            "tool_version": run.tool_version,
+        },
+        "servers": [_server(s) for s in report.servers],
+        "findings": [
+            {
+                "rule": f.rule,
+                "severity": f.severity,
+                "server": f.server,
+                "protocol": f.protocol,
+                "state": f.state,
+                "message": f.message,
+                "evidence": f.evidence,
+            }
+            for f in report.findings
+        ],
+        "resolved": [{"rule": r.rule, "server": r.server, "protocol": r.protocol} for r in report.resolved],
+    }
+
+
+def write_json(report: RunReport, stream: TextIO) -> None:
+    """Write the JSON report (UTF-8 text, stable key order as in design.md)."""
+    json.dump(report_dict(report), stream, ensure_ascii=False, indent=2, default=str)
+    stream.write("\n")

@@ -1,0 +1,72 @@
+"""Where a report goes: a file (written atomically) or stdout. Exporters only see streams."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from scanner.errors import ConfigError
+from scanner.report_model import RunReport
+
+
+def default_path(report: RunReport, fmt: str) -> Path:
+    return Path("reports") / f"cas-audit-run-{report.run.id}-{report.lang}.{fmt}"
+
+
+def render(report: RunReport, fmt: str) -> bytes:
+    """The report in `fmt` (xlsx, json, csv) as bytes."""
+    if fmt == "json":
+        from scanner.report_json import write_json
+
+        text = io.StringIO()
+        write_json(report, text)
+        return text.getvalue().encode("utf-8")
+    if fmt == "csv":
+        from scanner.export_csv import write_findings_csv
+
+        text = io.StringIO(newline="")
+        write_findings_csv(report, text)
+        return text.getvalue().encode("utf-8-sig")  # BOM: Excel then reads UTF-8 correctly
+    if fmt == "xlsx":
+        from scanner.export_xlsx import write_xlsx
+
+        data = io.BytesIO()
+        write_xlsx(report, data)
+        return data.getvalue()
+    raise ConfigError(f"unknown report format {fmt!r}")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename: no half-written report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(report: RunReport, fmt: str, out: str | None) -> Path | None:
+    """Write the report to `out` (a path, '-' for stdout, None for the format's default)."""
+    if out is None:
+        out = "-" if fmt in ("json", "csv") else str(default_path(report, fmt))
+    data = render(report, fmt)
+    if out == "-":
+        if fmt == "xlsx" and sys.stdout.isatty():
+            raise ConfigError("an xlsx workbook is binary; refusing to print it on a terminal",
+                              hint="use --out FILE, or redirect stdout")
+        sys.stdout.buffer.write(data if fmt != "csv" else data.removeprefix(b"\xef\xbb\xbf"))
+        sys.stdout.flush()
+        return None
+    path = Path(out)
+    try:
+        write_atomically(path, data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    return path

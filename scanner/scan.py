@@ -1,0 +1,118 @@
+"""`cas-audit scan`: collect from every CAS concurrently, store each result as it arrives."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from scanner import __version__
+from scanner.catalog import Catalog
+from scanner.collector.reader import read_collector_output
+from scanner.errors import CollectionError, ExitCode
+from scanner.evaluate import active_at_or_above, evaluate_run
+from scanner.inventory import Inventory, Target
+from scanner.observe import ServerObservation, failed, interpret
+from scanner.policy import Policy
+from scanner.store.repo import Store
+from scanner.winrm_client import collect_host
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_TIMEOUT_S = 120.0
+FIRST_SCAN_EVENT_WINDOW = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    run_id: int
+    status: str  # complete | partial | aborted
+    scanned: int
+    failed: int
+    active_at_or_above: int
+    exit_code: ExitCode
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def scan_one(target: Target, password: str | None, since: datetime, timeout_s: float) -> ServerObservation:
+    """Collect, read and interpret one server; never raises for a server-side problem."""
+    started = _now()
+    try:
+        stdout = collect_host(target, password, since=since, timeout_s=timeout_s)
+        host = read_collector_output(stdout)
+    except CollectionError as exc:
+        return failed(target.name, target.address, target.site, exc.kind, exc.message, started, _now())
+    except Exception as exc:  # noqa: BLE001 - one bad server must not stop the run
+        return failed(target.name, target.address, target.site, "internal",
+                      f"unexpected {type(exc).__name__} while reading the result", started, _now())
+    return interpret(target.name, target.address, target.site, host, started, _now())
+
+
+def run_scan(
+    inventory: Inventory,
+    *,
+    store: Store,
+    password: str | None,
+    policy: Policy,
+    catalog: Catalog,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    fail_on: str = "high",
+    site_filter: str | None = None,
+    on_result: Callable[[ServerObservation], None] | None = None,
+) -> ScanOutcome:
+    """Scan every target, store results, evaluate the rules, save findings; return the outcome."""
+    targets = inventory.targets
+    run_id = store.begin_run(
+        planned=[(t.name, t.address, t.site) for t in targets],
+        tool_version=__version__,
+        catalog_version=catalog.version,
+        operator=getpass.getuser(),
+        scanning_host=socket.gethostname(),
+        inventory_sha256=inventory.sha256,
+        policy_text=policy.source_text,
+        site_filter=site_filter,
+        started_at=_now(),
+    )
+    scanned = failed_count = 0
+    status = "aborted"
+    cancel = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cas-audit-scan")
+    try:
+        futures: dict[Future[ServerObservation], Target] = {}
+        for target in targets:
+            since = store.last_successful_scan_time(target.name) or (_now() - FIRST_SCAN_EVENT_WINDOW)
+            futures[pool.submit(scan_one, target, password, since, timeout_s)] = target
+        for future in as_completed(futures):
+            observation = future.result()
+            store.record_server(run_id, observation)  # committed as it arrives
+            if observation.scan_status == "ok":
+                scanned += 1
+            else:
+                failed_count += 1
+            if on_result is not None:
+                on_result(observation)
+        status = "complete" if failed_count == 0 else "partial"
+    finally:
+        if status == "aborted":
+            cancel.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+        else:
+            pool.shutdown(wait=True)
+        store.finish_run(run_id, status, finished_at=_now())
+    evaluation = evaluate_run(store, run_id, policy, catalog)
+    store.save_findings(run_id, evaluation.findings, evaluation.resolved)
+    over = len(active_at_or_above(evaluation.findings, fail_on))
+    if failed_count:
+        code = ExitCode.UNSCANNED
+    elif over:
+        code = ExitCode.FINDINGS
+    else:
+        code = ExitCode.OK
+    return ScanOutcome(run_id, status, scanned, failed_count, over, code)

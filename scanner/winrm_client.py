@@ -1,0 +1,208 @@
+"""The one place a byte leaves this machine: run the collector on one CAS over WinRM.
+
+Only this module imports `winrm`. One collection is Create (shell with the script in
+an environment variable and code page 65001), Command, Receive until Done, Delete:
+4 HTTP requests with Basic, 7 with NTLM on a fresh connection (3 for the handshake).
+pywinrm retries an operation timeout while receiving forever; the loop here keeps a
+wall-clock deadline and an output cap of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import requests
+import winrm
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+
+from scanner import collector
+from scanner.errors import CollectionError, CollectorOutputError
+from scanner.inventory import Target
+
+MAX_OUTPUT_BYTES = 8 * 1024 * 1024
+OPERATION_TIMEOUT_S = 20
+_TRANSPORTS = {"ntlm": "ntlm", "kerberos": "kerberos", "certificate": "certificate"}
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+def _transport(target: Target) -> str:
+    if target.auth == "basic":
+        return "ssl" if target.scheme == "https" else "plaintext"
+    return _TRANSPORTS[target.auth]
+
+
+def _protocol(target: Target, password: str | None, timeout_s: float) -> winrm.Protocol:
+    operation = max(1, min(OPERATION_TIMEOUT_S, int(timeout_s) - 1))
+    kwargs: dict[str, object] = {
+        "endpoint": target.endpoint,
+        "transport": _transport(target),
+        "username": target.username or None,
+        "password": password,
+        "server_cert_validation": "validate" if target.verify_tls else "ignore",
+        "operation_timeout_sec": operation,
+        "read_timeout_sec": operation + 5,
+        "message_encryption": "auto",
+    }
+    if target.ca_bundle:
+        kwargs["ca_trust_path"] = target.ca_bundle
+    if target.auth == "certificate":
+        kwargs["cert_pem"] = target.cert_pem
+        kwargs["cert_key_pem"] = target.cert_key_pem
+    if target.auth == "kerberos":
+        kwargs["kerberos_hostname_override"] = None
+    try:
+        return winrm.Protocol(**kwargs)  # type: ignore[arg-type]
+    except WinRMError as exc:
+        raise CollectionError("internal", f"cannot set up WinRM for {target.name}: {exc}") from None
+
+
+def _set_read_timeout(protocol: winrm.Protocol, deadline: float) -> None:
+    """Shrink the HTTP read timeout so no single request outlives the deadline."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise CollectionError("timeout", "no answer within the per-server time limit")
+    protocol.transport.read_timeout_sec = max(0.5, min(float(protocol.read_timeout_sec), remaining))
+
+
+_CLIXML_TEXT = re.compile(r'<S S="Error">(.*?)</S>', re.S)
+
+
+def stderr_summary(stderr: bytes, limit: int = 300) -> str:
+    """The first meaningful line of stderr (CLIXML error records unpacked), shortened."""
+    text = stderr.decode("utf-8", errors="replace")
+    if text.startswith("#< CLIXML"):
+        parts = [p.replace("_x000D__x000A_", " ") for p in _CLIXML_TEXT.findall(text)]
+        text = " ".join(parts)
+    text = " ".join(text.split())
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _translate(target: Target, exc: BaseException) -> CollectionError:
+    """Turn what pywinrm and requests raise into one CollectionError kind with a sentence."""
+    where = f"{target.endpoint}"
+    if isinstance(exc, CollectionError):
+        return exc
+    if isinstance(exc, InvalidCredentialsError):
+        return CollectionError("auth", f"{where} rejected the credentials of {target.username}",
+                               hint="check the user name, CAS_AUDIT_PASSWORD and the auth method")
+    if isinstance(exc, WSManFaultError):
+        code = f" (code {exc.wsman_fault_code})" if exc.wsman_fault_code is not None else ""
+        reason = " ".join(str(exc.reason or "").split())[:300]
+        return CollectionError("soap-fault", f"{where} answered a WS-Management fault{code}: {reason}")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return CollectionError("tls", f"TLS with {where} failed: certificate not trusted or handshake refused",
+                               hint="set ca_bundle, or verify_tls = false for a lab")
+    if isinstance(exc, (requests.exceptions.ReadTimeout, requests.exceptions.ConnectTimeout)):
+        return CollectionError("timeout", f"{where} did not answer in time")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = repr(exc)
+        if "refused" in text.lower() or "Errno 111" in text:
+            return CollectionError("refused", f"{where} refused the connection (WinRM not listening?)")
+        if "reset" in text.lower() or "aborted" in text.lower() or "RemoteDisconnected" in text:
+            return CollectionError("reset", f"{where} closed the connection unexpectedly")
+        if "Name or service not known" in text or "getaddrinfo" in text:
+            return CollectionError("refused", f"cannot resolve {target.address}")
+        return CollectionError("refused", f"cannot connect to {where}")
+    if isinstance(exc, WinRMTransportError):
+        return CollectionError("protocol", f"{where} answered HTTP {exc.code}")
+    if isinstance(exc, WinRMError):
+        return CollectionError("protocol", f"WinRM error talking to {where}: {str(exc)[:200]}")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return CollectionError("protocol", f"HTTP error talking to {where}: {type(exc).__name__}")
+    return CollectionError("internal", f"unexpected {type(exc).__name__} while talking to {where}")
+
+
+def run_collector(
+    target: Target,
+    password: str | None,
+    *,
+    script: str,
+    env: dict[str, str],
+    timeout_s: float,
+    max_output: int = MAX_OUTPUT_BYTES,
+) -> CommandOutput:
+    """Run a script from `scanner.collector` on `target`; raise CollectionError on any failure."""
+    deadline = time.monotonic() + timeout_s
+    protocol = _protocol(target, password, timeout_s)
+    program, arguments = collector.bootstrap_command()
+    shell_id: str | None = None
+    try:
+        _set_read_timeout(protocol, deadline)
+        shell_id = protocol.open_shell(env_vars={collector.SCRIPT_ENV_VAR: script, **env},
+                                       codepage=collector.SHELL_CODEPAGE, noprofile=True)
+        _set_read_timeout(protocol, deadline)
+        command_id = protocol.run_command(shell_id, program, arguments, skip_cmd_shell=True)
+        stdout: list[bytes] = []
+        stderr: list[bytes] = []
+        size = 0
+        while True:
+            _set_read_timeout(protocol, deadline)
+            try:
+                out, err, exit_code, done = protocol.get_command_output_raw(shell_id, command_id)
+            except WinRMOperationTimeoutError:
+                continue  # the command is still running; the deadline decides
+            size += len(out) + len(err)
+            if size > max_output:
+                raise CollectorOutputError(
+                    f"{target.name} sent more than {max_output // (1024 * 1024)} MiB of output; refused")
+            stdout.append(out)
+            stderr.append(err)
+            if done:
+                break
+        return CommandOutput(b"".join(stdout), b"".join(stderr), exit_code)
+    except BaseException as exc:  # noqa: BLE001 - translated, never swallowed
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise _translate(target, exc) from None
+    finally:
+        if shell_id is not None:
+            try:
+                protocol.transport.read_timeout_sec = 5
+                protocol.close_shell(shell_id)
+            except Exception:  # noqa: BLE001 - best effort: the shell times out on the server anyway
+                pass
+        try:
+            protocol.transport.close_session()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def collect_host(target: Target, password: str | None, *, since: datetime, timeout_s: float,
+                 max_output: int = MAX_OUTPUT_BYTES) -> bytes:
+    """Run the collector on one CAS and return its stdout (exit code checked)."""
+    script = collector.collector_script()
+    result = run_collector(target, password, script=script,
+                           env=collector.shell_environment(script, since), timeout_s=timeout_s,
+                           max_output=max_output)
+    if result.exit_code != 0:
+        raise CollectionError("script-error",
+                              f"the collector failed on {target.name} (exit code {result.exit_code}): "
+                              f"{stderr_summary(result.stderr) or 'no error text'}")
+    return result.stdout
+
+
+def discover(target: Target, password: str | None, *, timeout_s: float) -> bytes:
+    """Run the discovery script (Get-ExchangeServer) on one management host; return stdout."""
+    script = collector.discover_script()
+    result = run_collector(target, password, script=script, env={}, timeout_s=timeout_s)
+    if result.exit_code != 0:
+        raise CollectionError("script-error",
+                              f"discovery failed on {target.name} (exit code {result.exit_code}): "
+                              f"{stderr_summary(result.stderr) or 'no error text'}")
+    return result.stdout
