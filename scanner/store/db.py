@@ -1,0 +1,310 @@
+"""Opening the history database: URL, engine settings, schema upgrade, error translation."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from scanner.errors import StoreError
+from scanner.paths import data_dir
+
+VERSION_TABLE = "cas_audit_schema_version"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
+# Key of the PostgreSQL advisory lock held while the schema is upgraded (any fixed bigint).
+PG_UPGRADE_LOCK_KEY = 0x6361_7361_7564_6974  # "casaudit"
+
+# Execution option that lets a SQLite transaction start with a plain (deferred) BEGIN.
+READ_ONLY_OPTION = "cas_audit_read_only"
+
+
+def default_url() -> str:
+    """$CAS_AUDIT_DB, else a SQLite file in the user's data directory."""
+    env = os.environ.get("CAS_AUDIT_DB", "").strip()
+    if env:
+        return env
+    return f"sqlite:///{_user_data_dir() / 'cas-audit' / 'history.db'}"
+
+
+def _user_data_dir() -> Path:
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        if local:
+            return Path(local)
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg)
+    return Path.home() / ".local" / "share"
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL for messages and logs, with any password replaced by ***."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        if "@" not in url:
+            return url
+        scheme, sep, _rest = url.partition("://")
+        return f"{scheme}{sep}***@{url.rsplit('@', 1)[1]}" if sep else f"***@{url.rsplit('@', 1)[1]}"
+
+
+def parse_url(url: str) -> URL:
+    """Parse a database URL; `postgresql://` and `postgres://` mean psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(
+            f"not a database URL: {mask_url(url)}",
+            hint="use e.g. sqlite:////var/lib/cas-audit/history.db or postgresql+psycopg://user@host/db",
+        ) from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def migrations_dir() -> Path:
+    """The Alembic script directory shipped with this installation."""
+    try:
+        return data_dir("migrations")
+    except FileNotFoundError as exc:
+        raise StoreError(str(exc), hint="reinstall cas-audit") from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_json_dumps = functools.partial(json.dumps, default=_json_default, ensure_ascii=False)
+
+
+def make_engine(url: str | URL | None = None) -> Engine:
+    """An Engine for `url` (default_url() when None) with cas-audit's connection settings.
+
+    SQLite: WAL, synchronous=NORMAL, a 30 s busy timeout, foreign keys on, and write
+    transactions that begin with BEGIN IMMEDIATE. PostgreSQL: psycopg 3, pre-ping.
+    """
+    parsed = url if isinstance(url, URL) else parse_url(url if url is not None else default_url())
+    shown = mask_url(parsed)
+    kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    elif backend == "postgresql":
+        kwargs["pool_pre_ping"] = True
+        if "connect_timeout" not in parsed.query and parsed.get_driver_name() in ("psycopg", "psycopg2"):
+            kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except NoSuchModuleError as exc:
+        raise StoreError(
+            f"unsupported database URL {shown}: no SQLAlchemy dialect {parsed.drivername!r}",
+            hint="cas-audit is tested with sqlite:/// and postgresql+psycopg:// URLs",
+        ) from exc
+    except ImportError as exc:
+        hint = "pip install 'cas-audit[postgresql]'" if backend == "postgresql" else None
+        raise StoreError(f"the database driver for {shown} is not installed ({exc})", hint=hint) from exc
+    except (ArgumentError, TypeError) as exc:
+        raise StoreError(f"cannot use database URL {shown}: {exc}") from exc
+    if backend == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event, not the driver, decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            _set_wal(cursor)
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred BEGIN that reads and then writes fails at once under WAL (BUSY_SNAPSHOT);
+        # IMMEDIATE takes the write lock up front and honours the busy timeout.
+        if conn.get_execution_options().get(READ_ONLY_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _set_wal(cursor: Any) -> None:
+    """Switch a file database to WAL; retried, as the switch may report "locked" at once."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] in ("wal", "memory"):
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _driver_message(exc: BaseException, url: URL | None) -> str:
+    """The first line of the underlying error, without SQL, parameters or the password."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    message = lines[0] if lines else type(orig).__name__
+    message = message.split("[SQL:")[0].split("[parameters:")[0].strip() or type(orig).__name__
+    if url is not None and url.password:
+        message = message.replace(str(url.password), "***")
+    return message
+
+
+@contextmanager
+def store_errors(url: URL, doing: str) -> Iterator[None]:
+    """Turn driver, SQLAlchemy and Alembic errors raised in the block into a StoreError.
+
+    `doing` completes "cannot ...", e.g. "record the scan of CAS01".
+    """
+    shown = mask_url(url)
+    try:
+        yield
+    except StoreError:
+        raise
+    except (SQLAlchemyError, CommandError) as exc:
+        raise StoreError(f"cannot {doing}: {_driver_message(exc, url)} (database {shown})") from exc
+
+
+def head_revision() -> str | None:
+    """The newest schema revision this installation knows."""
+    return ScriptDirectory(str(migrations_dir())).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The schema revision the database is at (None for an empty database)."""
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic Config that runs our migrations, on `connection` when given."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["version_table"] = VERSION_TABLE
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to head; a no-op when it is there. Safe for concurrent callers."""
+    scripts = ScriptDirectory(str(migrations_dir()))
+    head = scripts.get_current_head()
+    with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn:
+        with conn.begin():
+            current = current_revision(conn)
+    if current == head:
+        return
+    if current is not None and not _known_revision(scripts, current):
+        raise StoreError(
+            f"the history database {mask_url(engine.url)} has schema revision {current}, "
+            "which this cas-audit does not know: it was written by a newer version",
+            hint="upgrade cas-audit on this machine",
+        )
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite batch migrations copy and drop tables; with foreign keys on, dropping
+            # a parent table would cascade-delete the history. The pragma only takes
+            # effect outside a transaction, so it goes to the driver connection directly.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():  # SQLite: BEGIN IMMEDIATE serialises concurrent upgraders
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_UPGRADE_LOCK_KEY})
+                if current_revision(conn) == head:
+                    return
+                command.upgrade(alembic_config(conn), "head")
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise StoreError("the schema upgrade left rows that break a foreign key; nothing was changed")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
+
+
+def _known_revision(scripts: ScriptDirectory, revision: str) -> bool:
+    try:
+        return scripts.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def prepare_sqlite_path(url: URL) -> None:
+    """Create the folder of a SQLite database file."""
+    if url.get_backend_name() != "sqlite":
+        return
+    database = url.database or ""
+    if not database or database == ":memory:" or database.startswith("file:") or url.query.get("mode") == "memory":
+        return
+    folder = Path(database).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder {folder} for the history database: {exc.strerror}") from exc
+
+
+def open_engine(url: str | None = None) -> Engine:
+    """An Engine on `url` whose schema is at head; errors become StoreError."""
+    parsed = parse_url(url if url is not None else default_url())
+    prepare_sqlite_path(parsed)
+    engine = make_engine(parsed)
+    try:
+        try:
+            engine.connect().close()
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot open the history database {mask_url(parsed)}: {_driver_message(exc, parsed)}",
+                hint="check the path in --db or CAS_AUDIT_DB and that you may write to it"
+                if parsed.get_backend_name() == "sqlite"
+                else "check --db or CAS_AUDIT_DB, that the database server is reachable and the database exists",
+            ) from exc
+        with store_errors(parsed, "upgrade the schema of the history database"):
+            upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def upgrade_database(url: str | None) -> str:
+    """Upgrade the database at `url` (default_url() when None) to head; returns the masked URL."""
+    engine = open_engine(url)
+    try:
+        return mask_url(engine.url)
+    finally:
+        engine.dispose()

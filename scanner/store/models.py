@@ -1,0 +1,260 @@
+"""Tables of the history database (SQLAlchemy 2 typed declarative models).
+
+The schema is created and changed only by the Alembic revisions in `migrations/`;
+`tests/test_migrations.py` checks that these models and the revisions agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Constraint names that are stable on every backend, so later revisions can alter them
+# (SQLite batch mode needs named constraints).
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATUSES: tuple[str, ...] = ("running", "complete", "partial", "aborted")
+SCAN_STATUSES: tuple[str, ...] = ("ok", "error")
+FINDING_STATES: tuple[str, ...] = ("new", "persisting", "waived", "waiver-expired")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A point in time: aware datetimes in, aware UTC datetimes out, on every backend.
+
+    SQLite keeps no time zone, so values are stored there as naive UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given to the store: pass an aware datetime")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class SafeText(TypeDecorator[str]):
+    """Text as collected from a server; NUL characters (which PostgreSQL refuses) become U+FFFD."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), str: SafeText(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class ScanRun(Base):
+    """One `cas-audit scan` invocation."""
+
+    __tablename__ = "scan_runs"
+    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))
+    servers_planned: Mapped[int]
+    servers_scanned: Mapped[int] = mapped_column(default=0)
+    servers_failed: Mapped[int] = mapped_column(default=0)
+    tool_version: Mapped[str]
+    catalog_version: Mapped[str | None]
+    operator: Mapped[str]
+    scanning_host: Mapped[str]
+    inventory_sha256: Mapped[str] = mapped_column(String(64))
+    policy_sha256: Mapped[str | None] = mapped_column(String(64))
+    policy_text: Mapped[str | None]
+    site_filter: Mapped[str | None]
+
+
+class Server(Base):
+    """A CAS as named in an inventory; `name_key` is the casefolded name used for lookups."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    name_key: Mapped[str] = mapped_column(unique=True)
+    first_seen_run_id: Mapped[int | None] = mapped_column(ForeignKey("scan_runs.id"))
+
+
+class RunServer(Base):
+    """A server in the planned scope of a run, whether or not it was reached."""
+
+    __tablename__ = "run_servers"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id", ondelete="CASCADE"), primary_key=True)
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id"), primary_key=True)
+    position: Mapped[int]  # order in the inventory
+    address: Mapped[str]
+    inventory_site: Mapped[str | None]
+
+
+class ServerScan(Base):
+    """The result of scanning one server in one run (ok or error)."""
+
+    __tablename__ = "server_scans"
+    __table_args__ = (
+        UniqueConstraint("run_id", "server_id"),
+        CheckConstraint(_in("scan_status", SCAN_STATUSES), name="scan_status"),
+        Index("ix_server_scans_server_id_finished_at", "server_id", "finished_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id", ondelete="CASCADE"))
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id"))
+    address: Mapped[str]
+    scan_status: Mapped[str] = mapped_column(String(16))
+    error_kind: Mapped[str | None]
+    error_message: Mapped[str | None]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    site: Mapped[str | None]
+    reported_site: Mapped[str | None]
+    computer: Mapped[str | None]
+    build: Mapped[str | None]
+    service_pack: Mapped[str | None]
+    rollup: Mapped[str | None]
+    build_recognised: Mapped[bool] = mapped_column(Boolean)
+    install_path: Mapped[str | None]
+    setup_key: Mapped[str | None]
+    ps_version: Mapped[str | None]
+    events_since: Mapped[datetime | None]
+    collector_errors: Mapped[list[Any]]  # [[where, message], ...]
+
+
+class ConfigBlob(Base):
+    """A config file exactly as collected, stored once per SHA-256."""
+
+    __tablename__ = "config_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    first_seen_at: Mapped[datetime]
+
+
+class Observation(Base):
+    """What one protocol's config and service looked like in one server scan."""
+
+    __tablename__ = "observations"
+    __table_args__ = (
+        UniqueConstraint("server_scan_id", "protocol"),
+        Index("ix_observations_server_id_protocol_scanned_at", "server_id", "protocol", "scanned_at"),
+        Index("ix_observations_run_id", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    server_scan_id: Mapped[int] = mapped_column(ForeignKey("server_scans.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id", ondelete="CASCADE"))
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id"))
+    protocol: Mapped[str] = mapped_column(String(16))
+    scanned_at: Mapped[datetime]
+    allow_cross_site: Mapped[bool | None] = mapped_column(Boolean)
+    value_source: Mapped[str]
+    config_status: Mapped[str]
+    raw_value: Mapped[str | None]
+    config_path: Mapped[str]
+    config_sha256: Mapped[str | None] = mapped_column(String(64), ForeignKey("config_blobs.sha256"))
+    config_length: Mapped[int | None]
+    config_modified: Mapped[datetime | None]
+    config_encoding: Mapped[str | None]
+    key_notes: Mapped[list[Any]]
+    service: Mapped[str]
+    start_mode: Mapped[str | None]
+    service_started: Mapped[datetime | None]
+    pending_restart: Mapped[bool] = mapped_column(Boolean)
+    refused_logons_count: Mapped[int]
+    detail: Mapped[str]
+
+
+class RefusedLogon(Base):
+    """A refused cross-site logon (event 1008) reported with an observation."""
+
+    __tablename__ = "refused_logons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    observation_id: Mapped[int] = mapped_column(ForeignKey("observations.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime | None]
+    user_name: Mapped[str]
+    mailbox_site: Mapped[str]
+
+
+class Finding(Base):
+    """A rule result of one run, with its state against the history and waivers."""
+
+    __tablename__ = "findings"
+    __table_args__ = (
+        CheckConstraint(_in("state", FINDING_STATES), name="state"),
+        Index("ix_findings_rule_server_id_protocol", "rule", "server_id", "protocol"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id", ondelete="CASCADE"), index=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id"))
+    server_name: Mapped[str | None]
+    site: Mapped[str | None]
+    protocol: Mapped[str | None] = mapped_column(String(16))
+    message: Mapped[str]
+    evidence: Mapped[dict[str, Any]]
+    first_seen_run_id: Mapped[int | None] = mapped_column(ForeignKey("scan_runs.id"))
+    first_seen_at: Mapped[datetime | None]
+    waiver: Mapped[dict[str, Any] | None]
+
+
+class ResolvedFinding(Base):
+    """A finding of the previous run that no longer fires in this run."""
+
+    __tablename__ = "resolved_findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id", ondelete="CASCADE"), index=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    server_name: Mapped[str | None]
+    protocol: Mapped[str | None] = mapped_column(String(16))

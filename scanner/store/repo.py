@@ -1,0 +1,645 @@
+"""Reading and writing the scan history: runs, server results, findings.
+
+Every method runs in its own short transaction and returns plain dataclasses or
+`scanner.observe` types, so a `Store` can be shared by the worker threads of a scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from scanner.errors import ConfigError, ExitCode, StoreError
+from scanner.observe import ProtocolObservation, RefusedLogonObservation, ServerObservation
+from scanner.store.db import READ_ONLY_OPTION, default_url, mask_url, open_engine, store_errors, upgrade_database
+from scanner.store.models import (
+    RUN_STATUSES,
+    ConfigBlob,
+    Finding,
+    Observation,
+    RefusedLogon,
+    ResolvedFinding,
+    RunServer,
+    ScanRun,
+    Server,
+    ServerScan,
+)
+
+__all__ = [
+    "FindingRow",
+    "PlannedServer",
+    "RunRow",
+    "Store",
+    "UnknownRunError",
+    "default_url",
+    "open_store",
+    "upgrade_database",
+]
+
+_CHUNK = 500
+T = TypeVar("T")
+
+
+class UnknownRunError(StoreError):
+    """The history has no scan run with the id asked for (a usage error)."""
+
+    exit_code = ExitCode.USAGE
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A scan run as stored in scan_runs."""
+
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    status: str  # running | complete | partial | aborted
+    servers_planned: int
+    servers_scanned: int  # scans that succeeded
+    servers_failed: int  # scans that ended in an error
+    tool_version: str
+    catalog_version: str | None
+    operator: str
+    scanning_host: str
+    inventory_sha256: str
+    policy_sha256: str | None
+    policy_text: str | None
+    site_filter: str | None
+
+
+@dataclass(frozen=True)
+class PlannedServer:
+    """A server in the planned scope of a run, in inventory order."""
+
+    name: str
+    address: str
+    inventory_site: str | None
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    """One finding of a run, as stored in the findings table.
+
+    `server_name` and `protocol` are None for findings about a site or the
+    organisation; `evidence` and `waiver` are JSON (datetimes are stored as ISO strings).
+    """
+
+    rule: str
+    severity: str
+    state: str  # new | persisting | waived | waiver-expired
+    server_name: str | None
+    site: str | None
+    protocol: str | None
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    first_seen_run_id: int | None = None
+    first_seen_at: datetime | None = None
+    waiver: dict[str, Any] | None = None
+    id: int | None = None  # set when read back
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _insert_ignoring_duplicates(session: Session, model: type, rows: list[dict[str, Any]], key: str) -> None:
+    """INSERT rows, skipping any that collide with an existing row (safe with concurrent writers)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        dialect_insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        for chunk in _chunks(rows):
+            session.execute(dialect_insert(model).values(list(chunk)).on_conflict_do_nothing())
+        return
+    column = getattr(model, key)
+    for row in rows:  # other backends: one savepoint per new row
+        if session.scalar(select(column).where(column == row[key])) is not None:
+            continue
+        try:
+            with session.begin_nested():
+                session.execute(insert(model).values(**row))
+        except IntegrityError:
+            pass
+
+
+class Store:
+    """The history database of one installation (one Engine, a session per call)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._reader = engine.execution_options(**{READ_ONLY_OPTION: True})
+        self.url_display: str = mask_url(engine.url)
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, doing: str) -> Iterator[Session]:
+        with store_errors(self._engine.url, doing):
+            with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                yield session
+
+    @contextmanager
+    def _read(self, doing: str) -> Iterator[Session]:
+        with store_errors(self._engine.url, doing):
+            with Session(self._reader) as session, session.begin():
+                yield session
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _server_ids(self, session: Session, names: Iterable[str], run_id: int | None) -> dict[str, int]:
+        """Ids of the servers `names` (by casefolded name), creating the missing ones."""
+        by_key: dict[str, str] = {}
+        for name in names:
+            by_key.setdefault(name.casefold(), name)
+        # sorted: concurrent transactions then take row locks in one order (no deadlock)
+        rows = [{"name": name, "name_key": key, "first_seen_run_id": run_id} for key, name in sorted(by_key.items())]
+        _insert_ignoring_duplicates(session, Server, rows, "name_key")
+        return self._known_server_ids(session, list(by_key))
+
+    @staticmethod
+    def _known_server_ids(session: Session, keys: Sequence[str]) -> dict[str, int]:
+        ids: dict[str, int] = {}
+        for chunk in _chunks(keys):
+            for key, server_id in session.execute(select(Server.name_key, Server.id).where(Server.name_key.in_(chunk))):
+                ids[key] = server_id
+        return ids
+
+    def _require_run(self, session: Session, run_id: int) -> ScanRun:
+        run = session.get(ScanRun, run_id)
+        if run is None:
+            raise UnknownRunError(f"the history has no scan run {run_id}", hint="`cas-audit history` lists the runs")
+        return run
+
+    # -- writing ------------------------------------------------------------------
+
+    def begin_run(
+        self,
+        *,
+        planned: Sequence[tuple[str, str, str | None]],
+        tool_version: str,
+        operator: str,
+        scanning_host: str,
+        inventory_sha256: str,
+        policy_text: str | None = None,
+        site_filter: str | None = None,
+        started_at: datetime | None = None,
+        catalog_version: str | None = None,
+        policy_sha256: str | None = None,
+    ) -> int:
+        """Record the start of a scan and its planned scope; returns the new run id.
+
+        `planned` holds (name, address, inventory_site) in inventory order. Without
+        `policy_sha256`, the hash of `policy_text` (UTF-8) is stored.
+        """
+        seen: set[str] = set()
+        for name, _address, _site in planned:
+            if name.casefold() in seen:
+                raise ConfigError(f"the inventory names the server {name!r} more than once")
+            seen.add(name.casefold())
+        if policy_sha256 is None and policy_text is not None:
+            policy_sha256 = hashlib.sha256(policy_text.encode("utf-8")).hexdigest()
+        with self._write("record the start of a scan run") as session:
+            run = ScanRun(
+                started_at=started_at or _now(),
+                finished_at=None,
+                status="running",
+                servers_planned=len(planned),
+                servers_scanned=0,
+                servers_failed=0,
+                tool_version=tool_version,
+                catalog_version=catalog_version,
+                operator=operator,
+                scanning_host=scanning_host,
+                inventory_sha256=inventory_sha256,
+                policy_sha256=policy_sha256,
+                policy_text=policy_text,
+                site_filter=site_filter,
+            )
+            session.add(run)
+            session.flush()
+            ids = self._server_ids(session, (name for name, _a, _s in planned), run.id)
+            rows = [
+                {
+                    "run_id": run.id,
+                    "server_id": ids[name.casefold()],
+                    "position": position,
+                    "address": address,
+                    "inventory_site": site,
+                }
+                for position, (name, address, site) in enumerate(planned)
+            ]
+            for chunk in _chunks(rows):
+                session.execute(insert(RunServer), list(chunk))
+            return run.id
+
+    def record_server(self, run_id: int, obs: ServerObservation) -> None:
+        """Store one server's result (scan row, observations, config blobs, refused logons) at once."""
+        blobs: dict[str, bytes] = {}
+        hashes: dict[str, str | None] = {}
+        for key, proto in obs.protocols.items():
+            digest = None
+            if proto.config_bytes is not None:
+                digest = hashlib.sha256(proto.config_bytes).hexdigest()
+                blobs[digest] = proto.config_bytes
+            if proto.config_sha256 is not None and proto.config_sha256.lower() != digest:
+                raise ValueError(f"{obs.name} {key}: config_sha256 does not match config_bytes")
+            hashes[key] = digest
+        with self._write(f"record the scan of {obs.name}") as session:
+            server_id = self._server_ids(session, [obs.name], run_id)[obs.name.casefold()]
+            scan = ServerScan(
+                run_id=run_id,
+                server_id=server_id,
+                address=obs.address,
+                scan_status=obs.scan_status,
+                error_kind=obs.error_kind,
+                error_message=obs.error,
+                started_at=obs.started_at,
+                finished_at=obs.finished_at,
+                site=obs.site,
+                reported_site=obs.reported_site,
+                computer=obs.computer,
+                build=obs.build,
+                service_pack=obs.service_pack,
+                rollup=obs.rollup,
+                build_recognised=obs.build_recognised,
+                install_path=obs.install_path,
+                setup_key=obs.setup_key,
+                ps_version=obs.ps_version,
+                events_since=obs.events_since,
+                collector_errors=[list(pair) for pair in obs.collector_errors],
+            )
+            session.add(scan)
+            session.flush()
+            now = _now()
+            _insert_ignoring_duplicates(
+                session,
+                ConfigBlob,
+                [{"sha256": h, "content": b, "size": len(b), "first_seen_at": now} for h, b in sorted(blobs.items())],
+                "sha256",
+            )
+            for key, proto in obs.protocols.items():
+                row = Observation(
+                    server_scan_id=scan.id,
+                    run_id=run_id,
+                    server_id=server_id,
+                    protocol=proto.protocol,
+                    scanned_at=obs.finished_at,
+                    allow_cross_site=proto.allow_cross_site,
+                    value_source=proto.value_source,
+                    config_status=proto.config_status,
+                    raw_value=proto.raw_value,
+                    config_path=proto.config_path,
+                    config_sha256=hashes[key],
+                    config_length=proto.config_length,
+                    config_modified=proto.config_modified,
+                    config_encoding=proto.config_encoding,
+                    key_notes=list(proto.key_notes),
+                    service=proto.service,
+                    start_mode=proto.start_mode,
+                    service_started=proto.service_started,
+                    pending_restart=proto.pending_restart,
+                    refused_logons_count=len(proto.refused_logons),
+                    detail=proto.detail,
+                )
+                session.add(row)
+                session.flush()
+                if proto.refused_logons:
+                    session.execute(
+                        insert(RefusedLogon),
+                        [
+                            {"observation_id": row.id, "at": r.at, "user_name": r.user, "mailbox_site": r.mailbox_site}
+                            for r in proto.refused_logons
+                        ],
+                    )
+
+    def finish_run(self, run_id: int, status: str, finished_at: datetime | None = None) -> None:
+        """Close a run with `status`; counts scanned and failed servers from the stored results."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        with self._write(f"finish scan run {run_id}") as session:
+            self._require_run(session, run_id)
+            counts = dict(
+                session.execute(
+                    select(ServerScan.scan_status, func.count()).where(ServerScan.run_id == run_id).group_by(ServerScan.scan_status)
+                ).all()
+            )
+            session.execute(
+                update(ScanRun)
+                .where(ScanRun.id == run_id)
+                .values(
+                    status=status,
+                    finished_at=finished_at or _now(),
+                    servers_scanned=counts.get("ok", 0),
+                    servers_failed=counts.get("error", 0),
+                )
+            )
+
+    def save_findings(
+        self,
+        run_id: int,
+        findings: Sequence[FindingRow],
+        resolved: Sequence[tuple[str, str | None, str | None]],
+    ) -> None:
+        """Store the findings and resolved findings of a run, replacing any saved before."""
+        with self._write(f"save the findings of run {run_id}") as session:
+            self._require_run(session, run_id)
+            session.execute(delete(Finding).where(Finding.run_id == run_id))
+            session.execute(delete(ResolvedFinding).where(ResolvedFinding.run_id == run_id))
+            keys = sorted({f.server_name.casefold() for f in findings if f.server_name})
+            ids = self._known_server_ids(session, keys)
+            rows = [
+                {
+                    "run_id": run_id,
+                    "rule": f.rule,
+                    "severity": f.severity,
+                    "state": f.state,
+                    "server_id": ids.get(f.server_name.casefold()) if f.server_name else None,
+                    "server_name": f.server_name,
+                    "site": f.site,
+                    "protocol": f.protocol,
+                    "message": f.message,
+                    "evidence": f.evidence,
+                    "first_seen_run_id": f.first_seen_run_id,
+                    "first_seen_at": f.first_seen_at,
+                    "waiver": f.waiver,
+                }
+                for f in findings
+            ]
+            for chunk in _chunks(rows):
+                session.execute(insert(Finding), list(chunk))
+            resolved_rows = [
+                {"run_id": run_id, "rule": rule, "server_name": server, "protocol": protocol}
+                for rule, server, protocol in resolved
+            ]
+            for resolved_chunk in _chunks(resolved_rows):
+                session.execute(insert(ResolvedFinding), list(resolved_chunk))
+
+    # -- reading ------------------------------------------------------------------
+
+    def latest_run_id(self, *, complete_only: bool = False) -> int | None:
+        """The newest run (only runs with status complete when `complete_only`)."""
+        query = select(func.max(ScanRun.id))
+        if complete_only:
+            query = query.where(ScanRun.status == "complete")
+        with self._read("find the latest scan run") as session:
+            return session.scalar(query)
+
+    def run(self, run_id: int) -> RunRow:
+        """One run; UnknownRunError when there is none with that id."""
+        with self._read(f"read scan run {run_id}") as session:
+            return _run_row(self._require_run(session, run_id))
+
+    def runs(self, limit: int | None = None) -> list[RunRow]:
+        """Runs, newest first."""
+        query = select(ScanRun).order_by(ScanRun.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read("list the scan runs") as session:
+            return [_run_row(run) for run in session.scalars(query)]
+
+    def planned_servers(self, run_id: int) -> list[PlannedServer]:
+        """The planned scope of a run, in inventory order."""
+        with self._read(f"read the servers planned for run {run_id}") as session:
+            self._require_run(session, run_id)
+            rows = session.execute(
+                select(Server.name, RunServer.address, RunServer.inventory_site)
+                .join(Server, Server.id == RunServer.server_id)
+                .where(RunServer.run_id == run_id)
+                .order_by(RunServer.position)
+            )
+            return [PlannedServer(name, address, site) for name, address, site in rows]
+
+    def server_observations(self, run_id: int) -> list[ServerObservation]:
+        """Every server result of a run as recorded, in inventory order."""
+        with self._read(f"read the results of run {run_id}") as session:
+            self._require_run(session, run_id)
+            query = (
+                select(ServerScan, Server.name)
+                .join(Server, Server.id == ServerScan.server_id)
+                .outerjoin(RunServer, (RunServer.run_id == ServerScan.run_id) & (RunServer.server_id == ServerScan.server_id))
+                .where(ServerScan.run_id == run_id)
+                .order_by(RunServer.position.is_(None), RunServer.position, Server.name_key)
+            )
+            return [obs for _run, obs in _rebuild(session, session.execute(query).all())]
+
+    def previous_successful(
+        self, server_name: str, protocol: str, before_run_id: int
+    ) -> tuple[ServerObservation, ProtocolObservation] | None:
+        """The newest successful scan of the server in a run before `before_run_id` that observed `protocol`."""
+        with self._read(f"read the history of {server_name}") as session:
+            query = (
+                select(ServerScan, Server.name)
+                .join(Server, Server.id == ServerScan.server_id)
+                .join(Observation, Observation.server_scan_id == ServerScan.id)
+                .where(
+                    Server.name_key == server_name.casefold(),
+                    ServerScan.scan_status == "ok",
+                    ServerScan.run_id < before_run_id,
+                    Observation.protocol == protocol,
+                )
+                .order_by(ServerScan.run_id.desc())
+                .limit(1)
+            )
+            found = _rebuild(session, session.execute(query).all())
+        if not found:
+            return None
+        obs = found[0][1]
+        return obs, obs.protocols[protocol]
+
+    def history(self, server_name: str, protocol: str | None = None) -> list[tuple[int, ServerObservation]]:
+        """(run_id, result) for every scan of the server, oldest first.
+
+        With `protocol`, results carry only that protocol; successful scans that did not
+        observe it are left out, failed scans are kept.
+        """
+        with self._read(f"read the history of {server_name}") as session:
+            query = (
+                select(ServerScan, Server.name)
+                .join(Server, Server.id == ServerScan.server_id)
+                .where(Server.name_key == server_name.casefold())
+                .order_by(ServerScan.run_id)
+            )
+            found = _rebuild(session, session.execute(query).all(), protocol)
+        if protocol is None:
+            return found
+        return [(run_id, obs) for run_id, obs in found if obs.scan_status != "ok" or protocol in obs.protocols]
+
+    def findings(self, run_id: int) -> list[FindingRow]:
+        """The findings saved for a run, in the order they were saved."""
+        with self._read(f"read the findings of run {run_id}") as session:
+            self._require_run(session, run_id)
+            rows = session.scalars(select(Finding).where(Finding.run_id == run_id).order_by(Finding.id))
+            return [
+                FindingRow(
+                    rule=f.rule,
+                    severity=f.severity,
+                    state=f.state,
+                    server_name=f.server_name,
+                    site=f.site,
+                    protocol=f.protocol,
+                    message=f.message,
+                    evidence=f.evidence,
+                    first_seen_run_id=f.first_seen_run_id,
+                    first_seen_at=f.first_seen_at,
+                    waiver=f.waiver,
+                    id=f.id,
+                )
+                for f in rows
+            ]
+
+    def resolved(self, run_id: int) -> list[tuple[str, str | None, str | None]]:
+        """(rule, server_name, protocol) of the findings resolved in a run."""
+        with self._read(f"read the resolved findings of run {run_id}") as session:
+            self._require_run(session, run_id)
+            rows = session.execute(
+                select(ResolvedFinding.rule, ResolvedFinding.server_name, ResolvedFinding.protocol)
+                .where(ResolvedFinding.run_id == run_id)
+                .order_by(ResolvedFinding.id)
+            )
+            return [(rule, server, protocol) for rule, server, protocol in rows]
+
+    def config_blob(self, sha256: str) -> bytes | None:
+        """A config file exactly as collected, by its SHA-256 (hex)."""
+        with self._read("read a stored config file") as session:
+            return session.scalar(select(ConfigBlob.content).where(ConfigBlob.sha256 == sha256.lower()))
+
+    def last_successful_scan_time(self, server_name: str) -> datetime | None:
+        """When the server's newest successful scan started (its event query ran after that).
+
+        Used as the cut-off for refused-logon events: it may overlap the previous scan by
+        the length of one scan, but never leaves a gap.
+        """
+        with self._read(f"read the history of {server_name}") as session:
+            return session.scalar(
+                select(func.max(ServerScan.started_at))
+                .join(Server, Server.id == ServerScan.server_id)
+                .where(Server.name_key == server_name.casefold(), ServerScan.scan_status == "ok")
+            )
+
+
+def _run_row(run: ScanRun) -> RunRow:
+    return RunRow(
+        id=run.id,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        status=run.status,
+        servers_planned=run.servers_planned,
+        servers_scanned=run.servers_scanned,
+        servers_failed=run.servers_failed,
+        tool_version=run.tool_version,
+        catalog_version=run.catalog_version,
+        operator=run.operator,
+        scanning_host=run.scanning_host,
+        inventory_sha256=run.inventory_sha256,
+        policy_sha256=run.policy_sha256,
+        policy_text=run.policy_text,
+        site_filter=run.site_filter,
+    )
+
+
+def _rebuild(
+    session: Session, scans: Sequence[tuple[ServerScan, str]], protocol: str | None = None
+) -> list[tuple[int, ServerObservation]]:
+    """ServerObservations for stored scans (with their protocols, blobs and refused logons)."""
+    scan_ids = [scan.id for scan, _name in scans]
+    observations: dict[int, list[Observation]] = defaultdict(list)
+    for chunk in _chunks(scan_ids):
+        query = select(Observation).where(Observation.server_scan_id.in_(chunk)).order_by(Observation.id)
+        if protocol is not None:
+            query = query.where(Observation.protocol == protocol)
+        for row in session.scalars(query):
+            observations[row.server_scan_id].append(row)
+    observation_ids = [o.id for rows in observations.values() for o in rows]
+    refused: dict[int, list[RefusedLogonObservation]] = defaultdict(list)
+    for chunk in _chunks(observation_ids):
+        for logon in session.scalars(
+            select(RefusedLogon).where(RefusedLogon.observation_id.in_(chunk)).order_by(RefusedLogon.id)
+        ):
+            refused[logon.observation_id].append(RefusedLogonObservation(logon.at, logon.user_name, logon.mailbox_site))
+    hashes = sorted({o.config_sha256 for rows in observations.values() for o in rows if o.config_sha256})
+    blobs: dict[str, bytes] = {}
+    for hash_chunk in _chunks(hashes):
+        query_blobs = select(ConfigBlob.sha256, ConfigBlob.content).where(ConfigBlob.sha256.in_(hash_chunk))
+        blobs.update((sha, content) for sha, content in session.execute(query_blobs))
+    result = []
+    for scan, name in scans:
+        protocols = {
+            o.protocol: ProtocolObservation(
+                protocol=o.protocol,
+                allow_cross_site=o.allow_cross_site,
+                value_source=o.value_source,
+                config_status=o.config_status,
+                raw_value=o.raw_value,
+                config_path=o.config_path,
+                config_sha256=o.config_sha256,
+                config_bytes=blobs.get(o.config_sha256) if o.config_sha256 else None,
+                config_length=o.config_length,
+                config_modified=o.config_modified,
+                config_encoding=o.config_encoding,
+                key_notes=tuple(o.key_notes),
+                service=o.service,
+                start_mode=o.start_mode,
+                service_started=o.service_started,
+                pending_restart=o.pending_restart,
+                refused_logons=tuple(refused.get(o.id, ())),
+                detail=o.detail,
+            )
+            for o in observations.get(scan.id, ())
+        }
+        result.append(
+            (
+                scan.run_id,
+                ServerObservation(
+                    name=name,
+                    address=scan.address,
+                    site=scan.site,
+                    scan_status=scan.scan_status,
+                    started_at=scan.started_at,
+                    finished_at=scan.finished_at,
+                    error_kind=scan.error_kind,
+                    error=scan.error_message,
+                    computer=scan.computer,
+                    reported_site=scan.reported_site,
+                    build=scan.build,
+                    service_pack=scan.service_pack,
+                    rollup=scan.rollup,
+                    build_recognised=scan.build_recognised,
+                    install_path=scan.install_path,
+                    setup_key=scan.setup_key,
+                    ps_version=scan.ps_version,
+                    events_since=scan.events_since,
+                    collector_errors=tuple((str(a), str(b)) for a, b in scan.collector_errors),
+                    protocols=protocols,
+                ),
+            )
+        )
+    return result
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open the history database (default_url() when None), creating or upgrading its schema."""
+    return Store(open_engine(url))
