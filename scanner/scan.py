@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import socket
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -66,9 +65,14 @@ def run_scan(
     fail_on: str = "high",
     site_filter: str | None = None,
     on_result: Callable[[ServerObservation], None] | None = None,
+    started_at: datetime | None = None,
 ) -> ScanOutcome:
-    """Scan every target, store results, evaluate the rules, save findings; return the outcome."""
+    """Scan every target, store results, evaluate the rules, save findings; return the outcome.
+
+    `started_at` stamps the run (default: now); waivers are judged on its UTC date.
+    """
     targets = inventory.targets
+    started_at = started_at or _now()
     run_id = store.begin_run(
         planned=[(t.name, t.address, t.site) for t in targets],
         tool_version=__version__,
@@ -78,11 +82,10 @@ def run_scan(
         inventory_sha256=inventory.sha256,
         policy_text=policy.source_text,
         site_filter=site_filter,
-        started_at=_now(),
+        started_at=started_at,
     )
     scanned = failed_count = 0
     status = "aborted"
-    cancel = threading.Event()
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cas-audit-scan")
     try:
         futures: dict[Future[ServerObservation], Target] = {}
@@ -101,11 +104,10 @@ def run_scan(
         status = "complete" if failed_count == 0 else "partial"
     finally:
         if status == "aborted":
-            cancel.set()
             pool.shutdown(wait=False, cancel_futures=True)
         else:
             pool.shutdown(wait=True)
-        store.finish_run(run_id, status, finished_at=_now())
+        store.finish_run(run_id, status, finished_at=max(_now(), started_at))
     evaluation = evaluate_run(store, run_id, policy, catalog)
     store.save_findings(run_id, evaluation.findings, evaluation.resolved)
     over = len(active_at_or_above(evaluation.findings, fail_on))

@@ -1,0 +1,41 @@
+"""The demo organisation moved to test-only loopback addresses, running in this process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from scanner.lab.fleet import Fleet, load_fleet, relocate_fleet
+from scanner.lab.serve import Lab, demo_fleet_path
+
+
+def demo_fleet(base_address: str, auth: str = "ntlm") -> Fleet:
+    """The built-in demo fleet on `base_address`.. with a free port per server."""
+    fleet = relocate_fleet(load_fleet(demo_fleet_path()), base_address, 0)
+    return replace(fleet, lab=replace(fleet.lab, auth=auth))
+
+
+@contextmanager
+def running(fleet: Fleet, folder: Path) -> Iterator[tuple[Lab, Path]]:
+    """The lab running, and the inventory it wrote."""
+    with Lab(fleet) as lab:
+        inventory = folder / "inventory.toml"
+        lab.write_inventory(inventory)
+        yield lab, inventory
+
+
+def cas_audit(*args: str, password: str | None = "lab-password", db: str | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a child process, as a scheduled job would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_AUDIT_")}
+    if password is not None:
+        env["CAS_AUDIT_PASSWORD"] = password
+    if db is not None:
+        env["CAS_AUDIT_DB"] = db
+    return subprocess.run([sys.executable, "-m", "scanner", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, stdin=subprocess.DEVNULL)
