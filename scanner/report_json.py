@@ -71,7 +71,9 @@ def report_dict(report: RunReport) -> dict[str, Any]:
                 "protocol": f.protocol,
                 "state": f.state,
                 "message": f.message,
-                "evidence": f.evidence,
+                # the contract has no site key: a site-level finding (XS-009) names it here
+                "evidence": f.evidence if f.site is None or "site" in f.evidence
+                else {**f.evidence, "site": f.site},
             }
             for f in report.findings
         ],

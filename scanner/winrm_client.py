@@ -58,8 +58,9 @@ def _protocol(target: Target, password: str | None, timeout_s: float) -> winrm.P
         "read_timeout_sec": operation + 5,
         "message_encryption": "auto",
     }
-    if target.ca_bundle:
-        kwargs["ca_trust_path"] = target.ca_bundle
+    # The inventory's ca_bundle, else the CA certificates requests ships; never an
+    # environment variable nobody sees in the inventory (pywinrm's 'legacy_requests').
+    kwargs["ca_trust_path"] = target.ca_bundle or None
     if target.auth == "certificate":
         kwargs["cert_pem"] = target.cert_pem
         kwargs["cert_key_pem"] = target.cert_key_pem
