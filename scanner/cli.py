@@ -21,6 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
+if not out_console.is_terminal:  # a pipe or a file: wide enough that tables do not fold
+    out_console = Console(soft_wrap=True, width=200)
 
 
 def handle_errors(func: F) -> F:
