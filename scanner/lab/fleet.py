@@ -1,0 +1,548 @@
+"""The lab's simulated Exchange organisation: what each simulated CAS *is* (design.md,
+"Lab fleet (TOML)").
+
+`load_fleet()` reads and validates a fleet file into frozen dataclasses; every mistake
+is a ConfigError naming the file, the server and the field. `upgrade_server()` gives
+the fleet as it is after a service pack setup ran on one server.
+
+Format notes beyond design.md (all optional):
+  [lab] domain        NTLM/Windows domain of the lab account ("CONTOSO"): the inventory
+                      then names the user "CONTOSO\\auditor".
+  [lab] port = 0      any free port, chosen per server when the lab starts (tests).
+  [[server]] computer $env:COMPUTERNAME the collector reports (default: name).
+  [[server]] fqdn     Fqdn for discovery (default: "<name in lower case>.contoso.lab").
+  [[server]] roles    ServerRole flags for discovery (default ["ClientAccess"]).
+  [[server]] rollups  [{ name = "Update Rollup 23 for ...", installed = "20170321" }]
+  [[server]] registry_key = ""   neither Setup key exists (the collector finds no path).
+  [server.pop3] newline = "crlf" | "lf"   line endings of `config` text (default: as the
+                      TOML parser returns it, i.e. "\\n"; Windows files have CRLF).
+  A protocol table left out entirely stands for the protocol as setup left it: the
+  shipped default file (see DEFAULT_CONFIG_TEXT) and the default service state. A
+  protocol table without `config` and `config_file` is a server whose file is missing.
+  `config_file` must be a relative path inside the fleet file's folder; its bytes are
+  used exactly (then `encoding` and `newline` must not be given).
+  Timestamps: TOML date-times (or ISO strings); one without an offset is taken as UTC.
+  `started` only matters while the service has a process (not Stopped, not absent).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from scanner.errors import ConfigError
+from scanner.evidence import PROTOCOLS
+from scanner.tomlfile import check_keys, line_of, load_toml
+
+AUTHS = ("basic", "ntlm")
+#: Faults the WinRM transport (httpserver.py) simulates.
+TRANSPORT_FAULTS = ("refuse", "timeout", "reset", "auth", "soap-fault", "slow")
+#: Faults the simulated host itself simulates (simhost.py).
+APPLICATION_FAULTS = ("garbage", "truncate", "huge", "script-error")
+FAULTS = ("", *TRANSPORT_FAULTS, *APPLICATION_FAULTS)
+REGISTRY_KEYS = ("Setup", "v8.0\\Setup", "")
+ENCODINGS = ("utf-8", "utf-8-sig", "utf-16")
+NEWLINES = ("crlf", "lf")
+START_MODES = ("Auto", "Manual", "Disabled")
+#: ServiceController.Status names, and "absent" (the service is not installed).
+SERVICE_STATES = ("Running", "Stopped", "StartPending", "StopPending", "ContinuePending",
+                  "PausePending", "Paused", "absent")
+#: Exchange 2007 ServerRole flags in the order .NET prints them ("Mailbox, ClientAccess, ...").
+ROLES = ("Mailbox", "ClientAccess", "UnifiedMessaging", "HubTransport")
+
+DEFAULT_BUILD = "8.3.83.6"
+DEFAULT_INSTALL_PATH = "C:\\Program Files\\Microsoft\\Exchange Server"
+DEFAULT_SITE = "Default-First-Site-Name"
+DEFAULT_SERVICE = "Stopped"   # Exchange 2007 installs both services but does not start them
+DEFAULT_START_MODE = "Manual"
+#: File time of a config file nobody touched since setup; before DEFAULT_STARTED.
+DEFAULT_MODIFIED = datetime(2026, 3, 10, 14, 22, 5, tzinfo=UTC)
+#: Process start of a running service nobody restarted: the last patch-day reboot.
+DEFAULT_STARTED = datetime(2026, 11, 16, 5, 31, 12, tzinfo=UTC)
+DEFAULT_DNS_SUFFIX = "contoso.lab"
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+#: The POP3/IMAP4 config file as (SP) setup writes it. The exact shipped text is
+#: unconfirmed; Microsoft's procedure has admins locate the AllowCrossSiteSessions key and
+#: set it to true, so the key is present with "false". CRLF line endings, UTF-8, no BOM.
+DEFAULT_CONFIG_TEXT = (
+    '<?xml version="1.0" encoding="utf-8" ?>\r\n'
+    "<configuration>\r\n"
+    "  <runtime>\r\n"
+    '    <gcServer enabled="true" />\r\n'
+    "  </runtime>\r\n"
+    "  <appSettings>\r\n"
+    '    <add key="AllowCrossSiteSessions" value="false" />\r\n'
+    "  </appSettings>\r\n"
+    "</configuration>\r\n"
+)
+DEFAULT_CONFIG_BYTES = DEFAULT_CONFIG_TEXT.encode("utf-8")
+
+_LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port", "domain"}
+_SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups",
+                "computer", "fqdn", "roles", *PROTOCOLS}
+_PROTOCOL_KEYS = {"config", "config_file", "encoding", "newline", "modified", "service",
+                  "start_mode", "started", "refused_logons"}
+_LOGON_KEYS = {"user", "at", "mailbox_site"}
+_ROLLUP_KEYS = {"name", "installed"}
+_BUILD = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,5}\.\d{1,4}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """How the lab listens and whom it lets in ([lab])."""
+
+    username: str
+    password: str
+    auth: str  # basic | ntlm
+    latency_ms: int
+    base_address: str
+    port: int  # 0: any free port per server
+    domain: str = ""
+
+
+@dataclass(frozen=True)
+class RefusedLogonFact:
+    """One event 1008 the CAS logged: a cross-site logon it refused."""
+
+    user: str
+    at: datetime  # UTC
+    mailbox_site: str
+
+
+@dataclass(frozen=True)
+class SimProtocol:
+    """One protocol (pop3 | imap4) of a simulated CAS: its config file and its service."""
+
+    config_bytes: bytes | None  # None: the file is missing
+    encoding: str  # how `config` text was encoded ("" for config_file bytes or a missing file)
+    modified: datetime | None  # LastWriteTimeUtc; None only for a missing file
+    service: str  # Running | Stopped | ... | absent
+    start_mode: str  # Auto | Manual | Disabled
+    started: datetime | None  # process start, used while the service has a process
+    refused_logons: tuple[RefusedLogonFact, ...] = ()
+
+    @property
+    def has_process(self) -> bool:
+        """Whether the service has a process (so a process id and a start time)."""
+        return self.service not in ("Stopped", "absent")
+
+
+@dataclass(frozen=True)
+class Rollup:
+    name: str
+    installed: str  # yyyymmdd as the registry has it
+
+
+@dataclass(frozen=True)
+class SimServer:
+    """One simulated Client Access Server."""
+
+    name: str
+    address: str  # loopback address it listens on
+    site: str
+    build: str  # ExSetup.exe FileVersion, exactly as written in the fleet
+    install_path: str  # MsiInstallPath exactly (real hosts end it with "\\")
+    registry_key: str  # Setup | v8.0\Setup | "" (neither key exists)
+    fault: str
+    protocols: dict[str, SimProtocol]
+    rollups: tuple[Rollup, ...] = ()
+    computer: str = ""  # $env:COMPUTERNAME; defaults to name
+    fqdn: str = ""
+    roles: tuple[str, ...] = ("ClientAccess",)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A simulated organisation: lab settings and its servers, in file order."""
+
+    lab: LabSettings
+    servers: tuple[SimServer, ...]
+    path: Path | None = field(default=None, compare=False)
+
+    def server(self, name: str) -> SimServer:
+        """The server called `name` (case-insensitive); KeyError if there is none."""
+        for server in self.servers:
+            if server.name.casefold() == name.casefold():
+                return server
+        raise KeyError(name)
+
+
+def default_protocol() -> SimProtocol:
+    """A protocol as setup leaves it: the default file, service installed but stopped."""
+    return SimProtocol(config_bytes=DEFAULT_CONFIG_BYTES, encoding="utf-8", modified=DEFAULT_MODIFIED,
+                       service=DEFAULT_SERVICE, start_mode=DEFAULT_START_MODE, started=None)
+
+
+def build_numbers(build: str) -> tuple[int, int, int, int]:
+    """The four numbers of a build string such as "8.3.83.6" or "08.03.0083.006"."""
+    if not _BUILD.match(build):
+        raise ValueError(f"not a build number: {build!r}")
+    a, b, c, d = (int(part) for part in build.split("."))
+    return a, b, c, d
+
+
+# -- loading ---------------------------------------------------------------------------
+
+
+class _Where:
+    """Builds error locations: "<file>:<line>: server 'CAS01': pop3.encoding ..."."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.text = path, text
+
+    def lab(self) -> str:
+        line = line_of(self.text, "[lab]")
+        return f"{self.path}:{line}: [lab]" if line else f"{self.path}: [lab]"
+
+    def server(self, name: str | None, index: int) -> str:
+        if name is None:
+            return f"{self.path}: server #{index + 1}"
+        line = line_of(self.text, f'"{name}"') or line_of(self.text, f"'{name}'")
+        return f"{self.path}:{line}: server {name!r}" if line else f"{self.path}: server {name!r}"
+
+
+def _fail(where: str, key: str, problem: str, hint: str | None = None) -> ConfigError:
+    return ConfigError(f"{where}: {key} {problem}", hint=hint)
+
+
+def _text(table: dict[str, Any], key: str, where: str, default: str | None = None, *,
+          empty: bool = False, prefix: str = "", control: bool = False) -> str:
+    value = table.get(key, default)
+    key = prefix + key
+    if value is None:
+        raise _fail(where, key, "is required")
+    if not isinstance(value, str):
+        raise _fail(where, key, f"must be a string, not {type(value).__name__}")
+    if not empty and not value.strip():
+        raise _fail(where, key, "must not be empty")
+    if not control and any(ord(ch) < 32 for ch in value):
+        raise _fail(where, key, "contains a control character")
+    return value
+
+
+def _choice(table: dict[str, Any], key: str, where: str, choices: tuple[str, ...], default: str, *,
+            prefix: str = "") -> str:
+    value = table.get(key, default)
+    key = prefix + key
+    if value not in choices:
+        raise _fail(where, key, f"must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")
+    return str(value)
+
+
+def _int(table: dict[str, Any], key: str, where: str, default: int, low: int, high: int) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise _fail(where, key, f"must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _moment(value: Any, key: str, where: str) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise _fail(where, key, f"is not a date-time: {value!r}", "write e.g. 2026-11-20T10:00:00Z") from None
+    if not isinstance(value, datetime):
+        kind = "a date without a time" if isinstance(value, date) else type(value).__name__
+        raise _fail(where, key, f"must be a date-time, not {kind}", "write e.g. 2026-11-20T10:00:00Z")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _lab(table: Any, where: str) -> LabSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [lab] must be a table")
+    check_keys(table, _LAB_KEYS, where)
+    domain = _text(table, "domain", where, "", empty=True)
+    if any(ch in domain for ch in ":\\/@ "):
+        raise _fail(where, "domain", f"must be a NetBIOS domain name such as 'CONTOSO', not {domain!r}")
+    username = _text(table, "username", where)
+    if any(ch in username for ch in ":\\"):
+        raise _fail(where, "username", "must be a bare user name (put the domain in 'domain')")
+    password = _text(table, "password", where)
+    if ":" in password:
+        raise _fail(where, "password", "cannot contain ':' (the NTLM user file separates fields with it)")
+    base = _text(table, "base_address", where, "127.0.1.1")
+    try:
+        address = ipaddress.IPv4Address(base)
+    except ValueError:
+        raise _fail(where, "base_address", f"is not an IPv4 address: {base!r}") from None
+    if not address.is_loopback:
+        raise _fail(where, "base_address", f"must be a loopback address in 127.0.0.0/8, not {base}",
+                    "the lab only ever listens on loopback")
+    return LabSettings(
+        username=username,
+        password=password,
+        auth=_choice(table, "auth", where, AUTHS, "ntlm"),
+        latency_ms=_int(table, "latency_ms", where, 0, 0, 60_000),
+        base_address=base,
+        port=_int(table, "port", where, 5985, 0, 65535),
+        domain=domain,
+    )
+
+
+def _encode(text: str, encoding: str, newline: str | None) -> bytes:
+    if newline is not None:
+        text = text.replace("\r\n", "\n")
+        if newline == "crlf":
+            text = text.replace("\n", "\r\n")
+    if encoding == "utf-16":
+        return b"\xff\xfe" + text.encode("utf-16-le")  # Notepad "Unicode": UTF-16 LE with BOM
+    return text.encode(encoding)
+
+
+def _config_file(value: Any, where: str, key: str, folder: Path) -> bytes:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, key, "must be a non-empty relative path")
+    relative = Path(value)
+    if relative.is_absolute() or value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
+        raise _fail(where, key, f"must be relative to the fleet file's folder, not {value!r}")
+    target = (folder / relative).resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise _fail(where, key, f"leaves the fleet file's folder: {value!r}")
+    try:
+        size = target.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise _fail(where, key, f"is larger than {MAX_CONFIG_BYTES} bytes: {value!r}")
+        return target.read_bytes()
+    except FileNotFoundError:
+        raise _fail(where, key, f"names a file that does not exist: {target}") from None
+    except IsADirectoryError:
+        raise _fail(where, key, f"names a folder, not a file: {target}") from None
+    except OSError as exc:
+        raise _fail(where, key, f"cannot be read: {target}: {exc.strerror}") from None
+
+
+def _logons(value: Any, where: str, prefix: str) -> tuple[RefusedLogonFact, ...]:
+    if not isinstance(value, list):
+        raise _fail(where, prefix + "refused_logons", "must be a list of { user, at, mailbox_site } tables")
+    logons = []
+    for number, entry in enumerate(value, start=1):
+        label = f"{prefix}refused_logons[{number}]."
+        if not isinstance(entry, dict):
+            raise _fail(where, label.rstrip("."), "must be a table { user, at, mailbox_site }")
+        check_keys(entry, _LOGON_KEYS, f"{where}: {label.rstrip('.')}")
+        if "at" not in entry:
+            raise _fail(where, label + "at", "is required")
+        logons.append(RefusedLogonFact(
+            user=_text(entry, "user", where, prefix=label, control=True),  # event data: hostile is allowed
+            at=_moment(entry["at"], label + "at", where),
+            mailbox_site=_text(entry, "mailbox_site", where, prefix=label, control=True),
+        ))
+    return tuple(logons)
+
+
+def _protocol(table: Any, protocol: str, where: str, folder: Path) -> SimProtocol:
+    """[server.pop3] / [server.imap4]; errors name the field as "pop3.encoding"."""
+    prefix = f"{protocol}."
+    if not isinstance(table, dict):
+        raise _fail(where, protocol, f"must be a table ([server.{protocol}])")
+    check_keys(table, _PROTOCOL_KEYS, f"{where}: [{protocol}]")
+    has_text, has_file = "config" in table, "config_file" in table
+    if has_text and has_file:
+        raise _fail(where, f"{prefix}config and {prefix}config_file", "cannot both be given")
+    encoding = ""
+    config: bytes | None = None
+    if has_file:
+        for key in ("encoding", "newline"):
+            if key in table:
+                raise _fail(where, prefix + key, "cannot be given with config_file (its bytes are used exactly)")
+        config = _config_file(table["config_file"], where, prefix + "config_file", folder)
+    elif has_text:
+        text = table["config"]
+        if not isinstance(text, str):
+            raise _fail(where, prefix + "config", "must be the file's text (a string)")
+        encoding = _choice(table, "encoding", where, ENCODINGS, "utf-8", prefix=prefix)
+        newline = _choice(table, "newline", where, NEWLINES, "lf", prefix=prefix) if "newline" in table else None
+        try:
+            config = _encode(text, encoding, newline)
+        except UnicodeEncodeError as exc:
+            raise _fail(where, prefix + "config", f"cannot be encoded as {encoding}: {exc.reason}") from None
+        if len(config) > MAX_CONFIG_BYTES:
+            raise _fail(where, prefix + "config", f"is larger than {MAX_CONFIG_BYTES} bytes")
+    else:
+        for key in ("encoding", "newline"):
+            if key in table:
+                raise _fail(where, prefix + key, "needs config (without config the file is missing)")
+    modified: datetime | None = None
+    if "modified" in table:
+        if config is None:
+            raise _fail(where, prefix + "modified", "needs config or config_file (a missing file has no time)")
+        modified = _moment(table["modified"], prefix + "modified", where)
+    elif config is not None:
+        modified = DEFAULT_MODIFIED
+    started = _moment(table["started"], prefix + "started", where) if "started" in table else None
+    proto = SimProtocol(
+        config_bytes=config,
+        encoding=encoding,
+        modified=modified,
+        service=_choice(table, "service", where, SERVICE_STATES, DEFAULT_SERVICE, prefix=prefix),
+        start_mode=_choice(table, "start_mode", where, START_MODES, DEFAULT_START_MODE, prefix=prefix),
+        started=started,
+        refused_logons=_logons(table.get("refused_logons", []), where, prefix),
+    )
+    if proto.has_process and proto.started is None:
+        proto = replace(proto, started=DEFAULT_STARTED)
+    return proto
+
+
+def _rollups(value: Any, where: str) -> tuple[Rollup, ...]:
+    if not isinstance(value, list):
+        raise _fail(where, "rollups", "must be a list of { name, installed } tables")
+    rollups = []
+    for number, entry in enumerate(value, start=1):
+        at_where = f"{where}: rollups[{number}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at_where} must be a table {{ name, installed }}")
+        check_keys(entry, _ROLLUP_KEYS, at_where)
+        installed = entry.get("installed")
+        if isinstance(installed, date) and not isinstance(installed, datetime):
+            installed = installed.strftime("%Y%m%d")
+        if not isinstance(installed, str) or not re.fullmatch(r"\d{8}", installed):
+            raise _fail(at_where, "installed", f"must be yyyymmdd (as the registry has it), not {installed!r}")
+        rollups.append(Rollup(name=_text(entry, "name", at_where), installed=installed))
+    return tuple(rollups)
+
+
+def _server(table: Any, index: int, address: str, whereof: _Where, folder: Path) -> SimServer:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{whereof.server(None, index)} must be a table ([[server]])")
+    raw_name = table.get("name")
+    where = whereof.server(raw_name if isinstance(raw_name, str) else None, index)
+    check_keys(table, _SERVER_KEYS, where)
+    name = _text(table, "name", where)
+    if not _NAME.match(name):
+        raise _fail(where, "name", f"must be a host name (letters, digits, '-'), not {name!r}")
+    build = _text(table, "build", where, DEFAULT_BUILD)
+    if not _BUILD.match(build):
+        raise _fail(where, "build", f"must be a file version such as '8.3.83.6', not {build!r}")
+    if build_numbers(build)[0] != 8:
+        raise _fail(where, "build", f"must be an Exchange 2007 build (8.x.y.z), not {build!r}")
+    install_path = _text(table, "install_path", where, DEFAULT_INSTALL_PATH)
+    if not re.match(r"^[A-Za-z]:\\", install_path):
+        raise _fail(where, "install_path", f"must be an absolute Windows path such as 'D:\\Exchange', not {install_path!r}")
+    roles = table.get("roles", ["ClientAccess"])
+    if (not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles)
+            or "ClientAccess" not in roles):
+        raise _fail(where, "roles", f"must list ServerRole flags from {', '.join(ROLES)} including ClientAccess, "
+                                    f"not {roles!r}")
+    protocols = {}
+    for protocol in PROTOCOLS:
+        if protocol in table:
+            protocols[protocol] = _protocol(table[protocol], protocol, where, folder)
+        else:
+            protocols[protocol] = default_protocol()
+    return SimServer(
+        name=name,
+        address=address,
+        site=_text(table, "site", where, DEFAULT_SITE),
+        build=build,
+        install_path=install_path,
+        registry_key=_choice(table, "registry_key", where, REGISTRY_KEYS, "Setup"),
+        fault=_choice(table, "fault", where, FAULTS, ""),
+        protocols=protocols,
+        rollups=_rollups(table.get("rollups", []), where),
+        computer=_text(table, "computer", where, name),
+        fqdn=_text(table, "fqdn", where, f"{name.lower()}.{DEFAULT_DNS_SUFFIX}"),
+        roles=tuple(r for r in ROLES if r in roles),
+    )
+
+
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+def server_addresses(base_address: str, count: int) -> list[str]:
+    """`count` consecutive addresses from `base_address`, all inside 127.0.0.0/8
+    (127.255.255.255, the broadcast address, excluded)."""
+    base = int(ipaddress.IPv4Address(base_address))
+    last = base + max(count, 1) - 1
+    if base not in range(int(_LOOPBACK.network_address), int(_LOOPBACK.broadcast_address)) or \
+            last >= int(_LOOPBACK.broadcast_address):
+        raise ValueError(f"{count} servers from {base_address} leave 127.0.0.0/8")
+    return [str(ipaddress.IPv4Address(base + i)) for i in range(count)]
+
+
+def load_fleet(path: Path) -> Fleet:
+    """Read and validate a fleet file; ConfigError names file, line, server and field."""
+    path = Path(path)
+    table, text = load_toml(path, "fleet")
+    whereof = _Where(path, text)
+    check_keys(table, {"lab", "server"}, str(path))
+    if "lab" not in table:
+        raise ConfigError(f"{path}: [lab] is required", hint="it names username, password and auth")
+    lab = _lab(table["lab"], whereof.lab())
+    servers_raw = table.get("server", [])
+    if not isinstance(servers_raw, list) or not servers_raw:
+        raise ConfigError(f"{path}: no [[server]] entries", hint="add at least one [[server]] with a name")
+    try:
+        addresses = server_addresses(lab.base_address, len(servers_raw))
+    except ValueError as exc:
+        raise _fail(whereof.lab(), "base_address", f"is too high: {exc}",
+                    "choose a lower base_address such as 127.0.1.1") from None
+    folder = path.resolve().parent
+    servers: list[SimServer] = []
+    seen: dict[str, str] = {}
+    for index, (entry, address) in enumerate(zip(servers_raw, addresses, strict=True)):
+        server = _server(entry, index, address, whereof, folder)
+        key = server.name.casefold()
+        if key in seen:
+            raise _fail(whereof.server(server.name, index), "name",
+                        f"is used twice (also by server {seen[key]!r}; names are case-insensitive)")
+        seen[key] = server.name
+        servers.append(server)
+    return Fleet(lab=lab, servers=tuple(servers), path=path)
+
+
+# -- after a service pack --------------------------------------------------------------
+
+
+def upgrade_server(fleet: Fleet, name: str, build: str, at: datetime) -> Fleet:
+    """The fleet after (SP) setup ran on server `name` at `at`, bringing it to `build`.
+
+    Setup writes both config files anew with the shipped defaults (so AllowCrossSiteSessions
+    is back to false), replaces the rollups the old service pack had, and restarts the
+    services that were running (they start after the files are written).
+    """
+    try:
+        numbers = build_numbers(build)
+    except ValueError:
+        raise ConfigError(f"upgrade of {name}: {build!r} is not a build number such as '8.3.83.6'") from None
+    if numbers[0] != 8:
+        raise ConfigError(f"upgrade of {name}: {build!r} is not an Exchange 2007 build")
+    try:
+        old = fleet.server(name)
+    except KeyError:
+        raise ConfigError(f"upgrade of {name}: the fleet has no server of that name") from None
+    at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).replace(microsecond=0)
+    written = at - timedelta(minutes=2)
+
+    def reset(proto: SimProtocol) -> SimProtocol:
+        return replace(proto, config_bytes=DEFAULT_CONFIG_BYTES, encoding="utf-8", modified=written,
+                       started=at if proto.has_process else proto.started)
+
+    new = replace(old, build=build, rollups=(),
+                  protocols={p: reset(proto) for p, proto in old.protocols.items()})
+    return replace(fleet, servers=tuple(new if s is old else s for s in fleet.servers))
+
+
+
+def relocate_fleet(fleet: Fleet, base_address: str, port: int) -> Fleet:
+    """The same organisation on other loopback addresses and port (0: any free port),
+    e.g. for tests or a second lab beside a running one."""
+    try:
+        address = ipaddress.IPv4Address(base_address)
+        addresses = server_addresses(base_address, len(fleet.servers))
+    except ValueError as exc:
+        raise ConfigError(f"cannot move the lab to {base_address}: {exc}") from None
+    if not address.is_loopback or not 0 <= port <= 65535:
+        raise ConfigError(f"cannot move the lab to {base_address}:{port}: loopback addresses and ports 0-65535 only")
+    lab = replace(fleet.lab, base_address=base_address, port=port)
+    servers = tuple(replace(s, address=a) for s, a in zip(fleet.servers, addresses, strict=True))
+    return replace(fleet, lab=lab, servers=servers)

@@ -1,0 +1,191 @@
+"""A running simulated organisation: one WinRM listener per simulated CAS, the inventory
+that reaches them, and `cas-audit lab serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+import tomli_w
+
+from scanner.errors import ConfigError
+from scanner.lab.fleet import TRANSPORT_FAULTS, Fleet, load_fleet
+from scanner.lab.httpserver import HostConfig, HostStats, LabServer
+from scanner.lab.simhost import SimulatedHost
+
+
+def demo_fleet_path() -> Path:
+    """The built-in demo organisation (package data: scanner/lab/fleets/demo.toml)."""
+    return Path(__file__).resolve().parent / "fleets" / "demo.toml"
+
+
+class Lab:
+    """A simulated organisation running in this process (servers listen on loopback)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.servers: dict[str, LabServer] = {}
+        self.hosts: dict[str, SimulatedHost] = {}
+        self._started = False
+
+    def start(self) -> None:
+        """Start one listener per server ("refuse" servers hold their port but never listen)."""
+        if self._started:
+            raise RuntimeError("the lab is already running")
+        lab = self.fleet.lab
+        try:
+            for server in self.fleet.servers:
+                host = SimulatedHost(server, self.fleet)
+                transport_fault = server.fault if server.fault in TRANSPORT_FAULTS else ""
+                listener = LabServer(HostConfig(
+                    name=server.name, address=server.address, port=lab.port, auth=lab.auth,
+                    username=lab.username, password=lab.password, runner=host,
+                    latency_ms=lab.latency_ms, fault=transport_fault, domain=lab.domain,
+                ))
+                try:
+                    listener.start()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"lab server {server.name} cannot listen on {server.address}:{lab.port}: {exc.strerror or exc}",
+                        hint="another lab may be running; choose another port or base_address in the fleet file's lab table",
+                    ) from None
+                self.hosts[server.name] = host
+                self.servers[server.name] = listener
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+
+    def stop(self) -> None:
+        """Stop every listener; safe to call twice."""
+        servers, self.servers = list(self.servers.values()), {}
+        self.hosts = {}
+        for server in servers:
+            server.stop()
+        self._started = False
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stats(self, name: str) -> HostStats:
+        """Request counters of one server."""
+        return self.servers[name].stats
+
+    def port(self, name: str) -> int:
+        """The port server `name` holds (its own when [lab] port is 0)."""
+        endpoint = self.servers[name].endpoint
+        return int(endpoint.rsplit(":", 1)[1].split("/", 1)[0])
+
+    def inventory(self) -> dict[str, object]:
+        """The inventory (design.md) that reaches every server of the running lab; no password."""
+        if not self._started:
+            raise RuntimeError("the lab is not running: start it before asking for its inventory")
+        lab = self.fleet.lab
+        ports = {s.name: self.port(s.name) for s in self.fleet.servers}
+        defaults: dict[str, object] = {
+            "username": f"{lab.domain}\\{lab.username}" if lab.domain else lab.username,
+            "auth": lab.auth,
+            "scheme": "http",
+        }
+        same_port = len(set(ports.values())) == 1
+        if same_port:
+            defaults["port"] = next(iter(ports.values()))
+        if lab.auth == "basic":
+            defaults["allow_insecure"] = True  # Basic over plain http: acceptable on loopback only
+        servers: list[dict[str, object]] = []
+        for server in self.fleet.servers:
+            entry: dict[str, object] = {"name": server.name, "address": server.address, "site": server.site}
+            if not same_port:
+                entry["port"] = ports[server.name]
+            servers.append(entry)
+        return {"defaults": defaults, "server": servers}
+
+    def inventory_toml(self) -> str:
+        """inventory() as TOML text, with a comment saying where the password comes from."""
+        header = ("# Inventory of a cas-audit lab (simulated Exchange 2007 organisation on loopback).\n"
+                  "# The password is not stored here: set CAS_AUDIT_PASSWORD.\n")
+        inventory = self.inventory()
+        lines = [header, "[defaults]\n"]
+        lines.append(tomli_w.dumps(inventory["defaults"]))  # type: ignore[arg-type]
+        for entry in inventory["server"]:  # type: ignore[attr-defined]
+            lines.append("\n[[server]]\n" + tomli_w.dumps(entry))
+        return "".join(lines)
+
+    def write_inventory(self, path: Path) -> None:
+        """Write inventory_toml() to `path` atomically (a temporary file, then a rename)."""
+        text = self.inventory_toml()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+                out.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def replace_fleet(self, fleet: Fleet) -> None:
+        """Answer from now on as `fleet` says (same servers, lab settings and transport
+        faults), without restarting the listeners: e.g. after a service pack upgrade."""
+        old_names = [s.name for s in self.fleet.servers]
+        new_names = [s.name for s in fleet.servers]
+        if old_names != new_names:
+            raise ConfigError("replace_fleet needs the same servers in the same order",
+                              hint=f"running: {', '.join(old_names)}; given: {', '.join(new_names)}")
+        if fleet.lab != self.fleet.lab:
+            raise ConfigError("replace_fleet cannot change [lab] settings of a running lab; restart it")
+        for old, new in zip(self.fleet.servers, fleet.servers, strict=True):
+            def transport(fault: str) -> str:
+                return fault if fault in TRANSPORT_FAULTS else ""
+            if transport(old.fault) != transport(new.fault):
+                raise ConfigError(f"replace_fleet cannot change the transport fault of {new.name} "
+                                  f"({old.fault!r} -> {new.fault!r}); restart the lab")
+        self.fleet = fleet
+        for server in fleet.servers:
+            host = self.hosts.get(server.name)
+            if host is not None:
+                host.replace(server, fleet)
+
+
+def serve(fleet_path: Path, inventory_out: Path, *, stop_event: threading.Event | None = None,
+          out: TextIO | None = None) -> None:
+    """`cas-audit lab serve`: run the fleet until SIGINT/SIGTERM (or `stop_event`), after
+    writing the inventory once every server listens. Never prints the password."""
+    out = out or sys.stdout
+    fleet = load_fleet(fleet_path)
+    stop = stop_event or threading.Event()
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, on_signal)
+    try:
+        with Lab(fleet) as lab:
+            lab.write_inventory(inventory_out)
+            for server in fleet.servers:
+                listener = lab.servers[server.name]
+                state = f"fault={server.fault}" if server.fault else "ok"
+                if server.fault == "refuse":
+                    state += " (port held, not listening)"
+                print(f"{server.name:<15} {server.site:<20} {listener.endpoint:<32} {state}", file=out)
+            print(f"inventory: {inventory_out} ({len(fleet.servers)} servers, auth {fleet.lab.auth}); "
+                  "the scanner reads the lab password from CAS_AUDIT_PASSWORD. Stop with Ctrl+C.",
+                  file=out, flush=True)
+            while not stop.wait(0.2):
+                pass
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+    print("lab stopped", file=out, flush=True)

@@ -1,0 +1,418 @@
+"""What a command prints on one simulated Exchange 2007 CAS.
+
+`SimulatedHost` answers the commands the WinRM transport hands it, as the real host
+would: the collector (collect.ps1, started by the bootstrap with the script in
+$env:CASAUDIT_PS) gets exactly the document collect.ps1 prints on such a server
+(scanner/collector/schema.xsd), the discovery script gets Get-ExchangeServer's list for
+the whole fleet (discover.xsd), and anything else gets what cmd.exe or PowerShell 1.0
+would say. Application-level faults (garbage, truncate, huge, script-error) are
+simulated here; transport faults belong to httpserver.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from scanner.collector import (
+    END_MARKER,
+    MAX_EVENTS_ENV_VAR,
+    SCRIPT_ENV_VAR,
+    SINCE_ENV_VAR,
+    collector_script,
+    decode_bootstrap,
+    discover_script,
+)
+from scanner.evidence import CONFIG_FILE_NAMES, PROTOCOLS, SERVICE_NAMES
+from scanner.lab.fleet import Fleet, SimProtocol, SimServer, build_numbers
+from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, WSManFault
+
+Clock = Callable[[], datetime]
+
+#: What $Host.Version prints under Windows PowerShell 1.0 (a four-part System.Version).
+PS_VERSION = "1.0.0.0"
+#: collect.ps1 reads at most this many bytes of a config file (larger: error="too-large").
+COLLECTOR_FILE_CAP = 1_048_576
+DEFAULT_MAX_EVENTS = 200
+#: Size of the "huge" fault's output: far above any reader's cap, small enough to hold twice.
+HUGE_BYTES = 20 * 1024 * 1024
+EVENT_SOURCES = {"pop3": "MSExchangePOP3", "imap4": "MSExchangeIMAP4"}
+#: ExSetup build of each service pack's release, as Get-ExchangeServer's AdminDisplayVersion
+#: and the Setup key's MsiBuildMajor/MsiBuildMinor show it: rollups do not change them.
+SP_RELEASE_BUILDS: dict[int, tuple[int, int]] = {0: (685, 24), 1: (240, 6), 2: (176, 2), 3: (83, 6)}
+PS_BANNER = "Windows PowerShell\r\nCopyright (C) 2006 Microsoft Corporation. All rights reserved.\r\n\r\n"
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_SINCE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+# -- the text collect.ps1 builds --------------------------------------------------------
+
+
+def escape(value: object) -> str:
+    """X in collect.ps1: control characters to '?', then SecurityElement.Escape."""
+    text = _CONTROL.sub("?", str(value))
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&apos;"))
+
+
+def _t(name: str, value: object) -> str:
+    return f' {name}="{escape(value)}"'
+
+
+def _u(moment: datetime | None) -> str:
+    """U in collect.ps1: yyyy-MM-ddTHH:mm:ssZ in UTC, '' for none (sub-seconds dropped)."""
+    return "" if moment is None else moment.astimezone(UTC).strftime(_UTC_FORMAT)
+
+
+def path_combine(first: str, second: str) -> str:
+    """[System.IO.Path]::Combine as .NET 2.0 does it on Windows."""
+    if not first:
+        return second
+    if not second:
+        return first
+    if second.startswith(("\\", "/")) or (len(second) > 1 and second[1] == ":"):
+        return second
+    if first.endswith(("\\", "/", ":")):
+        return first + second
+    return first + "\\" + second
+
+
+def setup_numbers(build: str) -> tuple[int, int, int, int]:
+    """MsiProductMajor/Minor and MsiBuildMajor/Minor of a server running `build`: the
+    service pack's release build (rollups raise only ExSetup's file version)."""
+    major, minor, build_major, build_minor = build_numbers(build)
+    release = SP_RELEASE_BUILDS.get(minor) if major == 8 else None
+    if release is not None and (build_major, build_minor) >= release:
+        return major, minor, release[0], release[1]
+    return major, minor, build_major, build_minor
+
+
+def admin_display_version(build: str) -> str:
+    """Get-ExchangeServer's AdminDisplayVersion: "Version 8.3 (Build 83.6)"."""
+    major, minor, build_major, build_minor = setup_numbers(build)
+    return f"Version {major}.{minor} (Build {build_major}.{build_minor})"
+
+
+def process_id(server: str, protocol: str) -> int:
+    """A stable, Windows-like (multiple of 4) process id for a running service."""
+    return 1024 + 4 * (zlib.crc32(f"{server}/{protocol}".casefold().encode()) % 2000)
+
+
+def event_message(user: str, mailbox_site: str, cas: str) -> str:
+    """The description of event 1008 as Microsoft's documentation quotes it (the exact
+    wording Windows renders from the message file is unconfirmed)."""
+    return (f'User "{user}" was prevented connecting to his/her mailbox because the Mailbox Server '
+            f"resides in a different Active Directory site ({mailbox_site}) than the Client Access "
+            f"Server ({cas}) to which he/she connected. Either arrange for the Client Access server "
+            "and the Mailbox server to reside in the same site, or change the configuration setting "
+            "of AllowCrossSiteSessions to true.")
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    """The collector's event inputs as the script interprets them."""
+
+    since: datetime | None
+    max_events: int
+    errors: tuple[str, ...]  # trap messages of the 'events' stage
+
+
+def _ps_int(text: str) -> int:
+    """[int]$text as PowerShell converts a string: trims, rounds decimals to even."""
+    stripped = text.strip()
+    try:
+        value = int(stripped)
+    except ValueError:
+        try:
+            number = float(stripped)
+        except ValueError:
+            raise ValueError("Input string was not in a correct format.") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError("Value was either too large or too small for an Int32.") from None
+        value = round(number)
+    if not -2**31 <= value < 2**31:
+        raise ValueError("Value was either too large or too small for an Int32.")
+    return value
+
+
+def event_window(env: dict[str, str]) -> EventWindow:
+    """CASAUDIT_SINCE and CASAUDIT_MAX_EVENTS as collect.ps1 reads them (a bad value is
+    trapped: the default stays and an error is recorded)."""
+    errors: list[str] = []
+    max_events = DEFAULT_MAX_EVENTS
+    max_text = env.get(MAX_EVENTS_ENV_VAR, "")
+    if max_text != "":
+        try:
+            max_events = _ps_int(max_text)
+        except ValueError as exc:
+            errors.append(f'Cannot convert value "{max_text}" to type "System.Int32". Error: "{exc}"')
+    since: datetime | None = None
+    since_text = env.get(SINCE_ENV_VAR, "")
+    if since_text != "":
+        try:
+            if not _SINCE.match(since_text):
+                raise ValueError
+            since = datetime.strptime(since_text, _UTC_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            errors.append('Exception calling "ParseExact" with "4" argument(s): '
+                          '"String was not recognized as a valid DateTime."')
+    return EventWindow(since, max_events, tuple(errors))
+
+
+def _events(server: SimServer, window: EventWindow) -> str:
+    found = []
+    for protocol in PROTOCOLS:
+        for logon in server.protocols[protocol].refused_logons:
+            at = logon.at.replace(microsecond=0)  # the event log keeps whole seconds
+            if window.since is None or at > window.since:
+                found.append((at, protocol, logon))
+    found.sort(key=lambda item: item[0], reverse=True)  # Get-EventLog -Newest: newest first
+    truncated = len(found) > window.max_events
+    parts = ["<events", _t("since", _u(window.since)), _t("max", window.max_events),
+             _t("truncated", "true" if truncated else "false"), ">"]
+    cas = server.computer or server.name
+    for at, protocol, logon in found[: max(window.max_events, 0)]:
+        insertions = (logon.user, logon.mailbox_site, cas)
+        parts.append("<event" + _t("source", EVENT_SOURCES[protocol]) + _t("id", "1008") + _t("at", _u(at)) + ">")
+        parts.extend(f"<insertion>{escape(s)}</insertion>" for s in insertions)
+        parts.append(f"<message>{escape(event_message(*insertions))}</message></event>")
+    parts.append("</events>")
+    return "".join(parts)
+
+
+def _config(protocol: str, proto: SimProtocol, install_path: str) -> str:
+    path = length = modified = error = content = ""
+    exists = "false"
+    if install_path:
+        path = path_combine(install_path, "ClientAccess\\PopImap\\" + CONFIG_FILE_NAMES[protocol])
+    if path and proto.config_bytes is not None:
+        exists = "true"
+        length = str(len(proto.config_bytes))
+        modified = _u(proto.modified)
+        if len(proto.config_bytes) > COLLECTOR_FILE_CAP:
+            error = "too-large"
+        else:
+            content = base64.b64encode(proto.config_bytes).decode("ascii")
+    return ("<config" + _t("protocol", protocol) + _t("path", path) + _t("exists", exists) + _t("length", length)
+            + _t("modified", modified) + _t("error", error) + ">" + content + "</config>")
+
+
+def _service(server: SimServer, protocol: str, proto: SimProtocol) -> str:
+    exists, status, mode, pid, started = "false", "", "", "", ""
+    if proto.service != "absent":
+        exists, status, mode = "true", proto.service, proto.start_mode
+        if proto.has_process:
+            pid = str(process_id(server.name, protocol))
+            started = _u(proto.started)
+    return ("<service" + _t("protocol", protocol) + _t("name", SERVICE_NAMES[protocol]) + _t("exists", exists)
+            + _t("status", status) + _t("startmode", mode) + _t("processid", pid) + _t("started", started) + "/>")
+
+
+def collector_document(server: SimServer, env: dict[str, str], now: datetime) -> str:
+    """Everything collect.ps1 prints on `server`: the document, then the end marker line."""
+    install_path = server.install_path if server.registry_key else ""
+    parts = ["<casaudit", _t("version", "1"), _t("psversion", PS_VERSION), _t("collected", _u(now)), ">"]
+    parts.append("<host" + _t("computer", server.computer or server.name) + _t("site", server.site) + "/>")
+    if server.registry_key:
+        numbers = [str(n) for n in setup_numbers(server.build)]
+    else:
+        numbers = ["", "", "", ""]
+    parts.append("<setup" + _t("key", server.registry_key) + _t("installpath", install_path)
+                 + "".join(_t(n, v) for n, v in zip(("productmajor", "productminor", "buildmajor", "buildminor"),
+                                                    numbers, strict=True)) + "/>")
+    exsetup = path_combine(install_path, "bin\\ExSetup.exe") if install_path else ""
+    parts.append("<exsetup" + _t("path", exsetup) + _t("exists", "true" if exsetup else "false")
+                 + _t("version", server.build if exsetup else "") + "/>")
+    parts.extend("<rollup" + _t("name", r.name) + _t("installed", r.installed) + "/>" for r in server.rollups)
+    parts.extend(_config(p, server.protocols[p], install_path) for p in PROTOCOLS)
+    parts.extend(_service(server, p, server.protocols[p]) for p in PROTOCOLS)
+    window = event_window(env)
+    parts.append(_events(server, window))
+    parts.extend("<error" + _t("stage", "events") + _t("message", m) + "/>" for m in window.errors)
+    parts.append("<end/></casaudit>\n" + END_MARKER + "\n")
+    return "".join(parts)
+
+
+def discovery_document(fleet: Fleet) -> str:
+    """Everything discover.ps1 prints: every CAS of the fleet, then the end marker line."""
+    parts = ["<casdiscovery>"]
+    for server in fleet.servers:
+        parts.append("<server" + _t("name", server.name) + _t("fqdn", server.fqdn) + _t("site", server.site)
+                     + _t("role", ", ".join(server.roles)) + _t("version", admin_display_version(server.build))
+                     + "/>")
+    parts.append("<end/></casdiscovery>\n" + END_MARKER + "\n")
+    return "".join(parts)
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+def huge_document(server: SimServer, now: datetime, size: int = HUGE_BYTES) -> str:
+    """A schema-valid collector document of about `size` bytes (a flood of events): only a
+    size cap can refuse it."""
+    head, tail = collector_document(server, {}, now).split("<events", 1)
+    tail = tail.split("</events>", 1)[1]
+    cas = server.computer or server.name
+    user = "CONTOSO\\flood"
+    one = ("<event" + _t("source", "MSExchangePOP3") + _t("id", "1008") + _t("at", _u(now)) + ">"
+           + "".join(f"<insertion>{escape(s)}</insertion>" for s in (user, "Hamburg", cas))
+           + "<message>" + escape(event_message(user, "Hamburg", cas)) + "</message></event>")
+    count = max(1, size // len(one.encode("utf-8")))
+    return (head + '<events since="" max="' + str(count) + '" truncated="false">' + one * count
+            + "</events>" + tail)
+
+
+def garbage_output(server: SimServer) -> str:
+    """Text that is not the collector's document at all (exit code 0)."""
+    return (PS_BANNER + f"PS C:\\Documents and Settings\\{server.name}> \r\n"
+            "\x1b[0m\u00b7\u00b7\u00b7 \u2591\u2592\u2593 Ausgabe umgeleitet \u2593\u2592\u2591 \u00b7\u00b7\u00b7\r\n"
+            "Der Befehl wurde erfolgreich ausgef\u00fchrt.\r\n" + "0xDEADBEEF " * 40 + "\r\n")
+
+
+def script_error(line: str, text: str, column: int, before: str, after: str) -> str:
+    """A PowerShell 1.0 error record as it appears on stderr."""
+    return f"{text}\r\nAt line:{line} char:{column}\r\n+ {before} <<<< {after}\r\n"
+
+
+COLLECTOR_SCRIPT_ERROR = script_error(
+    "1",
+    "Get-ItemProperty : Cannot find path 'HKLM:\\SOFTWARE\\Microsoft\\Exchange\\Setup' because it does not exist.",
+    17, "Get-ItemProperty", " 'HKLM:\\SOFTWARE\\Microsoft\\Exchange\\Setup'",
+)
+DISCOVERY_SCRIPT_ERROR = script_error(
+    "1",
+    "Add-PSSnapin : No snap-ins have been registered for Windows PowerShell version 1.",
+    13, "Add-PSSnapin", " Microsoft.Exchange.Management.PowerShell.Admin",
+)
+
+
+def _raw_utf8(text: str, codepage: int) -> str:
+    """The scripts write raw UTF-8 bytes whatever the console code page: return the text
+    that the transport's code-page encoding turns back into exactly those bytes. Code
+    pages with undefined bytes (1250-1252) cannot carry every byte; there non-ASCII
+    output is left as text."""
+    if codepage == 65001 or text.isascii():
+        return text
+    try:
+        return text.encode("utf-8").decode(CODEPAGES[codepage])
+    except (KeyError, UnicodeDecodeError):
+        return text
+
+
+# -- the command dispatcher ------------------------------------------------------------
+
+
+def _program(command: str, arguments: list[str]) -> tuple[str, list[str]]:
+    """The program's base name (lower case, no .exe) and its arguments."""
+    command = command.strip()
+    if command.startswith('"'):
+        program, _, rest = command[1:].partition('"')
+    else:
+        program, _, rest = command.partition(" ")
+    words = rest.split() + [w for a in arguments for w in str(a).split()]
+    name = re.split(r"[\\/]", program)[-1].lower()
+    return (name[:-4] if name.endswith(".exe") else name), words
+
+
+def _not_recognized(term: str) -> CommandResult:
+    return CommandResult("", script_error(
+        "1", f"The term '{term}' is not recognized as a cmdlet, function, operable program, or script file. "
+             "Verify the term and try again.", len(term) + 1, term, ""), 1)
+
+
+class SimulatedHost:
+    """The command runner of one simulated CAS (CommandRunner for scanner.lab.wsman)."""
+
+    def __init__(self, server: SimServer, fleet: Fleet, *, clock: Clock | None = None) -> None:
+        self._lock = threading.Lock()
+        self._server, self._fleet = server, fleet
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    @property
+    def server(self) -> SimServer:
+        with self._lock:
+            return self._server
+
+    def replace(self, server: SimServer, fleet: Fleet) -> None:
+        """Answer from now on as `server` of `fleet` (e.g. after a service pack upgrade)."""
+        with self._lock:
+            self._server, self._fleet = server, fleet
+
+    def run(self, shell: ShellContext, command: str, arguments: list[str], skip_cmd_shell: bool) -> CommandResult:
+        """What `command arguments` prints in `shell` on this host."""
+        with self._lock:
+            server, fleet = self._server, self._fleet
+        program, words = _program(command, arguments)
+        if program == "powershell":
+            return self._powershell(server, fleet, shell, words)
+        if program == "hostname":
+            return CommandResult((server.computer or server.name) + "\r\n", "", 0)
+        if program == "whoami":
+            lab = fleet.lab
+            return CommandResult(f"{(lab.domain or server.computer or server.name).lower()}\\{lab.username.lower()}\r\n",
+                                 "", 0)
+        if program == "cmd" and words and words[0].lower() in ("/c", "/k"):
+            return self.run(shell, " ".join(words[1:]), [], False) if len(words) > 1 else CommandResult("", "", 0)
+        if not skip_cmd_shell:
+            if program == "echo":
+                return CommandResult(" ".join(words) + "\r\n" if words else "ECHO is on.\r\n", "", 0)
+            if program == "ver":
+                return CommandResult("\r\nMicrosoft Windows [Version 6.0.6002]\r\n", "", 0)
+            shown = command.strip().split(" ")[0] if command.strip() else command
+            return CommandResult("", f"'{shown}' is not recognized as an internal or external command,\r\n"
+                                     "operable program or batch file.\r\n", 1)
+        # No cmd.exe: CreateProcess itself fails, and WinRS answers the Command with a fault.
+        raise WSManFault("s:Receiver", "w:InternalError", "The system cannot find the file specified. ", 2)
+
+    def _powershell(self, server: SimServer, fleet: Fleet, shell: ShellContext, arguments: list[str]) -> CommandResult:
+        if decode_bootstrap(arguments) is not None:
+            script = shell.env.get(SCRIPT_ENV_VAR)
+            if script == collector_script():
+                return self._script(server, shell, "collector", lambda: collector_document(server, shell.env,
+                                                                                           self._clock()))
+            if script == discover_script():
+                return self._script(server, shell, "discovery", lambda: discovery_document(fleet))
+            if script is None:
+                return CommandResult("", script_error(
+                    "1", 'Exception calling "NewScriptBlock" with "1" argument(s): "Value cannot be null.\r\n'
+                         'Parameter name: script"', 48, "& $ExecutionContext.InvokeCommand.NewScriptBlock(",
+                    f"$env:{SCRIPT_ENV_VAR})"), 1)
+            # The lab runs only the shipped scripts; any other script fails at its first word.
+            return _not_recognized((script.split() or [""])[0])
+        words = [w for a in arguments for w in str(a).split()]
+        if not words:
+            return CommandResult(PS_BANNER + "PS C:\\Documents and Settings> ", "", 0)
+        flags = [w.lower() for w in words]
+        for flag in ("-encodedcommand", "-enc", "-e", "-ec"):
+            if flag in flags:
+                index = flags.index(flag)
+                value = words[index + 1] if index + 1 < len(words) else ""
+                try:
+                    text = base64.b64decode(value, validate=True).decode("utf-16-le")
+                except ValueError:
+                    return CommandResult("", "Cannot process the command because the value specified with "
+                                             "-EncodedCommand is not properly encoded. The value must be Base64 "
+                                             "encoded.\r\n", 1)
+                return _not_recognized((text.split() or [""])[0])
+        text = " ".join(w for w in words if not w.startswith("-")) or words[-1]
+        return _not_recognized(text.split()[0])
+
+    def _script(self, server: SimServer, shell: ShellContext, kind: str, document: Callable[[], str]) -> CommandResult:
+        fault = server.fault
+        if fault == "script-error":
+            return CommandResult("", COLLECTOR_SCRIPT_ERROR if kind == "collector" else DISCOVERY_SCRIPT_ERROR, 1)
+        if fault == "garbage":
+            return CommandResult(garbage_output(server), "", 0)
+        if fault == "huge":
+            return CommandResult(_raw_utf8(huge_document(server, self._clock()), shell.codepage), "", 0)
+        text = document()
+        if fault == "truncate":
+            text = text[: len(text) // 2]
+        return CommandResult(_raw_utf8(text, shell.codepage), "", 0)

@@ -1,0 +1,349 @@
+"""Simulated CAS hosts: what the collector, discovery and other commands print on them,
+directly and through the real pywinrm against a running Lab."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import socket
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from winrm.protocol import Protocol
+
+from scanner.collector import (
+    END_MARKER,
+    MAX_EVENTS_ENV_VAR,
+    SCRIPT_ENV_VAR,
+    bootstrap_command,
+    collector_script,
+    discover_script,
+    discovery_schema_path,
+    schema_path,
+    shell_environment,
+)
+from scanner.collector.reader import read_collector_output, read_discovery_output
+from scanner.errors import CollectorOutputError
+from scanner.evidence import CONFIG_FILE_NAMES, PROTOCOLS, CollectedHost
+from scanner.inventory import load_inventory
+from scanner.lab.fleet import DEFAULT_CONFIG_BYTES, Fleet, SimServer, load_fleet, relocate_fleet, upgrade_server
+from scanner.lab.serve import Lab, demo_fleet_path, serve
+from scanner.lab.simhost import HUGE_BYTES, SimulatedHost, path_combine
+from scanner.lab.wsman import CommandResult, ShellContext, WSManFault
+
+NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
+SINCE = datetime(2026, 11, 22, 0, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Fleet:
+    return load_fleet(demo_fleet_path())
+
+
+def shell(env: dict[str, str] | None = None, codepage: int = 65001) -> ShellContext:
+    return ShellContext(server="CAS", env=env or {}, codepage=codepage, working_directory=None)
+
+
+def collect(host: SimulatedHost, since: datetime = SINCE, codepage: int = 65001, **env: str) -> CommandResult:
+    program, args = bootstrap_command()
+    environment = shell_environment(collector_script(), since) | env
+    return host.run(shell(environment, codepage), program, args, True)
+
+
+def schema_valid(stdout: str, schema_file) -> None:
+    body, marker, rest = stdout.rpartition("\n" + END_MARKER + "\n")
+    assert marker and rest == ""
+    schema = etree.XMLSchema(etree.fromstring(schema_file.read_bytes()))
+    schema.assertValid(etree.fromstring(body.encode("utf-8")))
+
+
+def assert_matches_fleet(host: CollectedHost, server: SimServer, since: datetime) -> None:
+    """Everything the reader got back is exactly what the fleet says the server is."""
+    assert (host.computer, host.site, host.collected_at) == (server.name, server.site, NOW)
+    assert host.setup.key == server.registry_key
+    assert host.setup.install_path == server.install_path
+    assert host.setup.exsetup_version == server.build and host.setup.exsetup_exists
+    assert host.setup.exsetup_path == path_combine(server.install_path, "bin\\ExSetup.exe")
+    assert [(r.name, r.installed) for r in host.rollups] == [(r.name, r.installed) for r in server.rollups]
+    expected_events = []
+    for protocol in PROTOCOLS:
+        fact, config, service = server.protocols[protocol], host.configs[protocol], host.services[protocol]
+        assert config.path.endswith("\\ClientAccess\\PopImap\\" + CONFIG_FILE_NAMES[protocol])
+        assert "\\\\" not in config.path
+        assert config.content == fact.config_bytes and config.exists == (fact.config_bytes is not None)
+        assert config.modified == (fact.modified.replace(microsecond=0) if fact.modified else None)
+        assert service.exists == (fact.service != "absent")
+        assert service.status == ("" if fact.service == "absent" else fact.service)
+        assert service.started == (fact.started if fact.has_process else None)
+        assert (service.process_id is not None) == fact.has_process
+        expected_events += [(logon.at, logon.user, logon.mailbox_site, protocol)
+                            for logon in fact.refused_logons if logon.at > since]
+    expected_events.sort(reverse=True)
+    got = [(e.at, e.user, e.mailbox_site, e.protocol) for e in host.events]
+    assert got == expected_events
+    for event in host.events:
+        assert event.insertions[2] == server.name
+        assert event.user in event.message and event.mailbox_site in event.message and server.name in event.message
+    assert host.events_since == since and not host.events_truncated and host.errors == ()
+
+
+# -- the collector -----------------------------------------------------------------------
+
+
+def test_collector_answer_validates_and_round_trips_for_every_demo_server(fleet: Fleet) -> None:
+    scanned = 0
+    for server in fleet.servers:
+        if server.fault:
+            continue
+        result = collect(SimulatedHost(server, fleet, clock=lambda: NOW))
+        assert (result.exit_code, result.stderr) == (0, "")
+        schema_valid(result.stdout, schema_path())
+        assert_matches_fleet(read_collector_output(result.stdout.encode("utf-8")), server, SINCE)
+        scanned += 1
+    assert scanned >= 8
+
+
+def test_registry_path_and_versions_as_a_real_host_has_them(fleet: Fleet) -> None:
+    def read(name: str) -> CollectedHost:
+        result = collect(SimulatedHost(fleet.server(name), fleet, clock=lambda: NOW))
+        return read_collector_output(result.stdout.encode("utf-8"))
+
+    german = read("CAS02")
+    assert german.configs["pop3"].path == ("C:\\Programme\\Microsoft\\Exchange Server\\ClientAccess\\PopImap\\"
+                                           "Microsoft.Exchange.Pop3.exe.Config")
+    other_drive = read("CAS03")
+    assert other_drive.setup.key == "v8.0\\Setup"
+    assert other_drive.configs["imap4"].path.startswith("D:\\Exchange Server\\ClientAccess\\")
+    rollup = read("CAS01")  # SP3 RU23: the file version moves, the Setup key keeps the SP build
+    assert rollup.setup.exsetup_version == "8.3.517.0"
+    assert (rollup.setup.product_major, rollup.setup.product_minor,
+            rollup.setup.build_major, rollup.setup.build_minor) == ("8", "3", "83", "6")
+
+
+def test_events_are_filtered_by_since_and_capped(fleet: Fleet) -> None:
+    host = SimulatedHost(fleet.server("CAS07"), fleet, clock=lambda: NOW)
+    everything = read_collector_output(collect(host, since=datetime(2020, 1, 1, tzinfo=UTC)).stdout.encode())
+    assert len(everything.events) == 4 and not everything.events_truncated
+    later = read_collector_output(collect(host, since=datetime(2026, 11, 26, 8, 15, 44, tzinfo=UTC)).stdout.encode())
+    assert [e.user for e in later.events] == ["CONTOSO\\b.günther"]  # strictly newer than the cut-off
+    capped = read_collector_output(collect(host, since=datetime(2020, 1, 1, tzinfo=UTC),
+                                           **{MAX_EVENTS_ENV_VAR: "2"}).stdout.encode())
+    assert capped.events_truncated and [e.at for e in capped.events] == [e.at for e in everything.events[:2]]
+
+
+def test_a_bad_event_cap_is_trapped_like_the_script_does(fleet: Fleet) -> None:
+    host = SimulatedHost(fleet.server("CAS07"), fleet, clock=lambda: NOW)
+    result = collect(host, **{MAX_EVENTS_ENV_VAR: "many"})
+    schema_valid(result.stdout, schema_path())
+    read = read_collector_output(result.stdout.encode())
+    assert read.errors and read.errors[0][0] == "events" and "System.Int32" in read.errors[0][1]
+    assert 'max="200"' in result.stdout
+
+
+def test_hostile_names_are_escaped_like_securityelement_escape(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text('[lab]\nusername = "auditor"\npassword = "pw"\n[[server]]\nname = "CAS01"\n'
+                    'site = "R&D <\\"Süd\\"> \'x\'"\n[server.pop3]\nconfig = "<c/>"\n'
+                    'refused_logons = [ { user = "O\'Brien & <b>\\u0001", at = 2026-11-27T00:00:00Z, '
+                    'mailbox_site = "Köln" } ]\n', encoding="utf-8")
+    fleet = load_fleet(path)
+    result = collect(SimulatedHost(fleet.servers[0], fleet, clock=lambda: NOW))
+    assert "&quot;Süd&quot;" in result.stdout and "&apos;x&apos;" in result.stdout
+    read = read_collector_output(result.stdout.encode("utf-8"))
+    assert read.site == 'R&D <"Süd"> \'x\''
+    assert read.events[0].user == "O'Brien & <b>?"  # control characters become '?'
+
+
+def test_output_is_raw_utf8_whatever_the_code_page(fleet: Fleet) -> None:
+    host = SimulatedHost(fleet.server("CAS07"), fleet, clock=lambda: NOW)
+    utf8 = collect(host, codepage=65001).stdout
+    oem = collect(host, codepage=437).stdout
+    assert oem.encode("cp437") == utf8.encode("utf-8")  # what the transport sends for code page 437
+
+
+def test_replace_answers_as_the_upgraded_server(fleet: Fleet) -> None:
+    host = SimulatedHost(fleet.server("CAS05"), fleet, clock=lambda: NOW)
+    upgraded = upgrade_server(fleet, "CAS05", "8.3.83.6", NOW)
+    host.replace(upgraded.server("CAS05"), upgraded)
+    read = read_collector_output(collect(host).stdout.encode())
+    assert read.setup.exsetup_version == "8.3.83.6"
+    assert all(read.configs[p].content == DEFAULT_CONFIG_BYTES for p in PROTOCOLS)
+
+
+# -- application faults --------------------------------------------------------------------
+
+
+def faulty(fleet: Fleet, fault: str) -> SimulatedHost:
+    return SimulatedHost(replace(fleet.server("CAS01"), fault=fault), fleet, clock=lambda: NOW)
+
+
+def test_garbage_is_not_a_document(fleet: Fleet) -> None:
+    result = collect(faulty(fleet, "garbage"))
+    assert result.exit_code == 0 and "<casaudit" not in result.stdout
+    with pytest.raises(CollectorOutputError, match="end marker"):
+        read_collector_output(result.stdout.encode("utf-8"))
+
+
+def test_truncate_cuts_the_document_without_end_marker(fleet: Fleet) -> None:
+    result = collect(faulty(fleet, "truncate"))
+    assert result.exit_code == 0 and result.stdout.startswith("<casaudit") and END_MARKER not in result.stdout
+    with pytest.raises(CollectorOutputError, match="end marker"):
+        read_collector_output(result.stdout.encode("utf-8"))
+
+
+def test_huge_is_refused_by_size(fleet: Fleet) -> None:
+    result = collect(faulty(fleet, "huge"))
+    data = result.stdout.encode("utf-8")
+    assert result.exit_code == 0 and len(data) >= HUGE_BYTES * 0.95
+    assert data.startswith(b"<casaudit") and data.endswith(f"</casaudit>\n{END_MARKER}\n".encode())
+    with pytest.raises(CollectorOutputError, match="limit"):
+        read_collector_output(data)
+
+
+def test_script_error_is_a_powershell_error_record(fleet: Fleet) -> None:
+    result = collect(faulty(fleet, "script-error"))
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Get-ItemProperty : Cannot find path 'HKLM:\\SOFTWARE\\Microsoft\\Exchange\\Setup'")
+    assert "\r\nAt line:1 char:" in result.stderr
+
+
+# -- discovery and other commands ------------------------------------------------------------
+
+
+def test_discovery_lists_every_cas_of_the_fleet(fleet: Fleet) -> None:
+    program, args = bootstrap_command()
+    env = shell_environment(discover_script(), SINCE)
+    result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), program, args, True)
+    schema_valid(result.stdout, discovery_schema_path())
+    found = {s.name: s for s in read_discovery_output(result.stdout.encode("utf-8"))}
+    assert list(found) == [s.name for s in fleet.servers]
+    assert found["CAS05"].version == "Version 8.1 (Build 240.6)"
+    assert found["CAS01"].version == "Version 8.3 (Build 83.6)"  # a rollup does not change it
+    assert found["CAS09"].roles == ("ClientAccess", "HubTransport")
+    assert (found["CAS07"].site, found["CAS07"].fqdn) == ("Hamburg", "cas07.contoso.lab")
+
+
+def test_unknown_programs_answer_like_cmd_exe_and_createprocess(fleet: Fleet) -> None:
+    host = SimulatedHost(fleet.server("CAS01"), fleet)
+    result = host.run(shell(), "foo", ["/bar"], False)
+    assert result == CommandResult("", "'foo' is not recognized as an internal or external command,\r\n"
+                                       "operable program or batch file.\r\n", 1)
+    with pytest.raises(WSManFault, match="cannot find the file"):
+        host.run(shell(), "foo.exe", [], True)
+    assert host.run(shell(), "hostname", [], False) == CommandResult("CAS01\r\n", "", 0)
+    assert host.run(shell(), "cmd", ["/c", "hostname"], True).stdout == "CAS01\r\n"
+
+
+def test_other_powershell_scripts_fail_like_powershell(fleet: Fleet) -> None:
+    host = SimulatedHost(fleet.server("CAS01"), fleet)
+    encoded = base64.b64encode("Get-Mailbox | fl".encode("utf-16-le")).decode()
+    result = host.run(shell(), "powershell", ["-encodedcommand", encoded], False)
+    assert result.exit_code == 1 and "The term 'Get-Mailbox' is not recognized" in result.stderr
+    program, args = bootstrap_command()
+    other = host.run(shell({SCRIPT_ENV_VAR: "Remove-Item C:\\ -Recurse"}), program, args, True)
+    assert other.exit_code == 1 and other.stdout == ""
+    nothing = host.run(shell(), program, args, True)
+    assert nothing.exit_code == 1 and "NewScriptBlock" in nothing.stderr
+    path_form = host.run(shell(shell_environment(collector_script(), SINCE)),
+                         "C:\\WINDOWS\\system32\\WindowsPowerShell\\v1.0\\PowerShell.EXE", args, True)
+    assert path_form.exit_code == 0 and path_form.stdout.endswith(END_MARKER + "\n")
+
+
+# -- a running lab, through the real pywinrm ------------------------------------------------------
+
+
+def small_fleet(tmp_path: Path, auth: str, base: str) -> Fleet:
+    text = demo_fleet_path().read_text(encoding="utf-8")
+    path = tmp_path / "fleet.toml"
+    path.write_text(text.replace('auth = "ntlm"', f'auth = "{auth}"'), encoding="utf-8")
+    shutil.copytree(demo_fleet_path().parent / "demo-configs", tmp_path / "demo-configs")
+    return relocate_fleet(load_fleet(path), base, 0)
+
+
+def winrm_collect(lab: Lab, name: str, auth: str) -> bytes:
+    user = "CONTOSO\\auditor" if auth == "ntlm" else "auditor"
+    protocol = Protocol(lab.servers[name].endpoint, transport=auth, username=user,  # type: ignore[arg-type]
+                        password="lab-password", message_encryption="auto", read_timeout_sec=30,
+                        operation_timeout_sec=20, proxy=None, ca_trust_path=None)  # type: ignore[arg-type]
+    shell_id = protocol.open_shell(env_vars=shell_environment(collector_script(), SINCE), codepage=65001)
+    program, args = bootstrap_command()
+    command_id = protocol.run_command(shell_id, program, args, skip_cmd_shell=True)
+    stdout, stderr, code = protocol.get_command_output(shell_id, command_id)
+    protocol.close_shell(shell_id)
+    assert (code, stderr) == (0, b"")
+    return stdout
+
+
+@pytest.mark.parametrize(("auth", "base"), [("basic", "127.0.88.1"), ("ntlm", "127.0.89.1")])
+def test_collection_through_pywinrm_round_trips(tmp_path: Path, auth: str, base: str) -> None:
+    fleet = small_fleet(tmp_path, auth, base)
+    with Lab(fleet) as lab:
+        for name in ("CAS02", "CAS07"):
+            host = read_collector_output(winrm_collect(lab, name, auth))
+            server = fleet.server(name)
+            assert host.computer == name and host.site == server.site
+            for protocol in PROTOCOLS:
+                assert host.configs[protocol].content == server.protocols[protocol].config_bytes
+            assert [e.user for e in host.events] == [
+                lo.user for lo in sorted((lo for p in server.protocols.values() for lo in p.refused_logons
+                                          if lo.at > SINCE), key=lambda lo: lo.at, reverse=True)]
+        assert lab.stats("CAS07").commands == 1
+        upgraded = upgrade_server(fleet, "CAS05", "8.3.83.6", NOW)
+        assert read_collector_output(winrm_collect(lab, "CAS05", auth)).setup.exsetup_version == "8.1.240.6"
+        lab.replace_fleet(upgraded)
+        after = read_collector_output(winrm_collect(lab, "CAS05", auth))
+        assert after.setup.exsetup_version == "8.3.83.6" and after.configs["pop3"].content == DEFAULT_CONFIG_BYTES
+        refused = lab.servers["CAS08"]
+        host, port = refused.config.address, int(refused.endpoint.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(OSError):
+            socket.create_connection((host, port), timeout=2).close()
+
+
+def test_serve_writes_an_inventory_without_password_and_stops(tmp_path: Path) -> None:
+    fleet_path = tmp_path / "fleet.toml"
+    fleet_path.write_text('[lab]\nusername = "auditor"\npassword = "lab-password"\nauth = "basic"\n'
+                          'base_address = "127.0.90.1"\nport = 0\n'
+                          '[[server]]\nname = "CAS01"\nsite = "Berlin"\n'
+                          '[[server]]\nname = "CAS02"\nsite = "Hamburg"\nfault = "refuse"\n', encoding="utf-8")
+    inventory_path = tmp_path / "out" / "inventory.toml"
+    stop, out = threading.Event(), io.StringIO()
+    worker = threading.Thread(target=serve, args=(fleet_path, inventory_path), kwargs={"stop_event": stop, "out": out})
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not inventory_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        text = inventory_path.read_text(encoding="utf-8")
+        assert "lab-password" not in text
+        data = tomllib.loads(text)
+        assert data["defaults"]["auth"] == "basic" and data["defaults"]["allow_insecure"] is True
+        assert [(s["name"], s["address"], s["site"]) for s in data["server"]] == [
+            ("CAS01", "127.0.90.1", "Berlin"), ("CAS02", "127.0.90.2", "Hamburg")]
+        targets = load_inventory(inventory_path).targets
+        endpoint = targets[0].endpoint
+        port = int(endpoint.rsplit(":", 1)[1].split("/")[0])
+        socket.create_connection(("127.0.90.1", port), timeout=2).close()  # listening
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+    assert not worker.is_alive()
+    printed = out.getvalue()
+    assert "CAS01" in printed and "refuse" in printed and "lab-password" not in printed
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.90.1", port), timeout=2).close()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_threads() -> Iterator[None]:
+    before = {t.name for t in threading.enumerate()}
+    yield
+    lab_threads = [t for t in threading.enumerate() if t.name.startswith("lab-") and t.name not in before]
+    assert not lab_threads, f"listener threads left running: {lab_threads}"
