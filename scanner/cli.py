@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from scanner import __version__
 from scanner.errors import CasAuditError, ConfigError, ExitCode
@@ -33,9 +34,10 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CasAuditError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+            # messages quote files such as "[lab]" and "[[server]]": never read them as markup
+            err_console.print(Text.assemble(("error: ", "bold red"), exc.message))
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+                err_console.print(Text.assemble(("hint: ", "yellow"), exc.hint))
             sys.exit(int(exc.exit_code))
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -151,7 +153,7 @@ def _run_scan_with_progress(inventory: Any, **kwargs: Any) -> Any:
             if not err_console.is_terminal:
                 return
             if observation.scan_status != "ok":
-                progress.console.print(f"[red]{observation.name}[/]: {observation.error}", highlight=False)
+                progress.console.print(Text.assemble((observation.name, "red"), f": {observation.error}"))
 
         return run_scan(inventory, on_result=advance, **kwargs)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from scanner.catalog import load_catalog
 from scanner.inventory import load_inventory
-from scanner.lab.fleet import load_fleet, upgrade_server
+from scanner.lab.fleet import load_fleet, relocate_fleet, upgrade_server
 from scanner.lab.serve import Lab, demo_fleet_path
 from scanner.policy import load_policy
 from scanner.report_build import build_report
@@ -36,7 +36,9 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
     store = open_store(f"sqlite:///{db_path}")
     catalog = load_catalog()
     policy = load_policy(demo_policy_path())
-    fleet = load_fleet(demo_fleet_path())
+    demo = load_fleet(demo_fleet_path())
+    # a free port per server: the demo never collides with a `lab serve` of the same fleet
+    fleet = relocate_fleet(demo, demo.lab.base_address, 0)
     with Lab(fleet) as lab, tempfile.TemporaryDirectory(prefix="cas-audit-demo-") as tmp:
         inventory_path = Path(tmp) / "inventory.toml"
         lab.write_inventory(inventory_path)
