@@ -57,7 +57,7 @@ def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalo
         servers_planned=row.servers_planned, servers_scanned=row.servers_scanned,
         servers_failed=row.servers_failed, tool_version=row.tool_version,
         catalog_version=row.catalog_version, operator=row.operator, scanning_host=row.scanning_host,
-        site_filter=row.site_filter,
+        site_filter=row.site_filter, organisation=row.organisation,
     )
     return RunReport(
         run=run,

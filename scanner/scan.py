@@ -82,6 +82,7 @@ def run_scan(
         inventory_sha256=inventory.sha256,
         policy_text=policy.source_text,
         site_filter=site_filter,
+        organisation=inventory.organisation,
         started_at=started_at,
     )
     scanned = failed_count = 0

@@ -44,6 +44,7 @@ def upgrade() -> None:
     sa.Column('policy_sha256', sa.String(length=64), nullable=True),
     sa.Column('policy_text', sa.String(), nullable=True),
     sa.Column('site_filter', sa.String(), nullable=True),
+    sa.Column('organisation', sa.String(), nullable=True),
     sa.CheckConstraint("status IN ('running', 'complete', 'partial', 'aborted')", name=op.f('ck_scan_runs_status')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_scan_runs'))
     )

@@ -108,14 +108,14 @@ class Lab:
             if not same_port:
                 entry["port"] = ports[server.name]
             servers.append(entry)
-        return {"defaults": defaults, "server": servers}
+        return {"organisation": f"{lab.domain or 'LAB'} (cas-audit lab)", "defaults": defaults, "server": servers}
 
     def inventory_toml(self) -> str:
         """inventory() as TOML text, with a comment saying where the password comes from."""
         header = ("# Inventory of a cas-audit lab (simulated Exchange 2007 organisation on loopback).\n"
                   "# The password is not stored here: set CAS_AUDIT_PASSWORD.\n")
         inventory = self.inventory()
-        lines = [header, "[defaults]\n"]
+        lines = [header, tomli_w.dumps({"organisation": inventory["organisation"]}), "\n[defaults]\n"]
         lines.append(tomli_w.dumps(inventory["defaults"]))  # type: ignore[arg-type]
         for entry in inventory["server"]:  # type: ignore[attr-defined]
             lines.append("\n[[server]]\n" + tomli_w.dumps(entry))

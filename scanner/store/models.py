@@ -108,6 +108,7 @@ class ScanRun(Base):
     policy_sha256: Mapped[str | None] = mapped_column(String(64))
     policy_text: Mapped[str | None]
     site_filter: Mapped[str | None]
+    organisation: Mapped[str | None]
 
 
 class Server(Base):

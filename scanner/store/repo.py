@@ -75,6 +75,7 @@ class RunRow:
     policy_sha256: str | None
     policy_text: str | None
     site_filter: str | None
+    organisation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ class Store:
         started_at: datetime | None = None,
         catalog_version: str | None = None,
         policy_sha256: str | None = None,
+        organisation: str | None = None,
     ) -> int:
         """Record the start of a scan and its planned scope; returns the new run id.
 
@@ -238,6 +240,7 @@ class Store:
                 policy_sha256=policy_sha256,
                 policy_text=policy_text,
                 site_filter=site_filter,
+                organisation=organisation,
             )
             session.add(run)
             session.flush()
@@ -558,6 +561,7 @@ def _run_row(run: ScanRun) -> RunRow:
         policy_sha256=run.policy_sha256,
         policy_text=run.policy_text,
         site_filter=run.site_filter,
+        organisation=run.organisation,
     )
 
 
