@@ -14,6 +14,8 @@ Format notes beyond design.md (all optional):
   [[server]] roles    ServerRole flags for discovery (default ["ClientAccess"]).
   [[server]] rollups  [{ name = "Update Rollup 23 for ...", installed = "20170321" }]
   [[server]] registry_key = ""   neither Setup key exists (the collector finds no path).
+  [[server]] hostile = true      a compromised server: install_path may be any text
+                      (e.g. one that looks like a spreadsheet formula), for tests.
   [server.pop3] newline = "crlf" | "lf"   line endings of `config` text (default: as the
                       TOML parser returns it, i.e. "\\n"; Windows files have CRLF).
   A protocol table left out entirely stands for the protocol as setup left it: the
@@ -83,7 +85,7 @@ DEFAULT_CONFIG_TEXT = (
 DEFAULT_CONFIG_BYTES = DEFAULT_CONFIG_TEXT.encode("utf-8")
 
 _LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port", "domain"}
-_SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups",
+_SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
                 "computer", "fqdn", "roles", *PROTOCOLS}
 _PROTOCOL_KEYS = {"config", "config_file", "encoding", "newline", "modified", "service",
                   "start_mode", "started", "refused_logons"}
@@ -426,8 +428,9 @@ def _server(table: Any, index: int, address: str, whereof: _Where, folder: Path)
     if build_numbers(build)[0] != 8:
         raise _fail(where, "build", f"must be an Exchange 2007 build (8.x.y.z), not {build!r}")
     install_path = _text(table, "install_path", where, DEFAULT_INSTALL_PATH)
-    if not re.match(r"^[A-Za-z]:\\", install_path):
-        raise _fail(where, "install_path", f"must be an absolute Windows path such as 'D:\\Exchange', not {install_path!r}")
+    if not re.match(r"^[A-Za-z]:\\", install_path) and not table.get("hostile", False):
+        raise _fail(where, "install_path", f"must be an absolute Windows path such as 'D:\\Exchange', not {install_path!r}",
+                    hint="a server that sends anything else on purpose says hostile = true")
     roles = table.get("roles", ["ClientAccess"])
     if (not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles)
             or "ClientAccess" not in roles):
