@@ -16,10 +16,22 @@ from scanner.policy import load_policy
 from scanner.report_build import build_report
 from scanner.report_write import render, write_atomically
 from scanner.scan import run_scan
-from scanner.store.repo import open_store
+from scanner.store.repo import Store, open_store
 
 UPGRADED_SERVER = "CAS05"
 UPGRADE_BUILD = "8.3.83.6"
+
+
+def _finding_lines(store: Store, run_id: int) -> Iterator[str]:
+    """One line per rule: its new and still-open findings of the run, waived ones counted apart."""
+    by_rule: dict[str, list[str]] = {}
+    for f in store.findings(run_id):
+        where = f.server_name or f.site or "organisation"
+        where += f"/{f.protocol}" if f.protocol else ""
+        mark = {"new": " (new)", "waived": " (waived)", "waiver-expired": " (waiver expired)"}.get(f.state, "")
+        by_rule.setdefault(f"{f.rule} {f.severity}", []).append(where + mark)
+    for rule, places in sorted(by_rule.items()):
+        yield f"  {rule}: {', '.join(places)}"
 
 
 def demo_policy_path() -> Path:
@@ -49,6 +61,7 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
                                catalog=catalog, concurrency=4, timeout_s=20)
             yield (f"{label}: run {outcome.run_id} {outcome.status}, {outcome.scanned} scanned, "
                    f"{outcome.failed} failed, {outcome.active_at_or_above} active finding(s) high or above")
+            yield from _finding_lines(store, outcome.run_id)
             if label == "first scan":
                 fleet = upgrade_server(fleet, UPGRADED_SERVER, UPGRADE_BUILD, datetime.now(UTC))
                 lab.replace_fleet(fleet)
