@@ -147,13 +147,19 @@ def _run_scan_with_progress(inventory: Any, **kwargs: Any) -> Any:
     with progress:
         task = progress.add_task("", total=len(inventory.targets))
 
+        done = 0
+
         def advance(observation: Any) -> None:
+            nonlocal done
+            done += 1
             mark = "ok" if observation.scan_status == "ok" else f"failed ({observation.error_kind})"
             progress.update(task, advance=1, description=f"{observation.name}: {mark}")
-            if not err_console.is_terminal:
-                return
-            if observation.scan_status != "ok":
-                progress.console.print(Text.assemble((observation.name, "red"), f": {observation.error}"))
+            if observation.scan_status == "ok" and err_console.is_terminal:
+                return  # the bar shows it; a log (cron) gets one line per server
+            line = Text(f"[{done}/{len(inventory.targets)}] ")
+            line.append(observation.name, "red" if observation.scan_status != "ok" else "")
+            line.append(f": {mark}" + (f": {observation.error}" if observation.error else ""))
+            progress.console.print(line)
 
         return run_scan(inventory, on_result=advance, **kwargs)
 
