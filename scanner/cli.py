@@ -59,8 +59,11 @@ def _open_store(db_url: str | None) -> Any:
     return open_store(db_url)
 
 
-def _password(username: str) -> str | None:
-    """CAS_AUDIT_PASSWORD, then the OS keyring (service 'cas-audit'), then a prompt."""
+def _password(username: str) -> str:
+    """CAS_AUDIT_PASSWORD, then the OS keyring (service 'cas-audit'), then a prompt.
+
+    The environment variable serves every account of the inventory; the keyring and the
+    prompt are asked once per account."""
     value = os.environ.get("CAS_AUDIT_PASSWORD")
     if value:
         return value
@@ -73,7 +76,7 @@ def _password(username: str) -> str | None:
     except Exception:  # noqa: BLE001 - no usable keyring backend: fall through to the prompt
         pass
     if sys.stdin.isatty():
-        return click.prompt(f"Password for {username}", hide_input=True, err=True)
+        return str(click.prompt(f"Password for {username}", hide_input=True, err=True))
     raise ConfigError(
         f"no password for {username}",
         hint="set CAS_AUDIT_PASSWORD, store it with `keyring set cas-audit <user>`, or run on a terminal",
@@ -125,8 +128,8 @@ def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, con
     catalog = load_catalog()
     policy = load_policy(policy_path) if policy_path else Policy.default()
     store = _open_store(db_url)
-    password = _password(inventory.targets[0].username) if any(
-        t.auth != "certificate" for t in inventory.targets) else None
+    accounts = dict.fromkeys(t.username for t in inventory.targets if t.auth != "certificate")
+    password = {account: _password(account) for account in accounts}
     outcome = _run_scan_with_progress(inventory, store=store, password=password, policy=policy,
                                       catalog=catalog, concurrency=concurrency, timeout_s=timeout_s,
                                       fail_on=fail_on, site_filter=site)
@@ -205,11 +208,12 @@ def report(db_url: str | None, run: str, fmt: str, out: str | None, lang: str) -
 
 @cli.command()
 @db_option
-@click.option("--server", required=True, help="Server name as in the inventory.")
+@click.option("--server", default=None, help="Server name as in the inventory (default: list the runs).")
 @click.option("--protocol", type=click.Choice(["pop3", "imap4"]), default=None)
 @handle_errors
-def history(db_url: str | None, server: str, protocol: str | None) -> None:
-    """Show the timeline of one server: value, build, service state, changes marked.
+def history(db_url: str | None, server: str | None, protocol: str | None) -> None:
+    """Show the timeline of one server (value, build, service state, changes marked),
+    or without --server the list of scan runs.
 
     \b
     Example:
@@ -218,6 +222,11 @@ def history(db_url: str | None, server: str, protocol: str | None) -> None:
     from scanner.history import timeline
 
     store = _open_store(db_url)
+    if server is None:
+        if protocol is not None:
+            raise ConfigError("--protocol needs --server")
+        _print_runs(store)
+        return
     rows = timeline(store, server, protocol)
     if not rows:
         raise ConfigError(f"no observation of server {server!r} in the history")
@@ -231,6 +240,22 @@ def history(db_url: str | None, server: str, protocol: str | None) -> None:
         table.add_row(*[
             (f"[bold yellow]{_text(values[c])} *[/]" if c in changed else _text(values[c])) for c in columns
         ])
+    out_console.print(table)
+
+
+def _print_runs(store: Any) -> None:
+    runs = store.runs()
+    if not runs:
+        raise ConfigError("the history holds no scan yet", hint="run `cas-audit scan` first")
+    table = Table(title=f"scan runs in {store.url_display}")
+    for column in ("run", "started (UTC)", "status", "planned", "scanned", "failed", "active findings",
+                   "site", "operator"):
+        table.add_column(column)
+    for run in runs:
+        active = sum(1 for f in store.findings(run.id) if f.state != "waived")
+        table.add_row(str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.status,
+                      str(run.servers_planned), str(run.servers_scanned), str(run.servers_failed),
+                      str(active), _text(run.site_filter), _text(run.operator))
     out_console.print(table)
 
 
@@ -272,8 +297,8 @@ def diff(db_url: str | None, run_a: int, run_b: int) -> None:
 @db_option
 @click.option("--server", required=True)
 @click.option("--protocol", type=click.Choice(["pop3", "imap4"]), required=True)
-@click.option("--run", "run", default=None, help="Run id (default: the first collection of the file in force "
-              "before the latest change, i.e. the latest run's file).")
+@click.option("--run", "run", default=None,
+              help="Run id, or 'latest' (default: the latest run that scanned the server successfully).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @handle_errors
 def evidence(db_url: str | None, server: str, protocol: str, run: str | None, out: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,7 +57,7 @@ def run_scan(
     inventory: Inventory,
     *,
     store: Store,
-    password: str | None,
+    password: str | None | Mapping[str, str],
     policy: Policy,
     catalog: Catalog,
     concurrency: int = DEFAULT_CONCURRENCY,
@@ -69,7 +69,9 @@ def run_scan(
 ) -> ScanOutcome:
     """Scan every target, store results, evaluate the rules, save findings; return the outcome.
 
-    `started_at` stamps the run (default: now); waivers are judged on its UTC date.
+    `password` is one password for every account, or one per user name (certificate
+    auth needs none). `started_at` stamps the run (default: now); waivers are judged on
+    its UTC date.
     """
     targets = inventory.targets
     started_at = started_at or _now()
@@ -92,7 +94,10 @@ def run_scan(
         futures: dict[Future[ServerObservation], Target] = {}
         for target in targets:
             since = store.last_successful_scan_time(target.name) or (_now() - FIRST_SCAN_EVENT_WINDOW)
-            futures[pool.submit(scan_one, target, password, since, timeout_s)] = target
+            secret = password.get(target.username) if isinstance(password, Mapping) else password
+            if target.auth == "certificate":
+                secret = None
+            futures[pool.submit(scan_one, target, secret, since, timeout_s)] = target
         for future in as_completed(futures):
             observation = future.result()
             store.record_server(run_id, observation)  # committed as it arrives

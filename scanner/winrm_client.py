@@ -47,6 +47,8 @@ def _transport(target: Target) -> str:
 
 
 def _protocol(target: Target, password: str | None, timeout_s: float) -> winrm.Protocol:
+    if target.auth != "certificate" and not password:
+        raise CollectionError("auth", f"no password for {target.username or 'the account'} of {target.name}")
     operation = max(1, min(OPERATION_TIMEOUT_S, int(timeout_s) - 1))
     kwargs: dict[str, object] = {
         "endpoint": target.endpoint,

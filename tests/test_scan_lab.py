@@ -105,3 +105,23 @@ def test_wrong_password_is_reported_per_server_not_as_a_crash(tmp_path: Path) ->
     kinds = {s["name"]: (s["error"] or "").split(":")[0] for s in data["servers"]}
     assert kinds["CAS01"] == "auth" and kinds["CAS08"] == "refused"
     assert "wrong" not in json.dumps(data)
+
+
+def test_passwords_are_per_account(tmp_path: Path) -> None:
+    """A password given for another account is not used: the server fails with 'auth'."""
+    from scanner.catalog import load_catalog
+    from scanner.inventory import load_inventory
+    from scanner.policy import Policy
+    from scanner.scan import run_scan
+    from scanner.store.repo import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'h.db'}")
+    with running(demo_fleet("127.0.10.1", "basic"), tmp_path) as (_lab, inventory_path):
+        inventory = load_inventory(inventory_path)
+        kwargs = {"store": store, "policy": Policy.default(), "catalog": load_catalog(), "timeout_s": 20}
+        good = run_scan(inventory, password={"CONTOSO\\auditor": "lab-password"}, **kwargs)
+        other = run_scan(inventory, password={"CONTOSO\\someone": "lab-password"}, **kwargs)
+    assert (good.scanned, good.failed) == (8, 1)
+    assert (other.scanned, other.failed) == (0, 9)
+    kinds = {o.name: o.error_kind for o in store.server_observations(other.run_id)}
+    assert kinds["CAS01"] == "auth" and kinds["CAS08"] == "auth"

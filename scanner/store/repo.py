@@ -192,7 +192,7 @@ class Store:
     def _require_run(self, session: Session, run_id: int) -> ScanRun:
         run = session.get(ScanRun, run_id)
         if run is None:
-            raise UnknownRunError(f"the history has no scan run {run_id}", hint="`cas-audit history` lists the runs")
+            raise UnknownRunError(f"the history has no scan run {run_id}", hint="`cas-audit history` without --server lists the runs")
         return run
 
     # -- writing ------------------------------------------------------------------
