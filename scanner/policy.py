@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
+from scanner.tomlfile import read_text
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 PROTOCOLS: tuple[str, ...] = ("pop3", "imap4")
@@ -180,19 +181,7 @@ class Policy:
 def load_policy(path: Path | str, rule_ids: Collection[str] | None = None) -> Policy:
     """Read and validate a policy file; ConfigError (file, line, field) when it is malformed."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"policy file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from None
-    if len(data) > MAX_POLICY_BYTES:
-        raise ConfigError(f"policy file {path} is larger than {MAX_POLICY_BYTES // 1024} KiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"policy file {path} is not UTF-8 (byte {exc.start})") from None
-    return _parse(text, str(path), rule_ids)
+    return _parse(read_text(path, "policy", MAX_POLICY_BYTES), str(path), rule_ids)
 
 
 # -- parsing -----------------------------------------------------------------------------

@@ -11,20 +11,25 @@ from scanner.errors import ConfigError
 MAX_TOML_BYTES = 4 * 1024 * 1024
 
 
-def load_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
-    """Parse `path`; return the table and the source text. Errors are ConfigError naming the file."""
+def read_text(path: Path, what: str, max_bytes: int = MAX_TOML_BYTES) -> str:
+    """A user's UTF-8 file, size-capped; errors are ConfigError naming the file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{what} file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
-    if len(data) > MAX_TOML_BYTES:
-        raise ConfigError(f"{what} file {path} is larger than {MAX_TOML_BYTES // (1024 * 1024)} MiB")
+    if len(data) > max_bytes:
+        raise ConfigError(f"{what} file {path} is larger than {max_bytes // 1024} KiB")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} file {path} is not UTF-8 (byte {exc.start})") from None
+
+
+def load_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
+    """Parse `path`; return the table and the source text. Errors are ConfigError naming the file."""
+    text = read_text(path, what)
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
