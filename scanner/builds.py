@@ -95,8 +95,8 @@ def parse_build(text: str | None) -> BuildInfo | None:
         return None
     m = _ADMIN.match(text)
     if m:
-        major, minor, build, rev = (int(g) for g in m.groups())
-        return _make(major, minor, build, rev)
+        a, b, c, d = (int(g) for g in m.groups())
+        return _make(a, b, c, d)
     m = _DOTTED.match(text)
     if not m:
         lead = _LEADING_DOTTED.match(text)

@@ -79,7 +79,7 @@ def _set_read_timeout(protocol: winrm.Protocol, deadline: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise CollectionError("timeout", "no answer within the per-server time limit")
-    protocol.transport.read_timeout_sec = max(0.5, min(float(protocol.read_timeout_sec), remaining))
+    protocol.transport.read_timeout_sec = max(0.5, min(float(protocol.read_timeout_sec), remaining))  # type: ignore[assignment]
 
 
 _CLIXML_TEXT = re.compile(r'<S S="Error">(.*?)</S>', re.S)

@@ -34,7 +34,7 @@ def test_one_row_per_finding_with_the_workbook_columns(lang: str) -> None:
                               "Protokoll"]
     assert len(data) == len(report.findings)
     col = {name: i for i, name in enumerate(header)}
-    for row, f in zip(data, report.findings):
+    for row, f in zip(data, report.findings, strict=True):
         assert row[col[labels("col.rule")]] == f.rule
         assert row[col[labels("col.server")]] == (f.server or "")
         assert row[col[labels("col.message")]] == f.message

@@ -45,7 +45,7 @@ def table(ws: Worksheet) -> list[dict[str, object]]:
     """Data rows as {header: value}."""
     rows = list(ws.iter_rows(values_only=True))
     headers = rows[0]
-    return [dict(zip(headers, row)) for row in rows[1:]]
+    return [dict(zip(headers, row, strict=True)) for row in rows[1:]]
 
 
 def cells_by_header(ws: Worksheet, header: str) -> list:
@@ -101,7 +101,7 @@ def test_findings_sheet_equals_the_model(lang_book) -> None:
             "Regel", "Titel", "Schweregrad", "Zustand", "Server", "Standort", "Protokoll",
             "Beobachtet", "Erwartet (Vorgabe)", "Befund",
         ]
-    for row, f in zip(rows, report.findings):
+    for row, f in zip(rows, report.findings, strict=True):
         assert row[labels("col.rule")] == f.rule
         assert row[labels("col.title")] == f.title
         assert row[labels("col.server")] == f.server
@@ -137,7 +137,7 @@ def test_severity_is_shown_by_colour_on_findings_summary_and_rules(lang_book) ->
     lang, wb, report = lang_book
     labels = Labels(lang)
     findings = wb.worksheets[1]
-    for cell, f in zip(cells_by_header(findings, labels("col.severity")), report.findings):
+    for cell, f in zip(cells_by_header(findings, labels("col.severity")), report.findings, strict=True):
         assert cell.fill.fill_type == "solid"
         assert cell.fill.fgColor.rgb.endswith(SEVERITY_COLOURS[f.severity][0])
     fills = {c.fill.fgColor.rgb for c in cells_by_header(findings, labels("col.severity"))}
@@ -236,7 +236,7 @@ def test_changes_sheet_equals_the_model(lang_book) -> None:
     labels = Labels(lang)
     rows = table(wb.worksheets[3])
     assert len(rows) == len(report.changes)
-    for row, c in zip(rows, report.changes):
+    for row, c in zip(rows, report.changes, strict=True):
         assert row[labels("col.server")] == c.server
         assert row[labels("col.before")] == c.before
         assert row[labels("col.after")] == c.after
@@ -256,7 +256,7 @@ def test_evidence_sheet_names_path_hash_size_times_and_method(lang_book) -> None
     rows = table(wb.worksheets[4])
     expected = [(s, p) for s in report.servers for p in ("pop3", "imap4") if p in s.protocols]
     assert len(rows) == len(expected) == 6
-    for row, (server, protocol) in zip(rows, expected):
+    for row, (server, protocol) in zip(rows, expected, strict=True):
         p = server.protocols[protocol]
         assert row[labels("col.server")] == server.name
         assert row[labels("col.protocol")] == protocol.upper()

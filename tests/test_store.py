@@ -95,7 +95,7 @@ def failed_obs(name: str = "CAS01", *, start: datetime = T0) -> ServerObservatio
     )
 
 
-def new_run(store: Store, names: list[str] = ["CAS01"], **kwargs: object) -> int:
+def new_run(store: Store, names: tuple[str, ...] = ("CAS01",), **kwargs: object) -> int:
     planned = [(n, f"{n.lower()}.contoso.local", "Berlin") for n in names]
     return store.begin_run(
         planned=planned,

@@ -165,7 +165,7 @@ def serve(fleet_path: Path, inventory_out: Path, *, stop_event: threading.Event 
     out = out or sys.stdout
     fleet = load_fleet(fleet_path)
     stop = stop_event or threading.Event()
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals, object] = {}
     if threading.current_thread() is threading.main_thread():
         def on_signal(signum: int, frame: FrameType | None) -> None:
             stop.set()

@@ -247,9 +247,9 @@ class WSManService:
             return Reply(fault.http_status, self.fault_body(fault, relates_to), action_name, False)
         except Exception:  # a runner bug or ours: a fault, never a dead server
             log.exception("lab %s: internal error while answering a WS-Man request", self.server)
-            fault = WSManFault("s:Receiver", "w:InternalError", "An internal error occurred. ",
-                               ERROR_INTERNAL_ERROR)
-            return Reply(500, self.fault_body(fault, relates_to), action_name, False)
+            internal = WSManFault("s:Receiver", "w:InternalError", "An internal error occurred. ",
+                                  ERROR_INTERNAL_ERROR)
+            return Reply(500, self.fault_body(internal, relates_to), action_name, False)
 
     # -- parsing -----------------------------------------------------------------------
 
