@@ -5,18 +5,22 @@ Every run's JSON report must list exactly the findings the catalog defines."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from labfleet import cas_audit
+from openpyxl import load_workbook
 
 from scanner.catalog import load_catalog
 from scanner.inventory import load_inventory
 from scanner.lab.fleet import Fleet, load_fleet, upgrade_server
 from scanner.lab.serve import Lab
 from scanner.policy import load_policy
+from scanner.report_build import build_report
+from scanner.report_write import render
 from scanner.scan import run_scan
 from scanner.store.repo import open_store
 
@@ -34,6 +38,11 @@ def edit_pop3(fleet: Fleet, name: str, modified: datetime, started: datetime | N
     pop3 = replace(pop3, config_bytes=TRUE_FILE, modified=modified, started=started or pop3.started)
     changed = replace(server, protocols={**server.protocols, "pop3": pop3})
     return replace(fleet, servers=tuple(changed if s is server else s for s in fleet.servers))
+
+
+def cells(workbook: bytes) -> dict[str, list[tuple]]:
+    book = load_workbook(io.BytesIO(workbook))
+    return {ws.title: list(ws.iter_rows(values_only=True)) for ws in book.worksheets}
 
 
 def key(finding: dict) -> tuple:
@@ -58,6 +67,7 @@ def test_three_scans(tmp_path: Path) -> None:
             return outcome.run_id
 
         runs.append(scan(SCAN_DATES[0]))
+        first_reports = {fmt: render(build_report(store, runs[0], lang="de"), fmt) for fmt in ("json", "xlsx")}
         # Between scans 1 and 2: SP1 setup on H1 and H2; B1 edited by hand, not restarted;
         # B3's WinRM listener is down for scan 2.
         fleet = upgrade_server(fleet, "H1", "8.1.240.6", datetime(2026, 12, 20, tzinfo=UTC))
@@ -72,6 +82,11 @@ def test_three_scans(tmp_path: Path) -> None:
                           started=datetime(2027, 2, 1, 10, 5, tzinfo=UTC))
         lab.replace_fleet(fleet)
         runs.append(scan(SCAN_DATES[2]))
+
+    # Run 1's report, made again after two more runs, has the same content.
+    again = {fmt: render(build_report(store, runs[0], lang="de"), fmt) for fmt in ("json", "xlsx")}
+    assert again["json"] == first_reports["json"]
+    assert cells(again["xlsx"]) == cells(first_reports["xlsx"])
 
     reports = []
     for run_id in runs:
