@@ -24,16 +24,16 @@ def discover_inventory(host: str, out: Path, *, username: str, auth: str, scheme
                     port=port, verify_tls=verify_tls, ca_bundle=None, allow_insecure=allow_insecure,
                     cert_pem=None, cert_key_pem=None)
     servers = read_discovery_output(discover(target, password, timeout_s=timeout_s))
-    defaults: dict[str, object] = {"username": username, "auth": auth, "scheme": scheme, "port": port,
-                                   "verify_tls": verify_tls}
+    defaults: dict[str, object] = {"username": username, "auth": auth, "scheme": scheme, "port": port}
+    if scheme == "https":
+        defaults["verify_tls"] = verify_tls
     if allow_insecure:
         defaults["allow_insecure"] = True
-    document = {
-        "defaults": defaults,
-        "server": [
-            {"name": s.name, "address": s.fqdn or s.name, **({"site": s.site} if s.site else {})}
-            for s in servers
-        ],
-    }
-    write_atomically(out, tomli_w.dumps(document).encode("utf-8"))
+    parts = [f"# Client Access Servers known to {host} (Get-ExchangeServer), written by cas-audit.\n"
+             "# The password is not stored here: set CAS_AUDIT_PASSWORD or use the keyring.\n\n",
+             "[defaults]\n", tomli_w.dumps(defaults)]
+    for s in servers:
+        entry = {"name": s.name, "address": s.fqdn or s.name, **({"site": s.site} if s.site else {})}
+        parts.append("\n[[server]]\n" + tomli_w.dumps(entry))
+    write_atomically(out, "".join(parts).encode("utf-8"))
     return len(servers)

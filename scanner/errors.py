@@ -45,8 +45,11 @@ class CollectionError(CasAuditError):
     """One server could not be scanned; `kind` names why in one word.
 
     Kinds: refused, timeout, reset, auth, tls, soap-fault, protocol, output, script-error,
-    internal.
+    internal. As a command's error (e.g. `inventory discover`) it exits with 3, like a
+    scan that could not reach a server.
     """
+
+    exit_code = ExitCode.UNSCANNED
 
     def __init__(self, kind: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

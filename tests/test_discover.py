@@ -1,0 +1,34 @@
+"""`inventory discover`: Get-ExchangeServer on one management host of the lab, over NTLM,
+becomes an inventory that lists every CAS with its site and no password."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labfleet import cas_audit, demo_fleet, running
+
+from scanner.inventory import load_inventory
+
+
+def test_discover_writes_an_inventory_of_every_cas(tmp_path: Path) -> None:
+    with running(demo_fleet("127.0.17.1", "ntlm"), tmp_path) as (lab, _inventory):
+        port = lab.port("CAS01")
+        out = tmp_path / "discovered.toml"
+        result = cas_audit("inventory", "discover", "--from", "127.0.17.1", "--username", "CONTOSO\\auditor",
+                           "--scheme", "http", "--port", str(port), "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        assert "9 Client Access Server(s)" in result.stderr
+        refused = cas_audit("inventory", "discover", "--from", "127.0.17.1", "--username", "CONTOSO\\auditor",
+                            "--scheme", "http", "--port", str(port), "--out", str(tmp_path / "x.toml"),
+                            password="wrong")
+    inventory = load_inventory(out)
+    assert [(t.name, t.site) for t in inventory.targets] == [
+        ("CAS01", "Berlin"), ("CAS02", "Berlin"), ("CAS03", "Berlin"), ("CAS04", "Berlin"),
+        ("CAS05", "Hamburg"), ("CAS06", "Hamburg"), ("CAS07", "Hamburg"), ("CAS08", "Hamburg"),
+        ("CAS09", "Berlin")]
+    assert inventory.targets[0].address == "cas01.contoso.lab"  # the Fqdn Exchange reports
+    assert {(t.auth, t.scheme, t.username) for t in inventory.targets} == {("ntlm", "http", "CONTOSO\\auditor")}
+    assert "lab-password" not in out.read_text(encoding="utf-8")
+    assert refused.returncode == 3  # the host could not be reached as asked
+    assert "rejected the credentials" in refused.stderr
+    assert not (tmp_path / "x.toml").exists()
