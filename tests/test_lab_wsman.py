@@ -512,3 +512,17 @@ def test_conflicting_ntlm_passwords_and_bad_config_are_config_errors() -> None:
         register_ntlm_user("", "colon", "a:b")
     with pytest.raises(ConfigError):
         LabServer(HostConfig("X", "127.0.0.1", 0, "basic", USER, PASSWORD, EchoRunner(), fault="bogus"))
+
+
+def test_an_environment_variable_over_windows_limit_refuses_the_shell() -> None:
+    """Windows caps one environment variable at 32,767 characters: a collector grown past
+    it fails in the lab as it would on a real CAS, not only in production."""
+    runner = EchoRunner()
+    with LabServer(HostConfig("ENV", "127.0.3.61", 0, "basic", "u", "p", runner)) as server:
+        protocol = winrm.Protocol(server.endpoint, transport="plaintext", username="u", password="p",
+                                  ca_trust_path=None)
+        shell = protocol.open_shell(env_vars={"CASAUDIT_PS": "x" * (32_767 - len("CASAUDIT_PS="))})
+        protocol.close_shell(shell)
+        with pytest.raises(WSManFaultError) as info:
+            protocol.open_shell(env_vars={"CASAUDIT_PS": "x" * 32_767})
+        assert info.value.wsman_fault_code == 87

@@ -76,6 +76,8 @@ CODEPAGES: dict[int, str] = {
 
 # Windows error codes used in f:WSManFault/@Code.
 ERROR_ACCESS_DENIED = 5
+ERROR_INVALID_PARAMETER = 87
+ENV_VARIABLE_LIMIT = 32_767  # characters of one environment variable, name=value
 ERROR_BAD_ARGUMENTS = 160
 ERROR_FILENAME_EXCED_RANGE = 206
 ERROR_INTERNAL_ERROR = 1359
@@ -346,6 +348,11 @@ class WSManService:
                 if not name:
                     raise _schema_fault("An rsp:Variable has no Name.")
                 env[name] = _text(variable, strip=False)
+                if len(name) + 1 + len(env[name]) > ENV_VARIABLE_LIMIT:
+                    # Windows caps one environment variable (name=value) at 32,767 characters;
+                    # the shell cannot be created with it (exact WinRM fault unconfirmed).
+                    raise WSManFault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ",
+                                     ERROR_INVALID_PARAMETER)
         workdir_el = shell_el.find("rsp:WorkingDirectory", NS)
         workdir = _text(workdir_el) if workdir_el is not None else None
         in_streams = _text(shell_el.find("rsp:InputStreams", NS)) or "stdin"
