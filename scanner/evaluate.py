@@ -317,16 +317,6 @@ def previous_run_id(store: Store, run_id: int) -> int | None:
     return None
 
 
-def last_successful(
-    history: Sequence[tuple[int, Any]], protocol: str, before_run_id: int
-) -> Previous | None:
-    """The newest successful observation of `protocol` in a run before `before_run_id`."""
-    for run_id, obs in reversed(history):
-        if run_id < before_run_id and obs.scan_status == "ok" and protocol in obs.protocols:
-            return Previous(run_id, obs, obs.protocols[protocol])
-    return None
-
-
 def gather_inputs(store: Store, run_id: int, policy: Policy) -> tuple[CheckInput, datetime]:
     """The check inputs of a run, and the run's start time."""
     run = store.run(run_id)
@@ -337,11 +327,11 @@ def gather_inputs(store: Store, run_id: int, policy: Policy) -> tuple[CheckInput
         obs = current.get(p.name.casefold())
         if obs is None or obs.scan_status != "ok":
             continue
-        history = store.history(p.name)
-        for protocol in obs.protocols:
-            found = last_successful(history, protocol, run_id)
+        for protocol in obs.protocols:  # one indexed query each, never the whole history
+            found = store.previous_successful(p.name, protocol, run_id)
             if found is not None:
-                previous[(p.name.casefold(), protocol)] = found
+                before_run, before = found
+                previous[(p.name.casefold(), protocol)] = Previous(before_run, before, before.protocols[protocol])
     inp = CheckInput(
         run_id=run_id, run_at=run.started_at, planned=planned, current=current, previous=previous, policy=policy
     )

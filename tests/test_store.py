@@ -203,9 +203,10 @@ def test_previous_successful_skips_failed_scans(store: Store) -> None:
 
     found = store.previous_successful("cas01", "pop3", run3)  # names match case-insensitively
     assert found is not None
-    obs, pop3 = found
+    run_id, obs = found
+    assert run_id == run1  # the failed scan of run 2 is skipped
     assert obs.started_at == T0 and obs.name == "CAS01"
-    assert pop3 == obs.protocols["pop3"]
+    assert obs.protocols["pop3"] == server_obs(start=T0).protocols["pop3"]
     assert store.previous_successful("CAS01", "pop3", run1) is None
     assert store.previous_successful("CAS99", "pop3", run3) is None
     assert store.last_successful_scan_time("CAS01") == T0

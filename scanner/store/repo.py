@@ -451,8 +451,9 @@ class Store:
 
     def previous_successful(
         self, server_name: str, protocol: str, before_run_id: int
-    ) -> tuple[ServerObservation, ProtocolObservation] | None:
-        """The newest successful scan of the server in a run before `before_run_id` that observed `protocol`."""
+    ) -> tuple[int, ServerObservation] | None:
+        """The newest successful scan of the server in a run before `before_run_id` that observed
+        `protocol`, with that run's id (None when there is none)."""
         with self._read(f"read the history of {server_name}") as session:
             query = (
                 select(ServerScan, Server.name)
@@ -468,10 +469,7 @@ class Store:
                 .limit(1)
             )
             found = _rebuild(session, session.execute(query).all())
-        if not found:
-            return None
-        obs = found[0][1]
-        return obs, obs.protocols[protocol]
+        return found[0] if found else None
 
     def history(self, server_name: str, protocol: str | None = None) -> list[tuple[int, ServerObservation]]:
         """(run_id, result) for every scan of the server, oldest first.
