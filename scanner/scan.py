@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import socket
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -20,6 +21,7 @@ from scanner.policy import Policy
 from scanner.store.repo import Store
 from scanner.winrm_client import collect_host
 
+log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT_S = 120.0
 FIRST_SCAN_EVENT_WINDOW = timedelta(days=30)
@@ -48,8 +50,10 @@ def scan_one(target: Target, password: str | None, since: datetime, timeout_s: f
     except CollectionError as exc:
         return failed(target.name, target.address, target.site, exc.kind, exc.message, started, _now())
     except Exception as exc:  # noqa: BLE001 - one bad server must not stop the run
+        log.exception("internal error while scanning %s", target.name)
+        detail = "".join(ch if ch.isprintable() else "?" for ch in str(exc))[:200]
         return failed(target.name, target.address, target.site, "internal",
-                      f"unexpected {type(exc).__name__} while reading the result", started, _now())
+                      f"unexpected {type(exc).__name__} while reading the result: {detail}", started, _now())
     return interpret(target.name, target.address, target.site, host, started, _now())
 
 

@@ -50,8 +50,9 @@ def key(finding: dict) -> tuple:
     return (finding["rule"], where, finding["protocol"], finding["state"])
 
 
-def test_three_scans(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'history.db'}"
+def test_three_scans(tmp_path: Path, store_url: str) -> None:
+    """On SQLite and on PostgreSQL (a shared history)."""
+    db = store_url
     store = open_store(db)
     catalog = load_catalog()
     policy = load_policy(HERE / "three_scans_policy.toml")

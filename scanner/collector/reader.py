@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -13,6 +13,7 @@ from lxml import etree
 
 from scanner.collector import END_MARKER, discovery_schema_path, schema_path
 from scanner.errors import CollectionError, CollectorOutputError
+from scanner.xmlsafe import hardened_parser
 from scanner.evidence import (
     PROTOCOLS,
     CollectedHost,
@@ -45,21 +46,24 @@ def _clip(text: str, limit: int = _SNIPPET) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=False,
-    )
+_schemas = threading.local()
+_schema_build = threading.Lock()
 
 
-@functools.cache
 def _schema(kind: str) -> etree.XMLSchema:
-    path = schema_path() if kind == "collector" else discovery_schema_path()
-    return etree.XMLSchema(etree.fromstring(path.read_bytes(), _parser()))
+    """This thread's compiled schema. Compiling is serialised: concurrent first calls from
+    a scan's worker threads made lxml fail (XMLSchemaParseError) or hang; each thread keeps
+    its own validator, so one thread's error log never reports another's document."""
+    cache: dict[str, etree.XMLSchema] | None = getattr(_schemas, "cache", None)
+    if cache is None:
+        cache = _schemas.cache = {}
+    schema = cache.get(kind)
+    if schema is None:
+        path = schema_path() if kind == "collector" else discovery_schema_path()
+        with _schema_build:
+            schema = etree.XMLSchema(etree.fromstring(path.read_bytes(), hardened_parser()))
+        cache[kind] = schema
+    return schema
 
 
 def _document(stdout: bytes, max_bytes: int, what: str) -> etree._Element:
@@ -98,7 +102,7 @@ def _document(stdout: bytes, max_bytes: int, what: str) -> etree._Element:
     if "<!doctype" in body.lower() or "<!entity" in body.lower():
         raise CollectorOutputError(f"The {what} output contains a DOCTYPE or entity declaration, which is refused.")
     try:
-        root = etree.fromstring(body.encode("utf-8"), _parser())
+        root = etree.fromstring(body.encode("utf-8"), hardened_parser())
     except etree.XMLSyntaxError as exc:
         raise CollectorOutputError(f"The {what} output is not well-formed XML: {_clip(str(exc), 160)}.") from None
     tree = root.getroottree()
