@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from scanner.evidence import CONFIG_FILE_NAMES, PROTOCOLS, SERVICE_DISPLAY_NAMES, SERVICE_NAMES
+from scanner.evidence import (
+    CONFIG_FILE_NAMES,
+    PROTOCOLS,
+    SERVICE_DISPLAY_NAMES,
+    SERVICE_NAMES,
+)
 from scanner.observe import ProtocolObservation, ServerObservation
 from scanner.policy import Policy
 

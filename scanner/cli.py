@@ -140,7 +140,13 @@ def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, con
 
 
 def _run_scan_with_progress(inventory: Any, **kwargs: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from scanner.scan import run_scan
 

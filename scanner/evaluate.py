@@ -31,7 +31,14 @@ from datetime import date, datetime, timezone
 from typing import Any, Protocol
 
 from scanner.catalog import SEVERITIES, Catalog
-from scanner.checks import CheckInput, Planned, Previous, RawFinding, finding_key, run_checks
+from scanner.checks import (
+    CheckInput,
+    Planned,
+    Previous,
+    RawFinding,
+    finding_key,
+    run_checks,
+)
 from scanner.policy import Policy, Waiver
 from scanner.report_model import FindingInfo, WaiverInfo
 from scanner.store.repo import FindingRow, Store

@@ -19,7 +19,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scanner.report_model import RunReport
-from scanner.report_sheets import Sheet, SeverityWord, clean, utc_naive, workbook_sheets
+from scanner.report_sheets import SeverityWord, Sheet, clean, utc_naive, workbook_sheets
 
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
 DATE_FORMAT = "yyyy-mm-dd"

@@ -9,7 +9,13 @@ from scanner.evaluate import finding_info, waiver_infos
 from scanner.history import changes
 from scanner.observe import ServerObservation, failed
 from scanner.policy import Policy
-from scanner.report_model import ResolvedInfo, RunInfo, RunReport, ScopeEntry, TrendPoint
+from scanner.report_model import (
+    ResolvedInfo,
+    RunInfo,
+    RunReport,
+    ScopeEntry,
+    TrendPoint,
+)
 from scanner.store.repo import Store
 
 TREND_RUNS = 10

@@ -11,7 +11,11 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta, timezone
 
-from scanner.observe import ProtocolObservation, RefusedLogonObservation, ServerObservation
+from scanner.observe import (
+    ProtocolObservation,
+    RefusedLogonObservation,
+    ServerObservation,
+)
 from scanner.report_model import (
     ChangeInfo,
     FindingInfo,

@@ -8,7 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from scanner.checks import CheckInput, Planned, Previous
 from scanner.evidence import CONFIG_FILE_NAMES
-from scanner.observe import ProtocolObservation, RefusedLogonObservation, ServerObservation
+from scanner.observe import (
+    ProtocolObservation,
+    RefusedLogonObservation,
+    ServerObservation,
+)
 from scanner.policy import Policy
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.builds import BuildInfo, build_from_registry, parse_build, rollup_from_names
+from scanner.builds import (
+    BuildInfo,
+    build_from_registry,
+    parse_build,
+    rollup_from_names,
+)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from rules_fixtures import SP1, T0, failed, inputs, proto, server
 
-from scanner.catalog import LANGUAGES, SEVERITIES, load_catalog, rules_dir, template_fields
+from scanner.catalog import (
+    LANGUAGES,
+    SEVERITIES,
+    load_catalog,
+    rules_dir,
+    template_fields,
+)
 from scanner.checks import CHECKS, COMMON_FIELDS, run_checks
 from scanner.errors import ConfigError
 from scanner.observe import RefusedLogonObservation

@@ -14,8 +14,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from scanner.configfile import KEY, ConfigReading, KeyEntry, parse_dotnet_bool, read_config
-from scanner.xmlsafe import MAX_XML_BYTES, UntrustedXMLError, hardened_parser, parse_untrusted
+from scanner.configfile import (
+    KEY,
+    ConfigReading,
+    KeyEntry,
+    parse_dotnet_bool,
+    read_config,
+)
+from scanner.xmlsafe import (
+    MAX_XML_BYTES,
+    UntrustedXMLError,
+    hardened_parser,
+    parse_untrusted,
+)
 
 CONFIGS = Path(__file__).parent / "configs"
 STATUSES = {"ok", "missing", "malformed", "invalid-value", "unreadable"}

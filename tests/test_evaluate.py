@@ -9,7 +9,13 @@ import pytest
 from rules_fixtures import SP1, failed, proto, server
 
 from scanner.catalog import Catalog, load_catalog
-from scanner.evaluate import Evaluation, active_at_or_above, evaluate_run, finding_info, waiver_infos
+from scanner.evaluate import (
+    Evaluation,
+    active_at_or_above,
+    evaluate_run,
+    finding_info,
+    waiver_infos,
+)
 from scanner.observe import RefusedLogonObservation, ServerObservation
 from scanner.policy import Policy
 from scanner.store.repo import FindingRow, Store, open_store

@@ -34,7 +34,14 @@ from scanner.collector.reader import read_collector_output, read_discovery_outpu
 from scanner.errors import CollectorOutputError
 from scanner.evidence import CONFIG_FILE_NAMES, PROTOCOLS, CollectedHost
 from scanner.inventory import load_inventory
-from scanner.lab.fleet import DEFAULT_CONFIG_BYTES, Fleet, SimServer, load_fleet, relocate_fleet, upgrade_server
+from scanner.lab.fleet import (
+    DEFAULT_CONFIG_BYTES,
+    Fleet,
+    SimServer,
+    load_fleet,
+    relocate_fleet,
+    upgrade_server,
+)
 from scanner.lab.serve import Lab, demo_fleet_path, serve
 from scanner.lab.simhost import HUGE_BYTES, SimulatedHost, path_combine
 from scanner.lab.wsman import CommandResult, ShellContext, WSManFault

@@ -16,7 +16,11 @@ import spnego
 import winrm
 import xmltodict
 from lxml import etree
-from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WSManFaultError
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMOperationTimeoutError,
+    WSManFaultError,
+)
 from winrm.protocol import Protocol
 
 from scanner.errors import ConfigError

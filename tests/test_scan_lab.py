@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from labfleet import cas_audit, demo_fleet, running
 
 # What the fleet file (scanner/lab/fleets/demo.toml) describes, per server and protocol:

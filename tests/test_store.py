@@ -13,8 +13,19 @@ import pytest
 from sqlalchemy import func, select
 
 from scanner.errors import ConfigError, StoreError
-from scanner.observe import ProtocolObservation, RefusedLogonObservation, ServerObservation
-from scanner.store import FindingRow, PlannedServer, Store, UnknownRunError, default_url, open_store
+from scanner.observe import (
+    ProtocolObservation,
+    RefusedLogonObservation,
+    ServerObservation,
+)
+from scanner.store import (
+    FindingRow,
+    PlannedServer,
+    Store,
+    UnknownRunError,
+    default_url,
+    open_store,
+)
 from scanner.store.models import ConfigBlob
 
 UTC = timezone.utc

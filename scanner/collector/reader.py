@@ -13,7 +13,6 @@ from lxml import etree
 
 from scanner.collector import END_MARKER, discovery_schema_path, schema_path
 from scanner.errors import CollectionError, CollectorOutputError
-from scanner.xmlsafe import hardened_parser
 from scanner.evidence import (
     PROTOCOLS,
     CollectedHost,
@@ -23,6 +22,7 @@ from scanner.evidence import (
     ServiceEvidence,
     SetupInfo,
 )
+from scanner.xmlsafe import hardened_parser
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DISCOVERY_MAX_BYTES = 4 * 1024 * 1024

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from scanner.xmlsafe import hardened_parser
+
 log = logging.getLogger(__name__)
 
 # Namespaces exactly as Windows writes them (prefixes included).
@@ -176,12 +178,6 @@ class _Request:
     operation_timeout_s: float
 
 
-def _parser() -> etree.XMLParser:
-    # One parser per call: lxml parsers must not be shared between threads.
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                           huge_tree=False, remove_blank_text=False)
-
-
 def _q(prefix: str, local: str) -> str:
     return f"{{{NS[prefix]}}}{local}"
 
@@ -257,7 +253,7 @@ class WSManService:
 
     def _parse(self, body: bytes) -> _Request:
         try:
-            root = etree.fromstring(body, _parser())
+            root = etree.fromstring(body, hardened_parser())
         except etree.XMLSyntaxError:
             raise WSManFault("s:Sender", "w:SchemaValidationError",
                              "The WS-Management service cannot process the request because the "

@@ -20,8 +20,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scanner.errors import ConfigError, ExitCode, StoreError
-from scanner.observe import ProtocolObservation, RefusedLogonObservation, ServerObservation
-from scanner.store.db import READ_ONLY_OPTION, default_url, mask_url, open_engine, store_errors, upgrade_database
+from scanner.observe import (
+    ProtocolObservation,
+    RefusedLogonObservation,
+    ServerObservation,
+)
+from scanner.store.db import (
+    READ_ONLY_OPTION,
+    default_url,
+    mask_url,
+    open_engine,
+    store_errors,
+    upgrade_database,
+)
 from scanner.store.models import (
     RUN_STATUSES,
     ConfigBlob,
