@@ -174,9 +174,10 @@ def run_collector(
             raise
         raise _translate(target, exc) from None
     finally:
-        if shell_id is not None:
+        remaining = deadline - time.monotonic()
+        if shell_id is not None and remaining > 0:  # past the deadline the server's idle timeout ends it
             try:
-                protocol.transport.read_timeout_sec = 5
+                protocol.transport.read_timeout_sec = min(5.0, remaining)  # type: ignore[assignment]
                 protocol.close_shell(shell_id)
             except Exception:  # noqa: BLE001 - best effort: the shell times out on the server anyway
                 pass
