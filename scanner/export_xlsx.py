@@ -62,6 +62,8 @@ class _Styles:
             alignment=Alignment(vertical="top"),
         )
         self.bold = style(font=Font(name=FONT, bold=True))
+        # a Summary section's column headings stand over numbers and dates: align with them
+        self.bold_right = style(font=Font(name=FONT, bold=True), alignment=Alignment(horizontal="right"))
         self.datetime = style(number_format=DATETIME_FORMAT)
         self.date = style(number_format=DATE_FORMAT)
         self.severity = {
@@ -134,7 +136,7 @@ def _write_sheet(wb: Workbook, sheet: Sheet) -> None:
     n_rows = 0
     for row_number, values in enumerate(sheet.rows, start=2):
         if row_number in sheet.bold_rows:
-            ws.append(_styled_row(ws, values, styles.bold))
+            ws.append(_styled_row(ws, values[:1], styles.bold) + _styled_row(ws, values[1:], styles.bold_right))
         else:
             ws.append(_row(ws, values, styles))
         n_rows += 1
