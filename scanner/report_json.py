@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any, TextIO
 
+from scanner.checks import iso
 from scanner.evidence import PROTOCOLS
 from scanner.observe import ProtocolObservation, ServerObservation
 from scanner.report_model import RunReport
-
-
-def _time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _protocol(p: ProtocolObservation) -> dict[str, Any]:
@@ -24,10 +18,10 @@ def _protocol(p: ProtocolObservation) -> dict[str, Any]:
         "config_status": p.config_status,
         "raw_value": p.raw_value,
         "config_sha256": p.config_sha256,
-        "config_modified": _time(p.config_modified),
+        "config_modified": iso(p.config_modified),
         "service": p.service,
         "start_mode": p.start_mode,
-        "service_started": _time(p.service_started),
+        "service_started": iso(p.service_started),
         "pending_restart": p.pending_restart,
         "refused_logons": len(p.refused_logons),
     }
@@ -55,8 +49,8 @@ def report_dict(report: RunReport) -> dict[str, Any]:
     return {
         "run": {
             "id": run.id,
-            "started_at": _time(run.started_at),
-            "finished_at": _time(run.finished_at),
+            "started_at": iso(run.started_at),
+            "finished_at": iso(run.finished_at),
             "status": run.status,
             "servers_planned": run.servers_planned,
             "servers_scanned": run.servers_scanned,

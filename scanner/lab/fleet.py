@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
-from scanner.evidence import PROTOCOLS
+from scanner.evidence import PROTOCOLS, Rollup
 from scanner.tomlfile import check_keys, line_of, load_toml
 
 AUTHS = ("basic", "ntlm")
@@ -133,12 +133,6 @@ class SimProtocol:
     def has_process(self) -> bool:
         """Whether the service has a process (so a process id and a start time)."""
         return self.service not in ("Stopped", "absent")
-
-
-@dataclass(frozen=True)
-class Rollup:
-    name: str
-    installed: str  # yyyymmdd as the registry has it
 
 
 @dataclass(frozen=True)
