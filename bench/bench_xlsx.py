@@ -34,7 +34,7 @@ def _current_rss_mib() -> float:
 
 
 def _write_openpyxl(report, path: Path) -> None:
-    from scanner.export_xlsx import write_xlsx
+    from scanner.report.export_xlsx import write_xlsx
 
     with open(path, "wb") as stream:
         write_xlsx(report, stream)
@@ -43,9 +43,9 @@ def _write_openpyxl(report, path: Path) -> None:
 def _write_xlsxwriter(report, path: Path) -> None:
     import xlsxwriter
 
-    from scanner.export_xlsx import DATETIME_FORMAT, HEADER_FILL, SEVERITY_COLOURS
-    from scanner.labels import Labels
-    from scanner.report_sheets import SeverityWord, findings_columns, findings_rows
+    from scanner.report.export_xlsx import DATETIME_FORMAT, HEADER_FILL, SEVERITY_COLOURS
+    from scanner.report.labels import Labels
+    from scanner.report.sheets import SeverityWord, findings_columns, findings_rows
 
     labels = Labels(report.lang)
     wb = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_formulas": False})

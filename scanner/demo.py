@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scanner.catalog import load_catalog
 from scanner.inventory import load_inventory
+from scanner.judge.catalog import load_catalog
+from scanner.judge.policy import load_policy
 from scanner.lab.fleet import load_fleet, relocate_fleet, upgrade_server
 from scanner.lab.serve import Lab, demo_fleet_path
-from scanner.policy import load_policy
-from scanner.report_build import build_report
-from scanner.report_write import render, write_atomically
+from scanner.report.build import build_report
+from scanner.report.write import render, write_atomically
 from scanner.scan import run_scan
 from scanner.store.repo import Store, open_store
 

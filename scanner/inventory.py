@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
-from scanner.tomlfile import check_keys, line_of, load_toml
+from scanner.util.tomlfile import check_keys, line_of, load_toml
 
 AUTHS = ("ntlm", "kerberos", "basic", "certificate")
 SCHEMES = ("http", "https")

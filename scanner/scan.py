@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from scanner import __version__
-from scanner.catalog import Catalog
-from scanner.collector.reader import read_collector_output
+from scanner.collect.reader import read_collector_output
+from scanner.collect.winrm_client import collect_host
 from scanner.errors import CollectionError, ExitCode
-from scanner.evaluate import active_at_or_above, evaluate_run
 from scanner.inventory import Inventory, Target
-from scanner.observe import ServerObservation, failed, interpret
-from scanner.policy import Policy
+from scanner.judge.catalog import Catalog
+from scanner.judge.evaluate import active_at_or_above, evaluate_run
+from scanner.judge.policy import Policy
+from scanner.parse.observe import ServerObservation, failed, interpret
 from scanner.store.repo import Store
-from scanner.winrm_client import collect_host
 
 log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta, timezone
 
-from scanner.observe import (
+from scanner.parse.observe import (
     ProtocolObservation,
     RefusedLogonObservation,
     ServerObservation,
 )
-from scanner.report_model import (
+from scanner.report.model import (
     ChangeInfo,
     FindingInfo,
     ResolvedInfo,

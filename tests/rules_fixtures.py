@@ -6,14 +6,14 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from scanner.checks import CheckInput, Planned, Previous
-from scanner.evidence import CONFIG_FILE_NAMES
-from scanner.observe import (
+from scanner.collect.evidence import CONFIG_FILE_NAMES
+from scanner.judge.checks import CheckInput, Planned, Previous
+from scanner.judge.policy import Policy
+from scanner.parse.observe import (
     ProtocolObservation,
     RefusedLogonObservation,
     ServerObservation,
 )
-from scanner.policy import Policy
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 INSTALL = "C:\\Programme\\Microsoft\\Exchange Server"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.builds import (
+from scanner.parse.builds import (
     BuildInfo,
     build_from_registry,
     parse_build,

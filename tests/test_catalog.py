@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from rules_fixtures import SP1, T0, failed, inputs, proto, server
 
-from scanner.catalog import (
+from scanner.errors import ConfigError
+from scanner.judge.catalog import (
     LANGUAGES,
     SEVERITIES,
     load_catalog,
     rules_dir,
     template_fields,
 )
-from scanner.checks import CHECKS, COMMON_FIELDS, run_checks
-from scanner.errors import ConfigError
-from scanner.observe import RefusedLogonObservation
-from scanner.policy import Policy
+from scanner.judge.checks import CHECKS, COMMON_FIELDS, run_checks
+from scanner.judge.policy import Policy
+from scanner.parse.observe import RefusedLogonObservation
 
 CATALOG_TEXT = (rules_dir() / "catalog.toml").read_text(encoding="utf-8")
 
@@ -171,7 +171,7 @@ def test_id_without_logic(tmp_path: Path) -> None:
 
 def test_logic_without_entry(tmp_path: Path) -> None:
     start = CATALOG_TEXT.index('[[rule]]\nid = "XS-012"')
-    _expect_error(tmp_path, CATALOG_TEXT[:start], None, "XS-012 in scanner/checks.py has no catalog entry")
+    _expect_error(tmp_path, CATALOG_TEXT[:start], None, "XS-012 in scanner/judge/checks.py has no catalog entry")
 
 
 def test_missing_language(tmp_path: Path) -> None:

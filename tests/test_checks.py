@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from rules_fixtures import SP1, SP3, T0, failed, inputs, proto, server
 
-from scanner.checks import CHECKS, CheckInput, Planned, RawFinding, run_checks
-from scanner.observe import RefusedLogonObservation
-from scanner.policy import Policy
+from scanner.judge.checks import CHECKS, CheckInput, Planned, RawFinding, run_checks
+from scanner.judge.policy import Policy
+from scanner.parse.observe import RefusedLogonObservation
 
 
 def fired(inp: CheckInput, rule: str) -> list[RawFinding]:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from rules_fixtures import T0, server
 
-from scanner.catalog import load_catalog
-from scanner.evaluate import evaluate_run
-from scanner.policy import Policy
+from scanner.judge.catalog import load_catalog
+from scanner.judge.evaluate import evaluate_run
+from scanner.judge.policy import Policy
 from scanner.store.repo import open_store
 
 INVENTORY = """\

@@ -10,8 +10,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pytest
 
-from scanner.collector import END_MARKER
-from scanner.collector.reader import (
+from scanner.collect import END_MARKER
+from scanner.collect.reader import (
     DiscoveredServer,
     read_collector_output,
     read_discovery_output,

@@ -9,11 +9,11 @@ import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pslint
 import pytest
 from lxml import etree
 
-import scanner.collector as collector
-from scanner.collector import pslint
+import scanner.collect as collector
 
 HERE = Path(collector.__file__).parent
 SCRIPTS = {

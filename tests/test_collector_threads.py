@@ -19,7 +19,7 @@ from scanner.lab.serve import demo_fleet_path
 from scanner.lab.simhost import collector_document
 fleet = load_fleet(demo_fleet_path())
 docs = [collector_document(s, {}, datetime.now(timezone.utc)).encode() for s in fleet.servers]
-from scanner.collector.reader import read_collector_output
+from scanner.collect.reader import read_collector_output
 errors = []
 start = threading.Barrier(16)
 def work(doc):

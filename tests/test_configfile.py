@@ -14,14 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from scanner.configfile import (
+from scanner.parse.configfile import (
     KEY,
     ConfigReading,
     KeyEntry,
     parse_dotnet_bool,
     read_config,
 )
-from scanner.xmlsafe import (
+from scanner.util.xmlsafe import (
     MAX_XML_BYTES,
     UntrustedXMLError,
     hardened_parser,

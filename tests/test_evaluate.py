@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rules_fixtures import SP1, failed, proto, server
 
-from scanner.catalog import Catalog, load_catalog
-from scanner.evaluate import (
+from scanner.judge.catalog import Catalog, load_catalog
+from scanner.judge.evaluate import (
     Evaluation,
     active_at_or_above,
     evaluate_run,
     finding_info,
     waiver_infos,
 )
-from scanner.observe import RefusedLogonObservation, ServerObservation
-from scanner.policy import Policy
+from scanner.judge.policy import Policy
+from scanner.parse.observe import RefusedLogonObservation, ServerObservation
 from scanner.store.repo import FindingRow, Store, open_store
 
 RTM = "8.0.685.24"

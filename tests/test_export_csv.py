@@ -8,9 +8,9 @@ import io
 import pytest
 from reportdata import HOSTILE_VALUES, sample_report
 
-from scanner.export_csv import write_findings_csv
-from scanner.labels import Labels
-from scanner.report_model import RunReport
+from scanner.report.export_csv import write_findings_csv
+from scanner.report.labels import Labels
+from scanner.report.model import RunReport
 
 
 def csv_text(report: RunReport) -> str:

@@ -16,9 +16,9 @@ from openpyxl.worksheet.worksheet import Worksheet
 from reportdata import HOSTILE_VALUES, sample_report
 
 from scanner.errors import ConfigError
-from scanner.export_xlsx import SEVERITY_COLOURS, write_xlsx
-from scanner.labels import LANGUAGES, Labels, clean_sheet_name, label_keys
-from scanner.report_model import RunReport
+from scanner.report.export_xlsx import SEVERITY_COLOURS, write_xlsx
+from scanner.report.labels import LANGUAGES, Labels, clean_sheet_name, label_keys
+from scanner.report.model import RunReport
 
 SHEETS_EN = ["Summary", "Findings", "Servers", "Changes", "Evidence", "Waivers", "Scope", "Rules"]
 SHEETS_DE = [

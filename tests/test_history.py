@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rules_fixtures import SP1, SP3, failed, proto, server
 
-from scanner.catalog import load_catalog
-from scanner.evaluate import evaluate_run
-from scanner.history import changes, diff, timeline
-from scanner.observe import ServerObservation
-from scanner.policy import Policy
+from scanner.judge.catalog import load_catalog
+from scanner.judge.evaluate import evaluate_run
+from scanner.judge.policy import Policy
+from scanner.parse.observe import ServerObservation
+from scanner.report.history import changes, diff, timeline
 from scanner.store.repo import Store, open_store
 
 DAYS = [datetime(2026, 11, 20, 8, 0, tzinfo=UTC) + timedelta(days=7 * i) for i in range(4)]

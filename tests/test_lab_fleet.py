@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from scanner.configfile import read_config
 from scanner.errors import ConfigError
 from scanner.lab.fleet import (
     DEFAULT_BUILD,
@@ -19,6 +18,7 @@ from scanner.lab.fleet import (
     upgrade_server,
 )
 from scanner.lab.serve import demo_fleet_path
+from scanner.parse.configfile import read_config
 
 LAB = '[lab]\nusername = "auditor"\npassword = "lab-password"\n'
 

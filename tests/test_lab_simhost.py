@@ -19,7 +19,7 @@ import pytest
 from lxml import etree
 from winrm.protocol import Protocol
 
-from scanner.collector import (
+from scanner.collect import (
     END_MARKER,
     MAX_EVENTS_ENV_VAR,
     SCRIPT_ENV_VAR,
@@ -30,9 +30,9 @@ from scanner.collector import (
     schema_path,
     shell_environment,
 )
-from scanner.collector.reader import read_collector_output, read_discovery_output
+from scanner.collect.evidence import CONFIG_FILE_NAMES, PROTOCOLS, CollectedHost
+from scanner.collect.reader import read_collector_output, read_discovery_output
 from scanner.errors import CollectorOutputError
-from scanner.evidence import CONFIG_FILE_NAMES, PROTOCOLS, CollectedHost
 from scanner.inventory import load_inventory
 from scanner.lab.fleet import (
     DEFAULT_CONFIG_BYTES,

@@ -14,10 +14,10 @@ import pytest
 from openpyxl import load_workbook
 from reportdata import HOSTILE_VALUES, sample_report
 
-from scanner.export_csv import write_findings_csv
-from scanner.export_xlsx import write_xlsx
-from scanner.report_model import RunReport
-from scanner.report_sheets import CellValue, workbook_sheets
+from scanner.report.export_csv import write_findings_csv
+from scanner.report.export_xlsx import write_xlsx
+from scanner.report.model import RunReport
+from scanner.report.sheets import CellValue, workbook_sheets
 
 SOFFICE = shutil.which("soffice")
 pytestmark = [

@@ -16,10 +16,10 @@ from sqlalchemy import inspect
 
 import scanner
 from scanner.errors import StoreError
-from scanner.paths import data_dir
 from scanner.store import upgrade_database
 from scanner.store.db import VERSION_TABLE, head_revision, make_engine, migrations_dir
 from scanner.store.models import Base
+from scanner.util.paths import data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ def test_script_location_in_an_installed_wheel_layout(tmp_path: Path) -> None:
     db = tmp_path / "history.db"
     script = (
         "import sys\n"
-        "from scanner.paths import data_dir\n"
+        "from scanner.util.paths import data_dir\n"
         "from scanner.store import upgrade_database\n"
         "print(data_dir('migrations'))\n"
         f"upgrade_database({f'sqlite:///{db}'!r})\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scanner.errors import ConfigError
-from scanner.policy import Policy, load_policy
+from scanner.judge.policy import Policy, load_policy
 
 PRECEDENCE = """
 [baseline]

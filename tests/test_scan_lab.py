@@ -108,9 +108,9 @@ def test_wrong_password_is_reported_per_server_not_as_a_crash(tmp_path: Path) ->
 
 def test_passwords_are_per_account(tmp_path: Path) -> None:
     """A password given for another account is not used: the server fails with 'auth'."""
-    from scanner.catalog import load_catalog
     from scanner.inventory import load_inventory
-    from scanner.policy import Policy
+    from scanner.judge.catalog import load_catalog
+    from scanner.judge.policy import Policy
     from scanner.scan import run_scan
     from scanner.store.repo import open_store
 

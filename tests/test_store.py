@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from scanner.errors import ConfigError, StoreError
-from scanner.observe import (
+from scanner.parse.observe import (
     ProtocolObservation,
     RefusedLogonObservation,
     ServerObservation,

@@ -14,13 +14,13 @@ from pathlib import Path
 from labfleet import cas_audit
 from openpyxl import load_workbook
 
-from scanner.catalog import load_catalog
 from scanner.inventory import load_inventory
+from scanner.judge.catalog import load_catalog
+from scanner.judge.policy import load_policy
 from scanner.lab.fleet import Fleet, load_fleet, upgrade_server
 from scanner.lab.serve import Lab
-from scanner.policy import load_policy
-from scanner.report_build import build_report
-from scanner.report_write import render
+from scanner.report.build import build_report
+from scanner.report.write import render
 from scanner.scan import run_scan
 from scanner.store.repo import open_store
 

@@ -27,8 +27,8 @@ def unpacked(tmp_path_factory) -> Path:
     assert tops == {"scanner", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     for needed in ("scanner/_data/rules/catalog.toml", "scanner/_data/rules/baseline.toml",
                    "scanner/_data/migrations/env.py", "scanner/_data/migrations/versions/0001_initial.py",
-                   "scanner/collector/collect.ps1", "scanner/collector/schema.xsd",
-                   "scanner/collector/discover.ps1", "scanner/collector/discover.xsd",
+                   "scanner/collect/collect.ps1", "scanner/collect/schema.xsd",
+                   "scanner/collect/discover.ps1", "scanner/collect/discover.xsd",
                    "scanner/lab/fleets/demo.toml", "scanner/lab/fleets/demo-policy.toml", "scanner/py.typed"):
         assert needed in names, needed
     assert not any("__pycache__" in n for n in names)
@@ -44,7 +44,7 @@ def run(unpacked: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 def test_installed_wheel_runs_from_its_own_files(unpacked: Path, tmp_path: Path) -> None:
-    where = run(unpacked, tmp_path, "-c", "import scanner, scanner.paths as p; print(scanner.__file__); "
+    where = run(unpacked, tmp_path, "-c", "import scanner, scanner.util.paths as p; print(scanner.__file__); "
                                           "print(p.data_dir('rules')); print(p.data_dir('migrations'))")
     assert where.returncode == 0, where.stderr
     assert all(line.startswith(str(unpacked)) for line in where.stdout.split()), where.stdout

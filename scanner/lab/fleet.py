@@ -36,9 +36,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from scanner.collect.evidence import PROTOCOLS, Rollup
 from scanner.errors import ConfigError
-from scanner.evidence import PROTOCOLS, Rollup
-from scanner.tomlfile import check_keys, line_of, load_toml
+from scanner.util.tomlfile import check_keys, line_of, load_toml
 
 AUTHS = ("basic", "ntlm")
 #: Faults the WinRM transport (httpserver.py) simulates.

@@ -3,7 +3,7 @@
 `SimulatedHost` answers the commands the WinRM transport hands it, as the real host
 would: the collector (collect.ps1, started by the bootstrap with the script in
 $env:CASAUDIT_PS) gets exactly the document collect.ps1 prints on such a server
-(scanner/collector/schema.xsd), the discovery script gets Get-ExchangeServer's list for
+(scanner/collect/schema.xsd), the discovery script gets Get-ExchangeServer's list for
 the whole fleet (discover.xsd), and anything else gets what cmd.exe or PowerShell 1.0
 would say. Application-level faults (garbage, truncate, huge, script-error) are
 simulated here; transport faults belong to httpserver.py.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from scanner.collector import (
+from scanner.collect import (
     END_MARKER,
     MAX_EVENTS_ENV_VAR,
     SCRIPT_ENV_VAR,
@@ -28,7 +28,7 @@ from scanner.collector import (
     decode_bootstrap,
     discover_script,
 )
-from scanner.evidence import CONFIG_FILE_NAMES, PROTOCOLS, SERVICE_NAMES
+from scanner.collect.evidence import CONFIG_FILE_NAMES, PROTOCOLS, SERVICE_NAMES
 from scanner.lab.fleet import Fleet, SimProtocol, SimServer, build_numbers
 from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, WSManFault
 

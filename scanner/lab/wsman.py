@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from scanner.xmlsafe import hardened_parser
+from scanner.util.xmlsafe import hardened_parser
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from scanner.errors import StoreError
-from scanner.paths import data_dir
+from scanner.util.paths import data_dir
 
 VERSION_TABLE = "cas_audit_schema_version"
 SQLITE_BUSY_TIMEOUT_MS = 30_000

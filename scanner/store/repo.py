@@ -1,7 +1,7 @@
 """Reading and writing the scan history: runs, server results, findings.
 
 Every method runs in its own short transaction and returns plain dataclasses or
-`scanner.observe` types, so a `Store` can be shared by the worker threads of a scan.
+`scanner.parse.observe` types, so a `Store` can be shared by the worker threads of a scan.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scanner.errors import ConfigError, ExitCode, StoreError
-from scanner.observe import (
+from scanner.parse.observe import (
     ProtocolObservation,
     RefusedLogonObservation,
     ServerObservation,

@@ -18,8 +18,8 @@ from openpyxl.styles.cell_style import StyleArray
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
-from scanner.report_model import RunReport
-from scanner.report_sheets import SeverityWord, Sheet, clean, utc_naive, workbook_sheets
+from scanner.report.model import RunReport
+from scanner.report.sheets import SeverityWord, Sheet, clean, utc_naive, workbook_sheets
 
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
 DATE_FORMAT = "yyyy-mm-dd"

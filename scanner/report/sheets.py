@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Union
 
-from scanner.evidence import PROTOCOLS
-from scanner.labels import SEVERITIES, Labels
-from scanner.observe import ServerObservation
-from scanner.report_model import FindingInfo, RunReport
+from scanner.collect.evidence import PROTOCOLS
+from scanner.parse.observe import ServerObservation
+from scanner.report.labels import SEVERITIES, Labels
+from scanner.report.model import FindingInfo, RunReport
 
 CellValue = Union[str, int, datetime, date, None]
 Row = tuple[CellValue, ...]

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from scanner.errors import ConfigError, StoreError
-from scanner.report_write import write_atomically
+from scanner.report.write import write_atomically
 from scanner.store.repo import Store
 
 

@@ -11,9 +11,8 @@ from datetime import datetime, timezone
 
 from lxml import etree
 
-from scanner.collector import END_MARKER, discovery_schema_path, schema_path
-from scanner.errors import CollectionError, CollectorOutputError
-from scanner.evidence import (
+from scanner.collect import END_MARKER, discovery_schema_path, schema_path
+from scanner.collect.evidence import (
     PROTOCOLS,
     CollectedHost,
     ConfigEvidence,
@@ -22,7 +21,8 @@ from scanner.evidence import (
     ServiceEvidence,
     SetupInfo,
 )
-from scanner.xmlsafe import hardened_parser
+from scanner.errors import CollectionError, CollectorOutputError
+from scanner.util.xmlsafe import hardened_parser
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DISCOVERY_MAX_BYTES = 4 * 1024 * 1024

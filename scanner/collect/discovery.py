@@ -6,11 +6,11 @@ from pathlib import Path
 
 import tomli_w
 
-from scanner.collector.reader import read_discovery_output
+from scanner.collect.reader import read_discovery_output
+from scanner.collect.winrm_client import discover
 from scanner.errors import ConfigError
 from scanner.inventory import Target
-from scanner.report_write import write_atomically
-from scanner.winrm_client import discover
+from scanner.report.write import write_atomically
 
 
 def discover_inventory(host: str, out: Path, *, username: str, auth: str, scheme: str, port: int | None,

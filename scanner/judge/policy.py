@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
-from scanner.tomlfile import read_text
+from scanner.util.tomlfile import read_text
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 PROTOCOLS: tuple[str, ...] = ("pop3", "imap4")
@@ -138,7 +138,7 @@ class Policy:
     @classmethod
     def default(cls) -> Policy:
         """The default policy shipped in rules/baseline.toml (cross-site forbidden everywhere)."""
-        from scanner.catalog import rules_dir
+        from scanner.judge.catalog import rules_dir
 
         return load_policy(rules_dir() / "baseline.toml")
 
@@ -243,7 +243,7 @@ def _parse(text: str, source: str, rule_ids: Collection[str] | None) -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     if rule_ids is None:
-        from scanner.checks import CHECKS
+        from scanner.judge.checks import CHECKS
 
         rule_ids = tuple(CHECKS)
     loc = _Locator(text, source)

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scanner.checks import build_changed, finding_key, iso, value_text
-from scanner.evidence import PROTOCOLS
-from scanner.observe import ProtocolObservation, ServerObservation
-from scanner.report_model import ChangeInfo
+from scanner.collect.evidence import PROTOCOLS
+from scanner.judge.checks import build_changed, finding_key, iso, value_text
+from scanner.parse.observe import ProtocolObservation, ServerObservation
+from scanner.report.model import ChangeInfo
 from scanner.store.repo import FindingRow, Store
 
 # Per-protocol fields compared between observations, in display order.

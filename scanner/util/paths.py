@@ -15,7 +15,7 @@ def data_dir(name: str) -> Path:
     packaged = importlib.resources.files("scanner") / "_data" / name
     if isinstance(packaged, Path) and packaged.is_dir():
         return packaged
-    in_checkout = Path(__file__).resolve().parent.parent / name
+    in_checkout = Path(__file__).resolve().parents[2] / name
     if in_checkout.is_dir():
         return in_checkout
     raise FileNotFoundError(

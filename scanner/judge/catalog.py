@@ -2,7 +2,7 @@
 
 Loaded and validated before any scan: a TOML syntax error, an unknown or missing field,
 a duplicate id, a bad severity, a missing language, a template naming a field its check
-does not provide, a catalog id without logic in `scanner.checks` or logic without a
+does not provide, a catalog id without logic in `scanner.judge.checks` or logic without a
 catalog entry: each is a ConfigError naming the file and line.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scanner.checks import CHECKS, COMMON_FIELDS
 from scanner.errors import ConfigError
-from scanner.report_model import RuleInfo
+from scanner.judge.checks import CHECKS, COMMON_FIELDS
+from scanner.report.model import RuleInfo
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 LANGUAGES: tuple[str, ...] = ("en", "de")
@@ -32,7 +32,7 @@ _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 def rules_dir() -> Path:
     """The folder holding catalog.toml and baseline.toml for this installation."""
-    from scanner.paths import data_dir
+    from scanner.util.paths import data_dir
 
     return data_dir("rules")
 
@@ -215,7 +215,7 @@ def parse_catalog(text: str, source: str) -> Catalog:
         if rule_id in rules:
             raise fail(f"duplicate rule id {rule_id} (first at line {rules[rule_id].line})", where)
         if rule_id not in CHECKS:
-            raise fail(f"rule {rule_id} has no logic in scanner/checks.py", where)
+            raise fail(f"rule {rule_id} has no logic in scanner/judge/checks.py", where)
         severity = entry.get("severity")
         if severity not in SEVERITIES:
             raise fail(f"rule {rule_id}: severity {severity!r} is not one of {', '.join(SEVERITIES)}", at_key("severity"))
@@ -247,7 +247,7 @@ def parse_catalog(text: str, source: str) -> Catalog:
         rules[rule_id] = Rule(rule_id, severity, references, rule_texts, where or 0)
     missing = sorted(set(CHECKS) - set(rules))
     if missing:
-        raise fail(f"rule logic {missing[0]} in scanner/checks.py has no catalog entry", None)
+        raise fail(f"rule logic {missing[0]} in scanner/judge/checks.py has no catalog entry", None)
     return Catalog(
         version=version.strip(),
         rules=tuple(rules[rid] for rid in sorted(rules)),

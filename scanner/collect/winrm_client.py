@@ -24,7 +24,7 @@ from winrm.exceptions import (
     WSManFaultError,
 )
 
-from scanner import collector
+from scanner import collect as collector
 from scanner.errors import CollectionError, CollectorOutputError
 from scanner.inventory import Target
 
@@ -140,7 +140,7 @@ def run_collector(
     timeout_s: float,
     max_output: int = MAX_OUTPUT_BYTES,
 ) -> CommandOutput:
-    """Run a script from `scanner.collector` on `target`; raise CollectionError on any failure."""
+    """Run a script from `scanner.collect` on `target`; raise CollectionError on any failure."""
     deadline = time.monotonic() + timeout_s
     protocol = _protocol(target, password, timeout_s)
     program, arguments = collector.bootstrap_command()

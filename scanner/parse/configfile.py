@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from scanner.xmlsafe import MAX_XML_BYTES, UntrustedXMLError, parse_untrusted
+from scanner.util.xmlsafe import MAX_XML_BYTES, UntrustedXMLError, parse_untrusted
 
 KEY = "AllowCrossSiteSessions"
 NET_CONFIG_NAMESPACE = "http://schemas.microsoft.com/.NetConfiguration/v2.0"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from scanner.checks import iso
-from scanner.evidence import PROTOCOLS
-from scanner.observe import ProtocolObservation, ServerObservation
-from scanner.report_model import RunReport
+from scanner.collect.evidence import PROTOCOLS
+from scanner.judge.checks import iso
+from scanner.parse.observe import ProtocolObservation, ServerObservation
+from scanner.report.model import RunReport
 
 
 def _protocol(p: ProtocolObservation) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from scanner.errors import ConfigError
-from scanner.report_model import RunReport
+from scanner.report.model import RunReport
 
 
 def default_path(report: RunReport, fmt: str) -> Path:
@@ -19,19 +19,19 @@ def default_path(report: RunReport, fmt: str) -> Path:
 def render(report: RunReport, fmt: str) -> bytes:
     """The report in `fmt` (xlsx, json, csv) as bytes."""
     if fmt == "json":
-        from scanner.report_json import write_json
+        from scanner.report.export_json import write_json
 
         text = io.StringIO()
         write_json(report, text)
         return text.getvalue().encode("utf-8")
     if fmt == "csv":
-        from scanner.export_csv import write_findings_csv
+        from scanner.report.export_csv import write_findings_csv
 
         text = io.StringIO(newline="")
         write_findings_csv(report, text)
         return text.getvalue().encode("utf-8-sig")  # BOM: Excel then reads UTF-8 correctly
     if fmt == "xlsx":
-        from scanner.export_xlsx import write_xlsx
+        from scanner.report.export_xlsx import write_xlsx
 
         data = io.BytesIO()
         write_xlsx(report, data)

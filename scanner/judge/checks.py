@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from scanner.evidence import (
+from scanner.collect.evidence import (
     CONFIG_FILE_NAMES,
     PROTOCOLS,
     SERVICE_DISPLAY_NAMES,
     SERVICE_NAMES,
 )
-from scanner.observe import ProtocolObservation, ServerObservation
-from scanner.policy import Policy
+from scanner.judge.policy import Policy
+from scanner.parse.observe import ProtocolObservation, ServerObservation
 
 # Fields every finding can use in its message and remediation templates.
 COMMON_FIELDS: frozenset[str] = frozenset(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from scanner.catalog import Catalog, load_catalog
-from scanner.evaluate import finding_info, waiver_infos
-from scanner.history import changes
-from scanner.observe import ServerObservation, failed
-from scanner.policy import Policy
-from scanner.report_model import (
+from scanner.judge.catalog import Catalog, load_catalog
+from scanner.judge.evaluate import finding_info, waiver_infos
+from scanner.judge.policy import Policy
+from scanner.parse.observe import ServerObservation, failed
+from scanner.report.history import changes
+from scanner.report.model import (
     ResolvedInfo,
     RunInfo,
     RunReport,

@@ -1,6 +1,6 @@
 """Findings of one run: checks, severity overrides, waivers and the lifecycle across runs.
 
-`evaluate_run` reads a run's inputs from the store, runs `scanner.checks`, and returns
+`evaluate_run` reads a run's inputs from the store, runs `scanner.judge.checks`, and returns
 the rows the caller saves with `Store.save_findings`. `evaluate` is the same without the
 store, for tests and tools that hold the inputs already.
 
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from typing import Any, Protocol
 
-from scanner.catalog import SEVERITIES, Catalog
-from scanner.checks import (
+from scanner.judge.catalog import SEVERITIES, Catalog
+from scanner.judge.checks import (
     CheckInput,
     Planned,
     Previous,
@@ -39,8 +39,8 @@ from scanner.checks import (
     finding_key,
     run_checks,
 )
-from scanner.policy import Policy, Waiver
-from scanner.report_model import FindingInfo, WaiverInfo
+from scanner.judge.policy import Policy, Waiver
+from scanner.report.model import FindingInfo, WaiverInfo
 from scanner.store.repo import FindingRow, Store
 
 FINISHED_STATUSES: tuple[str, ...] = ("complete", "partial")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scanner.observe import ServerObservation
+from scanner.parse.observe import ServerObservation
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from scanner.builds import build_from_registry, parse_build, rollup_from_names
-from scanner.configfile import read_config
-from scanner.evidence import PROTOCOLS, CollectedHost
+from scanner.collect.evidence import PROTOCOLS, CollectedHost
+from scanner.parse.builds import build_from_registry, parse_build, rollup_from_names
+from scanner.parse.configfile import read_config
 
 
 @dataclass(frozen=True)

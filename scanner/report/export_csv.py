@@ -13,9 +13,9 @@ import csv
 import typing
 from datetime import date, datetime
 
-from scanner.labels import Labels
-from scanner.report_model import RunReport
-from scanner.report_sheets import CellValue, findings_columns, findings_rows
+from scanner.report.labels import Labels
+from scanner.report.model import RunReport
+from scanner.report.sheets import CellValue, findings_columns, findings_rows
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

@@ -1,0 +1,100 @@
+"""`cas-audit history` and `cas-audit diff`: the history read back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from scanner.cli.app import (
+    _open_store,
+    _text,
+    cli,
+    db_option,
+    handle_errors,
+    out_console,
+)
+from scanner.errors import ConfigError
+
+
+@cli.command()
+@db_option
+@click.option("--server", default=None, help="Server name as in the inventory (default: list the runs).")
+@click.option("--protocol", type=click.Choice(["pop3", "imap4"]), default=None)
+@handle_errors
+def history(db_url: str | None, server: str | None, protocol: str | None) -> None:
+    """Show the timeline of one server (value, build, service state, changes marked),
+    or without --server the list of scan runs.
+
+    \b
+    Example:
+      cas-audit history --server CAS01 --protocol pop3
+    """
+    from scanner.report.history import timeline
+
+    store = _open_store(db_url)
+    if server is None:
+        if protocol is not None:
+            raise ConfigError("--protocol needs --server")
+        _print_runs(store)
+        return
+    rows = timeline(store, server, protocol)
+    if not rows:
+        raise ConfigError(f"no observation of server {server!r} in the history")
+    table = Table(title=f"{server} history")
+    columns = list(rows[0].as_dict().keys())
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        values = row.as_dict()
+        changed = set(getattr(row, "changed", ()) or ())
+        table.add_row(*[
+            (f"[bold yellow]{_text(values[c])} *[/]" if c in changed else _text(values[c])) for c in columns
+        ])
+    out_console.print(table)
+
+
+def _print_runs(store: Any) -> None:
+    runs = store.runs()
+    if not runs:
+        raise ConfigError("the history holds no scan yet", hint="run `cas-audit scan` first")
+    table = Table(title=f"scan runs in {store.url_display}")
+    for column in ("run", "started (UTC)", "status", "planned", "scanned", "failed", "active findings",
+                   "site", "operator"):
+        table.add_column(column)
+    for run in runs:
+        active = sum(1 for f in store.findings(run.id) if f.state != "waived")
+        table.add_row(str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.status,
+                      str(run.servers_planned), str(run.servers_scanned), str(run.servers_failed),
+                      str(active), _text(run.site_filter), _text(run.operator))
+    out_console.print(table)
+
+
+
+@cli.command()
+@db_option
+@click.argument("run_a", type=int)
+@click.argument("run_b", type=int)
+@handle_errors
+def diff(db_url: str | None, run_a: int, run_b: int) -> None:
+    """Show what changed between two runs, server by server.
+
+    \b
+    Example:
+      cas-audit diff 6 7
+    """
+    from scanner.report.history import diff as diff_runs
+
+    store = _open_store(db_url)
+    entries = diff_runs(store, run_a, run_b)
+    if not entries:
+        out_console.print(f"no change between run {run_a} and run {run_b}")
+        return
+    table = Table(title=f"run {run_a} -> run {run_b}")
+    columns = list(entries[0].as_dict().keys())
+    for column in columns:
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(*[_text(v) for v in entry.as_dict().values()])
+    out_console.print(table)

@@ -1,0 +1,79 @@
+"""`cas-audit report` and `cas-audit evidence`: what leaves the history for auditors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scanner.cli.app import (
+    _open_store,
+    cli,
+    db_option,
+    err_console,
+    handle_errors,
+)
+from scanner.errors import ConfigError
+
+
+def _resolve_run(store: Any, run: str) -> int:
+    if run == "latest":
+        run_id = store.latest_run_id()
+        if run_id is None:
+            raise ConfigError("the history holds no scan yet", hint="run `cas-audit scan` first")
+        return int(run_id)
+    try:
+        return int(run)
+    except ValueError:
+        raise ConfigError(f"--run must be a run id or 'latest', not {run!r}") from None
+
+
+@cli.command()
+@db_option
+@click.option("--run", "run", default="latest", show_default=True, help="Run id, or 'latest'.")
+@click.option("--format", "fmt", type=click.Choice(["xlsx", "json", "csv"]), default="xlsx", show_default=True)
+@click.option("--out", "out", default=None,
+              help="Output file, or - for stdout (default: reports/cas-audit-run-<id>-<lang>.xlsx for "
+                   "xlsx, stdout for json and csv).")
+@click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
+@handle_errors
+def report(db_url: str | None, run: str, fmt: str, out: str | None, lang: str) -> None:
+    """Write the report of one run (findings with evidence) as xlsx, json or csv.
+
+    \b
+    Example:
+      cas-audit report --format xlsx --lang de --out audit.xlsx
+    """
+    from scanner.report.build import build_report
+    from scanner.report.write import write_report
+
+    store = _open_store(db_url)
+    run_id = _resolve_run(store, run)
+    model = build_report(store, run_id, lang=lang)
+    target = write_report(model, fmt, out)
+    if target is not None:
+        err_console.print(f"wrote {target}", highlight=False)
+
+
+@cli.command()
+@db_option
+@click.option("--server", required=True)
+@click.option("--protocol", type=click.Choice(["pop3", "imap4"]), required=True)
+@click.option("--run", "run", default=None,
+              help="Run id, or 'latest' (default: the latest run that scanned the server successfully).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@handle_errors
+def evidence(db_url: str | None, server: str, protocol: str, run: str | None, out: Path) -> None:
+    """Write a config file exactly as it was collected (the backup to restore after an SP reset).
+
+    \b
+    Example:
+      cas-audit evidence --server CAS03 --protocol pop3 --run 1 --out Microsoft.Exchange.Pop3.exe.Config
+    """
+    from scanner.report.evidence_file import write_evidence
+
+    store = _open_store(db_url)
+    run_id = None if run is None else _resolve_run(store, run)
+    digest, size = write_evidence(store, server, protocol, run_id, out)
+    err_console.print(f"wrote {out} ({size} bytes, sha256 {digest})", highlight=False)

@@ -1,0 +1,99 @@
+"""`cas-audit scan`: scan the inventory into the history."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.text import Text
+
+from scanner.cli.app import (
+    SEVERITIES,
+    _open_store,
+    _password,
+    cli,
+    db_option,
+    err_console,
+    handle_errors,
+)
+
+
+@cli.command()
+@click.option("--inventory", "inventory_path", required=True, type=click.Path(path_type=Path),
+              help="TOML inventory of the CAS servers to scan.")
+@db_option
+@click.option("--policy", "policy_path", type=click.Path(path_type=Path), default=None,
+              help="TOML policy: baseline, overrides, waivers, severities (default: rules/baseline.toml).")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Servers scanned at once.")
+@click.option("--site", default=None, help="Scan only the servers of this AD site.")
+@click.option("--fail-on", type=click.Choice(SEVERITIES), default="high", show_default=True,
+              help="Exit 1 when an active finding has this severity or a higher one.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
+              help="Wall-clock limit per server, in seconds.")
+@handle_errors
+def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, concurrency: int,
+         site: str | None, fail_on: str, timeout_s: float) -> None:
+    """Scan every CAS in the inventory and record what it does.
+
+    \b
+    Example:
+      CAS_AUDIT_PASSWORD=... cas-audit scan --inventory cas.toml --fail-on medium
+    Exit codes: 0 clean, 1 findings at or above --fail-on, 3 a server could not be
+    scanned, 2 usage or configuration error, 4 internal or storage error.
+    """
+    from scanner.inventory import load_inventory
+    from scanner.judge.catalog import load_catalog
+    from scanner.judge.policy import Policy, load_policy
+
+    inventory = load_inventory(inventory_path)
+    if site:
+        inventory = inventory.only_site(site)
+    catalog = load_catalog()
+    policy = load_policy(policy_path) if policy_path else Policy.default()
+    store = _open_store(db_url)
+    accounts = dict.fromkeys(t.username for t in inventory.targets if t.auth != "certificate")
+    password = {account: _password(account) for account in accounts}
+    outcome = _run_scan_with_progress(inventory, store=store, password=password, policy=policy,
+                                      catalog=catalog, concurrency=concurrency, timeout_s=timeout_s,
+                                      fail_on=fail_on, site_filter=site)
+    err_console.print(
+        f"run {outcome.run_id} {outcome.status}: {outcome.scanned} scanned, {outcome.failed} failed, "
+        f"{outcome.active_at_or_above} active finding(s) at or above {fail_on}", highlight=False)
+    sys.exit(int(outcome.exit_code))
+
+
+def _run_scan_with_progress(inventory: Any, **kwargs: Any) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from scanner.scan import run_scan
+
+    progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err_console,
+                        disable=not err_console.is_terminal, transient=True)
+    with progress:
+        task = progress.add_task("", total=len(inventory.targets))
+
+        done = 0
+
+        def advance(observation: Any) -> None:
+            nonlocal done
+            done += 1
+            mark = "ok" if observation.scan_status == "ok" else f"failed ({observation.error_kind})"
+            progress.update(task, advance=1, description=f"{observation.name}: {mark}")
+            if observation.scan_status == "ok" and err_console.is_terminal:
+                return  # the bar shows it; a log (cron) gets one line per server
+            line = Text(f"[{done}/{len(inventory.targets)}] ")
+            line.append(observation.name, "red" if observation.scan_status != "ok" else "")
+            line.append(f": {mark}" + (f": {observation.error}" if observation.error else ""))
+            progress.console.print(line)
+
+        return run_scan(inventory, on_result=advance, **kwargs)

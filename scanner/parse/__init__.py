@@ -1,0 +1,1 @@
+"""Parse: turn raw collected evidence into typed observations (pure, no I/O)."""
