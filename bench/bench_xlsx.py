@@ -137,7 +137,7 @@ def main() -> None:
         print(f"| {name} | {m['seconds']:.2f} s | {m['peak_mib']:.0f} MiB | {m['model_mib']:.0f} MiB "
               f"| {m['peak_mib'] - m['model_mib']:.0f} MiB |")
     ratio = med["openpyxl"]["seconds"] / med["xlsxwriter"]["seconds"]
-    pairs = [a["seconds"] / b["seconds"] for a, b in zip(results["openpyxl"], results["xlsxwriter"])]
+    pairs = [a["seconds"] / b["seconds"] for a, b in zip(results["openpyxl"], results["xlsxwriter"], strict=True)]
     print(f"\ntime ratio write_xlsx / xlsxwriter constant_memory: {ratio:.2f}x (medians); "
           f"per interleaved pair: {', '.join(f'{r:.2f}' for r in pairs)} "
           f"(median {statistics.median(pairs):.2f}x)")

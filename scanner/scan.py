@@ -49,7 +49,7 @@ def scan_one(target: Target, password: str | None, since: datetime, timeout_s: f
         host = read_collector_output(stdout)
     except CollectionError as exc:
         return failed(target.name, target.address, target.site, exc.kind, exc.message, started, _now())
-    except Exception as exc:  # noqa: BLE001 - one bad server must not stop the run
+    except Exception as exc:
         log.exception("internal error while scanning %s", target.name)
         detail = "".join(ch if ch.isprintable() else "?" for ch in str(exc))[:200]
         return failed(target.name, target.address, target.site, "internal",

@@ -9,7 +9,7 @@ inventory or the policy is TEXT instead, so a test can look for it in every colu
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from scanner.parse.observe import (
     ProtocolObservation,
@@ -28,7 +28,7 @@ from scanner.report.model import (
     WaiverInfo,
 )
 
-UTC = timezone.utc
+UTC = UTC
 RUN_ID = 7
 STARTED = datetime(2026, 11, 21, 9, 30, 0, 250000, tzinfo=UTC)
 FINISHED = datetime(2026, 11, 21, 9, 31, 12, tzinfo=UTC)

@@ -4,7 +4,7 @@ typed evidence; every kind of untrustworthy output is refused with CollectorOutp
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
@@ -21,9 +21,9 @@ from scanner.errors import CollectionError, CollectorOutputError
 INSTALL = "C:\\Programme\\Microsoft\\Exchange Server\\"
 EXSETUP = INSTALL + "bin\\ExSetup.exe"
 POP3_CONFIG = (
-    '<?xml version="1.0" encoding="utf-8"?>\r\n<configuration><appSettings>'
-    '<add key="AllowCrossSiteSessions" value="true" /></appSettings></configuration>'
-).encode("utf-8")
+    b'<?xml version="1.0" encoding="utf-8"?>\r\n<configuration><appSettings>'
+    b'<add key="AllowCrossSiteSessions" value="true" /></appSettings></configuration>'
+)
 IMAP4_CONFIG = "\ufeff<configuration/>".encode("utf-16")
 
 
@@ -102,7 +102,7 @@ def document(
 
 def test_reads_a_valid_document() -> None:
     host = read_collector_output(document())
-    utc = timezone.utc
+    utc = UTC
     assert host.computer == "CAS01" and host.site == "" and host.ps_version == "1.0.0.0"
     assert host.collected_at == datetime(2026, 11, 22, 12, 0, tzinfo=utc)
     assert host.setup.install_path == INSTALL
@@ -270,7 +270,7 @@ def test_quoted_snippets_are_short() -> None:
 
 
 def discovery(servers: str, errors: str = "", marker: str = END_MARKER + "\n") -> bytes:
-    return f"<casdiscovery>{servers}{errors}<end/></casdiscovery>\n{marker}".encode("utf-8")
+    return f"<casdiscovery>{servers}{errors}<end/></casdiscovery>\n{marker}".encode()
 
 
 SERVERS = (

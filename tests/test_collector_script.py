@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pslint
@@ -261,7 +261,7 @@ def test_create_envelope_with_the_script_fits_winrm() -> None:
 
     protocol = Protocol("http://127.0.0.1:1/wsman", username="u", password="p")
     protocol.send_message = capture  # type: ignore[method-assign]
-    env = collector.shell_environment(collector.collector_script(), datetime.now(timezone.utc))
+    env = collector.shell_environment(collector.collector_script(), datetime.now(UTC))
     with pytest.raises(Captured):
         protocol.open_shell(env_vars=env, codepage=collector.SHELL_CODEPAGE, noprofile=True)
     envelope = sent[0].encode("utf-8")

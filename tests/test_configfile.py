@@ -47,7 +47,7 @@ def exchange_file(settings_xml: str, *, around: str = "") -> bytes:
         "  </appSettings>\n"
         f"{around}"
         "</configuration>\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 # (fixture, status, value, value_source, raw_value)
@@ -324,7 +324,7 @@ def test_external_entity_to_a_local_file_is_never_read(tmp_path: Path) -> None:
 class _CountingHandler(http.server.BaseHTTPRequestHandler):
     hits: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         type(self).hits.append(self.path)
         body = b'<!ENTITY % leak "<!ENTITY x \'LEAKED-MARKER\'>"> %leak;'
         self.send_response(200)
@@ -332,7 +332,7 @@ class _CountingHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

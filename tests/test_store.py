@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 import threading
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from scanner.store import (
 )
 from scanner.store.models import ConfigBlob
 
-UTC = timezone.utc
+UTC = UTC
 CET = timezone(timedelta(hours=1))
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 

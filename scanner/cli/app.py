@@ -71,7 +71,7 @@ def _password(username: str) -> str:
         stored = keyring.get_password("cas-audit", username)
         if stored:
             return stored
-    except Exception:  # noqa: BLE001 - no usable keyring backend: fall through to the prompt
+    except Exception:
         pass
     if sys.stdin.isatty():
         return str(click.prompt(f"Password for {username}", hide_input=True, err=True))

@@ -12,7 +12,7 @@ import base64
 import binascii
 import functools
 import importlib.resources
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.resources.abc import Traversable
 
 SCRIPT_ENV_VAR = "CASAUDIT_PS"
@@ -72,8 +72,8 @@ def bootstrap_command() -> tuple[str, list[str]]:
 def format_utc(moment: datetime) -> str:
     """yyyy-MM-ddTHH:mm:ssZ in UTC; a naive datetime is taken as UTC."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def shell_environment(script: str, since: datetime, max_events: int = 200) -> dict[str, str]:

@@ -7,7 +7,7 @@ import base64
 import binascii
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from lxml import etree
 
@@ -121,7 +121,7 @@ def _utc(value: str, where: str) -> datetime | None:
     if value == "":
         return None
     try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         raise CollectorOutputError(f"The collector output has an impossible timestamp {_clip(value)!r} in {where}.") from None
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import requests
-import winrm
 from winrm.exceptions import (
     InvalidCredentialsError,
     WinRMError,
@@ -23,6 +22,7 @@ from winrm.exceptions import (
     WinRMTransportError,
     WSManFaultError,
 )
+from winrm.protocol import Protocol
 
 from scanner import collect as collector
 from scanner.errors import CollectionError, CollectorOutputError
@@ -46,7 +46,7 @@ def _transport(target: Target) -> str:
     return _TRANSPORTS[target.auth]
 
 
-def _protocol(target: Target, password: str | None, timeout_s: float) -> winrm.Protocol:
+def _protocol(target: Target, password: str | None, timeout_s: float) -> Protocol:
     if target.auth != "certificate" and not password:
         raise CollectionError("auth", f"no password for {target.username or 'the account'} of {target.name}")
     operation = max(1, min(OPERATION_TIMEOUT_S, int(timeout_s) - 1))
@@ -69,12 +69,12 @@ def _protocol(target: Target, password: str | None, timeout_s: float) -> winrm.P
     if target.auth == "kerberos":
         kwargs["kerberos_hostname_override"] = None
     try:
-        return winrm.Protocol(**kwargs)  # type: ignore[arg-type]
+        return Protocol(**kwargs)  # type: ignore[arg-type]  # kwargs built from the inventory
     except WinRMError as exc:
         raise CollectionError("internal", f"cannot set up WinRM for {target.name}: {exc}") from None
 
 
-def _set_read_timeout(protocol: winrm.Protocol, deadline: float) -> None:
+def _set_read_timeout(protocol: Protocol, deadline: float) -> None:
     """Shrink the HTTP read timeout so no single request outlives the deadline."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
@@ -169,7 +169,7 @@ def run_collector(
             if done:
                 break
         return CommandOutput(b"".join(stdout), b"".join(stderr), exit_code)
-    except BaseException as exc:  # noqa: BLE001 - translated, never swallowed
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise _translate(target, exc) from None
@@ -179,11 +179,11 @@ def run_collector(
             try:
                 protocol.transport.read_timeout_sec = min(5.0, remaining)  # type: ignore[assignment]
                 protocol.close_shell(shell_id)
-            except Exception:  # noqa: BLE001 - best effort: the shell times out on the server anyway
+            except Exception:
                 pass
         try:
             protocol.transport.close_session()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from scanner.collect.evidence import (
@@ -140,12 +140,12 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _day(value: datetime | None) -> str | None:
-    return None if value is None else (value.astimezone(timezone.utc) if value.tzinfo else value).strftime("%Y-%m-%d")
+    return None if value is None else (value.astimezone(UTC) if value.tzinfo else value).strftime("%Y-%m-%d")
 
 
 def value_text(value: bool | None) -> str | None:

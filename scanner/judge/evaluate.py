@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from scanner.judge.catalog import SEVERITIES, Catalog
@@ -234,7 +234,7 @@ def evaluate(
 def _utc_day(moment: datetime) -> date:
     if moment.tzinfo is None:
         return moment.date()
-    return moment.astimezone(timezone.utc).date()
+    return moment.astimezone(UTC).date()
 
 
 def _waiver_state(

@@ -247,9 +247,10 @@ def _moment(value: Any, key: str, where: str) -> datetime:
     if not isinstance(value, datetime):
         kind = "a date without a time" if isinstance(value, date) else type(value).__name__
         raise _fail(where, key, f"must be a date-time, not {kind}", "write e.g. 2026-11-20T10:00:00Z")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    moment: datetime = value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _lab(table: Any, where: str) -> LabSettings:

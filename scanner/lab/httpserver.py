@@ -194,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError, OSError):
             self.close_connection = True
 
-    def log_message(self, format: str, *args: typing.Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: typing.Any) -> None:
         log.debug("lab %s: %s", self.server.lab.config.name, format % args)
 
     # -- methods ------------------------------------------------------------------------
@@ -404,7 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
         return typing.cast(bytes, plain)
 
     def _encrypt(self, plain: bytes) -> bytes:
-        wrapped = self._ctx.wrap(plain, encrypt=True).data
+        wrapped: bytes = self._ctx.wrap(plain, encrypt=True).data
         signature, sealed = wrapped[:16], wrapped[16:]
         return (BOUNDARY + b"\r\n"
                 + f"\tContent-Type: {ENCRYPTED_PROTOCOL}\r\n".encode()

@@ -546,7 +546,8 @@ class WSManService:
 def _text(el: etree._Element | None, *, strip: bool = True) -> str:
     if el is None or el.text is None:
         return ""
-    return el.text.strip() if strip else el.text
+    text = str(el.text)
+    return text.strip() if strip else text
 
 
 def _options(header: etree._Element) -> dict[str, str]:

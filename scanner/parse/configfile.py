@@ -613,7 +613,7 @@ def read_config(content: bytes | None, *, exists: bool = True, error: str = "") 
         return _reading("malformed", encoding=encoding, detail=f"The file is not usable XML: {_printable(exc.reason, 240)}.")
     try:
         return _evaluate(root, encoding)
-    except Exception as exc:  # noqa: BLE001 - one odd file must not stop a scan; reported as XS-006
+    except Exception as exc:
         return _reading(
             "malformed", encoding=encoding,
             detail=f"internal error while evaluating the file ({type(exc).__name__}); value unknown.",

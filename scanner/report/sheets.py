@@ -13,15 +13,15 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
-from typing import Any, Union
+from datetime import UTC, date, datetime
+from typing import Any
 
 from scanner.collect.evidence import PROTOCOLS
 from scanner.parse.observe import ServerObservation
 from scanner.report.labels import SEVERITIES, Labels
 from scanner.report.model import FindingInfo, RunReport
 
-CellValue = Union[str, int, datetime, date, None]
+CellValue = str | int | datetime | date | None
 Row = tuple[CellValue, ...]
 
 # XML 1.0 forbids these (openpyxl raises IllegalCharacterError); lone surrogates cannot be
@@ -86,7 +86,7 @@ def utc_naive(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.replace(microsecond=0)
 
 
