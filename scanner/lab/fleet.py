@@ -1,4 +1,4 @@
-"""The lab's simulated Exchange organisation: what each simulated CAS *is* (design.md,
+r"""The lab's simulated Exchange organisation: what each simulated CAS *is* (design.md,
 "Lab fleet (TOML)").
 
 `load_fleet()` reads and validates a fleet file into frozen dataclasses; every mistake
@@ -16,6 +16,18 @@ Format notes beyond design.md (all optional):
   [[server]] registry_key = ""   neither Setup key exists (the collector finds no path).
   [[server]] hostile = true      a compromised server: install_path may be any text
                       (e.g. one that looks like a spreadsheet formula), for tests.
+  Windows platform (docs/lab.md, "Platforms"; [lab] gives defaults for every server):
+  platform = "2003r2" | "2008" | "2008r2"   default 2008r2 (scanner/lab/platforms.py)
+  powershell = "1.0" | "2.0"     default: 1.0 on 2003r2/2008, 2.0 on 2008r2 (which has
+                      no 1.0)
+  account = "local" | "domain"   the kind of account the lab user is; default "domain"
+                      when [lab] domain is set, else "local" (Basic works for local only)
+  allow_unencrypted = false      WinRM's AllowUnencrypted (Basic over http needs true)
+  [[server]] system_root = 'C:\WINNT'   %SystemRoot% (default: the platform's)
+  [[server]] port     the port this server listens on (default: [lab] port; when [lab]
+                      has no port, the platform's default HTTP port, 80 or 5985)
+  [[server]] env_ignored = true  UNCONFIRMED behaviour switch: the server ignores the
+                      shell's environment variables (whether WinRM 1.1 does is unknown)
   [server.pop3] newline = "crlf" | "lf"   line endings of `config` text (default: as the
                       TOML parser returns it, i.e. "\\n"; Windows files have CRLF).
   A protocol table left out entirely stands for the protocol as setup left it: the
@@ -38,6 +50,7 @@ from typing import Any
 
 from scanner.collect.evidence import PROTOCOLS, Rollup
 from scanner.errors import ConfigError
+from scanner.lab.platforms import DEFAULT_PLATFORM, PLATFORMS, POWERSHELLS, Platform, platform
 from scanner.util.tomlfile import check_keys, line_of, load_toml
 
 AUTHS = ("basic", "ntlm")
@@ -84,9 +97,13 @@ DEFAULT_CONFIG_TEXT = (
 )
 DEFAULT_CONFIG_BYTES = DEFAULT_CONFIG_TEXT.encode("utf-8")
 
-_LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port", "domain"}
+ACCOUNTS = ("local", "domain")
+#: Keys a [[server]] may set and [lab] may give a default for (the Windows platform).
+_PLATFORM_KEYS = {"platform", "powershell", "account", "allow_unencrypted"}
+_LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port", "domain", *_PLATFORM_KEYS}
 _SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
-                "computer", "fqdn", "roles", *PROTOCOLS}
+                "computer", "fqdn", "roles", "system_root", "port", "env_ignored", *_PLATFORM_KEYS, *PROTOCOLS}
+_SYSTEM_ROOT = re.compile(r'^[A-Za-z]:\\[^\\/:*?"<>|]+$')
 _PROTOCOL_KEYS = {"config", "config_file", "encoding", "newline", "modified", "service",
                   "start_mode", "started", "refused_logons"}
 _LOGON_KEYS = {"user", "at", "mailbox_site"}
@@ -104,8 +121,12 @@ class LabSettings:
     auth: str  # basic | ntlm
     latency_ms: int
     base_address: str
-    port: int  # 0: any free port per server
+    port: int | None  # 0: any free port per server; None: each platform's default HTTP port
     domain: str = ""
+    platform: str = DEFAULT_PLATFORM  # defaults for the servers (see SimServer)
+    powershell: str | None = None
+    account: str | None = None
+    allow_unencrypted: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +172,23 @@ class SimServer:
     computer: str = ""  # $env:COMPUTERNAME; defaults to name
     fqdn: str = ""
     roles: tuple[str, ...] = ("ClientAccess",)
+    platform: str = DEFAULT_PLATFORM  # 2003r2 | 2008 | 2008r2 (scanner/lab/platforms.py)
+    powershell: str = "2.0"  # 1.0 | 2.0
+    account: str = "local"  # local | domain: the kind of account the lab user is here
+    allow_unencrypted: bool = False  # WinRM service AllowUnencrypted
+    system_root: str = ""  # %SystemRoot%; "" = the platform's default
+    port: int | None = None  # own listening port; None = [lab] port (or the platform's)
+    env_ignored: bool = False  # UNCONFIRMED switch: shell environment variables are ignored
+
+    @property
+    def windows(self) -> Platform:
+        """The platform description (WinRM stack, ports, limits) of this server."""
+        return platform(self.platform)
+
+    @property
+    def sysroot(self) -> str:
+        """%SystemRoot% on this server."""
+        return self.system_root or self.windows.system_root
 
 
 @dataclass(frozen=True)
@@ -238,6 +276,13 @@ def _int(table: dict[str, Any], key: str, where: str, default: int, low: int, hi
     return value
 
 
+def _bool(table: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise _fail(where, key, f"must be true or false, not {value!r}")
+    return value
+
+
 def _moment(value: Any, key: str, where: str) -> datetime:
     if isinstance(value, str):
         try:
@@ -274,14 +319,21 @@ def _lab(table: Any, where: str) -> LabSettings:
     if not address.is_loopback:
         raise _fail(where, "base_address", f"must be a loopback address in 127.0.0.0/8, not {base}",
                     "the lab only ever listens on loopback")
+    plat = _choice(table, "platform", where, PLATFORMS, DEFAULT_PLATFORM)
+    powershell = _choice(table, "powershell", where, POWERSHELLS, "") if "powershell" in table else None
+    account = _choice(table, "account", where, ACCOUNTS, "") if "account" in table else None
     return LabSettings(
         username=username,
         password=password,
         auth=_choice(table, "auth", where, AUTHS, "ntlm"),
         latency_ms=_int(table, "latency_ms", where, 0, 0, 60_000),
         base_address=base,
-        port=_int(table, "port", where, 5985, 0, 65535),
+        port=_int(table, "port", where, 0, 0, 65535) if "port" in table else None,
         domain=domain,
+        platform=plat,
+        powershell=powershell,
+        account=account,
+        allow_unencrypted=_bool(table, "allow_unencrypted", where, False),
     )
 
 
@@ -408,7 +460,29 @@ def _rollups(value: Any, where: str) -> tuple[Rollup, ...]:
     return tuple(rollups)
 
 
-def _server(table: Any, index: int, address: str, whereof: _Where, folder: Path) -> SimServer:
+def _platform_fields(table: dict[str, Any], lab: LabSettings, where: str) -> dict[str, Any]:
+    """platform, powershell, account, allow_unencrypted, system_root, port, env_ignored."""
+    plat = _choice(table, "platform", where, PLATFORMS, lab.platform)
+    windows = platform(plat)
+    default_ps = lab.powershell if lab.powershell in windows.powershells else windows.default_powershell
+    powershell = _choice(table, "powershell", where, POWERSHELLS, default_ps)
+    if powershell not in windows.powershells:
+        raise _fail(where, "powershell", f"cannot be {powershell!r} on platform {plat!r}",
+                    f"{windows.windows} ships PowerShell {', '.join(windows.powershells)} (docs/lab.md, 'Platforms')")
+    account = _choice(table, "account", where, ACCOUNTS, lab.account or ("domain" if lab.domain else "local"))
+    system_root = _text(table, "system_root", where, windows.system_root)
+    if not _SYSTEM_ROOT.match(system_root):
+        raise _fail(where, "system_root", f"must be a folder such as 'C:\\WINNT', not {system_root!r}")
+    port = _int(table, "port", where, 0, 0, 65535) if "port" in table else None
+    return {
+        "platform": plat, "powershell": powershell, "account": account,
+        "allow_unencrypted": _bool(table, "allow_unencrypted", where, lab.allow_unencrypted),
+        "system_root": system_root, "port": port, "env_ignored": _bool(table, "env_ignored", where, False),
+    }
+
+
+def _server(table: Any, index: int, address: str, whereof: _Where, folder: Path,
+            lab: LabSettings | None = None) -> SimServer:
     if not isinstance(table, dict):
         raise ConfigError(f"{whereof.server(None, index)} must be a table ([[server]])")
     raw_name = table.get("name")
@@ -450,7 +524,12 @@ def _server(table: Any, index: int, address: str, whereof: _Where, folder: Path)
         computer=_text(table, "computer", where, name),
         fqdn=_text(table, "fqdn", where, f"{name.lower()}.{DEFAULT_DNS_SUFFIX}"),
         roles=tuple(r for r in ROLES if r in roles),
+        **_platform_fields(table, lab or _DEFAULT_LAB, where),
     )
+
+
+_DEFAULT_LAB = LabSettings(username="auditor", password="-", auth="ntlm", latency_ms=0,
+                           base_address="127.0.1.1", port=None)
 
 
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
@@ -488,7 +567,7 @@ def load_fleet(path: Path) -> Fleet:
     servers: list[SimServer] = []
     seen: dict[str, str] = {}
     for index, (entry, address) in enumerate(zip(servers_raw, addresses, strict=True)):
-        server = _server(entry, index, address, whereof, folder)
+        server = _server(entry, index, address, whereof, folder, lab)
         key = server.name.casefold()
         if key in seen:
             raise _fail(whereof.server(server.name, index), "name",
@@ -531,6 +610,16 @@ def upgrade_server(fleet: Fleet, name: str, build: str, at: datetime) -> Fleet:
 
 
 
+def listen_port(lab: LabSettings, server: SimServer) -> int:
+    """The port `server` listens on: its own, else [lab] port, else its platform's default
+    HTTP port (80 on WinRM 1.1, 5985 on 2.0); 0 means any free port."""
+    if server.port is not None:
+        return server.port
+    if lab.port is not None:
+        return lab.port
+    return server.windows.http_port
+
+
 def relocate_fleet(fleet: Fleet, base_address: str, port: int) -> Fleet:
     """The same organisation on other loopback addresses and port (0: any free port),
     e.g. for tests or a second lab beside a running one."""
@@ -542,5 +631,5 @@ def relocate_fleet(fleet: Fleet, base_address: str, port: int) -> Fleet:
     if not address.is_loopback or not 0 <= port <= 65535:
         raise ConfigError(f"cannot move the lab to {base_address}:{port}: loopback addresses and ports 0-65535 only")
     lab = replace(fleet.lab, base_address=base_address, port=port)
-    servers = tuple(replace(s, address=a) for s, a in zip(fleet.servers, addresses, strict=True))
+    servers = tuple(replace(s, address=a, port=None) for s, a in zip(fleet.servers, addresses, strict=True))
     return replace(fleet, lab=lab, servers=servers)

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import spnego
 
 from scanner.errors import ConfigError
+from scanner.lab.platforms import DEFAULT_PLATFORM, Platform, platform
 from scanner.lab.wsman import MAX_SOAP_BYTES, CommandRunner, Reply, WSManService
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class HostConfig:
     latency_ms: int = 0         # added before each HTTP response
     fault: str = ""             # "" | refuse | timeout | reset | auth | soap-fault | slow
     domain: str = ""            # NTLM domain (may be empty)
+    platform: Platform = field(default_factory=lambda: platform(DEFAULT_PLATFORM))
+    account: str = "local"      # local | domain: the kind of account `username` is
+    allow_unencrypted: bool = True  # WinRM service AllowUnencrypted (the lab's Basic demo is http)
+    env_ignored: bool = False   # UNCONFIRMED switch: shell environment variables are ignored
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import TextIO
 import tomli_w
 
 from scanner.errors import ConfigError
-from scanner.lab.fleet import TRANSPORT_FAULTS, Fleet, load_fleet
+from scanner.lab.fleet import TRANSPORT_FAULTS, Fleet, listen_port, load_fleet
 from scanner.lab.httpserver import HostConfig, HostStats, LabServer
 from scanner.lab.simhost import SimulatedHost
 
@@ -43,16 +43,19 @@ class Lab:
             for server in self.fleet.servers:
                 host = SimulatedHost(server, self.fleet)
                 transport_fault = server.fault if server.fault in TRANSPORT_FAULTS else ""
+                port = listen_port(lab, server)
                 listener = LabServer(HostConfig(
-                    name=server.name, address=server.address, port=lab.port, auth=lab.auth,
+                    name=server.name, address=server.address, port=port, auth=lab.auth,
                     username=lab.username, password=lab.password, runner=host,
                     latency_ms=lab.latency_ms, fault=transport_fault, domain=lab.domain,
+                    platform=server.windows, account=server.account,
+                    allow_unencrypted=server.allow_unencrypted, env_ignored=server.env_ignored,
                 ))
                 try:
                     listener.start()
                 except OSError as exc:
                     raise ConfigError(
-                        f"lab server {server.name} cannot listen on {server.address}:{lab.port}: {exc.strerror or exc}",
+                        f"lab server {server.name} cannot listen on {server.address}:{port}: {exc.strerror or exc}",
                         hint="another lab may be running; choose another port or base_address in the fleet file's lab table",
                     ) from None
                 self.hosts[server.name] = host
