@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import warnings
 from pathlib import Path
 
 import click
@@ -33,10 +34,6 @@ COMMANDS = walk(cli)
 LEAVES = [(path, command) for path, command in COMMANDS if not isinstance(command, click.Group)]
 IDS = [" ".join(path) for path, _ in COMMANDS]
 LEAF_IDS = [" ".join(path) for path, _ in LEAVES]
-
-# Commands without arguments worth showing: their one-line help says it all.
-NO_EXAMPLE = {"rules", "db upgrade", "demo"}
-EXAMPLE_LEAVES = [(path, command) for path, command in LEAVES if " ".join(path) not in NO_EXAMPLE]
 
 # The command line design.md fixes: options by their long name, then positional arguments.
 DESIGN: dict[str, tuple[set[str], list[str]]] = {
@@ -83,21 +80,81 @@ def test_command_appears_in_readme(path: tuple[str, ...], command: click.Command
     assert re.search(re.escape(text) + r"(?![\w-])", README), f"README.md does not mention `{text}`"
 
 
-def test_commands_without_example_exist() -> None:
-    assert NO_EXAMPLE <= set(LEAF_IDS)
+def examples(help_text: str) -> list[str]:
+    """The `cas-audit ...` lines under "Example" headings of a help text (env assignments dropped)."""
+    found: list[str] = []
+    in_example = False
+    for raw in help_text.splitlines():
+        line = raw.strip()
+        if line.startswith("Example"):
+            in_example = True
+            continue
+        if in_example and "cas-audit " in line:
+            found.append(line[line.index("cas-audit "):])
+        elif in_example and line and not line.startswith("cas-audit"):
+            in_example = False
+    return found
 
 
-@pytest.mark.parametrize(("path", "command"), EXAMPLE_LEAVES, ids=[" ".join(p) for p, _ in EXAMPLE_LEAVES])
-def test_command_help_has_an_example_that_uses_real_options(path: tuple[str, ...], command: click.Command) -> None:
-    name = " ".join(path)
-    help_text = command.help or ""
-    assert "Example" in help_text, f"cas-audit {name} --help shows no example"
-    examples = [line.strip() for line in help_text.splitlines() if f"cas-audit {name}" in line]
-    assert examples, f"the example of cas-audit {name} does not run cas-audit {name}"
-    for line in examples:
-        words = shlex.split(line[line.index("cas-audit"):])
-        used = {w.split("=", 1)[0] for w in words if w.startswith("--")}
-        assert used <= option_names(command), f"example {line!r} uses unknown options {used - option_names(command)}"
+def parse_invocation(line: str) -> click.Context:
+    """Parse a `cas-audit ...` line with the real click group, as the shell would run it:
+    unknown options, bad choices, missing required options or arguments raise UsageError."""
+    words = shlex.split(line)
+    assert words[0] == "cas-audit", line
+    ctx = cli.make_context("cas-audit", words[1:], resilient_parsing=False)
+    command: click.Command = cli
+    while isinstance(command, click.Group):
+        with warnings.catch_warnings():  # click 8.2 deprecates protected_args; 9.0 moves them to args
+            warnings.simplefilter("ignore", DeprecationWarning)
+            rest = [*ctx.protected_args, *ctx.args]
+        if not rest:
+            return ctx
+        name, sub, rest = command.resolve_command(ctx, rest)
+        assert sub is not None and name is not None, f"{line!r}: no command {rest[:1]}"
+        ctx = sub.make_context(name, rest, parent=ctx, resilient_parsing=False)
+        command = sub
+    return ctx
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS + [((), cli)], ids=[*IDS, "cas-audit"])
+def test_every_command_help_has_an_example_that_parses(path: tuple[str, ...], command: click.Command) -> None:
+    """Walks the whole group, so a command added later needs an example too."""
+    name = " ".join(("cas-audit", *path))
+    result = CliRunner().invoke(cli, [*path, "--help"], prog_name="cas-audit")
+    assert "Example" in result.output, f"{name} --help shows no example"
+    lines = examples(command.help or "")
+    assert lines, f"the example of {name} runs no cas-audit command"
+    assert any(line.startswith(name) for line in lines), f"no example of {name} runs {name}"
+    for line in lines:
+        try:
+            parse_invocation(line)
+        except click.UsageError as exc:
+            pytest.fail(f"{name}: example {line!r} does not parse: {exc.format_message()}")
+
+
+def test_parse_invocation_refuses_what_click_refuses() -> None:
+    """The example check would notice an unknown option, a bad choice or a missing --out."""
+    for bad in ("cas-audit scan --inventory x.toml --fail-on severe", "cas-audit report --colour",
+                "cas-audit evidence --server A --protocol pop3", "cas-audit nosuch"):
+        with pytest.raises(click.UsageError):
+            parse_invocation(bad)
+
+
+def test_version_says_more_than_the_version() -> None:
+    from importlib.metadata import version
+
+    from scanner import __version__
+
+    result = CliRunner().invoke(cli, ["--version"], prog_name="cas-audit")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # the first line is what click's version_option printed before, for scripts reading it
+    assert lines[0] == f"cas-audit, version {__version__}"
+    assert __version__ == version("cas-audit")
+    assert re.match(r"Python 3\.\d+\.\d+ ", lines[1])
+    for dist in ("pywinrm", "pyspnego", "SQLAlchemy", "lxml"):
+        assert f"{dist} {version(dist)}" in result.output
+    assert re.search(r"^extras: kerberos (yes|no), postgresql (yes|no)$", result.output, re.M)
 
 
 def test_top_level_help_lists_every_command() -> None:
@@ -131,24 +188,35 @@ def test_db_option_reads_cas_audit_db(name: str) -> None:
     assert len(db) == 1 and db[0].envvar == "CAS_AUDIT_DB"
 
 
-def readme_command_lines() -> list[str]:
-    """Every `cas-audit ...` invocation README.md shows, in code blocks or inline code."""
-    lines: list[str] = []
+def readme_command_lines() -> tuple[list[str], list[str]]:
+    """Every `cas-audit ...` invocation README.md shows: (lines of code blocks, inline code)."""
+    blocks: list[str] = []
+    inline: list[str] = []
     in_block = False
     for raw in README.splitlines():
         if raw.lstrip().startswith("```"):
             in_block = not in_block
             continue
         if in_block:
-            code = raw.split(" #", 1)[0].strip()
+            code = re.sub(r"^(?:[A-Z_]+=\S*\s+)+", "", raw.split(" #", 1)[0].strip())  # VAR=... cas-audit
             if code.startswith("cas-audit "):
-                lines.append(code)
+                blocks.append(code)
         else:
-            lines.extend(m for m in re.findall(r"`(cas-audit [^`]+)`", raw))
-    return lines
+            inline.extend(m for m in re.findall(r"`(cas-audit [^`]+)`", raw))
+    return blocks, inline
 
 
-README_LINES = readme_command_lines()
+README_BLOCK_LINES, README_INLINE = readme_command_lines()
+README_LINES = README_BLOCK_LINES + README_INLINE
+
+
+@pytest.mark.parametrize("line", README_BLOCK_LINES)
+def test_readme_command_lines_parse(line: str) -> None:
+    """A command line the README shows in a code block runs as written (placeholders aside)."""
+    try:
+        parse_invocation(line)
+    except click.UsageError as exc:
+        pytest.fail(f"README.md: {line!r} does not parse: {exc.format_message()}")
 
 
 def test_readme_shows_invocations() -> None:

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.text import Text
 
 from scanner import __version__
+from scanner.cli.output import LOG_FORMATS, output
 from scanner.errors import CasAuditError, ConfigError, ExitCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 SEVERITIES = ("critical", "high", "medium", "low", "info")
-err_console = Console(stderr=True, soft_wrap=True)
+# progress and messages on stderr; --quiet silences it, --log-format json turns it into JSON lines
+err_console = output.console
 out_console = Console(soft_wrap=True)
 if not out_console.is_terminal:  # a pipe or a file: wide enough that tables do not fold
     out_console = Console(soft_wrap=True, width=200)
@@ -32,13 +34,11 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CasAuditError as exc:
-            # messages quote files such as "[lab]" and "[[server]]": never read them as markup
-            err_console.print(Text.assemble(("error: ", "bold red"), exc.message))
-            if exc.hint:
-                err_console.print(Text.assemble(("hint: ", "yellow"), exc.hint))
+            # messages quote files such as "[lab]" and "[[server]]": never read as markup
+            output.error(exc.message, hint=exc.hint, exit_code=int(exc.exit_code))
             sys.exit(int(exc.exit_code))
         except KeyboardInterrupt:
-            err_console.print("interrupted")
+            output.error("interrupted", exit_code=int(ExitCode.INTERNAL))
             sys.exit(int(ExitCode.INTERNAL))
 
     return wrapper  # type: ignore[return-value]
@@ -64,17 +64,21 @@ def _password(username: str) -> str:
     prompt are asked once per account."""
     value = os.environ.get("CAS_AUDIT_PASSWORD")
     if value:
+        output.add_secret(value)
         return value
     try:
         import keyring
 
         stored = keyring.get_password("cas-audit", username)
         if stored:
+            output.add_secret(stored)
             return stored
     except Exception:
         pass
     if sys.stdin.isatty():
-        return str(click.prompt(f"Password for {username}", hide_input=True, err=True))
+        typed = str(click.prompt(f"Password for {username}", hide_input=True, err=True))
+        output.add_secret(typed)
+        return typed
     raise ConfigError(
         f"no password for {username}",
         hint="set CAS_AUDIT_PASSWORD, store it with `keyring set cas-audit <user>`, or run on a terminal",
@@ -87,15 +91,62 @@ def _text(value: Any) -> str:
     return "" if value is None else escape(str(value))
 
 
+# Libraries whose versions matter when a scan misbehaves: WinRM and authentication,
+# history database, XML and workbook.
+KEY_LIBRARIES = ("pywinrm", "pyspnego", "requests-ntlm", "SQLAlchemy", "alembic", "lxml", "openpyxl")
+
+
+def version_text() -> str:
+    """What `cas-audit --version` prints: click's first line, then what a bug report needs."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    from importlib.util import find_spec
+
+    libraries = []
+    for name in KEY_LIBRARIES:
+        try:
+            libraries.append(f"{name} {dist_version(name)}")
+        except PackageNotFoundError:
+            libraries.append(f"{name} missing")
+    extras = [
+        "kerberos " + ("yes" if find_spec("kerberos") or find_spec("winkerberos") else "no"),
+        "postgresql " + ("yes" if find_spec("psycopg") else "no"),
+    ]
+    return "\n".join((
+        f"cas-audit, version {__version__}",
+        f"Python {platform.python_version()} ({platform.python_implementation()}) on {platform.platform(terse=True)}",
+        ", ".join(libraries),
+        "extras: " + ", ".join(extras),
+    ))
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="cas-audit")
-def cli() -> None:
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version, with Python's and the key libraries', and exit.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print only warnings and errors on stderr (results on stdout stay).")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), envvar="CAS_AUDIT_LOG_FORMAT", default="text",
+              show_default=True,
+              help="stderr as text, or as one JSON object per line for schedulers and SIEMs "
+                   "(env CAS_AUDIT_LOG_FORMAT).")
+def cli(quiet: bool, log_format: str) -> None:
     """Audit AllowCrossSiteSessions on Exchange 2007 Client Access Servers.
 
+    Colour follows the terminal; NO_COLOR=1 turns it off.
+
     \b
-    Quick start with the built-in lab organisation:
+    Example (the built-in lab organisation, two scans and reports):
       cas-audit demo
+    Example (a nightly run that logs JSON lines):
+      cas-audit --quiet --log-format json scan --inventory cas.toml
     """
+    output.configure(quiet=quiet, log_format=log_format)
 
 
 def main() -> None:

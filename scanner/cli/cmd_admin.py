@@ -20,7 +20,12 @@ from scanner.cli.app import (
 
 @cli.group()
 def inventory() -> None:
-    """Build inventories."""
+    """Build inventories.
+
+    \b
+    Example:
+      cas-audit inventory discover --from exmgmt01.contoso.local --username 'CONTOSO\\auditor' --out cas.toml
+    """
 
 
 @inventory.command("discover")
@@ -54,7 +59,14 @@ def inventory_discover(host: str, out: Path, username: str, auth: str, scheme: s
 @click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
 @handle_errors
 def rules_cmd(lang: str) -> None:
-    """List the rule catalog."""
+    """List the rule catalog: id, default severity and title of each rule.
+
+    A policy file (scan --policy) waives rules or changes their severity by these ids.
+
+    \b
+    Example:
+      cas-audit rules --lang de
+    """
     from scanner.judge.catalog import load_catalog
 
     catalog = load_catalog()
@@ -68,14 +80,27 @@ def rules_cmd(lang: str) -> None:
 
 @cli.group()
 def db() -> None:
-    """Manage the history database."""
+    """Manage the history database.
+
+    \b
+    Example:
+      cas-audit db upgrade --db postgresql+psycopg://cas_audit@db01.contoso.local/cas_audit
+    """
 
 
 @db.command("upgrade")
 @db_option
 @handle_errors
 def db_upgrade(db_url: str | None) -> None:
-    """Create or upgrade the history database to the current schema."""
+    """Create or upgrade the history database to the current schema.
+
+    Every command upgrades on first use; run this explicitly after installing a new
+    version, e.g. before the scheduled scans of several scanners sharing one database.
+
+    \b
+    Example:
+      cas-audit db upgrade --db sqlite:///C:/ProgramData/cas-audit/history.db
+    """
     from scanner.store.repo import upgrade_database
 
     shown = upgrade_database(db_url)
@@ -84,7 +109,12 @@ def db_upgrade(db_url: str | None) -> None:
 
 @cli.group()
 def lab() -> None:
-    """The simulated Exchange organisation (real WinRM on loopback)."""
+    """The simulated Exchange organisation (real WinRM on loopback).
+
+    \b
+    Example:
+      cas-audit lab serve fleet.toml --inventory-out lab-inventory.toml
+    """
 
 
 @lab.command("serve")
@@ -109,7 +139,14 @@ def lab_serve(fleet: Path, inventory_out: Path) -> None:
 @click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
 @handle_errors
 def demo(out_dir: Path, lang: str) -> None:
-    """Lab organisation + two scans with a service pack upgrade between them + reports."""
+    """Lab organisation + two scans with a service pack upgrade between them + reports.
+
+    Writes OUT/demo-history.db and the workbook and JSON report of the second scan.
+
+    \b
+    Example:
+      cas-audit demo --out reports --lang de
+    """
     from scanner.demo import run_demo
 
     for line in run_demo(out_dir, lang=lang):

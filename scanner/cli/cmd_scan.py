@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.text import Text
 
 from scanner.cli.app import (
     SEVERITIES,
@@ -18,6 +17,7 @@ from scanner.cli.app import (
     err_console,
     handle_errors,
 )
+from scanner.cli.output import output
 
 
 @cli.command()
@@ -59,10 +59,27 @@ def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, con
     outcome = _run_scan_with_progress(inventory, store=store, password=password, policy=policy,
                                       catalog=catalog, concurrency=concurrency, timeout_s=timeout_s,
                                       fail_on=fail_on, site_filter=site)
-    err_console.print(
-        f"run {outcome.run_id} {outcome.status}: {outcome.scanned} scanned, {outcome.failed} failed, "
-        f"{outcome.active_at_or_above} active finding(s) at or above {fail_on}", highlight=False)
+    _print_summary(store, outcome, fail_on)
     sys.exit(int(outcome.exit_code))
+
+
+EXIT_MEANING = {0: "clean", 1: "findings at or above --fail-on", 3: "a server could not be scanned"}
+
+
+def _print_summary(store: Any, outcome: Any, fail_on: str) -> None:
+    """The one-screen summary; with --log-format json one `scan-summary` event carrying it all."""
+    from scanner.report.summary import summarise, summary_lines
+
+    summary = summarise(store, outcome.run_id)
+    code = int(outcome.exit_code)
+    verdict = (f"exit {code}: {EXIT_MEANING.get(code, '')} "
+               f"({outcome.active_at_or_above} active finding(s) at or above {fail_on})")
+    if output.json:
+        output.info(summary_lines(summary)[0], event="scan-summary", **summary.as_dict(),
+                    fail_on=fail_on, active_at_or_above=outcome.active_at_or_above, exit_code=code)
+        return
+    for line in [*summary_lines(summary), f"  {verdict}"]:
+        output.info(line)
 
 
 def _run_scan_with_progress(inventory: Any, **kwargs: Any) -> Any:
@@ -78,7 +95,7 @@ def _run_scan_with_progress(inventory: Any, **kwargs: Any) -> Any:
 
     progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}"), console=err_console,
-                        disable=not err_console.is_terminal, transient=True)
+                        disable=not output.live, transient=True)
     with progress:
         task = progress.add_task("", total=len(inventory.targets))
 
@@ -89,11 +106,13 @@ def _run_scan_with_progress(inventory: Any, **kwargs: Any) -> Any:
             done += 1
             mark = "ok" if observation.scan_status == "ok" else f"failed ({observation.error_kind})"
             progress.update(task, advance=1, description=f"{observation.name}: {mark}")
-            if observation.scan_status == "ok" and err_console.is_terminal:
+            ok = observation.scan_status == "ok"
+            if ok and output.live:
                 return  # the bar shows it; a log (cron) gets one line per server
-            line = Text(f"[{done}/{len(inventory.targets)}] ")
-            line.append(observation.name, "red" if observation.scan_status != "ok" else "")
-            line.append(f": {mark}" + (f": {observation.error}" if observation.error else ""))
-            progress.console.print(line)
+            line = (f"[{done}/{len(inventory.targets)}] {observation.name}: {mark}"
+                    + (f": {observation.error}" if observation.error else ""))
+            output.emit("info" if ok else "warning", "server-scanned", line, server=observation.name,
+                        address=observation.address, status=observation.scan_status,
+                        error_kind=observation.error_kind, done=done, planned=len(inventory.targets))
 
         return run_scan(inventory, on_result=advance, **kwargs)

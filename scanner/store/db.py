@@ -6,7 +6,6 @@ import functools
 import json
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from scanner.errors import StoreError
-from scanner.util.paths import data_dir
+from scanner.util.paths import data_dir, user_data_folder
 
 VERSION_TABLE = "cas_audit_schema_version"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -41,18 +40,7 @@ def default_url() -> str:
     env = os.environ.get("CAS_AUDIT_DB", "").strip()
     if env:
         return env
-    return f"sqlite:///{_user_data_dir() / 'cas-audit' / 'history.db'}"
-
-
-def _user_data_dir() -> Path:
-    if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
-        if local:
-            return Path(local)
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg)
-    return Path.home() / ".local" / "share"
+    return f"sqlite:///{user_data_folder() / 'history.db'}"
 
 
 def mask_url(url: str | URL) -> str:
