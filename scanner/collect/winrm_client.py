@@ -4,7 +4,9 @@ Only this module imports `winrm`. One collection is Create (shell with the scrip
 an environment variable and code page 65001), Command, Receive until Done, Delete:
 4 HTTP requests with Basic, 7 with NTLM on a fresh connection (3 for the handshake).
 pywinrm retries an operation timeout while receiving forever; the loop here keeps a
-wall-clock deadline and an output cap of its own.
+wall-clock deadline and an output cap of its own. Below pywinrm, `httpguard` holds the
+same deadline for every HTTP exchange (a trickling or endless response included) and
+caps each response body while it streams.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from winrm.exceptions import (
 from winrm.protocol import Protocol
 
 from scanner import collect as collector
+from scanner.collect import httpguard
 from scanner.errors import CollectionError, CollectorOutputError
 from scanner.inventory import Target
 
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024
+# One HTTP response: a Receive envelope carries output base64-encoded (4/3), plus the
+# envelope and, with NTLM, the encryption framing.
+MAX_RESPONSE_BYTES = MAX_OUTPUT_BYTES * 2 + 1024 * 1024
 OPERATION_TIMEOUT_S = 20
 _TRANSPORTS = {"ntlm": "ntlm", "kerberos": "kerberos", "certificate": "certificate"}
 
@@ -72,6 +78,31 @@ def _protocol(target: Target, password: str | None, timeout_s: float) -> Protoco
         return Protocol(**kwargs)  # type: ignore[arg-type]  # kwargs built from the inventory
     except WinRMError as exc:
         raise CollectionError("internal", f"cannot set up WinRM for {target.name}: {exc}") from None
+
+
+def _guard(protocol: Protocol, guard: httpguard.Guard) -> None:
+    """Route every request pywinrm makes for `protocol` through `guard`.
+
+    pywinrm creates its requests Session lazily and, for NTLM over http, sends the first
+    (encryption set-up) request from inside `build_session`; the guard is mounted on the
+    Session before that request and after the Session exists."""
+    transport = protocol.transport
+    build_session = transport.build_session
+    setup_encryption = transport.setup_encryption
+
+    def guarded_setup(session: requests.Session) -> None:
+        httpguard.install(session, guard)
+        setup_encryption(session)
+
+    def guarded_build() -> requests.Session:
+        session = transport.session
+        if session is None:
+            session = build_session()
+        httpguard.install(session, guard)
+        return session
+
+    transport.setup_encryption = guarded_setup  # type: ignore[method-assign]
+    transport.build_session = guarded_build  # type: ignore[method-assign]
 
 
 def _set_read_timeout(protocol: Protocol, deadline: float) -> None:
@@ -143,6 +174,8 @@ def run_collector(
     """Run a script from `scanner.collect` on `target`; raise CollectionError on any failure."""
     deadline = time.monotonic() + timeout_s
     protocol = _protocol(target, password, timeout_s)
+    guard = httpguard.Guard(timeout_s, max_body=max(MAX_RESPONSE_BYTES, max_output * 2), what=target.endpoint)
+    _guard(protocol, guard)
     program, arguments = collector.bootstrap_command()
     shell_id: str | None = None
     try:
@@ -175,7 +208,7 @@ def run_collector(
         raise _translate(target, exc) from None
     finally:
         remaining = deadline - time.monotonic()
-        if shell_id is not None and remaining > 0:  # past the deadline the server's idle timeout ends it
+        if shell_id is not None and remaining > 0 and guard.ended is None:  # past the deadline the server's idle timeout ends it
             try:
                 protocol.transport.read_timeout_sec = min(5.0, remaining)  # type: ignore[assignment]
                 protocol.close_shell(shell_id)
@@ -185,6 +218,7 @@ def run_collector(
             protocol.transport.close_session()
         except Exception:
             pass
+        guard.close()
 
 
 def collect_host(target: Target, password: str | None, *, since: datetime, timeout_s: float,

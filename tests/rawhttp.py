@@ -1,0 +1,117 @@
+"""Test helper: raw HTTP peers on loopback that misbehave below WinRM.
+
+Not a model of Windows (the lab is): these are the network's faults, an odd middlebox or
+a broken proxy, that the scanner must survive. Each answers the first request of every
+connection in one of these ways:
+
+- "trickle": a valid-looking response, one byte every 0.5 s, for ever;
+- "stall": headers announcing 4096 bytes, 100 of them, then silence;
+- "endless": a chunked body that never ends, as fast as the client reads;
+- "huge-length": headers announcing 2 GiB, then the body as fast as the client reads.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+MODES = ("trickle", "stall", "endless", "huge-length")
+_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml;charset=UTF-8\r\n"
+
+
+class RawPeer:
+    """A TCP server on 127.0.0.1 (free port) answering every request in `mode`."""
+
+    def __init__(self, mode: str) -> None:
+        assert mode in MODES, mode
+        self.mode = mode
+        self.sent = 0  # body and header bytes sent, all connections together
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port: int = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> RawPeer:
+        self._accept.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._accept.join(5)
+        for thread in self._threads:
+            thread.join(5)
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._answer, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _read_request(self, conn: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            body += chunk
+        return True
+
+    def _send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(1.0)
+        try:
+            if not self._read_request(conn):
+                return
+            if self.mode == "trickle":
+                response = _HEAD + b"Content-Length: 100000\r\n\r\n" + b"<" * 100000
+                for byte in response:
+                    if self._stop.wait(0.5):
+                        return
+                    self._send(conn, bytes([byte]))
+            elif self.mode == "stall":
+                self._send(conn, _HEAD + b"Content-Length: 4096\r\n\r\n" + b"<" * 100)
+                self._stop.wait()
+            elif self.mode == "endless":
+                self._send(conn, _HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+                block = b"<s:Envelope>" * 5000
+                chunk = f"{len(block):x}\r\n".encode() + block + b"\r\n"
+                while not self._stop.is_set():
+                    self._send(conn, chunk)
+            else:
+                self._send(conn, _HEAD + f"Content-Length: {2 * 1024 ** 3}\r\n\r\n".encode())
+                block = b"<" * 65536
+                while not self._stop.is_set():
+                    self._send(conn, block)
+        except OSError:
+            pass  # the client hung up: what the scanner is supposed to do
+        finally:
+            conn.close()
+
+
+@contextmanager
+def raw_peer(mode: str) -> Iterator[RawPeer]:
+    with RawPeer(mode) as peer:
+        yield peer
+

@@ -1,0 +1,70 @@
+"""The per-server limit holds whatever the peer does below WinRM: a response trickling
+one byte every half second, a body that stalls half-way, a body that never ends. Bodies
+are capped while they stream, not after being buffered whole."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from labfleet import cas_audit
+from rawhttp import raw_peer
+
+from scanner.collect.winrm_client import collect_host
+from scanner.errors import CollectionError
+from scanner.inventory import Target
+
+TIMEOUT_S = 2.0
+# generous: the machine is shared; without the guard these runs never end at all
+BOUND_S = TIMEOUT_S + 10
+
+
+def _target(port: int) -> Target:
+    return Target(name="RAW", address="127.0.0.1", site=None, username="auditor", auth="basic",
+                  scheme="http", port=port, verify_tls=True, ca_bundle=None, allow_insecure=True,
+                  cert_pem=None, cert_key_pem=None)
+
+
+def _collect(port: int) -> tuple[CollectionError, float]:
+    started = time.monotonic()
+    with pytest.raises(CollectionError) as caught:
+        collect_host(_target(port), "pw", since=datetime.now(UTC), timeout_s=TIMEOUT_S)
+    return caught.value, time.monotonic() - started
+
+
+@pytest.mark.parametrize("mode", ["trickle", "stall"])
+def test_slow_peer_ends_at_the_deadline(mode: str) -> None:
+    with raw_peer(mode) as peer:
+        error, elapsed = _collect(peer.port)
+    assert error.kind == "timeout", error
+    assert elapsed < BOUND_S, elapsed
+
+
+@pytest.mark.parametrize("mode", ["endless", "huge-length"])
+def test_endless_body_is_refused_while_it_streams(mode: str) -> None:
+    with raw_peer(mode) as peer:
+        error, elapsed = _collect(peer.port)
+        sent = peer.sent
+    assert error.kind == "output", error
+    assert "refused" in error.message
+    # the scanner hung up after its cap (17 MiB), long before 2 GiB or the end of time
+    assert sent < 256 * 1024 * 1024, sent
+    assert elapsed < BOUND_S, elapsed
+
+
+@pytest.mark.slow
+def test_scan_of_a_trickling_peer_ends_within_its_timeout(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.toml"
+    with raw_peer("trickle") as peer:
+        inventory.write_text(
+            '[defaults]\nusername = "auditor"\nauth = "basic"\nscheme = "http"\nallow_insecure = true\n'
+            f'[[server]]\nname = "RAW"\naddress = "127.0.0.1"\nport = {peer.port}\n', encoding="utf-8")
+        started = time.monotonic()
+        scan = cas_audit("scan", "--inventory", str(inventory), "--timeout", "3",
+                         db=f"sqlite:///{tmp_path / 'h.db'}", timeout=60)
+        elapsed = time.monotonic() - started
+    assert scan.returncode == 3, scan.stderr
+    assert "RAW: failed (timeout)" in scan.stderr
+    assert elapsed < 3 + 15, elapsed
