@@ -7,7 +7,9 @@ import pytest
 from scanner.parse.builds import (
     BuildInfo,
     build_from_registry,
+    known_builds,
     parse_build,
+    rollup_check,
     rollup_from_names,
 )
 
@@ -15,8 +17,8 @@ from scanner.parse.builds import (
 @pytest.mark.parametrize(
     ("text", "sp", "recognised", "rollup_range"),
     [
-        # RTM: two release builds, rollups 8.0.708.3 .. 8.0.813.0
-        ("8.0.685.24", "RTM", True, False),
+        # RTM: 8.0.685.25, rollups 8.0.708.3 .. 8.0.813.0; 685.24 is not in Microsoft's table
+        ("8.0.685.24", "RTM", False, False),
         ("8.0.685.25", "RTM", True, False),
         ("8.0.685.23", "RTM", False, False),
         ("8.0.708.3", "RTM", True, True),
@@ -28,6 +30,7 @@ from scanner.parse.builds import (
         ("8.1.263.1", "SP1", True, True),
         ("8.1.436.0", "SP1", True, True),
         ("8.1.436.1", "SP1", False, False),
+        ("8.1.300.0", "SP1", False, False),  # between two rollups, but no build Microsoft lists
         # SP2: 8.2.176.2, rollups 8.2.217.3 .. 8.2.305.3
         ("8.2.176.2", "SP2", True, False),
         ("8.2.176.1", "SP2", False, False),
@@ -157,3 +160,52 @@ def test_rollup_ignores_other_products_and_junk() -> None:
     names = ["Update Rollup 4 for Exchange Server 2010 Service Pack 3", "", "Update Rollup x", 5]
     assert rollup_from_names(names, "SP3") is None  # type: ignore[list-item]
     assert rollup_from_names([], "SP3") is None
+
+
+def test_the_table_is_microsofts_list_of_52_builds() -> None:
+    table = known_builds()
+    assert len(table) == 52
+    assert [r.build for r in table if r.rollup is None] == ["8.0.685.25", "8.1.240.6", "8.2.176.2", "8.3.83.6"]
+    assert len({r.version for r in table}) == 52
+    last = table[-1]
+    assert (last.service_pack, last.rollup, last.build, last.released) == ("SP3", "RU23", "8.3.517.0", "2017-03-21")
+
+
+def test_the_build_alone_names_every_rollup_of_the_table() -> None:
+    for row in known_builds():
+        info = parse_build(row.build)
+        assert info is not None and info.recognised
+        assert (info.service_pack, info.rollup) == (row.service_pack, row.rollup)
+        assert info.rollup_range is (row.rollup is not None)
+
+
+@pytest.mark.parametrize(
+    ("build", "rollup"),
+    [("8.3.517.0", "RU23"), ("8.3.83.6", None), ("8.1.436.0", "RU10"), ("8.3.159.0", "RU3-v1"),
+     ("8.3.159.2", "RU3-v2"), ("8.3.279.6", "RU8-v3"), ("08.03.0298.003", "RU10"), ("8.0.813.0", "RU7"),
+     ("8.3.600.0", None), ("8.3.83", None)],
+)
+def test_rollup_from_the_build(build: str, rollup: str | None) -> None:
+    info = parse_build(build)
+    assert info is not None and info.rollup == rollup
+
+
+@pytest.mark.parametrize(
+    ("build", "listed", "check"),
+    [
+        ("8.3.517.0", "RU23", "agrees"),
+        ("8.3.83.6", None, "agrees"),          # the release build, no rollup listed
+        ("8.3.159.2", "RU3", "agrees"),        # RU3 v2: the DisplayName carries only the number
+        ("8.3.298.3", "RU9", "disagrees"),     # build of RU10, Patches list stops at RU9
+        ("8.3.83.6", "RU10", "disagrees"),     # rollup listed, ExSetup still the release build
+        ("8.3.517.0", None, "disagrees"),
+        ("8.3.600.0", "RU23", "not-in-table"),
+        ("8.0.685.24", None, "not-in-table"),
+        ("8.3.83", None, "not-in-table"),      # no revision: cannot be matched to one row
+        ("14.3.123.4", None, "not-in-table"),
+        (None, "RU10", "no-build"),
+        ("garbage", None, "no-build"),
+    ],
+)
+def test_the_patches_list_is_a_second_opinion(build: str | None, listed: str | None, check: str) -> None:
+    assert rollup_check(build, listed) == check

@@ -27,8 +27,10 @@ def unpacked(tmp_path_factory) -> Path:
     assert tops == {"scanner", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     for needed in ("scanner/_data/rules/catalog.toml", "scanner/_data/rules/baseline.toml",
                    "scanner/_data/migrations/env.py", "scanner/_data/migrations/versions/0001_initial.py",
+                   "scanner/_data/migrations/versions/0002_rollup_listed.py",
                    "scanner/collect/collect.ps1", "scanner/collect/schema.xsd",
                    "scanner/collect/discover.ps1", "scanner/collect/discover.xsd",
+                   "scanner/parse/exchange2007-builds.csv",
                    "scanner/lab/fleets/demo.toml", "scanner/lab/fleets/demo-policy.toml", "scanner/py.typed"):
         assert needed in names, needed
     assert not any("__pycache__" in n for n in names)

@@ -31,6 +31,7 @@ from scanner.collect import (
 from scanner.collect.evidence import CONFIG_FILE_NAMES, PROTOCOLS, SERVICE_NAMES
 from scanner.lab.fleet import Fleet, SimProtocol, SimServer, build_numbers
 from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, WSManFault
+from scanner.parse.builds import release_build
 
 Clock = Callable[[], datetime]
 
@@ -42,9 +43,6 @@ DEFAULT_MAX_EVENTS = 200
 #: Size of the "huge" fault's output: far above any reader's cap, small enough to hold twice.
 HUGE_BYTES = 20 * 1024 * 1024
 EVENT_SOURCES = {"pop3": "MSExchangePOP3", "imap4": "MSExchangeIMAP4"}
-#: ExSetup build of each service pack's release, as Get-ExchangeServer's AdminDisplayVersion
-#: and the Setup key's MsiBuildMajor/MsiBuildMinor show it: rollups do not change them.
-SP_RELEASE_BUILDS: dict[int, tuple[int, int]] = {0: (685, 24), 1: (240, 6), 2: (176, 2), 3: (83, 6)}
 PS_BANNER = "Windows PowerShell\r\nCopyright (C) 2006 Microsoft Corporation. All rights reserved.\r\n\r\n"
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -86,11 +84,12 @@ def path_combine(first: str, second: str) -> str:
 
 def setup_numbers(build: str) -> tuple[int, int, int, int]:
     """MsiProductMajor/Minor and MsiBuildMajor/Minor of a server running `build`: the
-    service pack's release build (rollups raise only ExSetup's file version)."""
+    service pack's release build, as Get-ExchangeServer's AdminDisplayVersion shows it too
+    (rollups raise only ExSetup's file version; unconfirmed for MsiBuildMajor/MsiBuildMinor)."""
     major, minor, build_major, build_minor = build_numbers(build)
-    release = SP_RELEASE_BUILDS.get(minor) if major == 8 else None
-    if release is not None and (build_major, build_minor) >= release:
-        return major, minor, release[0], release[1]
+    release = release_build(minor) if major == 8 else None
+    if release is not None and (build_major, build_minor) >= release.version[2:]:
+        return major, minor, release.version[2], release.version[3]
     return major, minor, build_major, build_minor
 
 

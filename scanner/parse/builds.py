@@ -1,25 +1,38 @@
-"""Exchange 2007 builds: parse version strings, name the service pack and rollup.
+"""Exchange 2007 builds: parse version strings, name the service pack and the rollup.
 
-Exchange 2007 is version 8; the minor version is the service pack and rollups raise
-only the build number (exchange-facts.md, "Version and service pack"). No per-rollup
-build table is kept: a build is recognised when it lies between the service pack's
-release build and its last documented rollup build.
+Exchange 2007 is version 8; the minor version is the service pack and each update rollup
+raises ExSetup.exe's build number, so the build alone names the rollup. The one table of
+builds is `exchange2007-builds.csv` beside this module (package data), copied from
+Microsoft's "Exchange Server build numbers and release dates" page (its header comment
+names the address). The registry's Patches list is a second opinion (`rollup_check`).
 """
 
 from __future__ import annotations
 
+import csv
+import functools
+import importlib.resources
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# minor -> (service pack, release builds (build, revision), last documented rollup build)
-_LEVELS: dict[int, tuple[str, tuple[tuple[int, int], ...], tuple[int, int]]] = {
-    0: ("RTM", ((685, 24), (685, 25)), (813, 0)),
-    1: ("SP1", ((240, 6),), (436, 0)),
-    2: ("SP2", ((176, 2),), (305, 3)),
-    3: ("SP3", ((83, 6),), (517, 0)),
-}
-_SP_ORDER = {"RTM": 0, "SP1": 1, "SP2": 2, "SP3": 3}
+_SP_MINOR = {"RTM": 0, "SP1": 1, "SP2": 2, "SP3": 3}
+_SP_ORDER = _SP_MINOR
+TABLE_FILE = "exchange2007-builds.csv"
+
+
+@dataclass(frozen=True)
+class KnownBuild:
+    """One row of Microsoft's build table."""
+
+    service_pack: str  # RTM | SP1 | SP2 | SP3
+    rollup: str | None  # "RU10", "RU3-v2"; None for the service pack's own release build
+    version: tuple[int, int, int, int]
+    released: str  # yyyy-mm-dd, or yyyy-mm where Microsoft gives only the month
+
+    @property
+    def build(self) -> str:
+        return ".".join(str(n) for n in self.version)
 
 
 @dataclass(frozen=True)
@@ -32,9 +45,44 @@ class BuildInfo:
     build_number: int | None
     revision: int | None
     service_pack: str | None  # RTM | SP1 | SP2 | SP3 | None (not Exchange 2007 or minor unknown)
-    recognised: bool  # Exchange 2007 build within the documented range of its service pack
+    recognised: bool  # the build is a row of Microsoft's table
     below_sp3: bool  # an Exchange 2007 level below SP3 (RTM, SP1, SP2)
     rollup_range: bool  # above the service pack's release build: a rollup is installed
+    rollup: str | None = None  # the rollup the table names for this build ("RU10"); None for none/unknown
+
+
+def _version(text: str) -> tuple[int, int, int, int]:
+    parts = tuple(int(p) for p in text.split("."))
+    if len(parts) != 4:
+        raise ValueError(f"not a four-part build: {text!r}")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+@functools.cache
+def known_builds() -> tuple[KnownBuild, ...]:
+    """Every Exchange 2007 build of Microsoft's table, in the table's order."""
+    text = importlib.resources.files(__package__ or "scanner.parse").joinpath(TABLE_FILE).read_text(encoding="utf-8")
+    rows = csv.DictReader(line for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    table = []
+    for row in rows:
+        sp, rollup = row["service_pack"].strip(), row["rollup"].strip()
+        if sp not in _SP_MINOR:
+            raise ValueError(f"{TABLE_FILE}: unknown service pack {sp!r}")
+        version = _version(row["build"].strip())
+        if version[:2] != (8, _SP_MINOR[sp]):
+            raise ValueError(f"{TABLE_FILE}: build {row['build']} does not belong to {sp}")
+        table.append(KnownBuild(sp, None if rollup == "0" else f"RU{rollup}", version, row["date"].strip()))
+    return tuple(table)
+
+
+@functools.cache
+def _by_version() -> dict[tuple[int, int, int, int], KnownBuild]:
+    return {row.version: row for row in known_builds()}
+
+
+def release_build(minor: int) -> KnownBuild | None:
+    """The release build of Exchange 2007's service pack `minor` (0 = RTM), without rollups."""
+    return next((r for r in known_builds() if r.version[1] == minor and r.rollup is None), None)
 
 
 _DOTTED = re.compile(r"^\s*(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?(?:\.(\d{1,9}))?\s*$", re.ASCII)
@@ -48,29 +96,24 @@ _ADMIN = re.compile(
 _LEADING_DOTTED = re.compile(r"^\s*(\d{1,9}(?:\.\d{1,9}){1,3})(?:\s+\S.*)?$", re.ASCII)
 
 
-def _classify(major: int, minor: int, build: int | None, rev: int | None) -> tuple[str | None, bool, bool, bool]:
-    """(service_pack, recognised, below_sp3, rollup_range) for a parsed version."""
-    if major != 8 or minor not in _LEVELS:
-        return None, False, False, False
-    sp, releases, last_rollup = _LEVELS[minor]
-    below = _SP_ORDER[sp] < _SP_ORDER["SP3"]
-    if build is None:
-        return sp, False, below, False
-    key = (build, rev if rev is not None else 0)
-    first_release = min(releases)
-    if rev is None:
-        # No revision known (AdminDisplayVersion-like "8.1.240"): judge by build number alone.
-        recognised = first_release[0] <= build <= last_rollup[0]
-        rollup = build > max(releases)[0] and recognised
-        return sp, recognised, below, rollup
-    recognised = first_release <= key <= last_rollup
-    rollup = recognised and key > max(releases)
-    return sp, recognised, below, rollup
-
-
 def _make(major: int, minor: int, build: int | None, rev: int | None) -> BuildInfo:
     parts = [str(major), str(minor)] + [str(p) for p in (build, rev) if p is not None]
-    sp, recognised, below, rollup = _classify(major, minor, build, rev)
+    sp = next((name for name, m in _SP_MINOR.items() if m == minor), None) if major == 8 else None
+    below = sp is not None and _SP_ORDER[sp] < _SP_ORDER["SP3"]
+    row: KnownBuild | None = None
+    recognised = False
+    if sp is not None and build is not None:
+        if rev is not None:
+            row = _by_version().get((major, minor, build, rev))
+            recognised = row is not None
+        else:
+            # No revision known (AdminDisplayVersion-like "8.1.240"): match the build number alone.
+            matches = [r for r in known_builds() if r.version[:3] == (major, minor, build)]
+            recognised = bool(matches)
+            row = matches[-1] if len(matches) == 1 else None
+    release = release_build(minor) if sp is not None else None
+    rollup_range = bool(recognised and release is not None and build is not None
+                        and (build, rev or 0) > release.version[2:])
     return BuildInfo(
         build=".".join(parts),
         major=major,
@@ -80,7 +123,8 @@ def _make(major: int, minor: int, build: int | None, rev: int | None) -> BuildIn
         service_pack=sp,
         recognised=recognised,
         below_sp3=below,
-        rollup_range=rollup,
+        rollup_range=rollup_range,
+        rollup=row.rollup if row is not None else None,
     )
 
 
@@ -88,7 +132,7 @@ def parse_build(text: str | None) -> BuildInfo | None:
     """Parse "8.1.240.6", padded "08.01.0240.006" or "Version 8.3 (Build 83.6)"; None for garbage.
 
     service_pack follows the minor version whenever major is 8 and minor is 0..3, even
-    when the build lies outside the documented range (then recognised is False):
+    when the build is not in Microsoft's table (then recognised is False):
     8.3.600.0 -> SP3, unrecognised. Other majors (7.x, 14.x) have no service pack here.
     """
     if text is None or not isinstance(text, str) or len(text) > 200:
@@ -163,3 +207,28 @@ def rollup_from_names(names: Iterable[str], service_pack: str | None) -> str | N
         if best is None or number > best:
             best = number
     return None if best is None else f"RU{best}"
+
+
+#: Outcomes of rollup_check: the JSON report's "build_check" values.
+BUILD_CHECKS = ("agrees", "disagrees", "not-in-table", "no-build")
+
+
+def _rollup_number(rollup: str | None) -> str | None:
+    """"RU3-v2" -> "3": the Patches DisplayName carries the number, not the re-release."""
+    return None if rollup is None else rollup.removeprefix("RU").split("-", 1)[0]
+
+
+def rollup_check(build: str | None, rollup_listed: str | None) -> str:
+    """Compare the rollup the build names with the one the registry's Patches list names.
+
+    "agrees": the build is in the table and names the same rollup (or none, with none
+    listed); "disagrees": it names another; "not-in-table": an Exchange 2007 build that
+    Microsoft's table does not list (or not Exchange 2007 at all); "no-build": nothing to
+    compare.
+    """
+    info = parse_build(build)
+    if info is None:
+        return "no-build"
+    if not info.recognised or info.revision is None:
+        return "not-in-table"
+    return "agrees" if _rollup_number(info.rollup) == _rollup_number(rollup_listed) else "disagrees"

@@ -58,8 +58,9 @@ class ServerObservation:
     reported_site: str | None = None  # what the server itself said
     build: str | None = None
     service_pack: str | None = None  # RTM | SP1 | SP2 | SP3 | None (unrecognised)
-    rollup: str | None = None
+    rollup: str | None = None  # named by the build (Microsoft's table); None for a release build
     build_recognised: bool = False
+    rollup_listed: str | None = None  # the registry's Patches list: the highest rollup of this service pack
     install_path: str | None = None
     setup_key: str | None = None
     ps_version: str | None = None
@@ -132,8 +133,9 @@ def interpret(
         reported_site=host.site or None,
         build=build.build if build else None,
         service_pack=service_pack,
-        rollup=rollup_from_names((r.name for r in host.rollups), service_pack),
+        rollup=build.rollup if build else None,
         build_recognised=bool(build and build.recognised),
+        rollup_listed=rollup_from_names((r.name for r in host.rollups), service_pack),
         install_path=setup.install_path or None,
         setup_key=setup.key or None,
         ps_version=host.ps_version or None,

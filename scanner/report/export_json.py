@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 from scanner.collect.evidence import PROTOCOLS
 from scanner.judge.checks import iso
+from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.report.model import RunReport
 
@@ -39,6 +40,9 @@ def _server(s: ServerObservation) -> dict[str, Any]:
         "build": s.build,
         "service_pack": s.service_pack,
         "rollup": s.rollup,
+        # additions to the contract: the registry's Patches list as a second opinion
+        "rollup_listed": s.rollup_listed,
+        "build_check": rollup_check(s.build, s.rollup_listed) if s.scan_status == "ok" else None,
         "protocols": {p: _protocol(s.protocols[p]) for p in PROTOCOLS if p in s.protocols},
     }
 

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from scanner.collect.evidence import PROTOCOLS
+from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ServerObservation
 from scanner.report.labels import SEVERITIES, Labels
 from scanner.report.model import FindingInfo, RunReport
@@ -314,6 +315,8 @@ def servers_sheet(report: RunReport, labels: Labels) -> Sheet:
         Column(labels("col.build"), 14),
         Column(labels("col.service_pack"), 10),
         Column(labels("col.rollup"), 12),
+        Column(labels("col.rollup_listed"), 12),
+        Column(labels("col.build_check"), 24),
     ]
     for protocol in PROTOCOLS:
         shown = labels.word("protocol", protocol)
@@ -332,6 +335,9 @@ def servers_sheet(report: RunReport, labels: Labels) -> Sheet:
                 clean(s.build),
                 clean(s.service_pack),
                 clean(s.rollup),
+                clean(s.rollup_listed),
+                clean(labels.word("build_check", rollup_check(s.build, s.rollup_listed)))
+                if s.scan_status == "ok" else None,
             ]
             for protocol in PROTOCOLS:
                 p = s.protocols.get(protocol)

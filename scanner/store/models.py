@@ -160,6 +160,7 @@ class ServerScan(Base):
     service_pack: Mapped[str | None]
     rollup: Mapped[str | None]
     build_recognised: Mapped[bool] = mapped_column(Boolean)
+    rollup_listed: Mapped[str | None]  # the registry's Patches list (second opinion)
     install_path: Mapped[str | None]
     setup_key: Mapped[str | None]
     ps_version: Mapped[str | None]
