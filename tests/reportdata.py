@@ -21,8 +21,8 @@ from scanner.report.model import (
     FindingInfo,
     ResolvedInfo,
     RuleInfo,
-    RunInfo,
     RunReport,
+    RunRow,
     ScopeEntry,
     TrendPoint,
     WaiverInfo,
@@ -302,7 +302,7 @@ def _rules(hostile: str | None) -> tuple[RuleInfo, ...]:
 def sample_report(lang: str = "en", hostile: str | None = None) -> RunReport:
     """The seventh run of the lab organisation (see the module docstring)."""
     h = hostile
-    run = RunInfo(
+    run = RunRow(
         id=RUN_ID,
         started_at=STARTED,
         finished_at=FINISHED,
@@ -314,6 +314,9 @@ def sample_report(lang: str = "en", hostile: str | None = None) -> RunReport:
         catalog_version=_t(h, "2026.11"),
         operator=_t(h, "CONTOSO\\auditor"),
         scanning_host=_t(h, "audit-vm01"),
+        inventory_sha256=hashlib.sha256(b"inventory").hexdigest(),
+        policy_sha256=None,
+        policy_text=None,
         organisation=_t(h, "Contoso Ltd."),
         site_filter=h,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from scanner.store import (
     default_url,
     open_store,
 )
-from scanner.store.models import ConfigBlob
+from scanner.store.models import ConfigBlob, RunRow, ScanRun
 
 UTC = UTC
 CET = timezone(timedelta(hours=1))
@@ -161,6 +161,20 @@ def test_run_row_and_planned_scope(store: Store) -> None:
         PlannedServer("CAS01", "cas01.contoso.local", "Berlin"),
         PlannedServer("CAS03", "cas03.contoso.local", "Berlin"),
     ]
+
+
+def test_run_row_has_one_field_per_column_of_the_runs_table(store: Store) -> None:
+    """RunRow and ScanRun are the one definition of a run: a column without its field (or the
+    reverse) would be lost when a run is read back."""
+    assert [f.name for f in fields(RunRow)] == [c.key for c in ScanRun.__table__.columns]
+    run_id = new_run(store, ["CAS01"], policy_text="[baseline]\n", site_filter="Berlin")
+    store.finish_run(run_id, "complete")
+    run = store.run(run_id)
+    with store._engine.connect() as conn:
+        stored = conn.execute(select(ScanRun.__table__).where(ScanRun.id == run_id)).one()._mapping
+    for f in fields(RunRow):
+        if f.name not in ("started_at", "finished_at"):  # SQLite keeps them naive, the store makes them aware
+            assert getattr(run, f.name) == stored[f.name], f.name
 
 
 def test_duplicate_inventory_names_are_refused(store: Store) -> None:

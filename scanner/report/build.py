@@ -11,7 +11,6 @@ from scanner.parse.observe import ServerObservation, failed
 from scanner.report.history import changes
 from scanner.report.model import (
     ResolvedInfo,
-    RunInfo,
     RunReport,
     ScopeEntry,
     TrendPoint,
@@ -58,15 +57,8 @@ def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalo
                                 error_kind=obs.error_kind, error=obs.error))
     finding_rows = store.findings(run_id)
     findings = tuple(finding_info(f, catalog, lang) for f in finding_rows)
-    run = RunInfo(
-        id=row.id, started_at=row.started_at, finished_at=row.finished_at, status=row.status,
-        servers_planned=row.servers_planned, servers_scanned=row.servers_scanned,
-        servers_failed=row.servers_failed, tool_version=row.tool_version,
-        catalog_version=row.catalog_version, operator=row.operator, scanning_host=row.scanning_host,
-        site_filter=row.site_filter, organisation=row.organisation,
-    )
     return RunReport(
-        run=run,
+        run=row,
         lang=lang,
         servers=tuple(servers),
         scope=tuple(scope),

@@ -11,23 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from scanner.parse.observe import ServerObservation
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    id: int
-    started_at: datetime
-    finished_at: datetime | None
-    status: str  # running | complete | partial | aborted
-    servers_planned: int
-    servers_scanned: int
-    servers_failed: int
-    tool_version: str
-    catalog_version: str | None
-    operator: str
-    scanning_host: str
-    organisation: str | None = None
-    site_filter: str | None = None
+from scanner.store.models import RunRow
 
 
 @dataclass(frozen=True)
@@ -122,7 +106,7 @@ class TrendPoint:
 
 @dataclass(frozen=True)
 class RunReport:
-    run: RunInfo
+    run: RunRow
     lang: str
     servers: tuple[ServerObservation, ...]  # results of this run, in inventory order
     scope: tuple[ScopeEntry, ...]

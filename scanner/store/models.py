@@ -6,6 +6,7 @@ The schema is created and changed only by the Alembic revisions in `migrations/`
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 RUN_STATUSES: tuple[str, ...] = ("running", "complete", "partial", "aborted")
+FINISHED_STATUSES: tuple[str, ...] = ("complete", "partial")  # runs that saved findings
 SCAN_STATUSES: tuple[str, ...] = ("ok", "error")
 FINDING_STATES: tuple[str, ...] = ("new", "persisting", "waived", "waiver-expired")
 
@@ -109,6 +111,38 @@ class ScanRun(Base):
     policy_text: Mapped[str | None]
     site_filter: Mapped[str | None]
     organisation: Mapped[str | None]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A scan run as the rest of the code sees it: one field per column of `ScanRun`.
+
+    This pair is the one definition of a run's fields. A new field is a column above, a
+    field here (same name) and an Alembic revision: `run_row` maps by name, and
+    tests/test_store.py checks that the two lists agree.
+    """
+
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    status: str  # running | complete | partial | aborted
+    servers_planned: int
+    servers_scanned: int  # scans that succeeded
+    servers_failed: int  # scans that ended in an error
+    tool_version: str
+    catalog_version: str | None
+    operator: str
+    scanning_host: str
+    inventory_sha256: str
+    policy_sha256: str | None
+    policy_text: str | None
+    site_filter: str | None
+    organisation: str | None = None
+
+
+def run_row(run: ScanRun) -> RunRow:
+    """The stored run as a RunRow (field by field, by name)."""
+    return RunRow(**{f.name: getattr(run, f.name) for f in fields(RunRow)})
 
 
 class Server(Base):

@@ -34,16 +34,19 @@ from scanner.store.db import (
     upgrade_database,
 )
 from scanner.store.models import (
+    FINISHED_STATUSES,
     RUN_STATUSES,
     ConfigBlob,
     Finding,
     Observation,
     RefusedLogon,
     ResolvedFinding,
+    RunRow,
     RunServer,
     ScanRun,
     Server,
     ServerScan,
+    run_row,
 )
 
 __all__ = [
@@ -65,28 +68,6 @@ class UnknownRunError(StoreError):
     """The history has no scan run with the id asked for (a usage error)."""
 
     exit_code = ExitCode.USAGE
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """A scan run as stored in scan_runs."""
-
-    id: int
-    started_at: datetime
-    finished_at: datetime | None
-    status: str  # running | complete | partial | aborted
-    servers_planned: int
-    servers_scanned: int  # scans that succeeded
-    servers_failed: int  # scans that ended in an error
-    tool_version: str
-    catalog_version: str | None
-    operator: str
-    scanning_host: str
-    inventory_sha256: str
-    policy_sha256: str | None
-    policy_text: str | None
-    site_filter: str | None
-    organisation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -426,7 +407,13 @@ class Store:
     def run(self, run_id: int) -> RunRow:
         """One run; UnknownRunError when there is none with that id."""
         with self._read(f"read scan run {run_id}") as session:
-            return _run_row(self._require_run(session, run_id))
+            return run_row(self._require_run(session, run_id))
+
+    def previous_finished_run(self, run_id: int) -> int | None:
+        """The newest run before `run_id` that finished (complete or partial) and so saved findings."""
+        query = select(func.max(ScanRun.id)).where(ScanRun.id < run_id, ScanRun.status.in_(FINISHED_STATUSES))
+        with self._read(f"find the run before run {run_id}") as session:
+            return session.scalar(query)
 
     def runs(self, limit: int | None = None) -> list[RunRow]:
         """Runs, newest first."""
@@ -434,7 +421,7 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self._read("list the scan runs") as session:
-            return [_run_row(run) for run in session.scalars(query)]
+            return [run_row(run) for run in session.scalars(query)]
 
     def planned_servers(self, run_id: int) -> list[PlannedServer]:
         """The planned scope of a run, in inventory order."""
@@ -552,27 +539,6 @@ class Store:
                 .join(Server, Server.id == ServerScan.server_id)
                 .where(Server.name_key == server_name.casefold(), ServerScan.scan_status == "ok")
             )
-
-
-def _run_row(run: ScanRun) -> RunRow:
-    return RunRow(
-        id=run.id,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        status=run.status,
-        servers_planned=run.servers_planned,
-        servers_scanned=run.servers_scanned,
-        servers_failed=run.servers_failed,
-        tool_version=run.tool_version,
-        catalog_version=run.catalog_version,
-        operator=run.operator,
-        scanning_host=run.scanning_host,
-        inventory_sha256=run.inventory_sha256,
-        policy_sha256=run.policy_sha256,
-        policy_text=run.policy_text,
-        site_filter=run.site_filter,
-        organisation=run.organisation,
-    )
 
 
 def _rebuild(
