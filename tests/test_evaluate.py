@@ -13,11 +13,10 @@ from scanner.judge.evaluate import (
     Evaluation,
     active_at_or_above,
     evaluate_run,
-    finding_info,
-    waiver_infos,
 )
 from scanner.judge.policy import Policy
 from scanner.parse.observe import RefusedLogonObservation, ServerObservation
+from scanner.report.findings import finding_info, waiver_infos
 from scanner.store.repo import FindingRow, Store, open_store
 
 RTM = "8.0.685.24"

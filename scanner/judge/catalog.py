@@ -17,7 +17,7 @@ from typing import Any
 
 from scanner.errors import ConfigError
 from scanner.judge.checks import CHECKS, COMMON_FIELDS
-from scanner.report.model import RuleInfo
+from scanner.judge.results import RuleInfo
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 LANGUAGES: tuple[str, ...] = ("en", "de")
@@ -128,6 +128,27 @@ class Catalog:
         """A shared sentence ([text.<lang>]: waived, waiver_expired, not_rescanned)."""
         table = self.texts.get(lang) or self.texts["en"]
         return render(table[key], fields, self._generic(lang)).strip()
+
+    def finding_message(
+        self,
+        rule_id: str,
+        fields: Mapping[str, Any],
+        lang: str,
+        *,
+        state: str,
+        waiver: Mapping[str, Any] | None,
+        not_rescanned: Mapping[str, Any] | None,
+    ) -> str:
+        """The finding's sentence plus what its waiver and a missed scan add to it (shared by
+        evaluation, which stores it, and reports, which render it again in their language)."""
+        parts = [self.message(rule_id, fields, lang)]
+        if not_rescanned:
+            parts.append(self.sentence("not_rescanned", {**fields, **not_rescanned}, lang))
+        if waiver and state == "waived":
+            parts.append(self.sentence("waived", waiver, lang))
+        elif waiver and state == "waiver-expired":
+            parts.append(self.sentence("waiver_expired", waiver, lang))
+        return " ".join(parts)
 
     def rule_info(self, rule_id: str, lang: str = "en", severity: str | None = None) -> RuleInfo:
         """The catalog entry as report data (severity after policy overrides when given)."""

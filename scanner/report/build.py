@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 from scanner.judge.catalog import Catalog, load_catalog
-from scanner.judge.evaluate import finding_info, waiver_infos
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ServerObservation, failed
+from scanner.report.findings import finding_info, waiver_infos
 from scanner.report.history import changes
 from scanner.report.model import (
     ResolvedInfo,

@@ -1,53 +1,30 @@
 """Everything a report of one run shows, as plain data built from the history store.
 
 Exporters (JSON, CSV, XLSX) read only this model: they never query the store, so a past
-run's report regenerated later has the same content. `build_report()` fills it.
+run's report regenerated later has the same content. `build_report()` fills it. The run is
+the store's own record of it (`RunRow`); findings, rules and waivers are the judge's types.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from scanner.judge.results import FindingInfo, RuleInfo, WaiverInfo
 from scanner.parse.observe import ServerObservation
 from scanner.store.models import RunRow
 
-
-@dataclass(frozen=True)
-class RuleInfo:
-    """A catalog entry as applied in this run (severity after policy overrides)."""
-
-    id: str
-    title: str
-    severity: str
-    default_severity: str
-    rationale: str
-    remediation: str
-    references: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class FindingInfo:
-    rule: str
-    title: str
-    severity: str  # critical | high | medium | low | info, after policy overrides
-    state: str  # new | persisting | waived | waiver-expired
-    server: str | None
-    site: str | None
-    protocol: str | None
-    message: str  # the sentence that explains it, in the report's language
-    remediation: str
-    observed: str | None  # observed value, e.g. "true", "unknown", "8.1.240.6"
-    expected: str | None  # baseline value, e.g. "false"
-    first_seen_run: int | None
-    first_seen_at: datetime | None
-    evidence: dict[str, Any] = field(default_factory=dict)
-    waiver: dict[str, Any] | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state != "waived"
+__all__ = [
+    "ChangeInfo",
+    "FindingInfo",
+    "ResolvedInfo",
+    "RuleInfo",
+    "RunReport",
+    "RunRow",
+    "ScopeEntry",
+    "TrendPoint",
+    "WaiverInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -84,17 +61,6 @@ class ChangeInfo:
     before_at: datetime
     after_at: datetime
     build_changed: bool
-
-
-@dataclass(frozen=True)
-class WaiverInfo:
-    rule: str
-    scope: str  # human text: "server CAS07", "site Hamburg / pop3"
-    justification: str
-    approver: str
-    created: str | None
-    expires: str | None
-    state: str  # active | expired | unused
 
 
 @dataclass(frozen=True)

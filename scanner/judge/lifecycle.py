@@ -1,0 +1,184 @@
+"""The lifecycle of findings across runs: severities, waivers and states, without I/O.
+
+`evaluate` runs `scanner.judge.checks` over inputs already read (`scanner.judge.evaluate`
+reads them from the store) and returns the rows the caller saves with `Store.save_findings`.
+
+Lifecycle, against the findings saved for the previous finished run (the newest earlier
+run with status complete or partial; aborted runs saved none). A finding's identity is
+rule + server + protocol (rule + site + protocol for site-level findings such as XS-009):
+- new: not in the previous run; first seen now.
+- persisting: in the previous run; first-seen run and time carried over. This holds for
+  change rules too: a value that changes again in the next scan keeps XS-004 persisting.
+- resolved: in the previous run, not now (returned as (rule, server, protocol)).
+- waived: an active waiver of the policy covers it; still listed, with the waiver.
+- waiver-expired: only expired waivers cover it: active again, and the message says so.
+A server that could not be scanned in this run is not re-evaluated: XS-011 fires, and its
+other findings of the previous run are carried over as they were (persisting, marked
+`not_rescanned` in the evidence, severity and waivers re-applied): they neither vanish
+nor resolve. Site-level findings (XS-009) are judged over the servers scanned in this
+run. Findings of servers outside this run's planned scope (`scan --site`) are
+neither listed nor resolved.
+
+Waivers are judged on the UTC date of the run's start unless `now` is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from typing import Any
+
+from scanner.judge.catalog import Catalog
+from scanner.judge.checks import CheckInput, RawFinding, finding_key, run_checks
+from scanner.judge.policy import Policy, Waiver
+from scanner.store.repo import FindingRow
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate` concluded for one run."""
+
+    run_id: int
+    previous_run_id: int | None
+    findings: list[FindingRow]
+    resolved: list[tuple[str, str | None, str | None]]  # (rule, server, protocol)
+
+
+def evaluate(
+    inp: CheckInput,
+    policy: Policy,
+    catalog: Catalog,
+    *,
+    run_started_at: datetime,
+    previous_run_id: int | None,
+    previous_findings: Sequence[FindingRow],
+    lang: str = "en",
+    now: datetime | None = None,
+) -> Evaluation:
+    """Findings of run `inp.run_id` with severities, waivers and states (no I/O)."""
+    day = _utc_day(now or run_started_at)
+    planned_names = {p.name.casefold() for p in inp.planned}
+    unscanned = {
+        p.name.casefold()
+        for p in inp.planned
+        if (obs := inp.observation(p.name)) is None or obs.scan_status != "ok"
+    }
+    planned_sites = set()
+    for p in inp.planned:
+        obs = inp.observation(p.name)
+        site = (obs.site if obs is not None and obs.site else None) or p.site
+        if site:
+            planned_sites.add(site.casefold())
+
+    previous_by_key: dict[tuple[str, str, str, str], FindingRow] = {}
+    carried: list[FindingRow] = []
+    for row in previous_findings:
+        if row.server_name:
+            name = row.server_name.casefold()
+            if name not in planned_names:
+                continue  # out of this run's scope
+            if name in unscanned and row.rule != "XS-011":
+                carried.append(row)
+                continue
+        elif (row.site or "").casefold() not in planned_sites:
+            continue
+        previous_by_key[finding_key(row.rule, row.server_name, row.site, row.protocol)] = row
+
+    rows: list[FindingRow] = []
+    current_keys = set()
+    for raw in run_checks(inp):
+        current_keys.add(raw.key)
+        before = previous_by_key.get(raw.key)
+        rows.append(_row(raw, before, inp.run_id, run_started_at, previous_run_id, policy, catalog, lang, day))
+    for row in carried:
+        rows.append(_carry(row, previous_run_id, policy, catalog, lang, day))
+
+    resolved = [
+        (row.rule, row.server_name, row.protocol) for key, row in previous_by_key.items() if key not in current_keys
+    ]
+    order = {p.name.casefold(): i for i, p in enumerate(inp.planned)}
+    rows.sort(key=lambda r: (r.rule, order.get((r.server_name or "").casefold(), len(order)), r.site or "", r.protocol or ""))
+    return Evaluation(inp.run_id, previous_run_id, rows, resolved)
+
+
+def _utc_day(moment: datetime) -> date:
+    if moment.tzinfo is None:
+        return moment.date()
+    return moment.astimezone(UTC).date()
+
+
+def _waiver_state(
+    policy: Policy, rule: str, server: str | None, site: str | None, protocol: str | None, day: date
+) -> tuple[str | None, dict[str, Any] | None]:
+    waiver: Waiver | None = policy.waiver_for(rule, server, site, protocol, day)
+    if waiver is None:
+        return None, None
+    return ("waiver-expired" if waiver.expired_on(day) else "waived"), waiver.as_json(day)
+
+
+def _row(
+    raw: RawFinding,
+    before: FindingRow | None,
+    run_id: int,
+    run_started_at: datetime,
+    previous_run_id: int | None,
+    policy: Policy,
+    catalog: Catalog,
+    lang: str,
+    day: date,
+) -> FindingRow:
+    severity = policy.severity_for(raw.rule, catalog.rule(raw.rule).severity)
+    waiver_state, waiver = _waiver_state(policy, raw.rule, raw.server, raw.site, raw.protocol, day)
+    if before is not None:
+        state = "persisting"
+        first_run = before.first_seen_run_id if before.first_seen_run_id is not None else previous_run_id
+        first_at = before.first_seen_at
+    else:
+        state, first_run, first_at = "new", run_id, run_started_at
+    state = waiver_state or state
+    evidence = {**raw.evidence, "observed": raw.observed, "expected": raw.expected, "fields": dict(raw.fields)}
+    return FindingRow(
+        rule=raw.rule,
+        severity=severity,
+        state=state,
+        server_name=raw.server,
+        site=raw.site,
+        protocol=raw.protocol,
+        message=catalog.finding_message(raw.rule, raw.fields, lang, state=state, waiver=waiver, not_rescanned=None),
+        evidence=evidence,
+        first_seen_run_id=first_run,
+        first_seen_at=first_at,
+        waiver=waiver,
+    )
+
+
+def _carry(
+    row: FindingRow, previous_run_id: int | None, policy: Policy, catalog: Catalog, lang: str, day: date
+) -> FindingRow:
+    """A finding of a server not scanned in this run, as it was last evaluated."""
+    evidence = dict(row.evidence or {})
+    earlier = evidence.get("not_rescanned") or {}
+    as_of = earlier.get("as_of_run") or previous_run_id
+    evidence["not_rescanned"] = {"as_of_run": as_of}
+    default = catalog.rule(row.rule).severity if row.rule in catalog else row.severity
+    severity = policy.severity_for(row.rule, default)
+    waiver_state, waiver = _waiver_state(policy, row.rule, row.server_name, row.site, row.protocol, day)
+    state = waiver_state or "persisting"
+    fields = evidence.get("fields")
+    if isinstance(fields, dict) and row.rule in catalog:
+        message = catalog.finding_message(
+            row.rule, fields, lang, state=state, waiver=waiver, not_rescanned=evidence["not_rescanned"]
+        )
+    else:
+        message = row.message
+    return replace(
+        row,
+        severity=severity,
+        state=state,
+        message=message,
+        evidence=evidence,
+        first_seen_run_id=row.first_seen_run_id if row.first_seen_run_id is not None else previous_run_id,
+        waiver=waiver,
+        id=None,
+    )
