@@ -74,7 +74,7 @@ def rules_cmd(lang: str) -> None:
     for column in ("id", "severity", "title"):
         table.add_column(column)
     for rule in catalog.rules:
-        table.add_row(rule.id, rule.severity, _text(rule.title[lang] if isinstance(rule.title, dict) else rule.title))
+        table.add_row(rule.id, rule.severity, _text(rule.text(lang).title))
     out_console.print(table)
 
 

@@ -48,9 +48,8 @@ def history(db_url: str | None, server: str | None, protocol: str | None) -> Non
         table.add_column(column)
     for row in rows:
         values = row.as_dict()
-        changed = set(getattr(row, "changed", ()) or ())
         table.add_row(*[
-            (f"[bold yellow]{_text(values[c])} *[/]" if c in changed else _text(values[c])) for c in columns
+            (f"[bold yellow]{_text(values[c])} *[/]" if c in row.changed else _text(values[c])) for c in columns
         ])
     out_console.print(table)
 
