@@ -57,8 +57,27 @@ def _open_store(db_url: str | None) -> Any:
     return open_store(db_url)
 
 
+SYSTEMD_CREDENTIAL = "cas-audit-password"
+
+
+def _systemd_credential(name: str) -> str | None:
+    """A credential systemd passed with LoadCredential= (systemd.exec(5), "Credentials"):
+    a file in $CREDENTIALS_DIRECTORY, readable only by the service. One trailing newline
+    is dropped, as `echo secret > file` leaves one."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        return None
+    try:
+        with open(os.path.join(folder, name), encoding="utf-8") as handle:
+            text = handle.read(64 * 1024)
+    except OSError:
+        return None
+    return text.removesuffix("\n").removesuffix("\r") or None
+
+
 def _password(username: str) -> str:
-    """CAS_AUDIT_PASSWORD, then the OS keyring (service 'cas-audit'), then a prompt.
+    """CAS_AUDIT_PASSWORD, then the systemd credential `cas-audit-password`, then the OS
+    keyring (service 'cas-audit'; the Credential Manager on Windows), then a prompt.
 
     The environment variable serves every account of the inventory; the keyring and the
     prompt are asked once per account."""
@@ -66,6 +85,10 @@ def _password(username: str) -> str:
     if value:
         output.add_secret(value)
         return value
+    credential = _systemd_credential(SYSTEMD_CREDENTIAL)
+    if credential:
+        output.add_secret(credential)
+        return credential
     try:
         import keyring
 
@@ -81,7 +104,8 @@ def _password(username: str) -> str:
         return typed
     raise ConfigError(
         f"no password for {username}",
-        hint="set CAS_AUDIT_PASSWORD, store it with `keyring set cas-audit <user>`, or run on a terminal",
+        hint="set CAS_AUDIT_PASSWORD, store it with `keyring set cas-audit <user>` (on Windows: in the "
+             "Credential Manager of the account that runs cas-audit), or run on a terminal",
     )
 
 
