@@ -30,6 +30,7 @@ from scanner import collect as collector
 from scanner.collect import httpguard
 from scanner.errors import CollectionError, CollectorOutputError
 from scanner.inventory import Target
+from scanner.util.xmlsafe import UntrustedXMLError, parse_untrusted
 
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 # One HTTP response: a Receive envelope carries output base64-encoded (4/3), plus the
@@ -127,6 +128,32 @@ def stderr_summary(stderr: bytes, limit: int = 300) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+_NS_WSMANFAULT = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
+_FAULT_TEXT_LIMIT = 500
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def _fault_message(response: object) -> str:
+    """The text of a fault's f:WSManFault/f:Message (a shell plugin's or a nested fault's
+    message included), which often says more than s:Reason: e.g. "...a command identifier
+    that does not exist" under the generic "invalid selectors" reason
+    (tests/replay/winrs_bad_cmd_id.toml)."""
+    if not isinstance(response, (str, bytes)) or not response:
+        return ""
+    data = response.encode("utf-8", errors="replace") if isinstance(response, str) else response
+    try:
+        root = parse_untrusted(data, max_bytes=256 * 1024)
+    except UntrustedXMLError:
+        return ""
+    message = root.find(f".//{{{_NS_WSMANFAULT}}}WSManFault/{{{_NS_WSMANFAULT}}}Message")
+    if message is None:
+        return ""
+    return _printable(" ".join("".join(message.itertext()).split()))
+
+
 def _translate(target: Target, exc: BaseException) -> CollectionError:
     """Turn what pywinrm and requests raise into one CollectionError kind with a sentence."""
     where = f"{target.endpoint}"
@@ -137,7 +164,11 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
                                hint="check the user name, CAS_AUDIT_PASSWORD and the auth method")
     if isinstance(exc, WSManFaultError):
         code = f" (code {exc.wsman_fault_code})" if exc.wsman_fault_code is not None else ""
-        reason = " ".join(str(exc.reason or "").split())[:300]
+        reason = _printable(" ".join(str(exc.reason or "").split()))
+        detail = _fault_message(exc.response)
+        if detail and detail not in reason:
+            reason = f"{reason} {detail}".strip()
+        reason = reason[:_FAULT_TEXT_LIMIT] + ("..." if len(reason) > _FAULT_TEXT_LIMIT else "")
         return CollectionError("soap-fault", f"{where} answered a WS-Management fault{code}: {reason}")
     if isinstance(exc, requests.exceptions.SSLError):
         return CollectionError("tls", f"TLS with {where} failed: certificate not trusted or handshake refused",
