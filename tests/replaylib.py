@@ -1,27 +1,26 @@
 """Recorded Windows exchanges (tests/replay/*.toml): loading, replaying over a stubbed HTTP
 layer, and comparing SOAP documents structurally with their ids normalised.
 
-The replay stubs only the HTTP layer: a requests transport adapter, mounted on the session
-pywinrm builds, answers each request with the recorded response to the same action, after
-checking that the request has the recorded request's shape. pywinrm itself, and everything
-of ours above it, runs unmodified.
+The replay replaces only the server: a loopback HTTP server answers each request with the
+recorded response to the same action, after checking that the request has the recorded
+request's shape. pywinrm, requests and everything of ours (the per-server HTTP guard
+included) run unmodified over a real socket.
 """
 
 from __future__ import annotations
 
 import re
+import socket
+import threading
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
-import requests
 from lxml import etree
-from requests.structures import CaseInsensitiveDict
-from winrm.transport import Transport
 
 FIXTURES = Path(__file__).parent / "replay"
 SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
@@ -110,13 +109,13 @@ def norm_id(value: str) -> str:
 
 
 @dataclass
-class ReplayAdapter(requests.adapters.BaseAdapter):
-    """Answers pywinrm's requests from a recording, in order.
+class Replayer:
+    """Answers SOAP requests from a recording, in order.
 
     A request is answered by the next recorded exchange of the same action; recorded
     exchanges of an action in `optional` may be passed over (the client need not send
     them). The request must have the recorded request's shape (`request_problems`).
-    Whatever does not fit is written to `problems` and refused with a ConnectionError,
+    Whatever does not fit is written to `problems` and answered with an empty HTTP 400,
     so a test sees it even when the code under test turns exceptions into errors.
     """
 
@@ -127,58 +126,116 @@ class ReplayAdapter(requests.adapters.BaseAdapter):
     served: list[str] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def __post_init__(self) -> None:
-        super().__init__()
+    def answer(self, body: bytes) -> tuple[int, bytes]:
+        with self.lock:
+            self.sent.append(body)
+            try:
+                action = action_of(body)
+            except etree.XMLSyntaxError as exc:
+                return self._refuse(f"request {len(self.sent)} is not XML: {exc}")
+            index = self.position
+            exchanges = self.recording.exchanges
+            while index < len(exchanges) and exchanges[index].action != action:
+                if exchanges[index].action not in self.optional:
+                    break
+                index += 1
+            if index >= len(exchanges) or exchanges[index].action != action:
+                return self._refuse(f"request {len(self.sent)} ({action}) has no recorded answer "
+                                    f"after exchange {self.position} of {self.recording.name}")
+            exchange = exchanges[index]
+            problems = request_problems(exchange.request, body, check_ids=self.check_ids) if exchange.request else []
+            if problems:
+                return self._refuse(f"request {len(self.sent)} ({action}): " + "; ".join(problems))
+            self.position = index + 1
+            self.served.append(action)
+            # Ids normalised: the answer relates to the MessageID actually sent (pywinrm checks
+            # RelatesTo after a Signal); everything else is the recorded text.
+            message_id = text_of(parse(body), "s:Header/a:MessageID")
+            text = re.sub(r"(<a:RelatesTo>)[^<]*(</a:RelatesTo>)", rf"\g<1>{message_id}\g<2>",
+                          exchange.response) if message_id else exchange.response
+            return exchange.status or 500, text.encode("utf-8")
 
-    def send(self, request: requests.PreparedRequest, stream: bool = False,  # type: ignore[override]
-             timeout: object = None, verify: object = True, cert: object = None,
-             proxies: object = None) -> requests.Response:
-        body = request.body if isinstance(request.body, bytes) else str(request.body or "").encode()
-        self.sent.append(body)
-        action = action_of(body)
-        index = self.position
-        exchanges = self.recording.exchanges
-        while index < len(exchanges) and exchanges[index].action != action:
-            if exchanges[index].action not in self.optional:
-                break
-            index += 1
-        if index >= len(exchanges) or exchanges[index].action != action:
-            return self._refuse(f"request {len(self.sent)} ({action}) has no recorded answer "
-                                f"after exchange {self.position} of {self.recording.name}")
-        exchange = exchanges[index]
-        problems = request_problems(exchange.request, body, check_ids=self.check_ids) if exchange.request else []
-        if problems:
-            return self._refuse(f"request {len(self.sent)} ({action}): " + "; ".join(problems))
-        self.position = index + 1
-        self.served.append(action)
-        return self._response(request, exchange, body)
-
-    def _refuse(self, problem: str) -> requests.Response:
+    def _refuse(self, problem: str) -> tuple[int, bytes]:
         self.problems.append(problem)
-        raise requests.exceptions.ConnectionError(f"replay: {problem}")
+        return 400, b""
 
-    def _response(self, request: requests.PreparedRequest, exchange: Exchange,
-                  body: bytes) -> requests.Response:
-        # Ids normalised: the answer relates to the MessageID actually sent (pywinrm checks
-        # RelatesTo after a Signal), everything else is the recorded text.
-        message_id = text_of(parse(body), "s:Header/a:MessageID")
-        text = re.sub(r"(<a:RelatesTo>)[^<]*(</a:RelatesTo>)", rf"\g<1>{message_id}\g<2>",
-                      exchange.response) if message_id else exchange.response
-        content = text.encode("utf-8")
-        response = requests.Response()
-        response.status_code = exchange.status or 500
-        response.reason = "OK" if response.status_code == 200 else "Internal Server Error"
-        response._content = content
-        response.headers = CaseInsensitiveDict({"Content-Type": SOAP_CONTENT_TYPE,
-                                                "Content-Length": str(len(content))})
-        response.url = str(request.url)
-        response.request = request
-        response.encoding = "utf-8"
-        return response
 
-    def close(self) -> None:
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ReplayHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no delayed-ACK waits
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if not self.headers.get("Authorization"):
+            status, content = 401, b""   # WinRM never answers an unauthenticated request
+        else:
+            status, content = self.server.replayer.answer(body)
+        self.send_response(status)
+        if content:
+            self.send_header("Content-Type", SOAP_CONTENT_TYPE)
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="WSMAN"')
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class _ReplayHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, replayer: Replayer) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.replayer = replayer
+
+
+@dataclass
+class Replay:
+    """A recording served over loopback HTTP: `endpoint` for the client, `replayer` for checks."""
+
+    endpoint: str
+    port: int
+    replayer: Replayer
+
+    @property
+    def problems(self) -> list[str]:
+        return self.replayer.problems
+
+    @property
+    def served(self) -> list[str]:
+        return self.replayer.served
+
+    @property
+    def sent(self) -> list[bytes]:
+        return self.replayer.sent
+
+
+@contextmanager
+def replaying(recording: Recording, **kw: Any) -> Iterator[Replay]:
+    """The recording answered by a loopback HTTP server while the block runs.
+
+    Only the HTTP layer is replaced: the client connects, authenticates (Basic) and reads
+    answers over a real socket, so everything of the client runs unmodified."""
+    replayer = Replayer(recording, **kw)
+    server = _ReplayHTTPServer(replayer)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=f"replay-{recording.name}", daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        yield Replay(f"http://127.0.0.1:{port}/wsman", int(port), replayer)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def request_problems(recorded: str, sent: bytes, *, check_ids: bool = True) -> list[str]:
@@ -209,25 +266,6 @@ def request_problems(recorded: str, sent: bytes, *, check_ids: bool = True) -> l
                 problems.append(f"CommandId {el_got.get('CommandId')!r} on {etree.QName(el_got).localname}, "
                                 f"recorded {el_want.get('CommandId')!r}")
     return problems
-
-
-@contextmanager
-def replaying(recording: Recording, **kw: Any) -> Iterator[ReplayAdapter]:
-    """pywinrm's HTTP layer answered from `recording` while the block runs."""
-    adapter = ReplayAdapter(recording, **kw)
-    original = Transport.build_session
-
-    def build_session(self: Transport) -> requests.Session:
-        if self.session:
-            return self.session
-        session = original(self)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        return session
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Transport, "build_session", build_session)
-        yield adapter
 
 
 # -- structural comparison -------------------------------------------------------------------

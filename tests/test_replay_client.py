@@ -22,26 +22,26 @@ from scanner.errors import CollectionError
 from scanner.inventory import Target
 
 
-def target(endpoint_host: str = "192.0.2.10") -> Target:
-    """A Basic-over-HTTP target; nothing is ever sent to its (documentation-only) address."""
-    return Target(name="CAS01", address=endpoint_host, site=None, username="auditor", auth="basic",
-                  scheme="http", port=5985, verify_tls=False, ca_bundle=None, allow_insecure=True,
+def target(port: int) -> Target:
+    """A Basic-over-HTTP target on the loopback replay server."""
+    return Target(name="CAS01", address="127.0.0.1", site=None, username="auditor", auth="basic",
+                  scheme="http", port=port, verify_tls=False, ca_bundle=None, allow_insecure=True,
                   cert_pem=None, cert_key_pem=None)
 
 
-def run(recording: str, **kw: object) -> tuple[winrm_client.CommandOutput | CollectionError, replaylib.ReplayAdapter]:
+def run(recording: str, **kw: object) -> tuple[winrm_client.CommandOutput | CollectionError, replaylib.Replay]:
     """run_collector against a recording: its result or the CollectionError it raised."""
-    with replaying(load(recording), **kw) as adapter:  # type: ignore[arg-type]
+    with replaying(load(recording), **kw) as replay:  # type: ignore[arg-type]
         try:
             result: winrm_client.CommandOutput | CollectionError = winrm_client.run_collector(
-                target(), "lab-password", script="Write-Output hi", env={}, timeout_s=30)
+                target(replay.port), "lab-password", script="Write-Output hi", env={}, timeout_s=30)
         except CollectionError as exc:
             result = exc
-    return result, adapter
+    return result, replay
 
 
-def protocol() -> Protocol:
-    return Protocol("http://192.0.2.10:5985/wsman", transport="plaintext", username="auditor",  # type: ignore[arg-type]
+def protocol(replay: replaylib.Replay) -> Protocol:
+    return Protocol(replay.endpoint, transport="plaintext", username="auditor",  # type: ignore[arg-type]
                     password="lab-password", read_timeout_sec=30, operation_timeout_sec=20,
                     proxy=None, ca_trust_path=None)  # type: ignore[arg-type]
 
@@ -79,17 +79,17 @@ def test_every_required_recording_is_reproduced() -> None:
 
 
 def test_standard_output_and_exit_code() -> None:
-    result, adapter = run("winrs_standard")
-    assert adapter.problems == []
+    result, replay = run("winrs_standard")
+    assert replay.problems == []
     assert isinstance(result, winrm_client.CommandOutput)
     assert (result.stdout, result.stderr, result.exit_code) == (b"hi\r\n", b"", 0)
     # Create, Command, Receive until Done, Delete: the recorded Signal is not needed.
-    assert adapter.served == ["Create", "Command", "Receive", "Delete"]
+    assert replay.served == ["Create", "Command", "Receive", "Delete"]
 
 
 def test_stderr_and_nonzero_exit_code_are_kept_apart() -> None:
-    result, adapter = run("winrs_stderr_rc")
-    assert adapter.problems == []
+    result, replay = run("winrs_stderr_rc")
+    assert replay.problems == []
     assert isinstance(result, winrm_client.CommandOutput)
     assert (result.stdout, result.stderr, result.exit_code) == (b"out \r\n", b"err \r\n", 1)
     assert winrm_client.stderr_summary(result.stderr) == "err"
@@ -101,35 +101,35 @@ def test_bare_program_under_skip_cmd_shell_is_reported_as_the_windows_fault() ->
     deleted. Whatever program the client launches, this is what such a server answers the
     first Command of the recording with. (The recorded client went on with a full-path
     launch; a client that stops at the fault goes straight to Delete.)"""
-    result, adapter = run("winrs_no_cmd_shell", optional=("Command", "Receive", "Signal"))
-    assert adapter.problems == []
+    result, replay = run("winrs_no_cmd_shell", optional=("Command", "Receive", "Signal"))
+    assert replay.problems == []
     assert isinstance(result, CollectionError)
     assert result.kind == "soap-fault"
     assert "(code 2147942402)" in str(result)
     assert "The system cannot find the file specified." in str(result)
-    assert adapter.served[0] == "Create" and adapter.served[1] == "Command"
-    assert adapter.served[-1] == "Delete"
+    assert replay.served[0] == "Create" and replay.served[1] == "Command"
+    assert replay.served[-1] == "Delete"
 
 
 def test_unknown_command_id_is_a_clear_error() -> None:
     """The recording's Receive names a CommandId the server does not know (ids are not
     checked here: the recorded request named another one on purpose)."""
-    result, adapter = run("winrs_bad_cmd_id", check_ids=False)
-    assert adapter.problems == []
+    result, replay = run("winrs_bad_cmd_id", check_ids=False)
+    assert replay.problems == []
     assert isinstance(result, CollectionError) and result.kind == "soap-fault"
     text = str(result)
     assert "(code 2150858843)" in text
     assert "command identifier that does not exist" in text
-    assert adapter.served == ["Create", "Command", "Receive", "Delete"]
+    assert replay.served == ["Create", "Command", "Receive", "Delete"]
 
 
 def test_unicode_output_decodes() -> None:
-    result, adapter = run("winrs_unicode")
-    assert adapter.problems == []
+    result, replay = run("winrs_unicode")
+    assert replay.problems == []
     assert isinstance(result, winrm_client.CommandOutput)
     assert result.stdout.decode("utf-8") == "こんにちは\n"
     # The shell was asked for code page 65001, as the recorded client did.
-    create = parse(adapter.sent[0])
+    create = parse(replay.sent[0])
     assert replaylib.options(create)["WINRS_CODEPAGE"] == "65001"
 
 
@@ -141,12 +141,12 @@ def test_requests_fit_the_recorded_envelope_limit() -> None:
     limit_kb = int(config.find(".//{http://schemas.microsoft.com/wbem/wsman/1/config}MaxEnvelopeSizekb").text)  # type: ignore[union-attr]
     assert limit_kb == 150
     script = collect.collector_script()
-    with replaying(load("winrs_standard")) as adapter:
-        winrm_client.run_collector(target(), "lab-password", script=script,
+    with replaying(load("winrs_standard")) as replay:
+        winrm_client.run_collector(target(replay.port), "lab-password", script=script,
                                    env={collect.SINCE_ENV_VAR: "2026-01-01T00:00:00Z"}, timeout_s=30)
-    assert adapter.problems == []
-    assert adapter.served == ["Create", "Command", "Receive", "Delete"]
-    for body in adapter.sent:
+    assert replay.problems == []
+    assert replay.served == ["Create", "Command", "Receive", "Delete"]
+    for body in replay.sent:
         assert len(body) <= limit_kb * 1024
         assert int(replaylib.text_of(parse(body), "s:Header/w:MaxEnvelopeSize")) <= limit_kb * 1024
 
@@ -157,16 +157,16 @@ def test_requests_fit_the_recorded_envelope_limit() -> None:
 def test_receive_without_command_is_refused_with_invalid_parameter() -> None:
     """Windows answers a Receive its shell cannot serve with fault 87 from the shell plugin;
     the client reports it as a soap-fault naming the code and the text."""
-    with replaying(load("winrs_fail_poll_process"), check_ids=False) as adapter:
-        p = protocol()
+    with replaying(load("winrs_fail_poll_process"), check_ids=False) as replay:
+        p = protocol(replay)
         shell_id = p.open_shell()
         assert shell_id == "8ABEA8D2-0438-4D75-A594-55DCA786B4E1"
         with pytest.raises(WSManFaultError) as caught:
             p.get_command_output_raw(shell_id, "")
         p.close_shell(shell_id)
-    assert adapter.problems == []
+    assert replay.problems == []
     assert caught.value.wsman_fault_code == 87
-    error = winrm_client._translate(target(), caught.value)
+    error = winrm_client._translate(target(1), caught.value)
     assert error.kind == "soap-fault"
     assert "(code 87)" in str(error) and "The parameter is incorrect." in str(error)
 
@@ -178,14 +178,14 @@ def test_environment_variables_travel_as_recorded() -> None:
     recorded = parse(recording.first("Create").request)
     variables = {v.get("Name"): v.text for v in recorded.iterfind(".//rsp:Variable", NS)}
     assert len(variables) == 3
-    with replaying(recording) as adapter:
-        p = protocol()
+    with replaying(recording) as replay:
+        p = protocol(replay)
         shell_id = p.open_shell(env_vars=variables)  # type: ignore[arg-type]
         command_id = p.run_command(shell_id, "cmd.exe", ["/c", "set"])
         out, err, code = p.get_command_output(shell_id, command_id)
         p.close_shell(shell_id)
-    assert adapter.problems == []
-    sent = {v.get("Name"): v.text for v in parse(adapter.sent[0]).iterfind(".//rsp:Variable", NS)}
+    assert replay.problems == []
+    sent = {v.get("Name"): v.text for v in parse(replay.sent[0]).iterfind(".//rsp:Variable", NS)}
     assert sent == variables
     text = out.decode("utf-8")
     assert "env1=var1\r\n" in text and "1234=5678\r\n" in text
@@ -197,8 +197,8 @@ def test_stdin_sent_and_closed_as_recorded() -> None:
     """pywinrm's Send has the recorded shape (rsp:Stream Name=stdin, CommandId, End), and
     PowerShell reading a script from stdin finishes once stdin is closed."""
     recording = load("winrs_send")
-    with replaying(recording) as adapter:
-        p = protocol()
+    with replaying(recording) as replay:
+        p = protocol(replay)
         shell_id = p.open_shell()
         command_id = p.run_command(shell_id, "powershell.exe", ["-"])
         p.send_command_input(shell_id, command_id, b'Write-Host "output 1";')
@@ -206,9 +206,9 @@ def test_stdin_sent_and_closed_as_recorded() -> None:
         out, err, code = p.get_command_output(shell_id, command_id)
         p.cleanup_command(shell_id, command_id)
         p.close_shell(shell_id)
-    assert adapter.problems == []
-    assert adapter.served == ["Create", "Command", "Send", "Send", "Receive", "Signal", "Delete"]
-    for sent, exchange in zip(adapter.sent[2:4], [e for e in recording.exchanges if e.action == "Send"],
+    assert replay.problems == []
+    assert replay.served == ["Create", "Command", "Send", "Send", "Receive", "Signal", "Delete"]
+    for sent, exchange in zip(replay.sent[2:4], [e for e in recording.exchanges if e.action == "Send"],
                               strict=True):
         got = parse(sent).find(".//rsp:Send/rsp:Stream", NS)
         want = parse(exchange.request).find(".//rsp:Send/rsp:Stream", NS)
@@ -227,9 +227,9 @@ def test_winrm_11_shell_id_keeps_its_uuid_prefix() -> None:
     takes the id verbatim (and would send it back so)."""
     stubs = load("winrb_v1_stubs")
     v1 = replaylib.Recording("v1", stubs.source, (stubs.exchanges[0],))
-    with replaying(v1) as adapter:
-        shell_id = protocol().open_shell()
-    assert adapter.problems == [] and adapter.served == ["Create"]
+    with replaying(v1) as replay:
+        shell_id = protocol(replay).open_shell()
+    assert replay.problems == [] and replay.served == ["Create"]
     assert shell_id == "uuid:739990FF-1492-4CDD-80BB-6E07ADB06D85"
 
 
@@ -240,11 +240,11 @@ def test_winrm_11_nested_fault_is_reported_readably() -> None:
     stubs = load("winrb_v1_stubs")
     fault = stubs.exchanges[2]
     as_create = replaylib.Exchange("Create", fault.status, "", fault.response, fault.path)
-    with replaying(replaylib.Recording("v1-fault", stubs.source, (as_create,))) as adapter:
+    with replaying(replaylib.Recording("v1-fault", stubs.source, (as_create,))) as replay:
         with pytest.raises(WSManFaultError) as caught:
-            protocol().open_shell()
-    assert adapter.problems == []
-    error = winrm_client._translate(target(), caught.value)
+            protocol(replay).open_shell()
+    assert replay.problems == []
+    error = winrm_client._translate(target(1), caught.value)
     assert error.kind == "soap-fault"
     assert "(code 2150858778)" in str(error)
     assert ("The data source could not process the filter. The filter might be missing or it might be "
