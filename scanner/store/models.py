@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -22,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -160,6 +160,7 @@ class RunServer(Base):
     """A server in the planned scope of a run, whether or not it was reached."""
 
     __tablename__ = "run_servers"
+    __table_args__ = (Index("ix_run_servers_server_id_run_id", "server_id", "run_id"),)
 
     run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id", ondelete="CASCADE"), primary_key=True)
     server_id: Mapped[int] = mapped_column(ForeignKey("servers.id"), primary_key=True)
@@ -168,38 +169,49 @@ class RunServer(Base):
     inventory_site: Mapped[str | None]
 
 
+class Document(Base):
+    """A JSON document stored once per SHA-256 of its text and referred to by id.
+
+    What stays the same from scan to scan (a server's build and paths, a protocol's
+    config state, a finding's message and evidence) is stored here once, so the history
+    grows with change, not with the number of scans. `kind` says what it describes:
+    server | protocol | finding. `body` is the exact JSON text that was hashed.
+    """
+
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+
+
 class ServerScan(Base):
-    """The result of scanning one server in one run (ok or error)."""
+    """The result of scanning one server in one run (ok or error).
+
+    What the scan found out about the server (address, site, build, paths, ...) is the
+    `state` document; only what differs on every scan is a column here.
+    """
 
     __tablename__ = "server_scans"
     __table_args__ = (
-        UniqueConstraint("run_id", "server_id"),
+        UniqueConstraint("server_id", "run_id"),
         CheckConstraint(_in("scan_status", SCAN_STATUSES), name="scan_status"),
         Index("ix_server_scans_server_id_finished_at", "server_id", "finished_at"),
+        Index("ix_server_scans_run_id", "run_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id", ondelete="CASCADE"))
     server_id: Mapped[int] = mapped_column(ForeignKey("servers.id"))
-    address: Mapped[str]
     scan_status: Mapped[str] = mapped_column(String(16))
     error_kind: Mapped[str | None]
     error_message: Mapped[str | None]
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
-    site: Mapped[str | None]
-    reported_site: Mapped[str | None]
-    computer: Mapped[str | None]
-    build: Mapped[str | None]
-    service_pack: Mapped[str | None]
-    rollup: Mapped[str | None]
-    build_recognised: Mapped[bool] = mapped_column(Boolean)
-    rollup_listed: Mapped[str | None]  # the registry's Patches list (second opinion)
-    install_path: Mapped[str | None]
-    setup_key: Mapped[str | None]
-    ps_version: Mapped[str | None]
     events_since: Mapped[datetime | None]
-    collector_errors: Mapped[list[Any]]  # [[where, message], ...]
+    site: Mapped[str | None]  # also in the state document; a column for site-level lookups
+    state_id: Mapped[int] = mapped_column(ForeignKey("documents.id"))
 
 
 class ConfigBlob(Base):
@@ -214,37 +226,16 @@ class ConfigBlob(Base):
 
 
 class Observation(Base):
-    """What one protocol's config and service looked like in one server scan."""
+    """One protocol observed in one server scan; what was seen is the `state` document
+    (config value and file, service), shared by every scan that saw the same."""
 
     __tablename__ = "observations"
-    __table_args__ = (
-        UniqueConstraint("server_scan_id", "protocol"),
-        Index("ix_observations_server_id_protocol_scanned_at", "server_id", "protocol", "scanned_at"),
-        Index("ix_observations_run_id", "run_id"),
-    )
+    __table_args__ = (UniqueConstraint("server_scan_id", "protocol"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     server_scan_id: Mapped[int] = mapped_column(ForeignKey("server_scans.id", ondelete="CASCADE"))
-    run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id", ondelete="CASCADE"))
-    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id"))
     protocol: Mapped[str] = mapped_column(String(16))
-    scanned_at: Mapped[datetime]
-    allow_cross_site: Mapped[bool | None] = mapped_column(Boolean)
-    value_source: Mapped[str]
-    config_status: Mapped[str]
-    raw_value: Mapped[str | None]
-    config_path: Mapped[str]
-    config_sha256: Mapped[str | None] = mapped_column(String(64), ForeignKey("config_blobs.sha256"))
-    config_length: Mapped[int | None]
-    config_modified: Mapped[datetime | None]
-    config_encoding: Mapped[str | None]
-    key_notes: Mapped[list[Any]]
-    service: Mapped[str]
-    start_mode: Mapped[str | None]
-    service_started: Mapped[datetime | None]
-    pending_restart: Mapped[bool] = mapped_column(Boolean)
-    refused_logons_count: Mapped[int]
-    detail: Mapped[str]
+    state_id: Mapped[int] = mapped_column(ForeignKey("documents.id"))
 
 
 class RefusedLogon(Base):
@@ -260,28 +251,18 @@ class RefusedLogon(Base):
 
 
 class Finding(Base):
-    """A rule result of one run, with its state against the history and waivers."""
+    """A finding of one run: the run, the server, and the finding document (rule,
+    severity, state, message, evidence, first seen, waiver), shared by every run in
+    which the finding was exactly the same."""
 
     __tablename__ = "findings"
-    __table_args__ = (
-        CheckConstraint(_in("state", FINDING_STATES), name="state"),
-        Index("ix_findings_rule_server_id_protocol", "rule", "server_id", "protocol"),
-    )
+    __table_args__ = (Index("ix_findings_server_id_run_id", "server_id", "run_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id", ondelete="CASCADE"), index=True)
-    rule: Mapped[str] = mapped_column(String(32))
-    severity: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))
     server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id"))
-    server_name: Mapped[str | None]
-    site: Mapped[str | None]
-    protocol: Mapped[str | None] = mapped_column(String(16))
-    message: Mapped[str]
-    evidence: Mapped[dict[str, Any]]
-    first_seen_run_id: Mapped[int | None] = mapped_column(ForeignKey("scan_runs.id"))
-    first_seen_at: Mapped[datetime | None]
-    waiver: Mapped[dict[str, Any] | None]
+    body_id: Mapped[int] = mapped_column(ForeignKey("documents.id"))
+    extra: Mapped[str | None] = mapped_column(Text)  # volatile evidence values (documents.py)
 
 
 class ResolvedFinding(Base):

@@ -7,6 +7,7 @@ Every method runs in its own short transaction and returns plain dataclasses or
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from scanner.errors import ConfigError, ExitCode, StoreError
 from scanner.parse.observe import (
-    ProtocolObservation,
     RefusedLogonObservation,
     ServerObservation,
 )
@@ -33,10 +33,23 @@ from scanner.store.db import (
     store_errors,
     upgrade_database,
 )
+from scanner.store.documents import (
+    digest as document_key,
+)
+from scanner.store.documents import (
+    dumps,
+    finding_document,
+    finding_fields,
+    protocol_from_state,
+    protocol_state,
+    server_from_state,
+    server_state,
+)
 from scanner.store.models import (
     FINISHED_STATUSES,
     RUN_STATUSES,
     ConfigBlob,
+    Document,
     Finding,
     Observation,
     RefusedLogon,
@@ -263,33 +276,10 @@ class Store:
             if proto.config_sha256 is not None and proto.config_sha256.lower() != digest:
                 raise ValueError(f"{obs.name} {key}: config_sha256 does not match config_bytes")
             hashes[key] = digest
+        docs = [("server", dumps(server_state(obs)))]
+        docs += [("protocol", dumps(protocol_state(proto, hashes[key]))) for key, proto in obs.protocols.items()]
         with self._write(f"record the scan of {obs.name}") as session:
             server_id = self._server_ids(session, [obs.name], run_id)[obs.name.casefold()]
-            scan = ServerScan(
-                run_id=run_id,
-                server_id=server_id,
-                address=obs.address,
-                scan_status=obs.scan_status,
-                error_kind=obs.error_kind,
-                error_message=obs.error,
-                started_at=obs.started_at,
-                finished_at=obs.finished_at,
-                site=obs.site,
-                reported_site=obs.reported_site,
-                computer=obs.computer,
-                build=obs.build,
-                service_pack=obs.service_pack,
-                rollup=obs.rollup,
-                build_recognised=obs.build_recognised,
-                rollup_listed=obs.rollup_listed,
-                install_path=obs.install_path,
-                setup_key=obs.setup_key,
-                ps_version=obs.ps_version,
-                events_since=obs.events_since,
-                collector_errors=[list(pair) for pair in obs.collector_errors],
-            )
-            session.add(scan)
-            session.flush()
             now = _now()
             _insert_ignoring_duplicates(
                 session,
@@ -297,37 +287,35 @@ class Store:
                 [{"sha256": h, "content": b, "size": len(b), "first_seen_at": now} for h, b in sorted(blobs.items())],
                 "sha256",
             )
-            for key, proto in obs.protocols.items():
-                row = Observation(
-                    server_scan_id=scan.id,
-                    run_id=run_id,
-                    server_id=server_id,
-                    protocol=proto.protocol,
-                    scanned_at=obs.finished_at,
-                    allow_cross_site=proto.allow_cross_site,
-                    value_source=proto.value_source,
-                    config_status=proto.config_status,
-                    raw_value=proto.raw_value,
-                    config_path=proto.config_path,
-                    config_sha256=hashes[key],
-                    config_length=proto.config_length,
-                    config_modified=proto.config_modified,
-                    config_encoding=proto.config_encoding,
-                    key_notes=list(proto.key_notes),
-                    service=proto.service,
-                    start_mode=proto.start_mode,
-                    service_started=proto.service_started,
-                    pending_restart=proto.pending_restart,
-                    refused_logons_count=len(proto.refused_logons),
-                    detail=proto.detail,
-                )
-                session.add(row)
-                session.flush()
+            ids = _document_ids(session, docs)
+            scan_id = session.execute(
+                insert(ServerScan).returning(ServerScan.id),
+                [
+                    {
+                        "run_id": run_id,
+                        "server_id": server_id,
+                        "scan_status": obs.scan_status,
+                        "error_kind": obs.error_kind,
+                        "error_message": obs.error,
+                        "started_at": obs.started_at,
+                        "finished_at": obs.finished_at,
+                        "events_since": obs.events_since,
+                        "site": obs.site,
+                        "state_id": ids[0],
+                    }
+                ],
+            ).scalar_one()
+            for index, proto in enumerate(obs.protocols.values(), start=1):
+                observation_id = session.execute(
+                    insert(Observation).returning(Observation.id),
+                    [{"server_scan_id": scan_id, "protocol": proto.protocol, "state_id": ids[index]}],
+                ).scalar_one()
                 if proto.refused_logons:
                     session.execute(
                         insert(RefusedLogon),
                         [
-                            {"observation_id": row.id, "at": r.at, "user_name": r.user, "mailbox_site": r.mailbox_site}
+                            {"observation_id": observation_id, "at": r.at, "user_name": r.user,
+                             "mailbox_site": r.mailbox_site}
                             for r in proto.refused_logons
                         ],
                     )
@@ -367,23 +355,23 @@ class Store:
             session.execute(delete(ResolvedFinding).where(ResolvedFinding.run_id == run_id))
             keys = sorted({f.server_name.casefold() for f in findings if f.server_name})
             ids = self._known_server_ids(session, keys)
+            docs = [
+                finding_document(
+                    rule=f.rule, severity=f.severity, state=f.state, server_name=f.server_name, site=f.site,
+                    protocol=f.protocol, message=f.message, evidence=f.evidence,
+                    first_seen_run_id=f.first_seen_run_id, first_seen_at=f.first_seen_at, waiver=f.waiver,
+                )
+                for f in findings
+            ]
+            body_ids = _document_ids(session, [("finding", body) for body, _extra in docs])
             rows = [
                 {
                     "run_id": run_id,
-                    "rule": f.rule,
-                    "severity": f.severity,
-                    "state": f.state,
                     "server_id": ids.get(f.server_name.casefold()) if f.server_name else None,
-                    "server_name": f.server_name,
-                    "site": f.site,
-                    "protocol": f.protocol,
-                    "message": f.message,
-                    "evidence": f.evidence,
-                    "first_seen_run_id": f.first_seen_run_id,
-                    "first_seen_at": f.first_seen_at,
-                    "waiver": f.waiver,
+                    "body_id": body_id,
+                    "extra": extra,
                 }
-                for f in findings
+                for f, body_id, (_body, extra) in zip(findings, body_ids, docs, strict=True)
             ]
             for chunk in _chunks(rows):
                 session.execute(insert(Finding), list(chunk))
@@ -492,24 +480,13 @@ class Store:
         """The findings saved for a run, in the order they were saved."""
         with self._read(f"read the findings of run {run_id}") as session:
             self._require_run(session, run_id)
-            rows = session.scalars(select(Finding).where(Finding.run_id == run_id).order_by(Finding.id))
-            return [
-                FindingRow(
-                    rule=f.rule,
-                    severity=f.severity,
-                    state=f.state,
-                    server_name=f.server_name,
-                    site=f.site,
-                    protocol=f.protocol,
-                    message=f.message,
-                    evidence=f.evidence,
-                    first_seen_run_id=f.first_seen_run_id,
-                    first_seen_at=f.first_seen_at,
-                    waiver=f.waiver,
-                    id=f.id,
-                )
-                for f in rows
-            ]
+            rows = session.execute(
+                select(Finding.id, Document.body, Finding.extra)
+                .join(Document, Document.id == Finding.body_id)
+                .where(Finding.run_id == run_id)
+                .order_by(Finding.id)
+            )
+            return [FindingRow(**finding_fields(body, extra), id=finding_id) for finding_id, body, extra in rows]
 
     def resolved(self, run_id: int) -> list[tuple[str, str | None, str | None]]:
         """(rule, server_name, protocol) of the findings resolved in a run."""
@@ -541,6 +518,35 @@ class Store:
             )
 
 
+def _document_ids(session: Session, docs: Sequence[tuple[str, str]]) -> list[int]:
+    """Ids of the documents (kind, text), in order, storing those the history lacks."""
+    if not docs:
+        return []
+    keys = [document_key(kind, text) for kind, text in docs]
+    unique = {key: (kind, text) for key, (kind, text) in zip(keys, docs, strict=True)}
+    ids: dict[str, int] = {}
+    wanted = sorted(unique)
+    for chunk in _chunks(wanted):
+        ids.update((sha, doc_id) for sha, doc_id in session.execute(select(Document.sha256, Document.id).where(Document.sha256.in_(chunk))))
+    missing = [key for key in wanted if key not in ids]
+    if missing:
+        _insert_ignoring_duplicates(
+            session, Document, [{"sha256": key, "kind": unique[key][0], "body": unique[key][1]} for key in missing], "sha256"
+        )
+        for chunk in _chunks(missing):
+            ids.update((sha, doc_id) for sha, doc_id in session.execute(select(Document.sha256, Document.id).where(Document.sha256.in_(chunk))))
+    return [ids[key] for key in keys]
+
+
+def _documents(session: Session, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The documents with these ids, parsed."""
+    found: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        for doc_id, body in session.execute(select(Document.id, Document.body).where(Document.id.in_(chunk))):
+            found[doc_id] = json.loads(body)
+    return found
+
+
 def _rebuild(
     session: Session, scans: Sequence[tuple[ServerScan, str]], protocol: str | None = None
 ) -> list[tuple[int, ServerObservation]]:
@@ -553,6 +559,10 @@ def _rebuild(
             query = query.where(Observation.protocol == protocol)
         for row in session.scalars(query):
             observations[row.server_scan_id].append(row)
+    states = _documents(
+        session,
+        [scan.state_id for scan, _name in scans] + [o.state_id for rows in observations.values() for o in rows],
+    )
     observation_ids = [o.id for rows in observations.values() for o in rows]
     refused: dict[int, list[RefusedLogonObservation]] = defaultdict(list)
     for chunk in _chunks(observation_ids):
@@ -560,60 +570,34 @@ def _rebuild(
             select(RefusedLogon).where(RefusedLogon.observation_id.in_(chunk)).order_by(RefusedLogon.id)
         ):
             refused[logon.observation_id].append(RefusedLogonObservation(logon.at, logon.user_name, logon.mailbox_site))
-    hashes = sorted({o.config_sha256 for rows in observations.values() for o in rows if o.config_sha256})
+    hashes = sorted(
+        {sha for rows in observations.values() for o in rows if (sha := states[o.state_id]["config_sha256"])}
+    )
     blobs: dict[str, bytes] = {}
     for hash_chunk in _chunks(hashes):
         query_blobs = select(ConfigBlob.sha256, ConfigBlob.content).where(ConfigBlob.sha256.in_(hash_chunk))
         blobs.update((sha, content) for sha, content in session.execute(query_blobs))
     result = []
     for scan, name in scans:
-        protocols = {
-            o.protocol: ProtocolObservation(
-                protocol=o.protocol,
-                allow_cross_site=o.allow_cross_site,
-                value_source=o.value_source,
-                config_status=o.config_status,
-                raw_value=o.raw_value,
-                config_path=o.config_path,
-                config_sha256=o.config_sha256,
-                config_bytes=blobs.get(o.config_sha256) if o.config_sha256 else None,
-                config_length=o.config_length,
-                config_modified=o.config_modified,
-                config_encoding=o.config_encoding,
-                key_notes=tuple(o.key_notes),
-                service=o.service,
-                start_mode=o.start_mode,
-                service_started=o.service_started,
-                pending_restart=o.pending_restart,
-                refused_logons=tuple(refused.get(o.id, ())),
-                detail=o.detail,
+        protocols = {}
+        for o in observations.get(scan.id, ()):
+            state = states[o.state_id]
+            sha = state["config_sha256"]
+            protocols[o.protocol] = protocol_from_state(
+                o.protocol, state, blobs.get(sha) if sha else None, tuple(refused.get(o.id, ()))
             )
-            for o in observations.get(scan.id, ())
-        }
         result.append(
             (
                 scan.run_id,
-                ServerObservation(
-                    name=name,
-                    address=scan.address,
-                    site=scan.site,
+                server_from_state(
+                    name,
+                    states[scan.state_id],
                     scan_status=scan.scan_status,
                     started_at=scan.started_at,
                     finished_at=scan.finished_at,
                     error_kind=scan.error_kind,
                     error=scan.error_message,
-                    computer=scan.computer,
-                    reported_site=scan.reported_site,
-                    build=scan.build,
-                    service_pack=scan.service_pack,
-                    rollup=scan.rollup,
-                    build_recognised=scan.build_recognised,
-                    rollup_listed=scan.rollup_listed,
-                    install_path=scan.install_path,
-                    setup_key=scan.setup_key,
-                    ps_version=scan.ps_version,
                     events_since=scan.events_since,
-                    collector_errors=tuple((str(a), str(b)) for a, b in scan.collector_errors),
                     protocols=protocols,
                 ),
             )
