@@ -121,7 +121,7 @@ def test_reads_a_valid_document() -> None:
     assert (imap.status, imap.start_mode, imap.process_id, imap.started) == ("Stopped", "Manual", None, None)
     assert host.events_since == datetime(2026, 11, 20, tzinfo=utc) and not host.events_truncated
     (event,) = host.events
-    assert event.user == "CONTOSO\\jörg" and event.mailbox_site == "Hamburg" and event.protocol == "imap4"
+    assert event.insertions[:2] == ("CONTOSO\\jörg", "Hamburg") and event.protocol == "imap4"
     assert "<cross-site> &" in event.message
     assert host.errors == (("site", "The specified domain does not exist."),)
 

@@ -31,6 +31,7 @@ from scanner.collect import (
     shell_environment,
 )
 from scanner.collect.evidence import CONFIG_FILE_NAMES, PROTOCOLS, CollectedHost
+from scanner.parse.events import read_refused_logon
 from scanner.collect.reader import read_collector_output, read_discovery_output
 from scanner.errors import CollectorOutputError
 from scanner.inventory import load_inventory
@@ -94,11 +95,12 @@ def assert_matches_fleet(host: CollectedHost, server: SimServer, since: datetime
         expected_events += [(logon.at, logon.user, logon.mailbox_site, protocol)
                             for logon in fact.refused_logons if logon.at > since]
     expected_events.sort(reverse=True)
-    got = [(e.at, e.user, e.mailbox_site, e.protocol) for e in host.events]
+    got = [(e.at, read_refused_logon(e).user, read_refused_logon(e).mailbox_site, e.protocol) for e in host.events]
     assert got == expected_events
     for event in host.events:
         assert event.insertions[2] == server.name
-        assert event.user in event.message and event.mailbox_site in event.message and server.name in event.message
+        said = read_refused_logon(event)
+        assert said.source == "message" and said.cas == server.name
     assert host.events_since == since and not host.events_truncated and host.errors == ()
 
 
@@ -140,7 +142,7 @@ def test_events_are_filtered_by_since_and_capped(fleet: Fleet) -> None:
     everything = read_collector_output(collect(host, since=datetime(2020, 1, 1, tzinfo=UTC)).stdout.encode())
     assert len(everything.events) == 4 and not everything.events_truncated
     later = read_collector_output(collect(host, since=datetime(2026, 11, 26, 8, 15, 44, tzinfo=UTC)).stdout.encode())
-    assert [e.user for e in later.events] == ["CONTOSO\\b.günther"]  # strictly newer than the cut-off
+    assert [read_refused_logon(e).user for e in later.events] == ["CONTOSO\\b.günther"]  # strictly newer than the cut-off
     capped = read_collector_output(collect(host, since=datetime(2020, 1, 1, tzinfo=UTC),
                                            **{MAX_EVENTS_ENV_VAR: "2"}).stdout.encode())
     assert capped.events_truncated and [e.at for e in capped.events] == [e.at for e in everything.events[:2]]
@@ -166,7 +168,7 @@ def test_hostile_names_are_escaped_like_securityelement_escape(tmp_path: Path) -
     assert "&quot;Süd&quot;" in result.stdout and "&apos;x&apos;" in result.stdout
     read = read_collector_output(result.stdout.encode("utf-8"))
     assert read.site == 'R&D <"Süd"> \'x\''
-    assert read.events[0].user == "O'Brien & <b>?"  # control characters become '?'
+    assert read_refused_logon(read.events[0]).user == "O'Brien & <b>?"  # control characters become '?'
 
 
 def test_output_is_raw_utf8_whatever_the_code_page(fleet: Fleet) -> None:
@@ -299,7 +301,7 @@ def test_collection_through_pywinrm_round_trips(tmp_path: Path, auth: str, base:
             assert host.computer == name and host.site == server.site
             for protocol in PROTOCOLS:
                 assert host.configs[protocol].content == server.protocols[protocol].config_bytes
-            assert [e.user for e in host.events] == [
+            assert [read_refused_logon(e).user for e in host.events] == [
                 lo.user for lo in sorted((lo for p in server.protocols.values() for lo in p.refused_logons
                                           if lo.at > SINCE), key=lambda lo: lo.at, reverse=True)]
         assert lab.stats("CAS07").commands == 1

@@ -69,20 +69,12 @@ class ServiceEvidence:
 class RefusedLogon:
     source: str  # MSExchangePOP3 | MSExchangeIMAP4
     at: datetime | None
-    insertions: tuple[str, ...]
-    message: str
+    insertions: tuple[str, ...]  # ReplacementStrings, in the order the event stores them
+    message: str  # the rendered description; who, where and which CAS: scanner.parse.events
 
     @property
     def protocol(self) -> str:
         return "imap4" if self.source.upper().endswith("IMAP4") else "pop3"
-
-    @property
-    def user(self) -> str:
-        return self.insertions[0] if self.insertions else ""
-
-    @property
-    def mailbox_site(self) -> str:
-        return self.insertions[1] if len(self.insertions) > 1 else ""
 
 
 @dataclass(frozen=True)

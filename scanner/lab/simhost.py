@@ -32,6 +32,7 @@ from scanner.collect.evidence import CONFIG_FILE_NAMES, PROTOCOLS, SERVICE_NAMES
 from scanner.lab.fleet import Fleet, SimProtocol, SimServer, build_numbers
 from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, WSManFault
 from scanner.parse.builds import release_build
+from scanner.parse.events import event_message
 
 Clock = Callable[[], datetime]
 
@@ -102,16 +103,6 @@ def admin_display_version(build: str) -> str:
 def process_id(server: str, protocol: str) -> int:
     """A stable, Windows-like (multiple of 4) process id for a running service."""
     return 1024 + 4 * (zlib.crc32(f"{server}/{protocol}".casefold().encode()) % 2000)
-
-
-def event_message(user: str, mailbox_site: str, cas: str) -> str:
-    """The description of event 1008 as Microsoft's documentation quotes it (the exact
-    wording Windows renders from the message file is unconfirmed)."""
-    return (f'User "{user}" was prevented connecting to his/her mailbox because the Mailbox Server '
-            f"resides in a different Active Directory site ({mailbox_site}) than the Client Access "
-            f"Server ({cas}) to which he/she connected. Either arrange for the Client Access server "
-            "and the Mailbox server to reside in the same site, or change the configuration setting "
-            "of AllowCrossSiteSessions to true.")
 
 
 @dataclass(frozen=True)

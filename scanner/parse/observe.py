@@ -13,6 +13,7 @@ from datetime import datetime
 from scanner.collect.evidence import PROTOCOLS, CollectedHost
 from scanner.parse.builds import build_from_registry, parse_build, rollup_from_names
 from scanner.parse.configfile import read_config
+from scanner.parse.events import read_refused_logon
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,11 @@ def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObserva
     reading = read_config(config.content, exists=config.exists, error=config.error)
     content = config.content
     status = service.status if service.exists else "absent"
-    logons = tuple(
-        RefusedLogonObservation(at=event.at, user=event.user, mailbox_site=event.mailbox_site)
-        for event in host.events
-        if event.protocol == protocol
-    )
+    logons = []
+    for event in host.events:
+        if event.protocol == protocol:
+            said = read_refused_logon(event, host.computer)
+            logons.append(RefusedLogonObservation(at=event.at, user=said.user, mailbox_site=said.mailbox_site))
     return ProtocolObservation(
         protocol=protocol,
         allow_cross_site=reading.value,
@@ -102,7 +103,7 @@ def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObserva
         start_mode=service.start_mode or None if service.exists else None,
         service_started=service.started,
         pending_restart=_pending_restart(status, service.started, config.modified),
-        refused_logons=logons,
+        refused_logons=tuple(logons),
         detail=reading.detail,
     )
 
