@@ -31,7 +31,6 @@ from scanner.collect import (
     shell_environment,
 )
 from scanner.collect.evidence import CONFIG_FILE_NAMES, PROTOCOLS, CollectedHost
-from scanner.parse.events import read_refused_logon
 from scanner.collect.reader import read_collector_output, read_discovery_output
 from scanner.errors import CollectorOutputError
 from scanner.inventory import load_inventory
@@ -46,6 +45,7 @@ from scanner.lab.fleet import (
 from scanner.lab.serve import Lab, demo_fleet_path, serve
 from scanner.lab.simhost import HUGE_BYTES, SimulatedHost, path_combine
 from scanner.lab.wsman import CommandResult, ShellContext, WSManFault
+from scanner.parse.events import read_refused_logon
 
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
 SINCE = datetime(2026, 11, 22, 0, 0, 0, tzinfo=UTC)
