@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from scanner.cli import cli
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def walk(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
@@ -207,12 +208,12 @@ def skip_if_pending(line: str) -> None:
         pytest.skip(f"`cas-audit {first}` is not on this branch yet")
 
 
-def readme_command_lines() -> tuple[list[str], list[str]]:
-    """Every `cas-audit ...` invocation README.md shows: (lines of code blocks, inline code)."""
+def readme_command_lines(text: str = README) -> tuple[list[str], list[str]]:
+    """Every `cas-audit ...` invocation a Markdown text shows: (lines of code blocks, inline code)."""
     blocks: list[str] = []
     inline: list[str] = []
     in_block = False
-    for raw in README.splitlines():
+    for raw in text.splitlines():
         if raw.lstrip().startswith("```"):
             in_block = not in_block
             continue
@@ -226,6 +227,12 @@ def readme_command_lines() -> tuple[list[str], list[str]]:
 
 
 README_BLOCK_LINES, README_INLINE = readme_command_lines()
+# the other user documentation whose command lines must run as written
+DOCS = [ROOT / "docs" / "quickstart.md"]
+for _doc in DOCS:
+    _blocks, _inline = readme_command_lines(_doc.read_text(encoding="utf-8"))
+    README_BLOCK_LINES += _blocks
+    README_INLINE += _inline
 README_LINES = README_BLOCK_LINES + README_INLINE
 
 
@@ -266,3 +273,15 @@ def test_readme_invocation_uses_real_commands_and_options(line: str) -> None:
     words = [w.lstrip("[") for w in words]  # usage lines write optional parts as [--opt VALUE]
     used = {w.split("=", 1)[0].rstrip("]") for w in words if w.startswith("--")}
     assert used <= option_names(command) | {"--help"}, f"{line!r} uses unknown options {used - option_names(command)}"
+
+
+REPO_PATH = re.compile(r"`((?:scanner|docs|tests|rules|migrations|bench|scripts)/[^`\s<>]*)`")
+
+
+@pytest.mark.parametrize("doc", [ROOT / "README.md", *DOCS], ids=lambda p: p.name)
+def test_files_the_docs_name_exist(doc: Path) -> None:
+    """A path in backticks (`scanner/cli/`, `docs/scheduling/cas-audit.timer`) is in the repository."""
+    named = REPO_PATH.findall(doc.read_text(encoding="utf-8"))
+    assert named
+    missing = [p for p in named if not any(ROOT.glob(p.rstrip("/")))]
+    assert not missing, f"{doc.name} names files that do not exist: {missing}"
