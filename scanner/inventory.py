@@ -83,6 +83,24 @@ def _string(value: Any, key: str, where: str, *, required: bool = False) -> str 
     return value.strip()
 
 
+def _check_kerberos(address: str, username: str, where: str) -> None:
+    """Kerberos names the server by its service principal HTTP/<host>: the host must be the
+    FQDN of the computer account (an IP address or a bare name has no such principal), and
+    the user is user@REALM (or a bare user in krb5.conf's default realm), never DOMAIN\\user."""
+    try:
+        ipaddress.ip_address(address)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    if is_ip or "." not in address.strip("."):
+        raise ConfigError(f"{where}: Kerberos needs the server's FQDN as address (e.g. cas01.contoso.com), "
+                          f"not {address!r}",
+                          hint="the service principal is HTTP/<address>; the FQDN must resolve to the server")
+    if "\\" in username:
+        raise ConfigError(f"{where}: Kerberos names the user as user@REALM (e.g. auditor@CONTOSO.COM), "
+                          f"not {username!r}", hint="the realm is the Active Directory domain's DNS name in capitals")
+
+
 def _target(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Target:
     merged = {**defaults, **entry}
     name = _string(entry.get("name"), "name", where, required=True)
@@ -113,6 +131,8 @@ def _target(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Targ
     username = _string(merged.get("username"), "username", where)
     if auth != "certificate" and not username:
         raise ConfigError(f"{where}: 'username' is required (in [defaults] or the server)")
+    if auth == "kerberos":
+        _check_kerberos(address, username or "", where)
     path = merged.get("path", "/wsman")
     if not isinstance(path, str) or not path.startswith("/"):
         raise ConfigError(f"{where}: path must start with '/'")

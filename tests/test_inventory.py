@@ -69,11 +69,23 @@ def test_only_site_is_case_insensitive(tmp_path: Path) -> None:
         ('[defaults]\nusername = "u"\n', "no \\[\\[server\\]\\]"),
         ('[[server]\nname = "A"\n', "inventory.toml"),
         ('[[server]]\nname = "A"\nusername = "u"\nauth = "certificate"\n', "certificate auth needs"),
+        ('[[server]]\nname = "CAS01"\nusername = "u@C.COM"\nauth = "kerberos"\n', "Kerberos needs the server's FQDN"),
+        ('[[server]]\nname = "A"\naddress = "10.0.0.5"\nusername = "u@C.COM"\nauth = "kerberos"\n',
+         "Kerberos needs the server's FQDN"),
+        ('[[server]]\nname = "A"\naddress = "a.c.com"\nusername = \'C\\u\'\nauth = "kerberos"\n',
+         "Kerberos names the user as user@REALM"),
     ],
 )
 def test_bad_inventories_are_refused_with_a_clear_message(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_inventory(write(tmp_path, text))
+
+
+def test_kerberos_takes_an_fqdn_and_user_at_realm(tmp_path: Path) -> None:
+    text = '[[server]]\nname = "CAS01"\naddress = "cas01.contoso.com"\nusername = "auditor@CONTOSO.COM"\n' \
+           'auth = "kerberos"\nscheme = "http"\n'
+    target = load_inventory(write(tmp_path, text)).targets[0]
+    assert (target.auth, target.endpoint) == ("kerberos", "http://cas01.contoso.com:5985/wsman")
 
 
 def test_error_names_file_and_line_of_the_server(tmp_path: Path) -> None:

@@ -173,7 +173,9 @@ def test_server_errors_name_file_server_and_field(tmp_path: Path, server: str, f
 @pytest.mark.parametrize(("lab", "field"), [
     ('port = 70000\n', "port"),
     ('port = -1\n', "port"),
-    ('auth = "kerberos"\n', "auth"),
+    ('auth = "negotiate"\n', "auth"),
+    ('auth = "kerberos"\n', "keytab"),
+    ('keytab = "http.keytab"\n', "keytab"),
     ('base_address = "10.0.0.1"\n', "base_address"),
     ('base_address = "not-an-address"\n', "base_address"),
     ('base_address = "127.255.255.254"\n', "base_address"),

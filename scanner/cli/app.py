@@ -75,12 +75,9 @@ def _systemd_credential(name: str) -> str | None:
     return text.removesuffix("\n").removesuffix("\r") or None
 
 
-def _password(username: str) -> str:
+def _stored_password(username: str) -> str | None:
     """CAS_AUDIT_PASSWORD, then the systemd credential `cas-audit-password`, then the OS
-    keyring (service 'cas-audit'; the Credential Manager on Windows), then a prompt.
-
-    The environment variable serves every account of the inventory; the keyring and the
-    prompt are asked once per account."""
+    keyring (service 'cas-audit'; the Credential Manager on Windows); None if none has one."""
     value = os.environ.get("CAS_AUDIT_PASSWORD")
     if value:
         output.add_secret(value)
@@ -95,9 +92,21 @@ def _password(username: str) -> str:
         stored = keyring.get_password("cas-audit", username)
         if stored:
             output.add_secret(stored)
-            return stored
+            return str(stored)
     except Exception:
         pass
+    return None
+
+
+def _password(username: str, *, kerberos: bool = False) -> str | None:
+    """A stored password (`_stored_password`), then a prompt.
+
+    The environment variable serves every account of the inventory; the keyring and the
+    prompt are asked once per account. A Kerberos account needs none of them: without a
+    stored password its ticket comes from kinit's credential cache (None, no prompt)."""
+    stored = _stored_password(username)
+    if stored or kerberos:
+        return stored
     if sys.stdin.isatty():
         typed = str(click.prompt(f"Password for {username}", hide_input=True, err=True))
         output.add_secret(typed)

@@ -51,7 +51,7 @@ def inventory_discover(host: str, out: Path, username: str, auth: str, scheme: s
 
     count = discover_inventory(host, out, username=username, auth=auth, scheme=scheme, port=port,
                                allow_insecure=allow_insecure, verify_tls=not no_verify_tls,
-                               password=_password(username), timeout_s=timeout_s)
+                               password=_password(username, kerberos=auth == "kerberos"), timeout_s=timeout_s)
     err_console.print(f"wrote {out} with {count} Client Access Server(s)", highlight=False)
 
 

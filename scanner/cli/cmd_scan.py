@@ -54,8 +54,11 @@ def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, con
     catalog = load_catalog()
     policy = load_policy(policy_path) if policy_path else Policy.default()
     store = _open_store(db_url)
-    accounts = dict.fromkeys(t.username for t in inventory.targets if t.auth != "certificate")
-    password = {account: _password(account) for account in accounts}
+    accounts: dict[str, bool] = {}   # user -> Kerberos only (then kinit's ticket may do)
+    for t in inventory.targets:
+        if t.auth != "certificate":
+            accounts[t.username] = accounts.get(t.username, True) and t.auth == "kerberos"
+    password = {account: _password(account, kerberos=only) for account, only in accounts.items()}
     outcome = _run_scan_with_progress(inventory, store=store, password=password, policy=policy,
                                       catalog=catalog, concurrency=concurrency, timeout_s=timeout_s,
                                       fail_on=fail_on, site_filter=site)

@@ -7,10 +7,17 @@ pywinrm retries an operation timeout while receiving forever; the loop here keep
 wall-clock deadline and an output cap of its own. Below pywinrm, `httpguard` holds the
 same deadline for every HTTP exchange (a trickling or endless response included) and
 caps each response body while it streams.
+
+Kerberos (auth = "kerberos"): pywinrm's `kerberos` transport with message encryption
+("auto": always on plain http), the service principal HTTP/<address>, so the inventory
+addresses the server by the FQDN of its computer account. The ticket comes from kinit's
+cache, or from the password (scanner/collect/kerberos.py); its failures become one
+sentence each. 8 requests per collection: the handshake rides on one empty POST.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -27,7 +34,7 @@ from winrm.exceptions import (
 from winrm.protocol import Protocol
 
 from scanner import collect as collector
-from scanner.collect import httpguard
+from scanner.collect import httpguard, kerberos
 from scanner.errors import CollectionError, CollectorOutputError
 from scanner.inventory import Target
 from scanner.util.xmlsafe import UntrustedXMLError, parse_untrusted
@@ -38,6 +45,9 @@ MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 MAX_RESPONSE_BYTES = MAX_OUTPUT_BYTES * 2 + 1024 * 1024
 OPERATION_TIMEOUT_S = 20
 _TRANSPORTS = {"ntlm": "ntlm", "kerberos": "kerberos", "certificate": "certificate"}
+# pywinrm's vendored requests_kerberos logs every GSS failure with a traceback (log.exception);
+# the failure reaches us as an exception and becomes one sentence, so its log stays quiet.
+logging.getLogger("winrm.vendor.requests_kerberos").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,14 @@ def _transport(target: Target) -> str:
 
 
 def _protocol(target: Target, password: str | None, timeout_s: float) -> Protocol:
-    if target.auth != "certificate" and not password:
+    if target.auth == "kerberos":
+        from winrm.transport import HAVE_KERBEROS
+
+        if not HAVE_KERBEROS:
+            raise CollectionError("internal", "auth = \"kerberos\" needs pykerberos: install cas-audit's kerberos "
+                                  "extra (pip install 'cas-audit[kerberos]')")
+        kerberos.ensure_ticket(target.username, password, host=target.address)
+    elif target.auth != "certificate" and not password:
         raise CollectionError("auth", f"no password for {target.username or 'the account'} of {target.name}")
     operation = max(1, min(OPERATION_TIMEOUT_S, int(timeout_s) - 1))
     kwargs: dict[str, object] = {
@@ -74,7 +91,11 @@ def _protocol(target: Target, password: str | None, timeout_s: float) -> Protoco
         kwargs["cert_pem"] = target.cert_pem
         kwargs["cert_key_pem"] = target.cert_key_pem
     if target.auth == "kerberos":
+        # SPN HTTP/<address>: the address must be the FQDN the computer account is registered
+        # under (scanner/inventory.py refuses IP addresses for Kerberos). The password, if any,
+        # already became a ticket above; pywinrm's Kerberos reads only the credential cache.
         kwargs["kerberos_hostname_override"] = None
+        kwargs["password"] = None
     try:
         return Protocol(**kwargs)  # type: ignore[arg-type]  # kwargs built from the inventory
     except WinRMError as exc:
@@ -159,6 +180,8 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
     where = f"{target.endpoint}"
     if isinstance(exc, CollectionError):
         return exc
+    if target.auth == "kerberos" and type(exc).__name__ in ("KerberosExchangeError", "MutualAuthenticationError"):
+        return kerberos.failure(str(exc), user=target.username, host=target.address)
     if isinstance(exc, InvalidCredentialsError):
         return CollectionError("auth", f"{where} rejected the credentials of {target.username}",
                                hint="check the user name, CAS_AUDIT_PASSWORD and the auth method")

@@ -8,6 +8,12 @@ the fleet as it is after a service pack setup ran on one server.
 Format notes beyond design.md (all optional):
   [lab] domain        NTLM/Windows domain of the lab account ("CONTOSO"): the inventory
                       then names the user "CONTOSO\\auditor".
+  [lab] auth = "kerberos"  the lab accepts Kerberos (Negotiate) only, for HTTP/<fqdn>
+                      of each server, with the key in [lab] keytab (a path, relative to
+                      the fleet file's folder); [lab] domain is then the Kerberos realm
+                      ("CONTOSO.COM") and the inventory names the user "auditor@CONTOSO.COM"
+                      and each server by its fqdn; [lab] password is not used (the KDC
+                      checks it) and may be left out.
   [lab] port = 0      any free port, chosen per server when the lab starts (tests).
   [[server]] computer $env:COMPUTERNAME the collector reports (default: name).
   [[server]] fqdn     Fqdn for discovery (default: "<name in lower case>.contoso.lab").
@@ -53,7 +59,7 @@ from scanner.errors import ConfigError
 from scanner.lab.platforms import DEFAULT_PLATFORM, PLATFORMS, POWERSHELLS, Platform, platform
 from scanner.util.tomlfile import check_keys, line_of, load_toml
 
-AUTHS = ("basic", "ntlm")
+AUTHS = ("basic", "ntlm", "kerberos")
 #: Faults the WinRM transport (httpserver.py) simulates.
 TRANSPORT_FAULTS = ("refuse", "timeout", "reset", "auth", "soap-fault", "slow")
 #: Faults the simulated host itself simulates (simhost.py).
@@ -100,7 +106,8 @@ DEFAULT_CONFIG_BYTES = DEFAULT_CONFIG_TEXT.encode("utf-8")
 ACCOUNTS = ("local", "domain")
 #: Keys a [[server]] may set and [lab] may give a default for (the Windows platform).
 _PLATFORM_KEYS = {"platform", "powershell", "account", "allow_unencrypted"}
-_LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port", "domain", *_PLATFORM_KEYS}
+_LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port", "domain", "keytab",
+             *_PLATFORM_KEYS}
 _SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
                 "computer", "fqdn", "roles", "system_root", "port", "env_ignored", *_PLATFORM_KEYS, *PROTOCOLS}
 _SYSTEM_ROOT = re.compile(r'^[A-Za-z]:\\[^\\/:*?"<>|]+$')
@@ -118,7 +125,7 @@ class LabSettings:
 
     username: str
     password: str
-    auth: str  # basic | ntlm
+    auth: str  # basic | ntlm | kerberos
     latency_ms: int
     base_address: str
     port: int | None  # 0: any free port per server; None: each platform's default HTTP port
@@ -127,6 +134,7 @@ class LabSettings:
     powershell: str | None = None
     account: str | None = None
     allow_unencrypted: bool = False
+    keytab: str = ""  # auth "kerberos": the keytab with HTTP/<fqdn> of every server
 
 
 @dataclass(frozen=True)
@@ -298,17 +306,24 @@ def _moment(value: Any, key: str, where: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _lab(table: Any, where: str) -> LabSettings:
+def _lab(table: Any, where: str, folder: Path) -> LabSettings:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [lab] must be a table")
     check_keys(table, _LAB_KEYS, where)
+    auth = _choice(table, "auth", where, AUTHS, "ntlm")
     domain = _text(table, "domain", where, "", empty=True)
     if any(ch in domain for ch in ":\\/@ "):
-        raise _fail(where, "domain", f"must be a NetBIOS domain name such as 'CONTOSO', not {domain!r}")
+        what = "a Kerberos realm such as 'CONTOSO.COM'" if auth == "kerberos" else "a NetBIOS domain name such as 'CONTOSO'"
+        raise _fail(where, "domain", f"must be {what}, not {domain!r}")
     username = _text(table, "username", where)
     if any(ch in username for ch in ":\\"):
         raise _fail(where, "username", "must be a bare user name (put the domain in 'domain')")
-    password = _text(table, "password", where)
+    password = _text(table, "password", where, "" if auth == "kerberos" else None, empty=auth == "kerberos")
+    keytab = ""
+    if auth == "kerberos":
+        keytab = str(folder / _text(table, "keytab", where))
+    elif "keytab" in table:
+        raise _fail(where, "keytab", "is only used with auth = \"kerberos\"")
     if ":" in password:
         raise _fail(where, "password", "cannot contain ':' (the NTLM user file separates fields with it)")
     base = _text(table, "base_address", where, "127.0.1.1")
@@ -325,7 +340,7 @@ def _lab(table: Any, where: str) -> LabSettings:
     return LabSettings(
         username=username,
         password=password,
-        auth=_choice(table, "auth", where, AUTHS, "ntlm"),
+        auth=auth,
         latency_ms=_int(table, "latency_ms", where, 0, 0, 60_000),
         base_address=base,
         port=_int(table, "port", where, 0, 0, 65535) if "port" in table else None,
@@ -334,6 +349,7 @@ def _lab(table: Any, where: str) -> LabSettings:
         powershell=powershell,
         account=account,
         allow_unencrypted=_bool(table, "allow_unencrypted", where, False),
+        keytab=keytab,
     )
 
 
@@ -554,7 +570,7 @@ def load_fleet(path: Path) -> Fleet:
     check_keys(table, {"lab", "server"}, str(path))
     if "lab" not in table:
         raise ConfigError(f"{path}: [lab] is required", hint="it names username, password and auth")
-    lab = _lab(table["lab"], whereof.lab())
+    lab = _lab(table["lab"], whereof.lab(), path.parent)
     servers_raw = table.get("server", [])
     if not isinstance(servers_raw, list) or not servers_raw:
         raise ConfigError(f"{path}: no [[server]] entries", hint="add at least one [[server]] with a name")

@@ -1,4 +1,4 @@
-"""One simulated host's WinRM HTTP listener: Basic or NTLM (with message encryption).
+"""One simulated host's WinRM HTTP listener: Basic, NTLM or Kerberos (with message encryption).
 
 `LabServer` runs a `ThreadingHTTPServer` (HTTP/1.1 keep-alive, one thread per connection)
 on a loopback address, authenticates like WinRM on Windows Server 2003/2008, decrypts
@@ -11,6 +11,16 @@ holding every NTLM user of every LabServer started in the process, and points
 os.environ["NTLM_USER_FILE"] at it before any acceptor context exists. Several LabServers
 may therefore share one process; two servers that name the same DOMAIN\\USER must use the
 same password (a ConfigError otherwise).
+
+Kerberos: Negotiate with a Kerberos token (what pywinrm's `kerberos` transport sends:
+a raw krb5 AP-REQ, mutual authentication), accepted by pyspnego through the keytab named by
+KRB5_KTNAME, for the service principal HTTP/<fqdn> of the host; message encryption as for
+NTLM ([MS-WSMV] 2.2.9.1.1, protocol application/HTTP-SPNEGO-session-encrypted as pywinrm's
+winrm/encryption.py sends it), but with the GSS wrap header (60 bytes for AES) in place of
+the 16-byte NTLM signature. Like NTLM_USER_FILE, KRB5_KTNAME is process-wide: every
+Kerberos LabServer of a process must use the same keytab. Only the lab account's principal
+(`username`, in realm `domain` when one is given) is let in; a lab with auth "kerberos"
+accepts no NTLM (a choice of the lab: it holds no password to check one against).
 
 Choices where Windows' exact answer is not pinned down here: an unencrypted SOAP body on an
 NTLM endpoint (WinRM with AllowUnencrypted=false) gets 401 with `WWW-Authenticate: Negotiate`
@@ -49,7 +59,7 @@ from scanner.lab.wsman import MAX_SOAP_BYTES, CommandRunner, Reply, WSManService
 log = logging.getLogger(__name__)
 
 FAULTS = ("", "refuse", "timeout", "reset", "auth", "soap-fault", "slow")
-AUTHS = ("basic", "ntlm")
+AUTHS = ("basic", "ntlm", "kerberos")
 SLOW_DELAY_S = 60.0                 # fault "slow": each response waits this long (or until stop)
 MAX_HTTP_BODY = MAX_SOAP_BYTES + 8192   # encrypted framing adds a few hundred bytes
 MAX_DRAIN = 8 * 1024 * 1024         # larger bodies are not read: 413 and close
@@ -66,17 +76,19 @@ class HostConfig:
     name: str
     address: str                # 127.x.y.z
     port: int
-    auth: str                   # "basic" | "ntlm"
+    auth: str                   # "basic" | "ntlm" | "kerberos"
     username: str
     password: str
     runner: CommandRunner
     latency_ms: int = 0         # added before each HTTP response
     fault: str = ""             # "" | refuse | timeout | reset | auth | soap-fault | slow
-    domain: str = ""            # NTLM domain (may be empty)
+    domain: str = ""            # NTLM domain, or the Kerberos realm of `username` (may be empty)
     platform: Platform = field(default_factory=lambda: platform(DEFAULT_PLATFORM))
     account: str = "local"      # local | domain: the kind of account `username` is
     allow_unencrypted: bool = True  # WinRM service AllowUnencrypted (the lab's Basic demo is http)
     env_ignored: bool = False   # UNCONFIRMED switch: shell environment variables are ignored
+    fqdn: str = ""              # Kerberos: the host of the service principal HTTP/<fqdn>
+    keytab: str = ""            # Kerberos: the keytab holding HTTP/<fqdn>'s key
 
 
 @dataclass
@@ -152,6 +164,23 @@ def register_ntlm_user(domain: str, username: str, password: str) -> str:
         os.replace(staging, path)
         os.environ["NTLM_USER_FILE"] = path
         return path
+
+
+_keytab_lock = threading.Lock()
+_keytab: str | None = None
+
+
+def use_keytab(path: str) -> None:
+    """Point this process's Kerberos acceptor at `path` (KRB5_KTNAME); one keytab per process."""
+    global _keytab
+    if not path:
+        raise ConfigError("a Kerberos lab host needs a keytab", hint="set keytab in the fleet file's [lab] table")
+    wanted = f"FILE:{os.path.abspath(path)}"
+    with _keytab_lock:
+        if _keytab is not None and _keytab != wanted:
+            raise ConfigError(f"this process already serves Kerberos with keytab {_keytab}",
+                              hint="every Kerberos lab host of one process must use the same keytab")
+        _keytab = os.environ["KRB5_KTNAME"] = wanted
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -329,18 +358,20 @@ class _Handler(BaseHTTPRequestHandler):
         fresh = token.startswith(b"NTLMSSP\x00\x01\x00\x00\x00") or token[:1] == b"\x60"
         if self._ctx is None or self._authenticated or fresh:
             self._authenticated = False
-            self._ctx = spnego.server(hostname=lab.config.name, service="HTTP", protocol="negotiate")
+            kerberos = lab.config.auth == "kerberos"
+            hostname = (lab.config.fqdn or lab.config.name) if kerberos else lab.config.name
+            self._ctx = spnego.server(hostname=hostname, service="HTTP", protocol="negotiate")
         try:
             out = self._ctx.step(token)
         except Exception as exc:  # pyspnego raises several types for bad tokens/passwords
-            log.info("lab %s: NTLM logon failed: %s", lab.config.name, type(exc).__name__)
+            log.info("lab %s: logon failed: %s: %s", lab.config.name, type(exc).__name__, exc)
             self._fail_auth()
             return
         if not self._ctx.complete:
             value = "Negotiate " + base64.b64encode(out or b"").decode("ascii")
             self._send(401, b"", {"WWW-Authenticate": value})
             return
-        if lab.config.fault == "auth":
+        if lab.config.fault == "auth" or not lab._principal_ok(self._ctx):
             self._fail_auth()
             return
         self._authenticated = True
@@ -397,11 +428,15 @@ class _Handler(BaseHTTPRequestHandler):
         if len(stream) < 4:
             raise ValueError("truncated encrypted stream")
         sig_len = struct.unpack("<I", stream[:4])[0]
-        if sig_len != 16 or len(stream) < 4 + sig_len:
+        kerberos = self.server.lab.config.auth == "kerberos"
+        if not (16 <= sig_len <= 1024 if kerberos else sig_len == 16) or len(stream) < 4 + sig_len:
             raise ValueError("bad signature length")
         signature, sealed = stream[4:4 + sig_len], stream[4 + sig_len:]
         try:
-            plain = self._ctx.unwrap(signature + sealed).data
+            if kerberos:   # the GSS wrap header (RFC 4121 token with its checksum) comes apart
+                plain = self._ctx.unwrap_winrm(signature, sealed)
+            else:
+                plain = self._ctx.unwrap(signature + sealed).data
         except Exception as exc:
             raise ValueError(f"unwrap failed: {type(exc).__name__}") from None
         if len(plain) != expected:
@@ -409,8 +444,12 @@ class _Handler(BaseHTTPRequestHandler):
         return typing.cast(bytes, plain)
 
     def _encrypt(self, plain: bytes) -> bytes:
-        wrapped: bytes = self._ctx.wrap(plain, encrypt=True).data
-        signature, sealed = wrapped[:16], wrapped[16:]
+        if self.server.lab.config.auth == "kerberos":
+            result = self._ctx.wrap_winrm(plain)
+            signature, sealed = bytes(result.header), bytes(result.data)
+        else:
+            wrapped: bytes = self._ctx.wrap(plain, encrypt=True).data
+            signature, sealed = wrapped[:16], wrapped[16:]
         return (BOUNDARY + b"\r\n"
                 + f"\tContent-Type: {ENCRYPTED_PROTOCOL}\r\n".encode()
                 + f"\tOriginalContent: type={SOAP_CONTENT_TYPE};Length={len(plain)}\r\n".encode()
@@ -453,7 +492,7 @@ class LabServer:
                               hint="one of: " + ", ".join(f or '""' for f in FAULTS))
         if config.auth not in AUTHS:
             raise ConfigError(f"lab host {config.name}: unknown auth {config.auth!r}",
-                              hint="basic or ntlm")
+                              hint="basic, ntlm or kerberos")
         self.config = config
         self.stats = HostStats()
         self._stopping = threading.Event()
@@ -479,6 +518,8 @@ class LabServer:
         self._stopping.clear()
         if cfg.auth == "ntlm" and cfg.fault != "auth":
             register_ntlm_user(cfg.domain, cfg.username, cfg.password)
+        if cfg.auth == "kerberos":
+            use_keytab(cfg.keytab)
         if cfg.fault == "refuse":
             # A bound socket that never listens: connections get RST, and the port stays ours.
             blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -539,6 +580,17 @@ class LabServer:
                 self._conns[conn] = threading.current_thread()
             else:
                 self._conns.pop(conn, None)
+
+    def _principal_ok(self, ctx: typing.Any) -> bool:
+        """Kerberos: only the lab account's principal gets in (NTLM: the user file decided)."""
+        if self.config.auth != "kerberos":
+            return True
+        if ctx.negotiated_protocol != "kerberos":
+            return False
+        name, _, realm = str(ctx.client_principal or "").rpartition("@")
+        if self.config.domain and realm != self.config.domain.upper():
+            return False
+        return hmac.compare_digest(name.casefold().encode(), self.config.username.casefold().encode())
 
     def _basic_ok(self, token: str) -> bool:
         try:

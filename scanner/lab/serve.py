@@ -50,6 +50,7 @@ class Lab:
                     latency_ms=lab.latency_ms, fault=transport_fault, domain=lab.domain,
                     platform=server.windows, account=server.account,
                     allow_unencrypted=server.allow_unencrypted, env_ignored=server.env_ignored,
+                    fqdn=server.fqdn, keytab=lab.keytab,
                 ))
                 try:
                     listener.start()
@@ -95,8 +96,13 @@ class Lab:
             raise RuntimeError("the lab is not running: start it before asking for its inventory")
         lab = self.fleet.lab
         ports = {s.name: self.port(s.name) for s in self.fleet.servers}
+        kerberos = lab.auth == "kerberos"
+        if kerberos:   # user@REALM; servers by FQDN, the host part of their SPN HTTP/<fqdn>
+            username = f"{lab.username}@{lab.domain.upper()}" if lab.domain else lab.username
+        else:
+            username = f"{lab.domain}\\{lab.username}" if lab.domain else lab.username
         defaults: dict[str, object] = {
-            "username": f"{lab.domain}\\{lab.username}" if lab.domain else lab.username,
+            "username": username,
             "auth": lab.auth,
             "scheme": "http",
         }
@@ -107,16 +113,25 @@ class Lab:
             defaults["allow_insecure"] = True  # Basic over plain http: acceptable on loopback only
         servers: list[dict[str, object]] = []
         for server in self.fleet.servers:
-            entry: dict[str, object] = {"name": server.name, "address": server.address, "site": server.site}
+            address = server.fqdn if kerberos else server.address
+            entry: dict[str, object] = {"name": server.name, "address": address, "site": server.site}
             if not same_port:
                 entry["port"] = ports[server.name]
             servers.append(entry)
         return {"organisation": f"{lab.domain or 'LAB'} (cas-audit lab)", "defaults": defaults, "server": servers}
 
+    def hosts_lines(self) -> list[str]:
+        """Kerberos labs: the /etc/hosts lines that make each FQDN reach its listener."""
+        return [f"{s.address} {s.fqdn}" for s in self.fleet.servers]
+
     def inventory_toml(self) -> str:
         """inventory() as TOML text, with a comment saying where the password comes from."""
         header = ("# Inventory of a cas-audit lab (simulated Exchange 2007 organisation on loopback).\n"
                   "# The password is not stored here: set CAS_AUDIT_PASSWORD.\n")
+        if self.fleet.lab.auth == "kerberos":
+            header = ("# Inventory of a cas-audit lab (simulated Exchange 2007 organisation on loopback).\n"
+                      "# Kerberos: the servers' FQDNs must resolve to their loopback addresses\n"
+                      "# (see hosts_lines()); log on with kinit, or set CAS_AUDIT_PASSWORD.\n")
         inventory = self.inventory()
         lines = [header, tomli_w.dumps({"organisation": inventory["organisation"]}), "\n[defaults]\n"]
         lines.append(tomli_w.dumps(inventory["defaults"]))  # type: ignore[arg-type]
@@ -183,6 +198,10 @@ def serve(fleet_path: Path, inventory_out: Path, *, stop_event: threading.Event 
                 if server.fault == "refuse":
                     state += " (port held, not listening)"
                 print(f"{server.name:<15} {server.site:<20} {listener.endpoint:<32} {state}", file=out)
+            if fleet.lab.auth == "kerberos":
+                print("Kerberos: these names must resolve to the lab (e.g. lines of /etc/hosts):", file=out)
+                for line in lab.hosts_lines():
+                    print(f"  {line}", file=out)
             print(f"inventory: {inventory_out} ({len(fleet.servers)} servers, auth {fleet.lab.auth}); "
                   "the scanner reads the lab password from CAS_AUDIT_PASSWORD. Stop with Ctrl+C.",
                   file=out, flush=True)

@@ -1,0 +1,212 @@
+"""Kerberos end to end: a real MIT KDC on loopback (tests/kdc.py), the lab accepting Kerberos
+through a keytab (pyspnego), and the real command line scanning with pywinrm's kerberos
+transport, message encryption and FQDN addresses.
+
+Where no KDC can run (krb5-kdc, krb5-admin-server, krb5-user or the `kerberos` extra missing,
+or the lab's FQDNs neither resolve nor can be added to /etc/hosts without root), these tests
+skip with the reason; in CI (CI=true) they fail instead. A developer without root adds once:
+    127.0.12.1 cas01.krb.cas-audit.test
+    127.0.12.2 cas02.krb.cas-audit.test
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kdc import Realm, hosts_entries, missing_tools, resolves_to
+
+from scanner.lab.fleet import load_fleet
+from scanner.lab.serve import Lab
+
+pytestmark = [pytest.mark.kerberos, pytest.mark.slow]
+
+REALM = "CAS-AUDIT.TEST"
+DOMAIN = "krb.cas-audit.test"
+USER = "auditor"
+PASSWORD = "krb-Passw0rd"
+HOSTS = {f"cas01.{DOMAIN}": "127.0.12.1", f"cas02.{DOMAIN}": "127.0.12.2"}
+FLEET = f"""
+[lab]
+username = "{USER}"
+domain = "{REALM}"
+auth = "kerberos"
+keytab = "http.keytab"
+base_address = "127.0.12.1"
+port = 0
+
+[[server]]
+name = "CAS01"
+site = "Berlin"
+fqdn = "cas01.{DOMAIN}"
+
+[[server]]
+name = "CAS02"
+site = "Hamburg"
+fqdn = "cas02.{DOMAIN}"
+"""
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Kerberos tests cannot run in CI: {reason} (.ci/run installs what they need)")
+    pytest.skip(reason)
+
+
+@dataclass
+class KerberosLab:
+    realm: Realm
+    lab: Lab
+    inventory: Path
+    folder: Path
+
+    def inventory_with(self, old: str, new: str, name: str) -> Path:
+        path = self.folder / name
+        path.write_text(self.inventory.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+        return path
+
+
+@pytest.fixture(scope="session")
+def krb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosLab]:
+    """Once per session: the realm, its KDC, two lab CAS with HTTP/<fqdn> keys, the inventory."""
+    missing = missing_tools()
+    if missing:
+        _unavailable(f"no MIT Kerberos KDC here: {', '.join(missing)} not found "
+                     "(apt-get install krb5-kdc krb5-admin-server krb5-user)")
+    try:
+        import gssapi  # noqa: F401
+        import kerberos  # noqa: F401
+    except ImportError as exc:
+        _unavailable(f"the kerberos extra is not installed ({exc.name}): pip install -e '.[kerberos]'")
+    if os.geteuid() != 0 and not all(resolves_to(name, addr) for name, addr in HOSTS.items()):
+        _unavailable("the lab's FQDNs do not resolve and /etc/hosts needs root: add "
+                     + "; ".join(f"{addr} {name}" for name, addr in HOSTS.items()) + " to /etc/hosts")
+    folder = tmp_path_factory.mktemp("kerberos")
+    realm = Realm(folder / "realm", REALM, DOMAIN)
+    realm.create()
+    realm.add_user(USER, PASSWORD)
+    for fqdn in HOSTS:
+        realm.add_service(fqdn)
+    (folder / "fleet.toml").write_text(FLEET, encoding="utf-8")
+    (folder / "http.keytab").write_bytes(realm.keytab.read_bytes())
+    saved = {key: os.environ.get(key) for key in realm.env}
+    os.environ.update(realm.env)   # the in-process lab's acceptor reads this krb5.conf
+    realm.start()
+    try:
+        with hosts_entries(HOSTS), Lab(load_fleet(folder / "fleet.toml")) as lab:
+            inventory = folder / "inventory.toml"
+            lab.write_inventory(inventory)
+            yield KerberosLab(realm, lab, inventory, folder)
+    finally:
+        realm.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def cas_audit(krb: KerberosLab, *args: str, ccache: Path, password: str | None = None,
+              db: Path | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """The real command line in a child process with the realm's krb5.conf and `ccache`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAS_AUDIT_", "KRB5"))}
+    env.update(krb.realm.env)
+    env["KRB5CCNAME"] = f"FILE:{ccache}"
+    if password is not None:
+        env["CAS_AUDIT_PASSWORD"] = password
+    if db is not None:
+        env["CAS_AUDIT_DB"] = f"sqlite:///{db}"
+    return subprocess.run([*prefix, sys.executable, "-m", "scanner", *args], capture_output=True, text=True,
+                          env=env, timeout=180, stdin=subprocess.DEVNULL)
+
+
+def _report(krb: KerberosLab, db: Path, ccache: Path) -> dict[str, object]:
+    done = cas_audit(krb, "report", "--format", "json", ccache=ccache, db=db)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def _failures(krb: KerberosLab, db: Path, ccache: Path) -> dict[str, str]:
+    """Per server: the error the scan stored for it."""
+    data = _report(krb, db, ccache)
+    servers = data["servers"]
+    assert isinstance(servers, list)
+    return {s["name"]: str(s.get("error") or s.get("error_message") or s) for s in servers}
+
+
+def test_inventory_written_by_the_lab_names_fqdns_and_the_realm(krb_lab: KerberosLab) -> None:
+    text = krb_lab.inventory.read_text(encoding="utf-8")
+    assert 'auth = "kerberos"' in text
+    assert f'username = "{USER}@{REALM}"' in text
+    for fqdn in HOSTS:
+        assert f'address = "{fqdn}"' in text
+    assert PASSWORD not in text
+
+
+def test_scan_with_a_kinit_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:
+    ccache = tmp_path / "ccache"
+    krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
+    before = {name: krb_lab.lab.stats(name).auth_failures for name in ("CAS01", "CAS02")}
+    db = tmp_path / "history.db"
+    scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=ccache, db=db)
+    assert scan.returncode == 0, scan.stdout + scan.stderr
+    assert "2 scanned, 0 failed" in scan.stderr or "failed" not in scan.stderr.lower(), scan.stderr
+    data = _report(krb_lab, db, ccache)
+    run = data["run"]
+    assert isinstance(run, dict)
+    assert (run["servers_planned"], run["servers_scanned"]) == (2, 2)
+    # the lab answers unencrypted SOAP with 401 (AllowUnencrypted=false): none was needed
+    assert {name: krb_lab.lab.stats(name).auth_failures for name in ("CAS01", "CAS02")} == before
+
+
+def test_scan_with_a_password_gets_its_own_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    empty = tmp_path / "no-ccache"       # no kinit: the password is the only way in
+    scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=empty,
+                     password=PASSWORD, db=db)
+    assert scan.returncode == 0, scan.stdout + scan.stderr
+    assert PASSWORD not in scan.stdout + scan.stderr
+    assert not empty.exists()            # the ticket went to a private cache, not the user's
+
+
+def test_no_ticket_and_no_password_says_run_kinit(krb_lab: KerberosLab, tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=tmp_path / "none", db=db)
+    assert scan.returncode == 3, scan.stdout + scan.stderr
+    assert "Traceback" not in scan.stderr
+    errors = _failures(krb_lab, db, tmp_path / "none")
+    for name in ("CAS01", "CAS02"):
+        assert f"no Kerberos ticket for {USER}@{REALM}: run `kinit {USER}@{REALM}`" in errors[name], errors
+
+
+def test_wrong_realm_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path) -> None:
+    inventory = krb_lab.inventory_with(f"{USER}@{REALM}", f"{USER}@WRONG.TEST", "wrong-realm.toml")
+    db = tmp_path / "history.db"
+    scan = cas_audit(krb_lab, "scan", "--inventory", str(inventory), ccache=tmp_path / "none",
+                     password=PASSWORD, db=db)
+    assert scan.returncode == 3, scan.stdout + scan.stderr
+    assert "Traceback" not in scan.stderr
+    errors = _failures(krb_lab, db, tmp_path / "none")
+    expected = f"the Kerberos realm of {USER}@WRONG.TEST (WRONG.TEST) is not one this machine knows"
+    for name in ("CAS01", "CAS02"):
+        assert expected in errors[name], errors
+
+
+def test_expired_ticket_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path) -> None:
+    ccache = tmp_path / "ccache"
+    krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache, lifetime="2s")
+    time.sleep(3.5)   # the KDC's own clock ends the ticket: nothing here is simulated
+    db = tmp_path / "history.db"
+    scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=ccache, db=db)
+    assert scan.returncode == 3, scan.stdout + scan.stderr
+    assert "Traceback" not in scan.stderr
+    errors = _failures(krb_lab, db, ccache)
+    for name in ("CAS01", "CAS02"):
+        assert f"the Kerberos ticket of {USER}@{REALM} has expired: run `kinit" in errors[name], errors
