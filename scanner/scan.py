@@ -96,8 +96,9 @@ def run_scan(
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cas-audit-scan")
     try:
         futures: dict[Future[ServerObservation], Target] = {}
+        last_scanned = store.last_successful_scan_times([t.name for t in targets])  # one query, not one per server
         for target in targets:
-            since = store.last_successful_scan_time(target.name) or (_now() - FIRST_SCAN_EVENT_WINDOW)
+            since = last_scanned.get(target.name.casefold()) or (_now() - FIRST_SCAN_EVENT_WINDOW)
             secret = password.get(target.username) if isinstance(password, Mapping) else password
             if target.auth == "certificate":
                 secret = None

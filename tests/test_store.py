@@ -272,12 +272,13 @@ def test_findings_and_resolved(store: Store) -> None:
     store.save_findings(run_id, findings, [("XS-006", "CAS02", "pop3"), ("XS-009", None, None)])  # replaces
 
     back = store.findings(run_id)
-    assert [replace(f, id=None) for f in back] == [
+    assert [replace(f, id=None, run_id=None) for f in back] == [
         replace(findings[0], evidence={"raw_value": "true", "modified": "2026-11-20T00:00:00+00:00"}),
         findings[1],
     ]
     assert back[0].id is not None and back[0].first_seen_at == T0
     assert store.resolved(run_id) == [("XS-006", "CAS02", "pop3"), ("XS-009", None, None)]
+    assert {f.run_id for f in back} == {run_id}
 
 
 def test_run_listing(store: Store) -> None:

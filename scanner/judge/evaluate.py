@@ -1,8 +1,9 @@
 """Evaluate a stored run: read its inputs from the store, judge them, rank for `--fail-on`.
 
 `evaluate_run` gathers what `scanner.judge.lifecycle.evaluate` needs (planned scope, this
-run's results, each server's last successful observation, the previous finished run's
-findings) through `Store` queries and returns the `Evaluation` the caller saves.
+run's results, each server's last successful observation, each server's and site's
+findings from its last evaluation) through `Store` queries and returns the `Evaluation`
+the caller saves.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from scanner.judge.lifecycle import Evaluation, evaluate
 from scanner.judge.policy import Policy
 from scanner.store.repo import Store
 
-__all__ = ["Evaluation", "active_at_or_above", "evaluate_run", "gather_inputs", "severity_rank"]
+__all__ = ["Evaluation", "active_at_or_above", "evaluate_run", "gather_inputs", "planned_sites", "severity_rank"]
 
 
 class _Rated(Protocol):
@@ -46,20 +47,31 @@ def gather_inputs(store: Store, run_id: int, policy: Policy) -> tuple[CheckInput
     run = store.run(run_id)
     planned = [Planned(p.name, p.address, p.inventory_site) for p in store.planned_servers(run_id)]
     current = {obs.name.casefold(): obs for obs in store.server_observations(run_id)}
+    scanned = [p.name for p in planned if (obs := current.get(p.name.casefold())) is not None and obs.scan_status == "ok"]
+    protocols = sorted({protocol for obs in current.values() if obs.scan_status == "ok" for protocol in obs.protocols})
+    # one query per protocol for every server, never the whole history
+    found = store.previous_successful_many(run_id, scanned, protocols)
     previous: dict[tuple[str, str], Previous] = {}
-    for p in planned:
-        obs = current.get(p.name.casefold())
-        if obs is None or obs.scan_status != "ok":
-            continue
-        for protocol in obs.protocols:  # one indexed query each, never the whole history
-            found = store.previous_successful(p.name, protocol, run_id)
-            if found is not None:
-                before_run, before = found
-                previous[(p.name.casefold(), protocol)] = Previous(before_run, before, before.protocols[protocol])
+    for name in scanned:
+        for protocol in current[name.casefold()].protocols:
+            if (hit := found.get((name.casefold(), protocol))) is not None:
+                before_run, before = hit
+                previous[(name.casefold(), protocol)] = Previous(before_run, before, before.protocols[protocol])
     inp = CheckInput(
         run_id=run_id, run_at=run.started_at, planned=planned, current=current, previous=previous, policy=policy
     )
     return inp, run.started_at
+
+
+def planned_sites(inp: CheckInput) -> dict[str, list[str]]:
+    """The sites of this run's planned servers (as the lifecycle judges them), with their servers."""
+    sites: dict[str, list[str]] = {}
+    for p in inp.planned:
+        obs = inp.observation(p.name)
+        site = (obs.site if obs is not None and obs.site else None) or p.site
+        if site:
+            sites.setdefault(site.casefold(), []).append(p.name)
+    return sites
 
 
 def evaluate_run(
@@ -71,10 +83,15 @@ def evaluate_run(
     lang: str = "en",
     now: datetime | None = None,
 ) -> Evaluation:
-    """Evaluate a stored run against its history; the caller saves the result."""
+    """Evaluate a stored run against its history; the caller saves the result.
+
+    Each planned server's lifecycle continues from its own last evaluation (and each
+    site's from the last run that judged it), whichever run that was: see
+    `Store.last_evaluations`.
+    """
     inp, started_at = gather_inputs(store, run_id, policy)
     prev_id = store.previous_finished_run(run_id)
-    previous = store.findings(prev_id) if prev_id is not None else []
+    previous = store.last_evaluations(run_id, [p.name for p in inp.planned], planned_sites(inp))
     return evaluate(
         inp, policy, catalog, run_started_at=started_at, previous_run_id=prev_id,
         previous_findings=previous, lang=lang, now=now,

@@ -3,13 +3,17 @@
 `evaluate` runs `scanner.judge.checks` over inputs already read (`scanner.judge.evaluate`
 reads them from the store) and returns the rows the caller saves with `Store.save_findings`.
 
-Lifecycle, against the findings saved for the previous finished run (the newest earlier
-run with status complete or partial; aborted runs saved none). A finding's identity is
-rule + server + protocol (rule + site + protocol for site-level findings such as XS-009):
-- new: not in the previous run; first seen now.
-- persisting: in the previous run; first-seen run and time carried over. This holds for
+Lifecycle, per server and protocol: against the findings each planned server had at its
+own last evaluation (the newest earlier finished run, complete or partial, that had the
+server in its scope; aborted runs saved none), and each site's at the last run that
+judged the site. Runs of other sites in between change nothing: scanning site B, then A,
+then B continues B's findings from B's first scan. `previous_findings` holds those rows
+(each with the `run_id` it came from). A finding's identity is rule + server + protocol
+(rule + site + protocol for site-level findings such as XS-009):
+- new: not in the last evaluation; first seen now.
+- persisting: in the last evaluation; first-seen run and time carried over. This holds for
   change rules too: a value that changes again in the next scan keeps XS-004 persisting.
-- resolved: in the previous run, not now (returned as (rule, server, protocol)).
+- resolved: in the last evaluation, not now (returned as (rule, server, protocol)).
 - waived: an active waiver of the policy covers it; still listed, with the waiver.
 - waiver-expired: only expired waivers cover it: active again, and the message says so.
 A server that could not be scanned in this run is not re-evaluated: XS-011 fires, and its
@@ -17,7 +21,7 @@ other findings of the previous run are carried over as they were (persisting, ma
 `not_rescanned` in the evidence, severity and waivers re-applied): they neither vanish
 nor resolve. Site-level findings (XS-009) are judged over the servers scanned in this
 run. Findings of servers outside this run's planned scope (`scan --site`) are
-neither listed nor resolved.
+neither listed, resolved nor re-dated.
 
 Waivers are judged on the UTC date of the run's start unless `now` is given.
 """
@@ -90,9 +94,10 @@ def evaluate(
     for raw in run_checks(inp):
         current_keys.add(raw.key)
         before = previous_by_key.get(raw.key)
-        rows.append(_row(raw, before, inp.run_id, run_started_at, previous_run_id, policy, catalog, lang, day))
+        rows.append(_row(raw, before, inp.run_id, run_started_at, _origin(before, previous_run_id), policy, catalog,
+                         lang, day))
     for row in carried:
-        rows.append(_carry(row, previous_run_id, policy, catalog, lang, day))
+        rows.append(_carry(row, _origin(row, previous_run_id), policy, catalog, lang, day))
 
     resolved = [
         (row.rule, row.server_name, row.protocol) for key, row in previous_by_key.items() if key not in current_keys
@@ -100,6 +105,11 @@ def evaluate(
     order = {p.name.casefold(): i for i, p in enumerate(inp.planned)}
     rows.sort(key=lambda r: (r.rule, order.get((r.server_name or "").casefold(), len(order)), r.site or "", r.protocol or ""))
     return Evaluation(inp.run_id, previous_run_id, rows, resolved)
+
+
+def _origin(row: FindingRow | None, previous_run_id: int | None) -> int | None:
+    """The run a previous finding was saved with (rows read from the store know it)."""
+    return row.run_id if row is not None and row.run_id is not None else previous_run_id
 
 
 def _utc_day(moment: datetime) -> date:
@@ -181,4 +191,5 @@ def _carry(
         first_seen_run_id=row.first_seen_run_id if row.first_seen_run_id is not None else previous_run_id,
         waiver=waiver,
         id=None,
+        run_id=None,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,6 +112,7 @@ class FindingRow:
     first_seen_at: datetime | None = None
     waiver: dict[str, Any] | None = None
     id: int | None = None  # set when read back
+    run_id: int | None = None  # set when read back: the run the finding belongs to
 
 
 def _now() -> datetime:
@@ -441,22 +442,119 @@ class Store:
     ) -> tuple[int, ServerObservation] | None:
         """The newest successful scan of the server in a run before `before_run_id` that observed
         `protocol`, with that run's id (None when there is none)."""
-        with self._read(f"read the history of {server_name}") as session:
-            query = (
-                select(ServerScan, Server.name)
-                .join(Server, Server.id == ServerScan.server_id)
-                .join(Observation, Observation.server_scan_id == ServerScan.id)
-                .where(
-                    Server.name_key == server_name.casefold(),
-                    ServerScan.scan_status == "ok",
-                    ServerScan.run_id < before_run_id,
-                    Observation.protocol == protocol,
+        return self.previous_successful_many(before_run_id, [server_name], [protocol]).get(
+            (server_name.casefold(), protocol)
+        )
+
+    def previous_successful_many(
+        self, run_id: int, server_names: Sequence[str], protocols: Sequence[str]
+    ) -> dict[tuple[str, str], tuple[int, ServerObservation]]:
+        """For each server and protocol: its newest successful scan in a run before `run_id`
+        that observed the protocol, with that run's id; keyed by (casefolded name, protocol).
+
+        One indexed lookup per server inside one query (index server_id, run_id), so the
+        cost follows the number of servers, not the length of the history.
+        """
+        found: dict[tuple[str, str], tuple[int, ServerObservation]] = {}
+        with self._read(f"read the previous scans for run {run_id}") as session:
+            ids = self._known_server_ids(session, sorted({n.casefold() for n in server_names}))
+            scan_for: dict[int, list[tuple[str, str]]] = defaultdict(list)
+            for protocol in protocols:
+                for chunk in _chunks(sorted(ids.values())):
+                    latest = (
+                        select(ServerScan.id)
+                        .join(Observation, Observation.server_scan_id == ServerScan.id)
+                        .where(
+                            ServerScan.server_id == Server.id,
+                            ServerScan.scan_status == "ok",
+                            ServerScan.run_id < run_id,
+                            Observation.protocol == protocol,
+                        )
+                        .order_by(ServerScan.run_id.desc())
+                        .limit(1)
+                        .correlate(Server)
+                        .scalar_subquery()
+                    )
+                    for key, scan_id in session.execute(select(Server.name_key, latest).where(Server.id.in_(chunk))):
+                        if scan_id is not None:
+                            scan_for[scan_id].append((key, protocol))
+            for chunk in _chunks(sorted(scan_for)):
+                query = (
+                    select(ServerScan, Server.name)
+                    .join(Server, Server.id == ServerScan.server_id)
+                    .where(ServerScan.id.in_(chunk))
                 )
-                .order_by(ServerScan.run_id.desc())
-                .limit(1)
-            )
-            found = _rebuild(session, session.execute(query).all())
-        return found[0] if found else None
+                scans = session.execute(query).all()
+                for (scan, _name), rebuilt in zip(scans, _rebuild(session, scans), strict=True):
+                    for key in scan_for[scan.id]:
+                        found[key] = rebuilt
+        return found
+
+    def last_evaluations(
+        self, before_run_id: int, server_names: Sequence[str], sites: Mapping[str, Sequence[str]]
+    ) -> list[FindingRow]:
+        """The findings each server had when it was last evaluated before `before_run_id`.
+
+        For every server: the findings saved for it by the newest finished run (complete or
+        partial) before `before_run_id` that had it in its planned scope, whatever else that
+        run scanned. For every site (casefolded name -> the names of its servers now): the
+        site-level findings of the newest such run of any of those servers. A run of
+        another site therefore never hides a server's or a site's last findings. Each row
+        carries the `run_id` it was saved with.
+        """
+        with self._read(f"read the findings before run {before_run_id}") as session:
+            ids = self._known_server_ids(session, sorted({n.casefold() for n in server_names}))
+            last_run: dict[int, int] = {}
+            for chunk in _chunks(sorted(ids.values())):
+                latest = (
+                    select(RunServer.run_id)
+                    .join(ScanRun, ScanRun.id == RunServer.run_id)
+                    .where(
+                        RunServer.server_id == Server.id,
+                        RunServer.run_id < before_run_id,
+                        ScanRun.status.in_(FINISHED_STATUSES),
+                    )
+                    .order_by(RunServer.run_id.desc())
+                    .limit(1)
+                    .correlate(Server)
+                    .scalar_subquery()
+                )
+                for server_id, run in session.execute(select(Server.id, latest).where(Server.id.in_(chunk))):
+                    if run is not None:
+                        last_run[server_id] = run
+            by_run: dict[int, list[int]] = defaultdict(list)
+            for server_id, run in last_run.items():
+                by_run[run].append(server_id)
+            site_run: dict[str, int] = {}
+            for site, names in sites.items():
+                runs = [last_run[ids[n.casefold()]] for n in names if ids.get(n.casefold()) in last_run]
+                if runs:
+                    site_run[site.casefold()] = max(runs)
+            rows: list[FindingRow] = []
+            columns = (Finding.run_id, Finding.id, Document.body, Finding.extra)
+            for run, server_ids in sorted(by_run.items()):
+                for chunk in _chunks(sorted(server_ids)):
+                    query = (
+                        select(*columns)
+                        .join(Document, Document.id == Finding.body_id)
+                        .where(Finding.run_id == run, Finding.server_id.in_(chunk))
+                        .order_by(Finding.id)
+                    )
+                    rows += [
+                        FindingRow(**finding_fields(body, extra), id=fid, run_id=rid) for rid, fid, body, extra in session.execute(query)
+                    ]
+            for run in sorted(set(site_run.values())):
+                query = (
+                    select(*columns)
+                    .join(Document, Document.id == Finding.body_id)
+                    .where(Finding.run_id == run, Finding.server_id.is_(None))
+                    .order_by(Finding.id)
+                )
+                for rid, fid, body, extra in session.execute(query):
+                    row = FindingRow(**finding_fields(body, extra), id=fid, run_id=rid)
+                    if site_run.get((row.site or "").casefold()) == rid:
+                        rows.append(row)
+            return rows
 
     def history(self, server_name: str, protocol: str | None = None) -> list[tuple[int, ServerObservation]]:
         """(run_id, result) for every scan of the server, oldest first.
@@ -486,7 +584,9 @@ class Store:
                 .where(Finding.run_id == run_id)
                 .order_by(Finding.id)
             )
-            return [FindingRow(**finding_fields(body, extra), id=finding_id) for finding_id, body, extra in rows]
+            return [
+                FindingRow(**finding_fields(body, extra), id=finding_id, run_id=run_id) for finding_id, body, extra in rows
+            ]
 
     def resolved(self, run_id: int) -> list[tuple[str, str | None, str | None]]:
         """(rule, server_name, protocol) of the findings resolved in a run."""
@@ -504,18 +604,33 @@ class Store:
         with self._read("read a stored config file") as session:
             return session.scalar(select(ConfigBlob.content).where(ConfigBlob.sha256 == sha256.lower()))
 
+    def last_successful_scan_times(self, server_names: Sequence[str]) -> dict[str, datetime]:
+        """`last_successful_scan_time` of many servers in one query, by casefolded name
+        (servers never scanned successfully are left out)."""
+        found: dict[str, datetime] = {}
+        with self._read("read when the servers were last scanned") as session:
+            ids = self._known_server_ids(session, sorted({n.casefold() for n in server_names}))
+            for chunk in _chunks(sorted(ids.values())):
+                latest = (  # the newest successful scan by run: one step down the (server, run) index
+                    select(ServerScan.started_at)
+                    .where(ServerScan.server_id == Server.id, ServerScan.scan_status == "ok")
+                    .order_by(ServerScan.run_id.desc())
+                    .limit(1)
+                    .correlate(Server)
+                    .scalar_subquery()
+                )
+                for key, at in session.execute(select(Server.name_key, latest).where(Server.id.in_(chunk))):
+                    if at is not None:
+                        found[key] = at
+        return found
+
     def last_successful_scan_time(self, server_name: str) -> datetime | None:
         """When the server's newest successful scan started (its event query ran after that).
 
         Used as the cut-off for refused-logon events: it may overlap the previous scan by
         the length of one scan, but never leaves a gap.
         """
-        with self._read(f"read the history of {server_name}") as session:
-            return session.scalar(
-                select(func.max(ServerScan.started_at))
-                .join(Server, Server.id == ServerScan.server_id)
-                .where(Server.name_key == server_name.casefold(), ServerScan.scan_status == "ok")
-            )
+        return self.last_successful_scan_times([server_name]).get(server_name.casefold())
 
 
 def _document_ids(session: Session, docs: Sequence[tuple[str, str]]) -> list[int]:
