@@ -14,6 +14,7 @@ from scanner.judge.policy import load_policy
 from scanner.lab.fleet import load_fleet, relocate_fleet, upgrade_server
 from scanner.lab.serve import Lab, demo_fleet_path
 from scanner.report.build import build_report
+from scanner.report.summary import summarise, summary_lines
 from scanner.report.write import render, write_atomically
 from scanner.scan import run_scan
 from scanner.store.repo import Store, open_store
@@ -67,10 +68,13 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
                 lab.replace_fleet(fleet)
                 yield f"upgrade: {UPGRADED_SERVER} -> Exchange 2007 SP3 ({UPGRADE_BUILD}); setup reset its config files"
     run_id = outcome.run_id
+    written = []
     for report_lang in dict.fromkeys((lang, "en", "de")):
         for fmt in ("xlsx", "json"):
             model = build_report(store, run_id, lang=report_lang)
             path = out_dir / f"cas-audit-run-{run_id}-{report_lang}.{fmt}"
             write_atomically(path, render(model, fmt))
-            yield f"wrote {path}"
-    yield f"history: {db_path} (cas-audit history --db sqlite:///{db_path} --server {UPGRADED_SERVER})"
+            written.append(str(path))
+    yield ""
+    yield from summary_lines(summarise(store, run_id, reports=written))
+    yield f"next: cas-audit history --db sqlite:///{db_path} --server {UPGRADED_SERVER}"

@@ -87,3 +87,52 @@ def test_stream_safe_leaves_utf8_streams_alone() -> None:
     legacy = cp1252_stream()
     stream_safe(legacy)
     assert legacy.errors == "replace"
+
+
+# Calls that do not exist on Windows, or do something else there. os.kill(pid, 0), the
+# POSIX "is it alive?" probe, terminates the process on Windows (TerminateProcess with exit
+# code 0: Python's os.kill documentation); os.chmod only sets the read-only flag.
+POSIX_ONLY = {
+    "os.getuid", "os.geteuid", "os.getgid", "os.getegid", "os.fork", "os.setsid", "os.killpg", "os.getpgid",
+    "os.setpgrp", "os.chown", "os.mkfifo", "os.statvfs", "os.getloadavg", "os.kill", "os.chmod", "os.uname",
+    "os.sync", "os.nice", "signal.SIGKILL", "signal.SIGALRM", "signal.SIGHUP", "signal.SIGUSR1", "signal.SIGUSR2",
+    "signal.SIGCHLD", "signal.SIGPIPE", "signal.SIGQUIT", "signal.alarm", "signal.setitimer", "signal.pause",
+    "signal.pthread_kill", "signal.siginterrupt",
+}
+POSIX_MODULES = {"fcntl", "pwd", "grp", "termios", "resource", "pty", "tty", "posix", "syslog", "crypt"}
+GUARD = "# posix-only: guarded"  # on the line of a use that checks sys.platform or hasattr first
+
+
+def posix_only_uses(source: str) -> list[tuple[int, str]]:
+    import ast
+
+    found = []
+    lines = source.splitlines()
+    for node in ast.walk(ast.parse(source)):
+        name = None
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            dotted = f"{node.value.id}.{node.attr}"
+            name = dotted if dotted in POSIX_ONLY else None
+        elif isinstance(node, ast.Import):
+            name = next((a.name for a in node.names if a.name.split(".")[0] in POSIX_MODULES), None)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            name = node.module if node.module.split(".")[0] in POSIX_MODULES else None
+            if node.module in ("os", "signal"):
+                name = next((f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in POSIX_ONLY),
+                            None)
+        if name and GUARD not in lines[node.lineno - 1]:
+            found.append((node.lineno, name))
+    return found
+
+
+def test_no_unguarded_posix_only_call_in_the_product() -> None:
+    package = Path(__file__).resolve().parent.parent / "scanner"
+    offences = [f"{path.relative_to(package.parent)}:{line}: {name}"
+                for path in sorted(package.rglob("*.py"))
+                for line, name in posix_only_uses(path.read_text(encoding="utf-8"))]
+    assert not offences, "POSIX-only calls (guard them and mark the line with " + GUARD + "):\n" + "\n".join(offences)
+
+
+def test_the_posix_check_sees_what_it_looks_for() -> None:
+    source = "import os, fcntl\nfrom signal import SIGKILL\nos.kill(pid, 0)\nos.getuid()  " + GUARD + "\n"
+    assert sorted(name for _, name in posix_only_uses(source)) == ["fcntl", "os.kill", "signal.SIGKILL"]
