@@ -64,8 +64,8 @@ def explain(detail: str, codes: set[int], *, user: str, host: str) -> str:
         return ("Kerberos refused the logon because this machine's clock and the domain's differ by more "
                 "than the allowed skew (5 minutes by default): synchronise this machine's time with the "
                 "domain controllers (NTP) and scan again")
-    if AP_ERR_TKT_EXPIRED in codes or GSS_S_CREDENTIALS_EXPIRED in codes or "expired" in detail.lower() \
-            and KDC_ERR_KEY_EXPIRED not in codes:
+    if AP_ERR_TKT_EXPIRED in codes or GSS_S_CREDENTIALS_EXPIRED in codes \
+            or ("expired" in detail.lower() and KDC_ERR_KEY_EXPIRED not in codes):
         return (f"the Kerberos ticket of {user} has expired: run `kinit {user}` again, or set "
                 "CAS_AUDIT_PASSWORD so the scan gets a fresh ticket of its own")
     if REALM_UNKNOWN in codes or KDC_ERR_WRONG_REALM in codes or "cannot find kdc" in detail.lower():
@@ -89,6 +89,13 @@ def explain(detail: str, codes: set[int], *, user: str, host: str) -> str:
                 "CAS_AUDIT_PASSWORD")
     text = " ".join(detail.split())[:200]
     return f"Kerberos logon of {user} to {host} failed: {text or 'no detail given'}"
+
+
+def refused_by_server(user: str, host: str) -> str:
+    """The sentence for a server that answered a valid ticket with 401 (no reason given)."""
+    return (f"{host} refused the Kerberos ticket of {user}: its clock may differ from the domain's by more than "
+            f"the allowed skew (5 minutes by default), or its key for HTTP/{host} may not be its computer "
+            "account's (check the clock, the SPN and that the address is the server's own FQDN)")
 
 
 def codes_in(text: str) -> set[int]:

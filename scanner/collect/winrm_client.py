@@ -182,6 +182,9 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
         return exc
     if target.auth == "kerberos" and type(exc).__name__ in ("KerberosExchangeError", "MutualAuthenticationError"):
         return kerberos.failure(str(exc), user=target.username, host=target.address)
+    if target.auth == "kerberos" and isinstance(exc, InvalidCredentialsError):
+        # The server refused a ticket the KDC issued: its answer carries no reason (a bare 401).
+        return CollectionError("auth", kerberos.refused_by_server(target.username, target.address))
     if isinstance(exc, InvalidCredentialsError):
         return CollectionError("auth", f"{where} rejected the credentials of {target.username}",
                                hint="check the user name, CAS_AUDIT_PASSWORD and the auth method")
