@@ -31,26 +31,50 @@ def _resolve_run(store: Any, run: str) -> int:
 
 @cli.command()
 @db_option
-@click.option("--run", "run", default="latest", show_default=True, help="Run id, or 'latest'.")
+@click.option("--run", "run", default=None, help="Run id, or 'latest' (the default).")
+@click.option("--as-of", "as_of", default=None, metavar="TIME|now",
+              help="Organisation view: every server's latest observation at or before TIME "
+                   "(ISO 8601 date or time, UTC unless an offset is given), from whichever run.")
+@click.option("--stale-days", "stale_days", type=click.IntRange(min=0), default=None,
+              help="With --as-of: flag servers whose observation is older than this many days [default: 7].")
 @click.option("--format", "fmt", type=click.Choice(["xlsx", "json", "csv"]), default="xlsx", show_default=True)
 @click.option("--out", "out", default=None,
               help="Output file, or - for stdout (default: reports/cas-audit-run-<id>-<lang>.xlsx for "
                    "xlsx, stdout for json and csv).")
 @click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
 @handle_errors
-def report(db_url: str | None, run: str, fmt: str, out: str | None, lang: str) -> None:
-    """Write the report of one run (findings with evidence) as xlsx, json or csv.
+def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: int | None, fmt: str,
+           out: str | None, lang: str) -> None:
+    """Write the report of one run (findings with evidence) as xlsx, json or csv, or with
+    --as-of the organisation view across runs (scans split by site or scanner).
 
     \b
-    Example:
+    Examples:
       cas-audit report --format xlsx --lang de --out audit.xlsx
+      cas-audit report --as-of now --stale-days 7 --format json --out organisation.json
     """
-    from scanner.report.build import build_report
     from scanner.report.write import write_report
 
-    store = _open_store(db_url)
-    run_id = _resolve_run(store, run)
-    model = build_report(store, run_id, lang=lang)
+    if as_of is None:
+        if stale_days is not None:
+            raise ConfigError("--stale-days goes with --as-of", hint="cas-audit report --as-of now --stale-days 7")
+        from scanner.report.build import build_report
+
+        store = _open_store(db_url)
+        model = build_report(store, _resolve_run(store, run or "latest"), lang=lang)
+    else:
+        from scanner.report.organisation import DEFAULT_STALE_DAYS, build_organisation_report, parse_as_of
+
+        if run is not None:
+            raise ConfigError("--run and --as-of exclude each other: a run's report, or the organisation view")
+        try:
+            moment = parse_as_of(as_of)
+        except ValueError as exc:
+            raise ConfigError(f"--as-of: {exc}") from None
+        store = _open_store(db_url)
+        model = build_organisation_report(
+            store, moment, stale_days=DEFAULT_STALE_DAYS if stale_days is None else stale_days, lang=lang
+        )
     target = write_report(model, fmt, out)
     if target is not None:
         err_console.print(f"wrote {target}", highlight=False)

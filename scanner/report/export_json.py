@@ -47,34 +47,65 @@ def _server(s: ServerObservation) -> dict[str, Any]:
     }
 
 
-def report_dict(report: RunReport) -> dict[str, Any]:
-    """The report as the JSON-ready dictionary of design.md."""
+def _head(report: RunReport) -> tuple[str, dict[str, Any]]:
+    """("run", the run) for a run's report; ("as_of", the view's time) for the organisation view."""
+    if report.as_of is not None:
+        view = report.as_of
+        return "as_of", {
+            "time": iso(view.time),
+            "stale_days": view.stale_days,
+            "servers": len(report.servers),
+            "stale_servers": view.stale_servers,
+            "runs": list(view.runs),
+            "tool_version": view.tool_version,
+        }
     run = report.run
+    if run is None:
+        raise ValueError("a report has either a run or an as-of time")
+    return "run", {
+        "id": run.id,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "status": run.status,
+        "servers_planned": run.servers_planned,
+        "servers_scanned": run.servers_scanned,
+        "tool_version": run.tool_version,
+    }
+
+
+def report_dict(report: RunReport) -> dict[str, Any]:
+    """The report as the JSON-ready dictionary of design.md.
+
+    The organisation view has "as_of" in place of "run", and says per server where its
+    observation comes from (run_id, observed_at, stale) and per finding its run_id.
+    """
+    key, head = _head(report)
+    view = report.as_of
+    servers = [_server(s) for s in report.servers]
+    if view is not None:
+        for entry, source in zip(servers, view.sources, strict=True):
+            entry.update(run_id=source.run_id, observed_at=iso(source.observed_at), stale=source.stale)
+    findings: list[dict[str, Any]] = [
+        {
+            "rule": f.rule,
+            "severity": f.severity,
+            "server": f.server,
+            "protocol": f.protocol,
+            "state": f.state,
+            "message": f.message,
+            # the contract has no site key: a site-level finding (XS-009) names it here
+            "evidence": f.evidence if f.site is None or "site" in f.evidence
+            else {**f.evidence, "site": f.site},
+        }
+        for f in report.findings
+    ]
+    if view is not None:
+        for entry, run_id in zip(findings, view.finding_runs, strict=True):
+            entry["run_id"] = run_id
     return {
-        "run": {
-            "id": run.id,
-            "started_at": iso(run.started_at),
-            "finished_at": iso(run.finished_at),
-            "status": run.status,
-            "servers_planned": run.servers_planned,
-            "servers_scanned": run.servers_scanned,
-            "tool_version": run.tool_version,
-        },
-        "servers": [_server(s) for s in report.servers],
-        "findings": [
-            {
-                "rule": f.rule,
-                "severity": f.severity,
-                "server": f.server,
-                "protocol": f.protocol,
-                "state": f.state,
-                "message": f.message,
-                # the contract has no site key: a site-level finding (XS-009) names it here
-                "evidence": f.evidence if f.site is None or "site" in f.evidence
-                else {**f.evidence, "site": f.site},
-            }
-            for f in report.findings
-        ],
+        key: head,
+        "servers": servers,
+        "findings": findings,
         "resolved": [{"rule": r.rule, "server": r.server, "protocol": r.protocol} for r in report.resolved],
     }
 

@@ -182,9 +182,14 @@ def _add_trend_chart(ws: WriteOnlyWorksheet, sheet: Sheet) -> None:
 def write_xlsx(report: RunReport, stream: typing.BinaryIO) -> None:
     """Write the workbook of `report` (in `report.lang`) to the binary `stream`."""
     wb = Workbook(write_only=True)
-    wb.properties.creator = clean(f"cas-audit {report.run.tool_version}")
-    wb.properties.title = f"cas-audit run {report.run.id}"
-    wb.properties.created = utc_naive(report.run.started_at)
+    if report.run is not None:
+        wb.properties.creator = clean(f"cas-audit {report.run.tool_version}")
+        wb.properties.title = f"cas-audit run {report.run.id}"
+        wb.properties.created = utc_naive(report.run.started_at)
+    elif report.as_of is not None:
+        wb.properties.creator = clean(f"cas-audit {report.as_of.tool_version}")
+        wb.properties.title = f"cas-audit organisation as of {report.as_of.time:%Y-%m-%dT%H:%M:%SZ}"
+        wb.properties.created = utc_naive(report.as_of.time)
     for sheet in workbook_sheets(report):
         _write_sheet(wb, sheet)
     wb.save(stream)

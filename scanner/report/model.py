@@ -15,6 +15,7 @@ from scanner.parse.observe import ServerObservation
 from scanner.store.models import RunRow
 
 __all__ = [
+    "AsOf",
     "ChangeInfo",
     "FindingInfo",
     "ResolvedInfo",
@@ -22,9 +23,40 @@ __all__ = [
     "RunReport",
     "RunRow",
     "ScopeEntry",
+    "ServerSource",
     "TrendPoint",
     "WaiverInfo",
 ]
+
+
+@dataclass(frozen=True)
+class ServerSource:
+    """Where the organisation view took a server's observation from."""
+
+    run_id: int
+    observed_at: datetime  # when that scan finished
+    stale: bool  # older than the view's stale_days
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """The organisation view: every server's latest observation at or before `time`."""
+
+    time: datetime
+    stale_days: int
+    sources: tuple[ServerSource, ...]  # one per server, in the order of `RunReport.servers`
+    tool_version: str
+    organisation: str | None = None
+    finding_runs: tuple[int, ...] = ()  # the run each finding was saved by, in the order of findings
+
+    @property
+    def stale_servers(self) -> int:
+        return sum(1 for s in self.sources if s.stale)
+
+    @property
+    def runs(self) -> tuple[int, ...]:
+        """The runs the view draws on, ascending."""
+        return tuple(sorted({s.run_id for s in self.sources}))
 
 
 @dataclass(frozen=True)
@@ -72,7 +104,7 @@ class TrendPoint:
 
 @dataclass(frozen=True)
 class RunReport:
-    run: RunRow
+    run: RunRow | None  # None for the organisation view (`as_of` is set instead)
     lang: str
     servers: tuple[ServerObservation, ...]  # results of this run, in inventory order
     scope: tuple[ScopeEntry, ...]
@@ -82,3 +114,4 @@ class RunReport:
     waivers: tuple[WaiverInfo, ...] = ()
     rules: tuple[RuleInfo, ...] = ()
     trend: tuple[TrendPoint, ...] = ()
+    as_of: AsOf | None = None  # set for the organisation view (`report --as-of`)

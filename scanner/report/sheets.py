@@ -160,9 +160,23 @@ def _evidence_text(evidence: dict[str, Any]) -> str | None:
 # ---------------------------------------------------------------- sheets
 
 
-def summary_sheet(report: RunReport, labels: Labels) -> Sheet:
+def _summary_items(report: RunReport, labels: Labels) -> list[Row]:
+    """The Summary's first rows: the run, or for the organisation view the time it is as of."""
+    view = report.as_of
+    if view is not None:
+        return [
+            (labels("summary.organisation"), clean(view.organisation)),
+            (labels("summary.as_of"), utc_naive(view.time)),
+            (labels("summary.stale_days"), view.stale_days),
+            (labels("summary.servers"), len(report.servers)),
+            (labels("summary.stale_servers"), view.stale_servers),
+            (labels("summary.runs"), ", ".join(str(r) for r in view.runs) or None),
+            (labels("summary.tool_version"), clean(view.tool_version)),
+        ]
     run = report.run
-    item_rows: list[Row] = [
+    if run is None:
+        raise ValueError("a report has either a run or an as-of time")
+    return [
         (labels("summary.organisation"), clean(run.organisation)),
         (labels("summary.run"), run.id),
         (labels("summary.status"), clean(labels.word("run", run.status))),
@@ -177,6 +191,10 @@ def summary_sheet(report: RunReport, labels: Labels) -> Sheet:
         (labels("summary.scanned"), run.servers_scanned),
         (labels("summary.failed"), run.servers_failed),
     ]
+
+
+def summary_sheet(report: RunReport, labels: Labels) -> Sheet:
+    item_rows = _summary_items(report, labels)
     active = [f for f in report.findings if f.active]
     rows: list[Row] = list(item_rows)
     bold: set[int] = set()
@@ -321,9 +339,12 @@ def servers_sheet(report: RunReport, labels: Labels) -> Sheet:
     for protocol in PROTOCOLS:
         shown = labels.word("protocol", protocol)
         columns += [Column(labels(key, p=shown), width) for key, width in _PROTOCOL_FIELDS]
+    view = report.as_of
+    if view is not None:  # the organisation view: which run each row comes from
+        columns += [Column(labels("col.source_run"), 10), Column(labels("col.stale"), 10)]
 
     def rows() -> Iterator[Row]:
-        for s in report.servers:
+        for index, s in enumerate(report.servers):
             row: list[CellValue] = [
                 clean(s.name),
                 clean(s.site),
@@ -353,6 +374,9 @@ def servers_sheet(report: RunReport, labels: Labels) -> Sheet:
                     _yes_no(labels, p.pending_restart),
                     len(p.refused_logons),
                 ]
+            if view is not None:
+                source = view.sources[index]
+                row += [source.run_id, _yes_no(labels, source.stale)]
             yield tuple(row)
 
     return Sheet("servers", labels.sheet("servers"), columns, rows())

@@ -13,7 +13,9 @@ from scanner.report.model import RunReport
 
 
 def default_path(report: RunReport, fmt: str) -> Path:
-    return Path("reports") / f"cas-audit-run-{report.run.id}-{report.lang}.{fmt}"
+    if report.run is None and report.as_of is not None:
+        return Path("reports") / f"cas-audit-as-of-{report.as_of.time:%Y%m%dT%H%M%SZ}-{report.lang}.{fmt}"
+    return Path("reports") / f"cas-audit-run-{report.run.id if report.run else 'none'}-{report.lang}.{fmt}"
 
 
 def render(report: RunReport, fmt: str) -> bytes:

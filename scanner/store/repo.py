@@ -491,9 +491,15 @@ class Store:
         return found
 
     def last_evaluations(
-        self, before_run_id: int, server_names: Sequence[str], sites: Mapping[str, Sequence[str]]
+        self,
+        before_run_id: int | None,
+        server_names: Sequence[str],
+        sites: Mapping[str, Sequence[str]],
+        *,
+        finished_by: datetime | None = None,
     ) -> list[FindingRow]:
-        """The findings each server had when it was last evaluated before `before_run_id`.
+        """The findings each server had when it was last evaluated before `before_run_id`
+        (None: any run) by a run that finished at or before `finished_by` (None: any time).
 
         For every server: the findings saved for it by the newest finished run (complete or
         partial) before `before_run_id` that had it in its planned scope, whatever else that
@@ -502,18 +508,19 @@ class Store:
         another site therefore never hides a server's or a site's last findings. Each row
         carries the `run_id` it was saved with.
         """
-        with self._read(f"read the findings before run {before_run_id}") as session:
+        conditions = [RunServer.server_id == Server.id, ScanRun.status.in_(FINISHED_STATUSES)]
+        if before_run_id is not None:
+            conditions.append(RunServer.run_id < before_run_id)
+        if finished_by is not None:
+            conditions.append(ScanRun.finished_at <= finished_by)
+        with self._read("read the findings of the servers' last evaluations") as session:
             ids = self._known_server_ids(session, sorted({n.casefold() for n in server_names}))
             last_run: dict[int, int] = {}
             for chunk in _chunks(sorted(ids.values())):
                 latest = (
                     select(RunServer.run_id)
                     .join(ScanRun, ScanRun.id == RunServer.run_id)
-                    .where(
-                        RunServer.server_id == Server.id,
-                        RunServer.run_id < before_run_id,
-                        ScanRun.status.in_(FINISHED_STATUSES),
-                    )
+                    .where(*conditions)
                     .order_by(RunServer.run_id.desc())
                     .limit(1)
                     .correlate(Server)
@@ -555,6 +562,42 @@ class Store:
                     if site_run.get((row.site or "").casefold()) == rid:
                         rows.append(row)
             return rows
+
+    def latest_observations(self, at_or_before: datetime) -> list[tuple[int, ServerObservation]]:
+        """Every server's newest successful scan that finished at or before `at_or_before`, from
+        whichever run, with that run's id; a server never scanned successfully by then is
+        given with its newest failed scan; a server not scanned by then is left out.
+        Ordered by site, then name."""
+        with self._read("read the latest observation of every server") as session:
+
+            def newest(ok_only: bool) -> Any:
+                query = select(ServerScan.id).where(
+                    ServerScan.server_id == Server.id, ServerScan.finished_at <= at_or_before
+                )
+                if ok_only:
+                    query = query.where(ServerScan.scan_status == "ok")
+                return (
+                    query.order_by(ServerScan.finished_at.desc(), ServerScan.run_id.desc())
+                    .limit(1)
+                    .correlate(Server)
+                    .scalar_subquery()
+                )
+
+            chosen = [
+                ok if ok is not None else any_scan
+                for ok, any_scan in session.execute(select(newest(True), newest(False)).select_from(Server))
+                if any_scan is not None
+            ]
+            result: list[tuple[int, ServerObservation]] = []
+            for chunk in _chunks(sorted(chosen)):
+                scans = session.execute(
+                    select(ServerScan, Server.name)
+                    .join(Server, Server.id == ServerScan.server_id)
+                    .where(ServerScan.id.in_(chunk))
+                ).all()
+                result += _rebuild(session, scans)
+        result.sort(key=lambda item: ((item[1].site or "").casefold(), item[1].name.casefold()))
+        return result
 
     def history(self, server_name: str, protocol: str | None = None) -> list[tuple[int, ServerObservation]]:
         """(run_id, result) for every scan of the server, oldest first.

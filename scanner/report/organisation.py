@@ -1,0 +1,92 @@
+"""The organisation view (`cas-audit report --as-of TIME|now`): every server as of a time.
+
+Scans may be split by site over several scanners writing into one history. The view takes,
+for every server the history knows, its latest successful observation that finished at or
+before the time (from whichever run; a server never scanned successfully by then shows its
+latest failed scan), flags it stale when it is older than `stale_days` (or never
+succeeded), and lists the findings of each server's and site's last evaluation by a run
+that finished by then. The exporters write it like a run's report, with "as of" in place
+of the run (README.md, "Organisation view").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from scanner import __version__
+from scanner.judge.catalog import Catalog, load_catalog
+from scanner.judge.policy import Policy
+from scanner.report.findings import finding_info, waiver_infos
+from scanner.report.model import AsOf, RunReport, ScopeEntry, ServerSource
+from scanner.store.repo import Store
+
+DEFAULT_STALE_DAYS = 7
+
+
+def parse_as_of(value: str, now: datetime | None = None) -> datetime:
+    """`now`, an ISO 8601 date (the end of that UTC day) or date and time (UTC when no offset)."""
+    text = value.strip()
+    if text.lower() == "now":
+        return now or datetime.now(UTC)
+    try:
+        if len(text) == 10:
+            day = datetime.fromisoformat(text).replace(tzinfo=UTC)
+            return day + timedelta(days=1) - timedelta(microseconds=1)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is neither 'now' nor an ISO 8601 date or time such as 2026-12-01T08:00:00Z") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def build_organisation_report(
+    store: Store,
+    as_of: datetime,
+    *,
+    stale_days: int = DEFAULT_STALE_DAYS,
+    lang: str = "en",
+    catalog: Catalog | None = None,
+) -> RunReport:
+    """The organisation view as of `as_of` (aware), in `lang`."""
+    catalog = catalog or load_catalog()
+    cutoff = as_of - timedelta(days=stale_days)
+    latest = store.latest_observations(as_of)
+    servers = tuple(obs for _run, obs in latest)
+    sources = tuple(
+        ServerSource(run_id=run_id, observed_at=obs.finished_at,
+                     stale=obs.scan_status != "ok" or obs.finished_at < cutoff)
+        for run_id, obs in latest
+    )
+    sites: dict[str, list[str]] = {}
+    for obs in servers:
+        if obs.site:
+            sites.setdefault(obs.site.casefold(), []).append(obs.name)
+    rows = store.last_evaluations(None, [obs.name for obs in servers], sites, finished_by=as_of)
+    order = {obs.name.casefold(): i for i, obs in enumerate(servers)}
+    rows.sort(key=lambda r: (r.rule, order.get((r.server_name or "").casefold(), len(order)),
+                             (r.site or "").casefold(), r.protocol or "", r.run_id or 0))
+    newest = store.run(max(s.run_id for s in sources)) if sources else None
+    policy = (Policy.from_text(newest.policy_text, source="<policy stored with the run>")
+              if newest is not None and newest.policy_text is not None else Policy.default())
+    scope = tuple(
+        ScopeEntry(name=obs.name, address=obs.address, site=obs.site, scan_status=obs.scan_status,
+                   error_kind=obs.error_kind, error=obs.error)
+        for obs in servers
+    )
+    return RunReport(
+        run=None,
+        lang=lang,
+        servers=servers,
+        scope=scope,
+        findings=tuple(finding_info(row, catalog, lang) for row in rows),
+        resolved=(),
+        waivers=tuple(waiver_infos(policy, rows, as_of.date())),
+        rules=tuple(catalog.rule_infos(lang, policy.severity)),
+        as_of=AsOf(
+            time=as_of,
+            stale_days=stale_days,
+            sources=sources,
+            tool_version=__version__,
+            organisation=newest.organisation if newest is not None else None,
+            finding_runs=tuple(row.run_id or 0 for row in rows),
+        ),
+    )
