@@ -41,11 +41,17 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def scan_one(target: Target, password: str | None, since: datetime, timeout_s: float) -> ServerObservation:
-    """Collect, read and interpret one server; never raises for a server-side problem."""
+def scan_one(target: Target, password: str | None, since: datetime, timeout_s: float, *,
+             launch: str = "env", on_launch: Callable[[str], None] | None = None) -> ServerObservation:
+    """Collect, read and interpret one server; never raises for a server-side problem.
+
+    `launch` is the launch method to try first (remembered in the history); `on_launch`
+    hears the one that delivered the collector (docs/launch.md).
+    """
     started = _now()
     try:
-        stdout = collect_host(target, password, since=since, timeout_s=timeout_s)
+        stdout = collect_host(target, password, since=since, timeout_s=timeout_s, method=launch,
+                              on_method=on_launch)
         host = read_collector_output(stdout)
     except CollectionError as exc:
         return failed(target.name, target.address, target.site, exc.kind, exc.message, started, _now())
@@ -94,6 +100,14 @@ def run_scan(
     scanned = failed_count = 0
     status = "aborted"
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cas-audit-scan")
+    launches = store.launch_methods()
+
+    def learned(name: str, remembered: str | None) -> Callable[[str], None]:
+        def remember(method: str) -> None:
+            if method != remembered:
+                store.remember_launch(name, method)
+        return remember
+
     try:
         futures: dict[Future[ServerObservation], Target] = {}
         last_scanned = store.last_successful_scan_times([t.name for t in targets])  # one query, not one per server
@@ -102,7 +116,9 @@ def run_scan(
             secret = password.get(target.username) if isinstance(password, Mapping) else password
             if target.auth == "certificate":
                 secret = None
-            futures[pool.submit(scan_one, target, secret, since, timeout_s)] = target
+            remembered = launches.get(target.name.casefold())
+            futures[pool.submit(scan_one, target, secret, since, timeout_s, launch=remembered or "env",
+                                on_launch=learned(target.name, remembered))] = target
         for future in as_completed(futures):
             observation = future.result()
             store.record_server(run_id, observation)  # committed as it arrives

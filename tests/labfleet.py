@@ -15,8 +15,13 @@ from scanner.lab.serve import Lab, demo_fleet_path
 
 
 def demo_fleet(base_address: str, auth: str = "ntlm") -> Fleet:
-    """The built-in demo fleet on `base_address`.. with a free port per server."""
+    """The built-in demo fleet on `base_address`.. with a free port per server. For Basic,
+    every server gets what Windows needs for it over http: a local account and
+    AllowUnencrypted (docs/lab.md)."""
     fleet = relocate_fleet(load_fleet(demo_fleet_path()), base_address, 0)
+    if auth == "basic":
+        fleet = replace(fleet, servers=tuple(replace(s, account="local", allow_unencrypted=True)
+                                             for s in fleet.servers))
     return replace(fleet, lab=replace(fleet.lab, auth=auth))
 
 

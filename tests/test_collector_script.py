@@ -198,17 +198,45 @@ ENV_LIMIT = 32_767
 ENVELOPE_LIMIT = 153_600  # WinRM MaxEnvelopeSizekb default (150 KB), pywinrm's DEFAULT_MAX_ENV_SIZE
 
 
-def test_bootstrap_command_is_short_and_decodes() -> None:
-    program, arguments = collector.bootstrap_command()
-    assert program == "powershell.exe"
-    assert arguments[:4] == ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"]
-    text = base64.b64decode(arguments[4]).decode("utf-16-le")
-    assert "$env:CASAUDIT_PS" in text and "NewScriptBlock" in text
+def _encoded_text(line: str) -> str:
+    words = line.split()
+    return base64.b64decode(words[words.index("-EncodedCommand") + 1]).decode("utf-16-le")
+
+
+def test_launch_runs_powershell_by_full_path_through_cmd_with_stdin_closed() -> None:
+    line = collector.launch_command("env")
+    # cmd.exe expands %SystemRoot% (never a guessed C:\Windows) and applies `< NUL`.
+    assert line.startswith('"%SystemRoot%\\system32\\WindowsPowerShell\\v1.0\\powershell.exe" ')
+    assert line.endswith(" < NUL") and "C:\\" not in line
+    assert line.split()[1:5] == ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"]
+    text = _encoded_text(line)
+    assert "$env:CASAUDIT_PS" in text and "NewScriptBlock" in text and collector.NOENV_MARKER in text
     assert pslint.lint(text) == [] and pslint.syntax_errors(text) == []
-    command_line = " ".join([program, *arguments])
-    assert len(command_line) < CMD_LINE_LIMIT // 8
-    assert collector.decode_bootstrap(arguments) == text
-    assert collector.decode_bootstrap([" ".join(arguments)]) == text  # as pywinrm joins them
+    assert len(line) < CMD_LINE_LIMIT // 8
+    words = line.split()[1:6]
+    assert collector.decode_bootstrap(words) == text
+    assert collector.decode_bootstrap([" ".join(words)]) == text  # as pywinrm joins them
+    assert collector.SHELL_CODEPAGE != 65001  # 65001 breaks cmd.exe before 2008 R2
+
+
+def test_stdin_launch_sets_the_inputs_and_reads_the_script_from_stdin() -> None:
+    env = collector.shell_environment(collector.collector_script(), datetime(2026, 11, 20, tzinfo=UTC), 7)
+    line = collector.launch_command("stdin", env)
+    assert "< NUL" not in line and len(line) < CMD_LINE_LIMIT // 4
+    text = _encoded_text(line)
+    assert pslint.lint(text) == [] and pslint.syntax_errors(text) == []
+    assert "$input" in text and collector.collector_script()[:40] not in text
+    assert collector.parse_stdin_bootstrap(text) == {"CASAUDIT_SINCE": "2026-11-20T00:00:00Z",
+                                                     "CASAUDIT_MAX_EVENTS": "7"}
+    assert collector.parse_stdin_bootstrap("$env:CASAUDIT_PS = 'x'; " + collector.STDIN_RUN) is None
+    assert collector.parse_stdin_bootstrap("Get-Process") is None
+    with pytest.raises(ValueError):
+        collector.launch_command("wmi")
+
+
+@pytest.mark.parametrize("script", [collector.collector_script, collector.discover_script])
+def test_scripts_are_ascii_so_stdin_carries_them_in_any_code_page(script) -> None:  # type: ignore[no-untyped-def]
+    assert script().isascii()
 
 
 @pytest.mark.parametrize(
@@ -217,8 +245,6 @@ def test_bootstrap_command_is_short_and_decodes() -> None:
         [],
         ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"],
         ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand", "not base64!"],
-        ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand",
-         base64.b64encode("Get-Process".encode("utf-16-le")).decode()],
         ["-NoProfile", "-Command", "& $ExecutionContext.InvokeCommand.NewScriptBlock($env:CASAUDIT_PS)"],
     ],
 )

@@ -22,11 +22,13 @@ from winrm.protocol import Protocol
 from scanner.collect import (
     END_MARKER,
     MAX_EVENTS_ENV_VAR,
+    NOENV_EXIT_CODE,
+    NOENV_MARKER,
     SCRIPT_ENV_VAR,
-    bootstrap_command,
     collector_script,
     discover_script,
     discovery_schema_path,
+    launch_command,
     schema_path,
     shell_environment,
 )
@@ -61,9 +63,8 @@ def shell(env: dict[str, str] | None = None, codepage: int = 65001) -> ShellCont
 
 
 def collect(host: SimulatedHost, since: datetime = SINCE, codepage: int = 65001, **env: str) -> CommandResult:
-    program, args = bootstrap_command()
     environment = shell_environment(collector_script(), since) | env
-    return host.run(shell(environment, codepage), program, args, True)
+    return host.run(shell(environment, codepage), launch_command("env"), [], False)
 
 
 def schema_valid(stdout: str, schema_file) -> None:
@@ -228,9 +229,8 @@ def test_script_error_is_a_powershell_error_record(fleet: Fleet) -> None:
 
 
 def test_discovery_lists_every_cas_of_the_fleet(fleet: Fleet) -> None:
-    program, args = bootstrap_command()
     env = shell_environment(discover_script(), SINCE)
-    result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), program, args, True)
+    result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), launch_command("env"), [], False)
     schema_valid(result.stdout, discovery_schema_path())
     found = {s.name: s for s in read_discovery_output(result.stdout.encode("utf-8"))}
     assert list(found) == [s.name for s in fleet.servers]
@@ -248,22 +248,28 @@ def test_unknown_programs_answer_like_cmd_exe_and_createprocess(fleet: Fleet) ->
     with pytest.raises(WSManFault, match="cannot find the file"):
         host.run(shell(), "foo.exe", [], True)
     assert host.run(shell(), "hostname", [], False) == CommandResult("CAS01\r\n", "", 0)
-    assert host.run(shell(), "cmd", ["/c", "hostname"], True).stdout == "CAS01\r\n"
+    assert host.run(shell(), "C:\\Windows\\system32\\cmd.exe", ["/c", "hostname"], True).stdout == "CAS01\r\n"
+    with pytest.raises(WSManFault, match="cannot find the file"):
+        host.run(shell(), "cmd.exe", ["/c", "hostname"], True)  # no PATH search without cmd.exe
 
 
 def test_other_powershell_scripts_fail_like_powershell(fleet: Fleet) -> None:
     host = SimulatedHost(fleet.server("CAS01"), fleet)
     encoded = base64.b64encode("Get-Mailbox | fl".encode("utf-16-le")).decode()
-    result = host.run(shell(), "powershell", ["-encodedcommand", encoded], False)
+    result = host.run(shell(), "powershell", ["-encodedcommand", encoded, "< NUL"], False)
     assert result.exit_code == 1 and "The term 'Get-Mailbox' is not recognized" in result.stderr
-    program, args = bootstrap_command()
-    other = host.run(shell({SCRIPT_ENV_VAR: "Remove-Item C:\\ -Recurse"}), program, args, True)
+    line = launch_command("env")
+    other = host.run(shell({SCRIPT_ENV_VAR: "Remove-Item C:\\ -Recurse"}), line, [], False)
     assert other.exit_code == 1 and other.stdout == ""
-    nothing = host.run(shell(), program, args, True)
-    assert nothing.exit_code == 1 and "NewScriptBlock" in nothing.stderr
+    nothing = host.run(shell(), line, [], False)
+    assert (nothing.stdout, nothing.exit_code) == (NOENV_MARKER, NOENV_EXIT_CODE)
+    # A full path starts without cmd.exe, but then nothing closes PowerShell 2.0's stdin.
+    args = line.split(" ", 1)[1].removesuffix(" < NUL").split()
     path_form = host.run(shell(shell_environment(collector_script(), SINCE)),
                          "C:\\WINDOWS\\system32\\WindowsPowerShell\\v1.0\\PowerShell.EXE", args, True)
-    assert path_form.exit_code == 0 and path_form.stdout.endswith(END_MARKER + "\n")
+    assert path_form.stdin is not None and path_form.stdout == ""
+    finished = path_form.stdin(b"")
+    assert finished.exit_code == 0 and finished.stdout.endswith(END_MARKER + "\n")
 
 
 # -- a running lab, through the real pywinrm ------------------------------------------------------
@@ -272,7 +278,8 @@ def test_other_powershell_scripts_fail_like_powershell(fleet: Fleet) -> None:
 def small_fleet(tmp_path: Path, auth: str, base: str) -> Fleet:
     text = demo_fleet_path().read_text(encoding="utf-8")
     path = tmp_path / "fleet.toml"
-    path.write_text(text.replace('auth = "ntlm"', f'auth = "{auth}"'), encoding="utf-8")
+    lab = f'auth = "{auth}"' + ('\naccount = "local"\nallow_unencrypted = true' if auth == "basic" else "")
+    path.write_text(text.replace('auth = "ntlm"', lab), encoding="utf-8")
     shutil.copytree(demo_fleet_path().parent / "demo-configs", tmp_path / "demo-configs")
     return relocate_fleet(load_fleet(path), base, 0)
 
@@ -282,9 +289,8 @@ def winrm_collect(lab: Lab, name: str, auth: str) -> bytes:
     protocol = Protocol(lab.servers[name].endpoint, transport=auth, username=user,  # type: ignore[arg-type]
                         password="lab-password", message_encryption="auto", read_timeout_sec=30,
                         operation_timeout_sec=20, proxy=None, ca_trust_path=None)  # type: ignore[arg-type]
-    shell_id = protocol.open_shell(env_vars=shell_environment(collector_script(), SINCE), codepage=65001)
-    program, args = bootstrap_command()
-    command_id = protocol.run_command(shell_id, program, args, skip_cmd_shell=True)
+    shell_id = protocol.open_shell(env_vars=shell_environment(collector_script(), SINCE))
+    command_id = protocol.run_command(shell_id, launch_command("env"))
     stdout, stderr, code = protocol.get_command_output(shell_id, command_id)
     protocol.close_shell(shell_id)
     assert (code, stderr) == (0, b"")

@@ -221,7 +221,7 @@ def test_spnego_wrapped_tokens_and_manual_encryption(lab) -> None:
     sig_len = struct.unpack("<i", stream[:4])[0]
     answer = client.unwrap(stream[4:4 + sig_len] + stream[4 + sig_len:]).data
     assert len(answer) == declared
-    assert etree.fromstring(answer).find(".//rsp:Shell/rsp:ShellId", NS) is not None
+    assert etree.fromstring(answer).find(".//x:ResourceCreated//w:Selector", NS) is not None
     assert server.stats.shells_created == 1
 
 

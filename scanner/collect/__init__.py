@@ -1,9 +1,19 @@
-"""The PowerShell collector sent to each CAS, and how it is started.
+"""The PowerShell collector sent to each CAS, and how it is started (docs/launch.md).
 
-The script travels in a shell environment variable (CASAUDIT_PS, set with
-`Protocol.open_shell(env_vars=...)`): a command line could carry at most about 3,000
-characters through cmd.exe. The command itself is a short bootstrap that runs that
-variable as a script block; it is sent with `skip_cmd_shell=True`.
+Common path ("env"): the script travels in a shell environment variable (CASAUDIT_PS,
+set by the Create request); the Command goes through cmd.exe (no WINRS_SKIP_CMD_SHELL:
+without cmd.exe Windows does no PATH search and refuses a bare `powershell.exe` with fault
+2147942402) and names PowerShell by its full path under %SystemRoot%, which cmd.exe
+expands (the system root is not always C:\\Windows). `< NUL` closes PowerShell's stdin:
+powershell.exe 2.0 started through WinRS waits for its stdin to close. The bootstrap
+checks that the variable arrived; if the server ignored the shell's environment it prints
+NOENV_MARKER and exits with NOENV_EXIT_CODE.
+
+Fallback ("stdin"): the bootstrap sets the small inputs itself and reads the script from
+its standard input, which the client sends with Send (the last part End="true").
+
+No code page is requested beyond the default 437: the scripts write raw UTF-8 bytes to
+their standard output, and code page 65001 breaks cmd.exe before Windows Server 2008 R2.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import base64
 import binascii
 import functools
 import importlib.resources
+import re
 from datetime import UTC, datetime
 from importlib.resources.abc import Traversable
 
@@ -19,18 +30,37 @@ SCRIPT_ENV_VAR = "CASAUDIT_PS"
 SINCE_ENV_VAR = "CASAUDIT_SINCE"
 MAX_EVENTS_ENV_VAR = "CASAUDIT_MAX_EVENTS"
 END_MARKER = "##CASAUDIT-END##"
-SHELL_CODEPAGE = 65001
+#: Printed by the env bootstrap when $env:CASAUDIT_PS is empty (the server ignored the
+#: shell's environment variables); the process then exits with NOENV_EXIT_CODE.
+NOENV_MARKER = "##CASAUDIT-NOENV##"
+NOENV_EXIT_CODE = 3
+#: WINRS_CODEPAGE of the shell: 437 (OEM United States) exists on every Windows; the
+#: output is raw UTF-8 bytes whatever the code page.
+SHELL_CODEPAGE = 437
+#: How the script reaches PowerShell: in a shell environment variable, or on stdin.
+LAUNCH_METHODS = ("env", "stdin")
 
 #: Windows limit on one environment variable's value, in UTF-16 code units.
 ENV_VALUE_LIMIT = 32_767
 #: Largest count of events the collector may be asked to list.
 MAX_EVENTS_LIMIT = 10_000
+#: cmd.exe refuses longer command lines ("The command line is too long.").
+CMD_LINE_LIMIT = 8191
 
-#: The command text behind -EncodedCommand: runs $env:CASAUDIT_PS on PowerShell 1.0
-#: ([ScriptBlock]::Create is 2.0).
-BOOTSTRAP = f"& $ExecutionContext.InvokeCommand.NewScriptBlock($env:{SCRIPT_ENV_VAR})"
-_PROGRAM = "powershell.exe"
+#: PowerShell 1.0 and 2.0 both live here (2.0 kept the v1.0 folder); cmd.exe expands
+#: %SystemRoot% to the server's own system root.
+POWERSHELL_PATH = "%SystemRoot%\\system32\\WindowsPowerShell\\v1.0\\powershell.exe"
 _FLAGS = ("-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand")
+#: The env bootstrap: runs $env:CASAUDIT_PS on PowerShell 1.0 ([ScriptBlock]::Create is
+#: 2.0), after checking that the variable arrived.
+BOOTSTRAP = (f"if ([string]$env:{SCRIPT_ENV_VAR} -eq '') {{ [Console]::Out.Write('{NOENV_MARKER}'); "
+             f"exit {NOENV_EXIT_CODE} }}; "
+             f"& $ExecutionContext.InvokeCommand.NewScriptBlock($env:{SCRIPT_ENV_VAR})")
+#: The stdin bootstrap's last statement: the script is PowerShell's pipeline input.
+STDIN_RUN = "& $ExecutionContext.InvokeCommand.NewScriptBlock([string]::Join([string][char]10, [string[]]@($input)))"
+_ASSIGN = re.compile(r"^\$env:(CASAUDIT_[A-Z_]+) = '((?:[^']|'')*)'$")
+#: Values the stdin bootstrap may set itself (short, from this program, never the script).
+_BOOTSTRAP_VARS = (SINCE_ENV_VAR, MAX_EVENTS_ENV_VAR)
 
 
 def _resource(name: str) -> Traversable:
@@ -64,9 +94,28 @@ def _encode(text: str) -> str:
     return base64.b64encode(text.encode("utf-16-le")).decode("ascii")
 
 
-def bootstrap_command() -> tuple[str, list[str]]:
-    """Program and arguments that run the script in $env:CASAUDIT_PS (skip_cmd_shell=True)."""
-    return _PROGRAM, [*_FLAGS, _encode(BOOTSTRAP)]
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def stdin_bootstrap(env: dict[str, str]) -> str:
+    """The stdin bootstrap: sets the collector's small inputs, then runs its stdin."""
+    parts = [f"$env:{name} = {_quote(env[name])}" for name in _BOOTSTRAP_VARS if name in env]
+    return "; ".join([*parts, STDIN_RUN])
+
+
+def launch_command(method: str, env: dict[str, str] | None = None) -> str:
+    """The command line (run through cmd.exe, not WINRS_SKIP_CMD_SHELL) for `method`:
+    "env" reads the script from $env:CASAUDIT_PS with stdin closed; "stdin" reads it
+    from stdin, which the caller sends and closes."""
+    if method == "env":
+        return f'"{POWERSHELL_PATH}" {" ".join(_FLAGS)} {_encode(BOOTSTRAP)} < NUL'
+    if method == "stdin":
+        line = f'"{POWERSHELL_PATH}" {" ".join(_FLAGS)} {_encode(stdin_bootstrap(env or {}))}'
+        if len(line) > CMD_LINE_LIMIT:
+            raise ValueError("the stdin bootstrap is longer than cmd.exe's command line")
+        return line
+    raise ValueError(f"unknown launch method {method!r}")
 
 
 def format_utc(moment: datetime) -> str:
@@ -90,20 +139,31 @@ def shell_environment(script: str, since: datetime, max_events: int = 200) -> di
 
 
 def decode_bootstrap(arguments: list[str]) -> str | None:
-    """The bootstrap text if `arguments` are the ones bootstrap_command() sends, else None.
-
-    Accepts the arguments as a list or as pywinrm sends them (one space-joined string).
-    """
+    """The text behind `-NoLogo -NoProfile -NonInteractive -EncodedCommand X` (the words
+    after the program; as a list or as one space-joined string), else None."""
     words = [word for argument in arguments for word in str(argument).split()]
     if len(words) != len(_FLAGS) + 1:
         return None
     if [w.lower() for w in words[:-1]] != [f.lower() for f in _FLAGS]:
         return None
     try:
-        text = base64.b64decode(words[-1], validate=True).decode("utf-16-le")
+        return base64.b64decode(words[-1], validate=True).decode("utf-16-le")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return text if text == BOOTSTRAP else None
+
+
+def parse_stdin_bootstrap(text: str) -> dict[str, str] | None:
+    """The variables a stdin bootstrap sets, if `text` is one (else None)."""
+    *assignments, last = text.split("; ")
+    if last != STDIN_RUN:
+        return None
+    env: dict[str, str] = {}
+    for assignment in assignments:
+        m = _ASSIGN.match(assignment)
+        if m is None or m.group(1) not in _BOOTSTRAP_VARS:
+            return None
+        env[m.group(1)] = m.group(2).replace("''", "'")
+    return env
 
 
 def schema_path() -> Traversable:
@@ -119,13 +179,19 @@ def discovery_schema_path() -> Traversable:
 __all__ = [
     "BOOTSTRAP",
     "END_MARKER",
+    "LAUNCH_METHODS",
     "MAX_EVENTS_ENV_VAR",
+    "NOENV_EXIT_CODE",
+    "NOENV_MARKER",
+    "POWERSHELL_PATH",
     "SCRIPT_ENV_VAR",
     "SHELL_CODEPAGE",
     "SINCE_ENV_VAR",
-    "bootstrap_command",
     "collector_script",
     "decode_bootstrap",
+    "launch_command",
+    "parse_stdin_bootstrap",
+    "stdin_bootstrap",
     "discover_script",
     "discovery_schema_path",
     "format_utc",

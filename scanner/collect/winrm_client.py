@@ -1,11 +1,16 @@
 """The one place a byte leaves this machine: run the collector on one CAS over WinRM.
 
-Only this module imports `winrm`. One collection is Create (shell with the script in
-an environment variable and code page 65001), Command, Receive until Done, Delete:
-4 HTTP requests with Basic, 7 with NTLM on a fresh connection (3 for the handshake).
-pywinrm retries an operation timeout while receiving forever; the loop here keeps a
-wall-clock deadline and an output cap of its own. Below pywinrm, `httpguard` holds the
-same deadline for every HTTP exchange (a trickling or endless response included) and
+Only this module imports `winrm`. The launch is described in docs/launch.md and
+`scanner.collect`. Common path ("env"): Create (shell with the script in an environment
+variable), Command (through cmd.exe, PowerShell by its %SystemRoot% path, stdin closed),
+Receive until Done, Delete: 4 HTTP requests with Basic or Kerberos, 7 with NTLM on a fresh
+connection (3 for the handshake). If the server ignored the shell's environment, the
+bootstrap says so and, in the same shell, the "stdin" launch follows: Command, Send (the
+script, End="true"), Receive: 3 requests more, on that server only. A caller that
+remembers "stdin" for a server goes straight to it (Create, Command, Send, Receive,
+Delete). pywinrm retries an operation timeout while receiving forever; the loop here
+keeps a wall-clock deadline and an output cap of its own. Below pywinrm, `httpguard` holds
+the same deadline for every HTTP exchange (a trickling or endless response included) and
 caps each response body while it streams.
 
 Kerberos (auth = "kerberos"): pywinrm's `kerberos` transport with message encryption
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,6 +50,9 @@ MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 # envelope and, with NTLM, the encryption framing.
 MAX_RESPONSE_BYTES = MAX_OUTPUT_BYTES * 2 + 1024 * 1024
 OPERATION_TIMEOUT_S = 20
+#: Script bytes per Send request: far below the 150 KB MaxEnvelopeSize of WinRM 1.1
+#: after base64 (4/3) and the envelope around it (docs/lab.md, "Platforms").
+SEND_CHUNK_BYTES = 64 * 1024
 _TRANSPORTS = {"ntlm": "ntlm", "kerberos": "kerberos", "certificate": "certificate"}
 # pywinrm's vendored requests_kerberos logs every GSS failure with a traceback (log.exception);
 # the failure reaches us as an exception and becomes one sentence, so its log stays quiet.
@@ -55,6 +64,7 @@ class CommandOutput:
     stdout: bytes
     stderr: bytes
     exit_code: int
+    method: str = "env"  # how the script reached PowerShell: env | stdin (scanner.collect)
 
 
 def _transport(target: Target) -> str:
@@ -219,6 +229,49 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
     return CollectionError("internal", f"unexpected {type(exc).__name__} while talking to {where}")
 
 
+def _receive_all(protocol: Protocol, shell_id: str, command_id: str, deadline: float, target: Target,
+                 max_output: int) -> tuple[bytes, bytes, int]:
+    stdout: list[bytes] = []
+    stderr: list[bytes] = []
+    size = 0
+    while True:
+        _set_read_timeout(protocol, deadline)
+        try:
+            out, err, exit_code, done = protocol.get_command_output_raw(shell_id, command_id)
+        except WinRMOperationTimeoutError:
+            continue  # the command is still running; the deadline decides
+        size += len(out) + len(err)
+        if size > max_output:
+            raise CollectorOutputError(
+                f"{target.name} sent more than {max_output // (1024 * 1024)} MiB of output; refused")
+        stdout.append(out)
+        stderr.append(err)
+        if done:
+            return b"".join(stdout), b"".join(stderr), exit_code
+
+
+def _env_ignored(stdout: bytes, exit_code: int) -> bool:
+    """Whether the env bootstrap reported an empty $env:CASAUDIT_PS."""
+    return exit_code == collector.NOENV_EXIT_CODE and stdout.strip() == collector.NOENV_MARKER.encode("ascii")
+
+
+def _run_stdin(protocol: Protocol, shell_id: str, script: str, env: dict[str, str], deadline: float,
+               target: Target, max_output: int) -> tuple[bytes, bytes, int]:
+    """The fallback launch in an open shell: the script on PowerShell's stdin."""
+    _set_read_timeout(protocol, deadline)
+    command_id = protocol.run_command(shell_id, collector.launch_command("stdin", env))
+    data = script.encode("ascii")  # the shipped scripts are ASCII (tests/test_collector_script.py)
+    offset = 0
+    while True:
+        _set_read_timeout(protocol, deadline)
+        piece = data[offset:offset + SEND_CHUNK_BYTES]
+        offset += len(piece)
+        protocol.send_command_input(shell_id, command_id, piece, end=offset >= len(data))
+        if offset >= len(data):
+            break
+    return _receive_all(protocol, shell_id, command_id, deadline, target, max_output)
+
+
 def run_collector(
     target: Target,
     password: str | None,
@@ -227,38 +280,33 @@ def run_collector(
     env: dict[str, str],
     timeout_s: float,
     max_output: int = MAX_OUTPUT_BYTES,
+    method: str = "env",
 ) -> CommandOutput:
-    """Run a script from `scanner.collect` on `target`; raise CollectionError on any failure."""
+    """Run a script from `scanner.collect` on `target`; raise CollectionError on any failure.
+
+    `method` is how to deliver the script first ("env", falling back to "stdin" when the
+    server ignores shell environment variables, or "stdin" straight away); the result
+    says which one ran.
+    """
+    if method not in collector.LAUNCH_METHODS:
+        raise ValueError(f"unknown launch method {method!r}")
     deadline = time.monotonic() + timeout_s
     protocol = _protocol(target, password, timeout_s)
     guard = httpguard.Guard(timeout_s, max_body=max(MAX_RESPONSE_BYTES, max_output * 2), what=target.endpoint)
     _guard(protocol, guard)
-    program, arguments = collector.bootstrap_command()
     shell_id: str | None = None
     try:
         _set_read_timeout(protocol, deadline)
-        shell_id = protocol.open_shell(env_vars={collector.SCRIPT_ENV_VAR: script, **env},
-                                       codepage=collector.SHELL_CODEPAGE, noprofile=True)
-        _set_read_timeout(protocol, deadline)
-        command_id = protocol.run_command(shell_id, program, arguments, skip_cmd_shell=True)
-        stdout: list[bytes] = []
-        stderr: list[bytes] = []
-        size = 0
-        while True:
+        shell_env = {collector.SCRIPT_ENV_VAR: script, **env} if method == "env" else None
+        shell_id = protocol.open_shell(env_vars=shell_env, codepage=collector.SHELL_CODEPAGE, noprofile=True)
+        if method == "env":
             _set_read_timeout(protocol, deadline)
-            try:
-                out, err, exit_code, done = protocol.get_command_output_raw(shell_id, command_id)
-            except WinRMOperationTimeoutError:
-                continue  # the command is still running; the deadline decides
-            size += len(out) + len(err)
-            if size > max_output:
-                raise CollectorOutputError(
-                    f"{target.name} sent more than {max_output // (1024 * 1024)} MiB of output; refused")
-            stdout.append(out)
-            stderr.append(err)
-            if done:
-                break
-        return CommandOutput(b"".join(stdout), b"".join(stderr), exit_code)
+            command_id = protocol.run_command(shell_id, collector.launch_command("env"))
+            out, err, code = _receive_all(protocol, shell_id, command_id, deadline, target, max_output)
+            if not _env_ignored(out, code):
+                return CommandOutput(out, err, code, "env")
+        out, err, code = _run_stdin(protocol, shell_id, script, env, deadline, target, max_output)
+        return CommandOutput(out, err, code, "stdin")
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -279,12 +327,19 @@ def run_collector(
 
 
 def collect_host(target: Target, password: str | None, *, since: datetime, timeout_s: float,
-                 max_output: int = MAX_OUTPUT_BYTES) -> bytes:
-    """Run the collector on one CAS and return its stdout (exit code checked)."""
+                 max_output: int = MAX_OUTPUT_BYTES, method: str = "env",
+                 on_method: Callable[[str], None] | None = None) -> bytes:
+    """Run the collector on one CAS and return its stdout (exit code checked).
+
+    `method` is the launch to try first (what worked last time, from the history);
+    `on_method` hears the launch that delivered the script, before the exit code is checked.
+    """
     script = collector.collector_script()
     result = run_collector(target, password, script=script,
                            env=collector.shell_environment(script, since), timeout_s=timeout_s,
-                           max_output=max_output)
+                           max_output=max_output, method=method)
+    if on_method is not None:
+        on_method(result.method)
     if result.exit_code != 0:
         raise CollectionError("script-error",
                               f"the collector failed on {target.name} (exit code {result.exit_code}): "

@@ -102,6 +102,7 @@ class HostStats:
     shells_open: int = 0
     commands: int = 0
     receives: int = 0
+    sends: int = 0
     signals: int = 0
     auth_failures: int = 0
     actions: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -309,7 +310,10 @@ class _Handler(BaseHTTPRequestHandler):
             lab.stats.action("auth")
             self._send(401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
             return
-        if lab.config.fault == "auth" or not lab._basic_ok(token.strip()):
+        if (lab.config.fault == "auth" or not lab._basic_ok(token.strip())
+                or lab.config.account != "local" or not lab.config.allow_unencrypted):
+            # Basic logs on local accounts only, and the service refuses it over plain HTTP
+            # while AllowUnencrypted is false (docs/lab.md, [BASIC]); the lab is HTTP only.
             lab.stats.action("auth")
             lab.stats.add("auth_failures")
             self._send(401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
@@ -346,6 +350,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         reply = lab._dispatch(plain)
+        if not reply.body:  # e.g. 413 for a request over MaxEnvelopeSizekb: nothing to seal
+            self._send(reply.status, b"", {})
+            return
         self._send(reply.status, self._encrypt(reply.body), {"Content-Type": ENCRYPTED_CONTENT_TYPE})
 
     def _handshake(self, token_b64: str, body: bytes) -> None:
@@ -503,7 +510,8 @@ class LabServer:
         self._conn_lock = threading.Lock()
         self._conns: dict[socket.socket, threading.Thread] = {}
         self.service = WSManService(config.name, config.runner, self.endpoint,
-                                    stopping=self._stopping, deny_create=config.fault == "soap-fault")
+                                    stopping=self._stopping, deny_create=config.fault == "soap-fault",
+                                    windows=config.platform, env_ignored=config.env_ignored)
 
     @property
     def endpoint(self) -> str:
@@ -612,7 +620,7 @@ class LabServer:
         reply = self.service.handle(soap)
         stats = self.stats
         stats.action(reply.action)
-        counter = {"Command": "commands", "Receive": "receives", "Signal": "signals"}.get(reply.action)
+        counter = {"Command": "commands", "Receive": "receives", "Send": "sends", "Signal": "signals"}.get(reply.action)
         if counter:
             stats.add(counter)
         if reply.ok and reply.action == "Create":

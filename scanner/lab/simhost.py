@@ -20,17 +20,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from scanner.collect import (
+    BOOTSTRAP,
     END_MARKER,
     MAX_EVENTS_ENV_VAR,
+    NOENV_EXIT_CODE,
+    NOENV_MARKER,
     SCRIPT_ENV_VAR,
     SINCE_ENV_VAR,
     collector_script,
-    decode_bootstrap,
     discover_script,
+    parse_stdin_bootstrap,
 )
 from scanner.collect.evidence import CONFIG_FILE_NAMES, PROTOCOLS, SERVICE_NAMES
 from scanner.lab.fleet import Fleet, SimProtocol, SimServer, build_numbers
-from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, WSManFault
+from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, command_line, file_not_found_fault
 from scanner.parse.builds import release_build
 from scanner.parse.events import event_message
 
@@ -38,6 +41,8 @@ Clock = Callable[[], datetime]
 
 #: What $Host.Version prints under Windows PowerShell 1.0 (a four-part System.Version).
 PS_VERSION = "1.0.0.0"
+#: $Host.Version of each PowerShell (2.0's ConsoleHost reports a two-part version).
+PS_VERSIONS = {"1.0": PS_VERSION, "2.0": "2.0"}
 #: collect.ps1 reads at most this many bytes of a config file (larger: error="too-large").
 COLLECTOR_FILE_CAP = 1_048_576
 DEFAULT_MAX_EVENTS = 200
@@ -208,7 +213,8 @@ def _service(server: SimServer, protocol: str, proto: SimProtocol) -> str:
 def collector_document(server: SimServer, env: dict[str, str], now: datetime) -> str:
     """Everything collect.ps1 prints on `server`: the document, then the end marker line."""
     install_path = server.install_path if server.registry_key else ""
-    parts = ["<casaudit", _t("version", "1"), _t("psversion", PS_VERSION), _t("collected", _u(now)), ">"]
+    ps_version = PS_VERSIONS.get(server.powershell, PS_VERSION)
+    parts = ["<casaudit", _t("version", "1"), _t("psversion", ps_version), _t("collected", _u(now)), ">"]
     parts.append("<host" + _t("computer", server.computer or server.name) + _t("site", server.site) + "/>")
     if server.registry_key:
         numbers = [str(n) for n in setup_numbers(server.build)]
@@ -298,14 +304,35 @@ def _raw_utf8(text: str, codepage: int) -> str:
 
 # -- the command dispatcher ------------------------------------------------------------
 
+#: Programs the lab knows, as paths below %SystemRoot% (lower case) -> program name.
+_SYSTEM_PROGRAMS = {
+    "system32\\cmd.exe": "cmd",
+    "system32\\hostname.exe": "hostname",
+    "system32\\whoami.exe": "whoami",
+    "system32\\windowspowershell\\v1.0\\powershell.exe": "powershell",
+}
+#: Folders of the default PATH (below %SystemRoot%) where cmd.exe finds a bare name.
+_PATH_PROGRAMS = {"cmd", "hostname", "whoami", "powershell"}
+_REDIRECT_NUL = re.compile(r"\s*<\s*nul\s*$", re.IGNORECASE)
+_VARIABLE = re.compile(r"%([^%\s]+)%")
+#: ver's text per platform ("Microsoft Windows [Version ...]").
+_VER = {"2003r2": "5.2.3790", "2008": "6.0.6002", "2008r2": "6.1.7601"}
+PS_BANNER_2 = "Windows PowerShell\r\nCopyright (C) 2009 Microsoft Corporation. All rights reserved.\r\n\r\n"
+
+
+def split_program(line: str) -> tuple[str, str]:
+    """The program (quotes removed) and the rest of a command line."""
+    line = line.strip()
+    if line.startswith('"'):
+        program, _, rest = line[1:].partition('"')
+    else:
+        program, _, rest = line.partition(" ")
+    return program, rest.strip()
+
 
 def _program(command: str, arguments: list[str]) -> tuple[str, list[str]]:
     """The program's base name (lower case, no .exe) and its arguments."""
-    command = command.strip()
-    if command.startswith('"'):
-        program, _, rest = command[1:].partition('"')
-    else:
-        program, _, rest = command.partition(" ")
+    program, rest = split_program(command)
     words = rest.split() + [w for a in arguments for w in str(a).split()]
     name = re.split(r"[\\/]", program)[-1].lower()
     return (name[:-4] if name.endswith(".exe") else name), words
@@ -317,8 +344,38 @@ def _not_recognized(term: str) -> CommandResult:
              "Verify the term and try again.", len(term) + 1, term, ""), 1)
 
 
+def _not_a_command(shown: str) -> CommandResult:
+    return CommandResult("", f"'{shown}' is not recognized as an internal or external command,\r\n"
+                             "operable program or batch file.\r\n", 1)
+
+
+def system_environment(server: SimServer) -> dict[str, str]:
+    """The variables every process on `server` inherits (names as Windows spells them)."""
+    root = server.sysroot
+    return {
+        "SystemRoot": root, "windir": root, "ComSpec": root + "\\system32\\cmd.exe",
+        "PATH": f"{root}\\system32;{root};{root}\\System32\\Wbem;{root}\\system32\\WindowsPowerShell\\v1.0\\",
+        "COMPUTERNAME": (server.computer or server.name).upper(),
+    }
+
+
+def expand_variables(text: str, env: dict[str, str]) -> str:
+    """%NAME% as cmd.exe expands it: case-insensitive; an unknown name stays as written."""
+    folded = {k.casefold(): v for k, v in env.items()}
+    return _VARIABLE.sub(lambda m: folded.get(m.group(1).casefold(), m.group(0)), text)
+
+
 class SimulatedHost:
-    """The command runner of one simulated CAS (CommandRunner for scanner.lab.wsman)."""
+    """The command runner of one simulated CAS (CommandRunner for scanner.lab.wsman).
+
+    How a command line is started follows Windows (docs/lab.md, "Starting a program"):
+    with WINRS_SKIP_CMD_SHELL the program must be a full path that exists (no PATH search,
+    no %VARIABLE% expansion; otherwise WinRS answers fault 2147942402); without it the
+    line goes through cmd.exe, which expands %VARIABLES%, applies `< NUL`, and searches
+    PATH for a bare name; under code page 65001 cmd.exe before 2008 R2 prints nothing and
+    exits 0. PowerShell 2.0 waits for its stdin to close unless `< NUL` or
+    `-InputFormat None` closes it.
+    """
 
     def __init__(self, server: SimServer, fleet: Fleet, *, clock: Clock | None = None) -> None:
         self._lock = threading.Lock()
@@ -335,51 +392,90 @@ class SimulatedHost:
         with self._lock:
             self._server, self._fleet = server, fleet
 
+    def _resolve(self, server: SimServer, path: str) -> str | None:
+        """The program a full path names on this host, or None if no such file exists."""
+        root = server.sysroot.casefold().rstrip("\\") + "\\"
+        folded = path.replace("/", "\\").casefold()
+        if not folded.startswith(root):
+            return None
+        return _SYSTEM_PROGRAMS.get(folded[len(root):])
+
     def run(self, shell: ShellContext, command: str, arguments: list[str], skip_cmd_shell: bool) -> CommandResult:
         """What `command arguments` prints in `shell` on this host."""
         with self._lock:
             server, fleet = self._server, self._fleet
-        program, words = _program(command, arguments)
+        line = command_line(command, arguments)
+        if skip_cmd_shell:
+            # CreateProcess with the program as written: no PATH search, no expansion.
+            path, rest = split_program(line)
+            program = self._resolve(server, path)
+            if program is None:
+                raise file_not_found_fault()
+            return self._start(server, fleet, shell, program, rest.split(), stdin_closed=False)
+        return self._cmd(server, fleet, shell, line)
+
+    def _cmd(self, server: SimServer, fleet: Fleet, shell: ShellContext, line: str) -> CommandResult:
+        """`cmd.exe /c line` in the shell."""
+        if shell.codepage == 65001 and server.windows.cmd_breaks_on_utf8:
+            return CommandResult("", "", 0)  # docs/lab.md, [CP65001]
+        env = {**system_environment(server), **shell.env}
+        line = expand_variables(line, env)
+        stdin_closed = bool(_REDIRECT_NUL.search(line))
+        line = _REDIRECT_NUL.sub("", line)
+        path, rest = split_program(line)
+        if not path:
+            return CommandResult("", "", 0)
+        name = path.lower()
+        if name == "echo":
+            return CommandResult(rest + "\r\n" if rest else "ECHO is on.\r\n", "", 0)
+        if name == "ver":
+            return CommandResult(f"\r\nMicrosoft Windows [Version {_VER[server.platform]}]\r\n", "", 0)
+        if "\\" in path or "/" in path or ":" in path:
+            program = self._resolve(server, path)
+            if program is None:
+                return CommandResult("", "The system cannot find the path specified.\r\n", 1)
+        else:
+            base = name[:-4] if name.endswith(".exe") else name
+            if base not in _PATH_PROGRAMS:
+                return _not_a_command(path)
+            program = base
+        return self._start(server, fleet, shell, program, rest.split(), stdin_closed=stdin_closed)
+
+    def _start(self, server: SimServer, fleet: Fleet, shell: ShellContext, program: str, words: list[str], *,
+               stdin_closed: bool) -> CommandResult:
         if program == "powershell":
-            return self._powershell(server, fleet, shell, words)
+            return self._powershell(server, fleet, shell, words, stdin_closed)
         if program == "hostname":
             return CommandResult((server.computer or server.name) + "\r\n", "", 0)
         if program == "whoami":
             lab = fleet.lab
             return CommandResult(f"{(lab.domain or server.computer or server.name).lower()}\\{lab.username.lower()}\r\n",
                                  "", 0)
-        if program == "cmd" and words and words[0].lower() in ("/c", "/k"):
-            return self.run(shell, " ".join(words[1:]), [], False) if len(words) > 1 else CommandResult("", "", 0)
-        if not skip_cmd_shell:
-            if program == "echo":
-                return CommandResult(" ".join(words) + "\r\n" if words else "ECHO is on.\r\n", "", 0)
-            if program == "ver":
-                return CommandResult("\r\nMicrosoft Windows [Version 6.0.6002]\r\n", "", 0)
-            shown = command.strip().split(" ")[0] if command.strip() else command
-            return CommandResult("", f"'{shown}' is not recognized as an internal or external command,\r\n"
-                                     "operable program or batch file.\r\n", 1)
-        # No cmd.exe: CreateProcess itself fails, and WinRS answers the Command with a fault.
-        raise WSManFault("s:Receiver", "w:InternalError", "The system cannot find the file specified. ", 2)
+        # cmd
+        if words and words[0].lower() in ("/c", "/k"):
+            return self._cmd(server, fleet, shell, " ".join(words[1:]))
+        return CommandResult("", "", 0)
 
-    def _powershell(self, server: SimServer, fleet: Fleet, shell: ShellContext, arguments: list[str]) -> CommandResult:
-        if decode_bootstrap(arguments) is not None:
-            script = shell.env.get(SCRIPT_ENV_VAR)
-            if script == collector_script():
-                return self._script(server, shell, "collector", lambda: collector_document(server, shell.env,
-                                                                                           self._clock()))
-            if script == discover_script():
-                return self._script(server, shell, "discovery", lambda: discovery_document(fleet))
-            if script is None:
-                return CommandResult("", script_error(
-                    "1", 'Exception calling "NewScriptBlock" with "1" argument(s): "Value cannot be null.\r\n'
-                         'Parameter name: script"', 48, "& $ExecutionContext.InvokeCommand.NewScriptBlock(",
-                    f"$env:{SCRIPT_ENV_VAR})"), 1)
-            # The lab runs only the shipped scripts; any other script fails at its first word.
-            return _not_recognized((script.split() or [""])[0])
-        words = [w for a in arguments for w in str(a).split()]
-        if not words:
-            return CommandResult(PS_BANNER + "PS C:\\Documents and Settings> ", "", 0)
+    def _powershell(self, server: SimServer, fleet: Fleet, shell: ShellContext, words: list[str],
+                    stdin_closed: bool) -> CommandResult:
         flags = [w.lower() for w in words]
+        if "-inputformat" in flags:
+            index = flags.index("-inputformat")
+            if index + 1 < len(words) and flags[index + 1] == "none":
+                # 2.0 then leaves stdin alone; whether 1.0 accepts it is unconfirmed (docs/lab.md).
+                stdin_closed = True
+                del words[index:index + 2]
+        result = self._powershell_result(server, fleet, shell, words, stdin_closed)
+        if result.stdin is None and not stdin_closed and server.powershell == "2.0":
+            # powershell.exe 2.0 through WinRS waits for its stdin to close (docs/lab.md, [PS2-STDIN]).
+            done = result
+            return CommandResult("", "", 0, stdin=lambda _data: done)
+        return result
+
+    def _powershell_result(self, server: SimServer, fleet: Fleet, shell: ShellContext, words: list[str],
+                           stdin_closed: bool) -> CommandResult:
+        flags = [w.lower() for w in words]
+        text: str | None = None
         for flag in ("-encodedcommand", "-enc", "-e", "-ec"):
             if flag in flags:
                 index = flags.index(flag)
@@ -390,9 +486,43 @@ class SimulatedHost:
                     return CommandResult("", "Cannot process the command because the value specified with "
                                              "-EncodedCommand is not properly encoded. The value must be Base64 "
                                              "encoded.\r\n", 1)
-                return _not_recognized((text.split() or [""])[0])
-        text = " ".join(w for w in words if not w.startswith("-")) or words[-1]
-        return _not_recognized(text.split()[0])
+                break
+        if text == BOOTSTRAP:
+            script = shell.env.get(SCRIPT_ENV_VAR, "")
+            if script == "":
+                return CommandResult(NOENV_MARKER, "", NOENV_EXIT_CODE)
+            return self._run_script(server, fleet, shell, script, shell.env)
+        inputs = parse_stdin_bootstrap(text) if text is not None else None
+        if inputs is not None:
+            env = {**shell.env, **inputs}
+
+            def on_stdin(data: bytes) -> CommandResult:
+                # $input: stdin lines in the console code page, joined with "\n".
+                lines = data.decode("cp437").replace("\r\n", "\n").split("\n")
+                if lines and lines[-1] == "":
+                    lines.pop()
+                return self._run_script(server, fleet, shell, "\n".join(lines), env)
+            if stdin_closed:
+                return on_stdin(b"")
+            return CommandResult("", "", 0, stdin=on_stdin)
+        if text is not None:
+            return _not_recognized((text.split() or [""])[0])
+        if not words:
+            banner = PS_BANNER_2 if server.powershell == "2.0" else PS_BANNER
+            return CommandResult(banner + "PS C:\\Documents and Settings> ", "", 0)
+        plain = " ".join(w for w in words if not w.startswith("-")) or words[-1]
+        return _not_recognized(plain.split()[0])
+
+    def _run_script(self, server: SimServer, fleet: Fleet, shell: ShellContext, script: str,
+                    env: dict[str, str]) -> CommandResult:
+        """What a script run by a bootstrap prints: the lab runs only the shipped scripts."""
+        if script.rstrip("\n") == collector_script().rstrip("\n"):
+            return self._script(server, shell, "collector", lambda: collector_document(server, env, self._clock()))
+        if script.rstrip("\n") == discover_script().rstrip("\n"):
+            return self._script(server, shell, "discovery", lambda: discovery_document(fleet))
+        if not script.strip():
+            return CommandResult("", "", 0)
+        return _not_recognized((script.split() or [""])[0])
 
     def _script(self, server: SimServer, shell: ShellContext, kind: str, document: Callable[[], str]) -> CommandResult:
         fault = server.fault

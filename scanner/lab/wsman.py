@@ -1,9 +1,15 @@
-"""The lab's WS-Management shell service: SOAP in, SOAP out, as WinRM 2.0 answers it.
+"""The lab's WS-Management shell service: SOAP in, SOAP out, as WinRM 1.1 or 2.0
+answers it (the platform's stack, scanner/lab/platforms.py).
 
 Transport-free: `WSManService.handle()` takes a decrypted SOAP request body and returns
 the SOAP response body and HTTP status. `scanner.lab.httpserver` carries it over HTTP.
 References: [MS-WSMV] (WS-Management Protocol Extensions for Windows Vista) and
-DSP0226 (WS-Management 1.0).
+DSP0226 (WS-Management 1.0); per-platform behaviour and its sources: docs/lab.md.
+Modelled: CreateResponse framing per stack; a request larger than MaxEnvelopeSizekb gets
+HTTP 413; MaxShellsPerUser (QuotaLimit fault) counting shells not deleted until their
+idle timeout; Send to a command's stdin (a command that reads stdin runs only once stdin
+is closed with End="true"); the shell's environment dropped when the server ignores it
+(an unconfirmed switch).
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import threading
 import time
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lxml import etree
 
+from scanner.lab.platforms import DEFAULT_PLATFORM, Platform, platform
 from scanner.util.xmlsafe import hardened_parser
 
 log = logging.getLogger(__name__)
@@ -43,6 +51,7 @@ ACTIONS: dict[str, str] = {
     _TRANSFER + "Create": "Create",
     _SHELL + "Command": "Command",
     _SHELL + "Receive": "Receive",
+    _SHELL + "Send": "Send",
     _SHELL + "Signal": "Signal",
     _TRANSFER + "Delete": "Delete",
 }
@@ -50,6 +59,7 @@ _RESPONSE_ACTIONS: dict[str, str] = {
     "Create": _TRANSFER + "CreateResponse",
     "Command": _SHELL + "CommandResponse",
     "Receive": _SHELL + "ReceiveResponse",
+    "Send": _SHELL + "SendResponse",
     "Signal": _SHELL + "SignalResponse",
     "Delete": _TRANSFER + "DeleteResponse",
 }
@@ -92,6 +102,10 @@ ERROR_WSMAN_SCHEMA_VALIDATION_ERROR = 2150858817
 ERROR_WSMAN_INVALID_XML = 2150858819
 ERROR_WSMAN_SERVER_ENVELOPE_LIMIT = 2150858825
 ERROR_WSMAN_SHELL_NOT_FOUND = 2150858843   # reported with subcode w:InvalidSelectors
+ERROR_WSMAN_QUOTA_MAX_SHELLS = 2150859173  # w:QuotaLimit on Create (docs/lab.md, [QUOTA-FAULT])
+ERROR_FILE_NOT_FOUND_HRESULT = 2147942402  # 0x80070002 from the "Shell cmd plugin"
+#: The provider a WinRS command fault names (pypsrp tests/responses/test_winrs_no_cmd_shell.yml).
+SHELL_CMD_PLUGIN = ("Shell cmd plugin", "%systemroot%\\system32\\winrscmd.dll")
 
 _MSG_TIMEOUT = ("The WS-Management service cannot complete the operation within the time "
                 "specified in OperationTimeout.  ")
@@ -117,6 +131,9 @@ class CommandResult:
     stderr: str
     exit_code: int
     delay_s: float = 0.0        # simulated run time before the command is Done
+    #: A command that reads its stdin: it runs only once stdin is closed (Send End="true"),
+    #: and this gives its result from everything sent. None: it does not wait for stdin.
+    stdin: Callable[[bytes], CommandResult] | None = None
 
 
 class CommandRunner(typing.Protocol):
@@ -131,7 +148,7 @@ class WSManFault(Exception):
 
     def __init__(self, code: str, subcode: str, reason: str, wsman_code: int,
                  message: str | None = None, *, action: str = WSMAN_FAULT_ACTION,
-                 http_status: int = 500) -> None:
+                 http_status: int = 500, provider: tuple[str, str] | None = None) -> None:
         super().__init__(reason)
         self.code = code                # "s:Sender" | "s:Receiver"
         self.subcode = subcode          # e.g. "w:InvalidSelectors"
@@ -140,6 +157,15 @@ class WSManFault(Exception):
         self.message = reason if message is None else message
         self.action = action
         self.http_status = http_status
+        self.provider = provider        # (provider, path): the message is an f:ProviderFault
+
+
+def file_not_found_fault() -> WSManFault:
+    """What WinRS answers a Command whose program CreateProcess cannot find (no PATH search
+    under WINRS_SKIP_CMD_SHELL): recorded in pypsrp tests/responses/test_winrs_no_cmd_shell.yml."""
+    text = "The system cannot find the file specified. "
+    return WSManFault("s:Receiver", "w:InternalError", text, ERROR_FILE_NOT_FOUND_HRESULT,
+                      provider=SHELL_CMD_PLUGIN)
 
 
 @dataclass(frozen=True)
@@ -160,11 +186,14 @@ class _Command:
     ready_at: float
     out_pos: int = 0
     err_pos: int = 0
+    waiting: Callable[[bytes], CommandResult] | None = None  # runs when stdin closes
+    stdin: bytearray = field(default_factory=bytearray)
 
 
 @dataclass
 class _Shell:
     context: ShellContext
+    touched: float              # last request on the shell (monotonic): its idle timeout counts from here
     commands: dict[str, _Command] = field(default_factory=dict)
 
 
@@ -208,32 +237,49 @@ class WSManService:
     """The WinRS shell endpoint of one simulated host: shells, commands, their output."""
 
     def __init__(self, server: str, runner: CommandRunner, endpoint: str, *,
-                 stopping: threading.Event | None = None, deny_create: bool = False) -> None:
+                 stopping: threading.Event | None = None, deny_create: bool = False,
+                 windows: Platform | None = None, env_ignored: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
         self.runner = runner
         self.endpoint = endpoint
         self.deny_create = deny_create      # lab fault "soap-fault": Create -> access denied
+        self.platform = windows or platform(DEFAULT_PLATFORM)
+        self.env_ignored = env_ignored      # UNCONFIRMED switch (docs/lab.md)
+        self._clock = clock                 # idle timeouts (tests may move it)
         self._stopping = stopping or threading.Event()
         self._lock = threading.Lock()
         self._shells: dict[str, _Shell] = {}
 
     @property
+    def max_envelope(self) -> int:
+        """MaxEnvelopeSizekb * 1024 of this platform: the largest request and response."""
+        return min(self.platform.max_envelope_kb * 1024, MAX_SOAP_BYTES)
+
+    @property
     def open_shells(self) -> int:
-        """Number of shells created and not yet deleted."""
+        """Number of shells created and neither deleted nor expired by their idle timeout."""
         with self._lock:
+            self._expire()
             return len(self._shells)
+
+    def _expire(self) -> None:
+        """Drop shells idle longer than the platform's IdleTimeout (call with the lock)."""
+        cutoff = self._clock() - self.platform.idle_timeout_s
+        for shell_id in [k for k, v in self._shells.items() if v.touched < cutoff]:
+            del self._shells[shell_id]
 
     # -- entry point -------------------------------------------------------------------
 
     def handle(self, body: bytes) -> Reply:
         """Answer one SOAP request (already decrypted); never raises for bad input."""
         action_name, relates_to = "unknown", None
+        if len(body) > self.max_envelope:
+            # MaxEnvelopeSizekb also limits the request ([MS-WSMV] 2.2.4.10); the service
+            # answers HTTP 413, which Windows' own client reports as "the request size
+            # exceeded the configured MaxEnvelopeSize quota" (docs/lab.md, [ENVELOPE-413]).
+            return Reply(413, b"", action_name, False)
         try:
-            if len(body) > MAX_SOAP_BYTES:
-                raise WSManFault("s:Sender", "w:EncodingLimit",
-                                 "The WS-Management service cannot process the request because "
-                                 "the envelope size in the request is too large. ",
-                                 ERROR_WSMAN_SERVER_ENVELOPE_LIMIT)
             req = self._parse(body)
             relates_to = req.message_id
             action_name = ACTIONS[req.action]
@@ -287,12 +333,13 @@ class WSManService:
                              "The WS-Management service cannot process the request because the "
                              "resource URI is not valid. ", ERROR_WSMAN_DESTINATION_UNREACHABLE,
                              action=ADDRESSING_FAULT_ACTION)
-        max_env = DEFAULT_MAX_ENVELOPE
+        max_env = self.max_envelope
         max_env_text = _text(header.find("w:MaxEnvelopeSize", NS))
         if max_env_text:
             if not max_env_text.isdigit() or len(max_env_text) > 9:
                 raise _schema_fault("MaxEnvelopeSize is not a number.")
-            max_env = min(max(int(max_env_text), MIN_MAX_ENVELOPE), MAX_SOAP_BYTES)
+            # The server caps the client's value at its own MaxEnvelopeSizekb ([MS-WSMV] 3.1.4.1.7).
+            max_env = min(max(int(max_env_text), MIN_MAX_ENVELOPE), self.max_envelope)
         timeout = DEFAULT_OPERATION_TIMEOUT_S
         timeout_text = _text(header.find("w:OperationTimeout", NS))
         if timeout_text:
@@ -313,7 +360,10 @@ class WSManService:
                 if selector.get("Name") == "ShellId":
                     shell_id = _text(selector)
         with self._lock:
+            self._expire()
             shell = self._shells.get(shell_id.upper())
+            if shell is not None:
+                shell.touched = self._clock()
         if shell is None:
             raise _shell_not_found(shell_id)
         return shell_id.upper(), shell
@@ -349,31 +399,34 @@ class WSManService:
                     # the shell cannot be created with it (exact WinRM fault unconfirmed).
                     raise WSManFault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ",
                                      ERROR_INVALID_PARAMETER)
+        if self.env_ignored:
+            env = {}
         workdir_el = shell_el.find("rsp:WorkingDirectory", NS)
         workdir = _text(workdir_el) if workdir_el is not None else None
         in_streams = _text(shell_el.find("rsp:InputStreams", NS)) or "stdin"
         out_streams = _text(shell_el.find("rsp:OutputStreams", NS)) or "stdout stderr"
         context = ShellContext(server=self.server, env=env, codepage=int(codepage_text),
                                working_directory=workdir or None)
-        shell_id = str(uuid.uuid4()).upper()
+        del in_streams, out_streams  # WinRM 1.1 and 2.0 do not echo the shell back
+        windows = self.platform
+        shell_id = windows.shell_id_prefix + str(uuid.uuid4()).upper()
         with self._lock:
-            self._shells[shell_id] = _Shell(context)
+            self._expire()
+            if len(self._shells) >= windows.max_shells_per_user:
+                raise _quota_fault(windows.max_shells_per_user)
+            self._shells[shell_id.upper()] = _Shell(context, touched=self._clock())
 
+        # WinRM 1.1 and 2.0 answer with x:ResourceCreated only (no rsp:Shell, which is
+        # newer); 1.1 gives the anonymous address and a `uuid:` ShellId (docs/lab.md,
+        # [WINRB-STUBS]).
         created = etree.Element(_q("x", "ResourceCreated"), nsmap=NS)
-        etree.SubElement(created, _q("a", "Address")).text = self.endpoint
+        etree.SubElement(created, _q("a", "Address")).text = ANONYMOUS if windows.anonymous_address else self.endpoint
         ref = etree.SubElement(created, _q("a", "ReferenceParameters"))
         etree.SubElement(ref, _q("w", "ResourceURI")).text = SHELL_RESOURCE_URI
         selectors = etree.SubElement(ref, _q("w", "SelectorSet"))
         selector = etree.SubElement(selectors, _q("w", "Selector"), Name="ShellId")
         selector.text = shell_id
-        shell = etree.Element(_q("rsp", "Shell"), nsmap=NS)
-        for name, value in (("ShellId", shell_id), ("ResourceUri", SHELL_RESOURCE_URI),
-                            ("Owner", "lab"), ("ClientIP", "127.0.0.1"),
-                            ("IdleTimeOut", "PT7200.000S"), ("InputStreams", in_streams),
-                            ("OutputStreams", out_streams), ("ShellRunTime", "P0DT0H0M0S"),
-                            ("ShellInactivity", "P0DT0H0M0S")):
-            etree.SubElement(shell, _q("rsp", name)).text = value
-        return [created, shell]
+        return [created]
 
     def _op_command(self, req: _Request) -> list[etree._Element]:
         _, shell = self._shell_of(req)
@@ -401,6 +454,8 @@ class WSManService:
         command_id = str(uuid.uuid4()).upper()
         cmd = _Command(encode_output(result.stdout, codepage), encode_output(result.stderr, codepage),
                        int(result.exit_code), time.monotonic() + max(0.0, float(result.delay_s)))
+        if result.stdin is not None:  # runs when its stdin is closed; until then it is Running
+            cmd.waiting, cmd.ready_at = result.stdin, float("inf")
         with self._lock:
             shell.commands[command_id] = cmd
         response = etree.Element(_q("rsp", "CommandResponse"), nsmap=NS)
@@ -483,6 +538,38 @@ class WSManService:
                              State=STATE_RUNNING)
         return response
 
+    def _op_send(self, req: _Request) -> list[etree._Element]:
+        _, shell = self._shell_of(req)
+        send = req.body.find("rsp:Send", NS)
+        stream = send.find("rsp:Stream", NS) if send is not None else None
+        if stream is None:
+            raise _schema_fault("The Send request has no rsp:Stream element.")
+        command_id = (stream.get("CommandId") or "").upper()
+        try:
+            data = base64.b64decode(_text(stream), validate=True)
+        except ValueError:
+            raise _schema_fault("The rsp:Stream of a Send request is not base64.") from None
+        end = (stream.get("End") or "").lower() == "true"
+        with self._lock:
+            cmd = shell.commands.get(command_id)
+            if cmd is None:
+                raise _unknown_command(command_id)
+            waiting = cmd.waiting
+            if waiting is not None:
+                cmd.stdin.extend(data)
+                if end:
+                    cmd.waiting = None
+            received = bytes(cmd.stdin)
+        if waiting is not None and end:
+            result = waiting(received)
+            codepage = shell.context.codepage
+            with self._lock:
+                cmd.stdout = encode_output(result.stdout, codepage)
+                cmd.stderr = encode_output(result.stderr, codepage)
+                cmd.exit_code = int(result.exit_code)
+                cmd.ready_at = time.monotonic() + max(0.0, float(result.delay_s))
+        return [etree.Element(_q("rsp", "SendResponse"), nsmap=NS)]
+
     def _op_signal(self, req: _Request) -> list[etree._Element]:
         _, shell = self._shell_of(req)
         signal = req.body.find("rsp:Signal", NS)
@@ -539,7 +626,12 @@ class WSManService:
         detail = etree.SubElement(fault_el, _q("s", "Detail"))
         wsman_fault = etree.SubElement(detail, f"{{{NS_FAULT}}}WSManFault", nsmap={"f": NS_FAULT},
                                        Code=str(fault.wsman_code), Machine=self.server)
-        etree.SubElement(wsman_fault, f"{{{NS_FAULT}}}Message").text = fault.message
+        message = etree.SubElement(wsman_fault, f"{{{NS_FAULT}}}Message")
+        if fault.provider is not None:
+            name, path = fault.provider
+            etree.SubElement(message, f"{{{NS_FAULT}}}ProviderFault", provider=name, path=path).text = fault.message
+        else:
+            message.text = fault.message
         return self._envelope(fault.action, relates_to, [fault_el])
 
 
@@ -566,6 +658,18 @@ def _schema_fault(detail: str) -> WSManFault:
                       "The SOAP XML in the message does not match the corresponding XML schema "
                       "definition. Change the XML and retry. ", ERROR_WSMAN_SCHEMA_VALIDATION_ERROR,
                       detail)
+
+
+def _quota_fault(limit: int) -> WSManFault:
+    """MaxShellsPerUser exceeded (docs/lab.md, [QUOTA-FAULT])."""
+    return WSManFault(
+        "s:Sender", "w:QuotaLimit",
+        "The WS-Management service cannot process the request. The maximum number of concurrent "
+        "shells for this user has been exceeded. Close existing shells or raise the quota for this user. ",
+        ERROR_WSMAN_QUOTA_MAX_SHELLS,
+        f"The WS-Management service cannot process the request. This user is allowed a maximum number "
+        f"of {limit} concurrent shells, which has been exceeded. Close existing shells or raise the "
+        "quota for this user. ")
 
 
 def _shell_not_found(shell_id: str) -> WSManFault:

@@ -156,6 +156,21 @@ class Server(Base):
     first_seen_run_id: Mapped[int | None] = mapped_column(ForeignKey("scan_runs.id"))
 
 
+LAUNCH_METHODS: tuple[str, ...] = ("env", "stdin")
+
+
+class LaunchMethod(Base):
+    """How the collector last reached PowerShell on a server (scanner.collect: "env" or
+    "stdin"), so the next scan starts with what worked (docs/launch.md)."""
+
+    __tablename__ = "launch_methods"
+    __table_args__ = (CheckConstraint(_in("method", LAUNCH_METHODS), name="method"),)
+
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True)
+    method: Mapped[str] = mapped_column(String(16))
+    learned_at: Mapped[datetime]
+
+
 class RunServer(Base):
     """A server in the planned scope of a run, whether or not it was reached."""
 

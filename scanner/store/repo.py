@@ -51,6 +51,7 @@ from scanner.store.models import (
     ConfigBlob,
     Document,
     Finding,
+    LaunchMethod,
     Observation,
     RefusedLogon,
     ResolvedFinding,
@@ -666,6 +667,24 @@ class Store:
                     if at is not None:
                         found[key] = at
         return found
+
+    def launch_methods(self) -> dict[str, str]:
+        """The remembered launch method of every server that has one, by casefolded name."""
+        with self._read("read the remembered launch methods") as session:
+            rows = session.execute(select(Server.name_key, LaunchMethod.method)
+                                   .join(LaunchMethod, LaunchMethod.server_id == Server.id))
+            return {key: method for key, method in rows}
+
+    def remember_launch(self, server_name: str, method: str, at: datetime | None = None) -> None:
+        """Remember that `method` ("env" | "stdin") delivered the collector to the server."""
+        at = at or _now()
+        with self._write(f"remember the launch method of {server_name}") as session:
+            server_id = self._server_ids(session, [server_name], None)[server_name.casefold()]
+            # insert-or-nothing, then update: safe when two scans write at once
+            _insert_ignoring_duplicates(session, LaunchMethod,
+                                        [{"server_id": server_id, "method": method, "learned_at": at}], "server_id")
+            session.execute(update(LaunchMethod).where(LaunchMethod.server_id == server_id)
+                            .values(method=method, learned_at=at))
 
     def last_successful_scan_time(self, server_name: str) -> datetime | None:
         """When the server's newest successful scan started (its event query ran after that).
