@@ -172,6 +172,7 @@ def test_scan_with_a_kinit_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:
     ccache = tmp_path / "ccache"
     krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
     before = {name: krb_lab.lab.stats(name).auth_failures for name in ("CAS01", "CAS02")}
+    requests = {name: krb_lab.lab.stats(name).requests for name in ("CAS01", "CAS02")}
     db = tmp_path / "history.db"
     scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=ccache, db=db)
     assert scan.returncode == 0, scan.stdout + scan.stderr
@@ -182,6 +183,10 @@ def test_scan_with_a_kinit_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:
     assert (run["servers_planned"], run["servers_scanned"]) == (2, 2)
     # the lab answers unencrypted SOAP with 401 (AllowUnencrypted=false): none was needed
     assert {name: krb_lab.lab.stats(name).auth_failures for name in ("CAS01", "CAS02")} == before
+    # one round trip authenticates (pywinrm sends the Kerberos token pre-emptively on an empty
+    # POST and checks the server's mutual-authentication answer), then Create, Command, Receive, Delete
+    assert {name: krb_lab.lab.stats(name).requests - requests[name] for name in ("CAS01", "CAS02")} == \
+        {"CAS01": 5, "CAS02": 5}
 
 
 def test_scan_with_a_password_gets_its_own_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:

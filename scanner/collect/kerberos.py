@@ -21,6 +21,7 @@ import atexit
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -112,7 +113,9 @@ def failure(detail: str, *, user: str, host: str) -> CollectionError:
 def ensure_ticket(principal: str, password: str | None, *, host: str) -> None:
     """With a password, make sure this process holds a current ticket of `principal` (see the
     module text); without one, the existing credential cache (kinit) is used as it is."""
-    if not password:
+    if not password or sys.platform == "win32":
+        # Windows: pywinrm's Kerberos (winkerberos, SSPI) is the logged-on account's; a
+        # password cannot be handed to it, and python-gssapi does not exist there.
         return
     global _cache_dir
     with _lock:

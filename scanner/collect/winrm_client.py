@@ -17,7 +17,8 @@ Kerberos (auth = "kerberos"): pywinrm's `kerberos` transport with message encryp
 ("auto": always on plain http), the service principal HTTP/<address>, so the inventory
 addresses the server by the FQDN of its computer account. The ticket comes from kinit's
 cache, or from the password (scanner/collect/kerberos.py); its failures become one
-sentence each. 8 requests per collection: the handshake rides on one empty POST.
+sentence each. 5 requests per collection: one empty POST carries the Kerberos token
+(tests/test_kerberos.py counts them).
 """
 
 from __future__ import annotations
