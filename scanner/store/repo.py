@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -384,6 +384,27 @@ class Store:
             for resolved_chunk in _chunks(resolved_rows):
                 session.execute(insert(ResolvedFinding), list(resolved_chunk))
 
+    def delete_runs(self, run_ids: Sequence[int], *, apply: bool) -> dict[str, int]:
+        """Delete runs with everything only they refer to; returns what went, by table.
+
+        Cascades to the runs' server scans, observations, refused logons, findings and
+        resolved findings; then removes the documents and config files no remaining row
+        refers to. Without `apply` the same deletion runs in a transaction that is rolled
+        back, so the counts are exact and nothing changes.
+        """
+        counts: dict[str, int] = {}
+        with store_errors(self._engine.url, "remove old scan runs"):
+            with Session(self._engine) as session:
+                session.begin()
+                try:
+                    counts = _delete_runs(session, sorted(set(run_ids)))
+                    if apply:
+                        session.commit()
+                finally:
+                    if session.in_transaction():
+                        session.rollback()
+        return counts
+
     # -- reading ------------------------------------------------------------------
 
     def latest_run_id(self, *, complete_only: bool = False) -> int | None:
@@ -693,6 +714,53 @@ class Store:
         the length of one scan, but never leaves a gap.
         """
         return self.last_successful_scan_times([server_name]).get(server_name.casefold())
+
+
+def _count_where(session: Session, model: Any, condition: Any) -> int:
+    return int(session.scalar(select(func.count()).select_from(model).where(condition)) or 0)
+
+
+def _delete_runs(session: Session, run_ids: Sequence[int]) -> dict[str, int]:
+    """The deletion of `delete_runs`, inside the caller's transaction."""
+    counts = dict.fromkeys(
+        ("runs", "server_scans", "observations", "findings", "documents", "config_files"), 0
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # scanners keep writing meanwhile: no new reference to a document while orphans are found
+        session.execute(text("LOCK TABLE documents IN SHARE ROW EXCLUSIVE MODE"))
+    for chunk in _chunks(run_ids):
+        scans = select(ServerScan.id).where(ServerScan.run_id.in_(chunk))
+        counts["runs"] += _count_where(session, ScanRun, ScanRun.id.in_(chunk))
+        counts["server_scans"] += _count_where(session, ServerScan, ServerScan.run_id.in_(chunk))
+        counts["observations"] += _count_where(session, Observation, Observation.server_scan_id.in_(scans))
+        counts["findings"] += _count_where(session, Finding, Finding.run_id.in_(chunk))
+        session.execute(update(Server).where(Server.first_seen_run_id.in_(chunk)).values(first_seen_run_id=None))
+        observations = select(Observation.id).where(Observation.server_scan_id.in_(scans))
+        session.execute(delete(RefusedLogon).where(RefusedLogon.observation_id.in_(observations)))
+        session.execute(delete(Observation).where(Observation.server_scan_id.in_(scans)))
+        session.execute(delete(ServerScan).where(ServerScan.run_id.in_(chunk)))
+        session.execute(delete(Finding).where(Finding.run_id.in_(chunk)))
+        session.execute(delete(ResolvedFinding).where(ResolvedFinding.run_id.in_(chunk)))
+        session.execute(delete(RunServer).where(RunServer.run_id.in_(chunk)))
+        session.execute(delete(ScanRun).where(ScanRun.id.in_(chunk)))
+    if not run_ids:
+        return counts
+    referenced: set[int] = set()
+    for column in (ServerScan.state_id, Observation.state_id, Finding.body_id):
+        referenced.update(session.scalars(select(column).distinct()))
+    orphans = [doc_id for doc_id in session.scalars(select(Document.id)) if doc_id not in referenced]
+    for doc_chunk in _chunks(orphans):
+        session.execute(delete(Document).where(Document.id.in_(doc_chunk)))
+    counts["documents"] = len(orphans)
+    files = {
+        sha for body in session.scalars(select(Document.body).where(Document.kind == "protocol"))
+        if (sha := json.loads(body).get("config_sha256"))
+    }
+    unused = [sha for sha in session.scalars(select(ConfigBlob.sha256)) if sha not in files]
+    for sha_chunk in _chunks(unused):
+        session.execute(delete(ConfigBlob).where(ConfigBlob.sha256.in_(sha_chunk)))
+    counts["config_files"] = len(unused)
+    return counts
 
 
 def _document_ids(session: Session, docs: Sequence[tuple[str, str]]) -> list[int]:

@@ -1,0 +1,63 @@
+"""`cas-audit prune`: remove old runs, keeping what kept runs and the organisation view need."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from scanner.cli.app import _open_store, cli, db_option, handle_errors
+from scanner.errors import ConfigError
+
+
+def _parse_before(value: str) -> datetime:
+    """DATE (runs started before its 00:00 UTC) or an ISO 8601 time (UTC unless an offset is given)."""
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--before must be a date such as 2025-11-01, not {value!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@cli.command()
+@db_option
+@click.option("--before", "before", required=True, metavar="DATE",
+              help="Remove runs that started before this date (00:00 UTC) or ISO 8601 time.")
+@click.option("--apply", "apply", is_flag=True, default=False,
+              help="Remove them; without it, only list what would be removed (a dry run).")
+@handle_errors
+def prune(db_url: str | None, before: str, apply: bool) -> None:
+    """Remove scan runs that started before DATE, keeping every run the organisation view
+    still draws on (a server's latest observation or current findings) and every document
+    and config file a kept run refers to. Without --apply it only lists what it would do.
+
+    \b
+    Examples:
+      cas-audit prune --before 2025-11-01
+      cas-audit prune --before 2025-11-01 --apply
+    """
+    from scanner.store.prune import prune as run_prune
+
+    moment = _parse_before(before)
+    store = _open_store(db_url)
+    result = run_prune(store, moment, apply=apply, now=datetime.now(UTC))
+    verb = "removed" if apply else "would remove"
+    if not apply:
+        click.echo("dry run: nothing is removed without --apply")
+    for run in result.removed:
+        click.echo(f"{verb} run {run.id}  started {_iso(run.started_at)}  {run.status}  "
+                   f"{run.servers_planned} server(s)")
+    for run, reason in result.kept:
+        click.echo(f"keeping run {run.id}  started {_iso(run.started_at)}: {reason}")
+    c = result.counts
+    click.echo(
+        f"{verb} {len(result.removed)} run(s) started before {_iso(moment)}: {c.get('server_scans', 0)} server "
+        f"scan(s), {c.get('observations', 0)} observation(s), {c.get('findings', 0)} finding(s), "
+        f"{c.get('documents', 0)} unreferenced document(s), {c.get('config_files', 0)} config file(s); "
+        f"kept {len(result.kept)} older run(s) still needed"
+    )
