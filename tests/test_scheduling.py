@@ -274,3 +274,13 @@ def test_the_password_comes_from_the_systemd_credential(tmp_path: Path, monkeypa
     monkeypatch.setenv("CAS_AUDIT_PASSWORD", "from-environment")  # the environment still wins
     assert _password("CONTOSO\\auditor") == "from-environment"
     assert "LoadCredential=cas-audit-password:" in (SCHEDULING / "cas-audit.service").read_text(encoding="utf-8")
+
+
+def test_readme_exit_code_table_covers_the_contract() -> None:
+    """Every exit code a scheduler can see is explained once, and ExitCode has no other."""
+    from scanner.errors import ExitCode
+
+    section = README.split("### Exit codes, for alerting", 1)[1].split("\n### ", 1)[0]
+    codes = [int(c) for c in re.findall(r"^\| (\d+) \|", section, re.M)]
+    assert codes == [0, 1, 2, 3, 4, 130, 143]  # design contract: 130 SIGINT, 143 SIGTERM
+    assert {int(code) for code in ExitCode} <= set(codes)
