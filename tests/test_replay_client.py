@@ -152,6 +152,24 @@ def test_requests_fit_the_recorded_envelope_limit() -> None:
         assert int(replaylib.text_of(parse(body), "s:Header/w:MaxEnvelopeSize")) <= limit_kb * 1024
 
 
+def test_stdin_launch_sends_the_script_and_closes_stdin() -> None:
+    """The stdin launch (for servers that ignore shell variables) against the recorded
+    stdin exchange: the script goes in Send requests of the recorded shape, the last one
+    closing stdin (End="true"), and the output is what PowerShell printed. The recorded
+    client sent its script in two Sends; one is enough here, so the second may be passed."""
+    with replaying(load("winrs_send"), optional=("Send", "Signal")) as replay:
+        result = winrm_client.run_collector(target(replay.port), "lab-password", script="Write-Output hi",
+                                            env={}, timeout_s=30, method="stdin")
+    assert replay.problems == []
+    assert (result.stdout, result.stderr, result.exit_code, result.method) == (b"output 1\noutput 2\n", b"", 0,
+                                                                               "stdin")
+    assert replay.served[:3] == ["Create", "Command", "Send"] and replay.served[-2:] == ["Receive", "Delete"]
+    sends = [parse(b).find(".//rsp:Send/rsp:Stream", NS) for b in replay.sent if replaylib.action_of(b) == "Send"]
+    assert sends and all(s is not None and s.get("Name") == "stdin" for s in sends)
+    assert (sends[-1].get("End") or "").lower() == "true"  # type: ignore[union-attr]
+    assert b"Write-Output hi" in b"".join(base64.b64decode(s.text or "") for s in sends)  # type: ignore[union-attr]
+
+
 # -- pywinrm's Protocol as the client builds it ---------------------------------------------------
 
 

@@ -222,6 +222,13 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
             return CollectionError("refused", f"cannot resolve {target.address}")
         return CollectionError("refused", f"cannot connect to {where}")
     if isinstance(exc, WinRMTransportError):
+        if exc.code == 413:
+            # WinRM refuses a request larger than its MaxEnvelopeSizekb with HTTP 413, no body
+            # (Windows' own client: ERROR_WSMAN_HTTP_REQUEST_TOO_LARGE_STATUS, "the request size
+            # exceeded the configured MaxEnvelopeSize quota"); docs/lab.md, [ENVELOPE-413].
+            return CollectionError("protocol", f"{where} refused a request as larger than its MaxEnvelopeSize "
+                                   "quota (HTTP 413)",
+                                   hint="the server's MaxEnvelopeSizekb is smaller than this request")
         return CollectionError("protocol", f"{where} answered HTTP {exc.code}")
     if isinstance(exc, WinRMError):
         return CollectionError("protocol", f"WinRM error talking to {where}: {str(exc)[:200]}")

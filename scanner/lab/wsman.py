@@ -23,6 +23,7 @@ import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -41,6 +42,19 @@ NS: dict[str, str] = {
     "p": "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd",
 }
 NS_FAULT = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
+NS_EVENTING = "http://schemas.xmlsoap.org/ws/2004/08/eventing"
+NS_ENUMERATION = "http://schemas.xmlsoap.org/ws/2004/09/enumeration"
+_ALL_NS: dict[str, str] = {**NS, "e": NS_EVENTING, "n": NS_ENUMERATION}
+# Envelope namespace declarations per answer, in Windows' order (tests/replay/winrs_*.toml).
+_DECLARED: dict[str, tuple[str, ...]] = {
+    "Create": ("s", "a", "x", "w", "rsp", "p"),
+    "Command": ("s", "a", "x", "w", "rsp", "p"),
+    "Send": ("s", "a", "x", "w", "rsp", "p"),
+    "Signal": ("s", "a", "x", "w", "rsp", "p"),
+    "Receive": ("s", "a", "w", "rsp", "p"),
+    "Delete": ("s", "a", "w", "p"),
+    "fault": ("s", "a", "x", "e", "n", "w", "p"),
+}
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 SHELL_RESOURCE_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
@@ -64,6 +78,7 @@ _RESPONSE_ACTIONS: dict[str, str] = {
     "Delete": _TRANSFER + "DeleteResponse",
 }
 WSMAN_FAULT_ACTION = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
+_FAULT_DETAIL = "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/"
 ADDRESSING_FAULT_ACTION = "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault"
 STATE_DONE = _SHELL + "CommandState/Done"
 STATE_RUNNING = _SHELL + "CommandState/Running"
@@ -148,7 +163,8 @@ class WSManFault(Exception):
 
     def __init__(self, code: str, subcode: str, reason: str, wsman_code: int,
                  message: str | None = None, *, action: str = WSMAN_FAULT_ACTION,
-                 http_status: int = 500, provider: tuple[str, str] | None = None) -> None:
+                 http_status: int = 500, provider: tuple[str, str] | None = None,
+                 detail: str | None = None) -> None:
         super().__init__(reason)
         self.code = code                # "s:Sender" | "s:Receiver"
         self.subcode = subcode          # e.g. "w:InvalidSelectors"
@@ -158,6 +174,7 @@ class WSManFault(Exception):
         self.action = action
         self.http_status = http_status
         self.provider = provider        # (provider, path): the message is an f:ProviderFault
+        self.detail = detail            # w:FaultDetail URI (before f:WSManFault), if Windows sends one
 
 
 def file_not_found_fault() -> WSManFault:
@@ -468,6 +485,8 @@ class WSManService:
         desired = receive.find("rsp:DesiredStream", NS) if receive is not None else None
         if desired is None:
             raise _schema_fault("The Receive request has no rsp:DesiredStream element.")
+        if not desired.get("CommandId"):
+            raise _plugin_invalid_parameter()
         command_id = (desired.get("CommandId") or "").upper()
         wanted = set(_text(desired).split()) or {"stdout", "stderr"}
         with self._lock:
@@ -518,18 +537,15 @@ class WSManService:
             done = cmd.out_pos >= len(cmd.stdout) and cmd.err_pos >= len(cmd.stderr)
 
         response = etree.Element(_q("rsp", "ReceiveResponse"), nsmap=NS)
-        last: dict[str, etree._Element] = {}
         for name, piece in chunks:
             el = etree.SubElement(response, _q("rsp", "Stream"), Name=name, CommandId=command_id)
             el.text = base64.b64encode(piece).decode("ascii")
-            last[name] = el
         if done:
+            # Windows ends each stream with an empty element of its own after the data
+            # (every Receive recorded in tests/replay/winrs_*.toml).
             for name in ("stdout", "stderr"):
-                el = last.get(name)
-                if el is None:
-                    el = etree.SubElement(response, _q("rsp", "Stream"), Name=name,
-                                          CommandId=command_id)
-                el.set("End", "true")
+                etree.SubElement(response, _q("rsp", "Stream"), Name=name, CommandId=command_id,
+                                 End="true")
             state = etree.SubElement(response, _q("rsp", "CommandState"), CommandId=command_id,
                                      State=STATE_DONE)
             etree.SubElement(state, _q("rsp", "ExitCode")).text = str(cmd.exit_code)
@@ -599,8 +615,10 @@ class WSManService:
 
     # -- serialisation -----------------------------------------------------------------
 
-    def _envelope(self, action: str, relates_to: str | None, payload: list[etree._Element]) -> bytes:
-        envelope = etree.Element(_q("s", "Envelope"), nsmap=NS)
+    def _envelope(self, action: str, relates_to: str | None, payload: list[etree._Element],
+                  kind: str = "") -> bytes:
+        declared = self._declared(kind or action.rsplit("/", 1)[-1].removesuffix("Response"))
+        envelope = etree.Element(_q("s", "Envelope"), nsmap=declared)
         envelope.set(XML_LANG, "en-US")
         header = etree.SubElement(envelope, _q("s", "Header"))
         etree.SubElement(header, _q("a", "Action")).text = action
@@ -610,7 +628,18 @@ class WSManService:
             etree.SubElement(header, _q("a", "RelatesTo")).text = relates_to
         body = etree.SubElement(envelope, _q("s", "Body"))
         body.extend(payload)
+        etree.cleanup_namespaces(envelope, top_nsmap=declared, keep_ns_prefixes=list(declared))
         return typing.cast(bytes, etree.tostring(envelope, encoding="utf-8", xml_declaration=False))
+
+    def _declared(self, kind: str) -> dict[str, str]:
+        """The namespaces Windows declares on the Envelope of an answer of `kind`
+        (an operation's short name, or "fault"), as recorded: tests/replay/ and
+        docs/lab-differences.md. WinRM 1.1 declares no `p` (WinRb's v1 stubs) and its
+        CreateResponse declares x and rsp on x:ResourceCreated instead."""
+        prefixes = _DECLARED.get(kind, _DECLARED["Create"])
+        if self.platform.winrm == "1.1":
+            prefixes = tuple(p for p in prefixes if p != "p" and not (kind == "Create" and p in ("x", "rsp")))
+        return {p: _ALL_NS[p] for p in prefixes}
 
     def fault_body(self, fault: WSManFault, relates_to: str | None = None) -> bytes:
         """The SOAP envelope of a fault, as WinRM writes it."""
@@ -624,15 +653,19 @@ class WSManService:
         text.set(XML_LANG, "en-US")
         text.text = fault.reason
         detail = etree.SubElement(fault_el, _q("s", "Detail"))
+        if fault.detail:
+            etree.SubElement(detail, _q("w", "FaultDetail")).text = fault.detail
+        # Machine: the host name the client addressed (the recordings show the address used).
+        machine = urlsplit(self.endpoint).hostname or self.server
         wsman_fault = etree.SubElement(detail, f"{{{NS_FAULT}}}WSManFault", nsmap={"f": NS_FAULT},
-                                       Code=str(fault.wsman_code), Machine=self.server)
+                                       Code=str(fault.wsman_code), Machine=machine)
         message = etree.SubElement(wsman_fault, f"{{{NS_FAULT}}}Message")
         if fault.provider is not None:
             name, path = fault.provider
             etree.SubElement(message, f"{{{NS_FAULT}}}ProviderFault", provider=name, path=path).text = fault.message
         else:
             message.text = fault.message
-        return self._envelope(fault.action, relates_to, [fault_el])
+        return self._envelope(fault.action, relates_to, [fault_el], kind="fault")
 
 
 def _text(el: etree._Element | None, *, strip: bool = True) -> str:
@@ -682,8 +715,20 @@ def _shell_not_found(shell_id: str) -> WSManFault:
 
 
 def _unknown_command(command_id: str) -> WSManFault:
+    """A CommandId the shell does not have: tests/replay/winrs_bad_cmd_id.toml (the id
+    is not in Windows' text)."""
+    del command_id
     return WSManFault(
         "s:Sender", "w:InvalidSelectors", _MSG_INVALID_SELECTORS, ERROR_WSMAN_SHELL_NOT_FOUND,
-        f"The Windows Remote Shell received a request to perform an operation on a command "
-        f"identifier that does not exist. Either the command has completed execution or the "
-        f"client specified an invalid command identifier: {command_id[:40]}. ")
+        "The Windows Remote Shell received a request to perform an operation on a command "
+        "identifier that does not exist. Either the command has completed execution or the "
+        "client specified an invalid command identifier. ",
+        detail=_FAULT_DETAIL + "UnexpectedSelectors")
+
+
+def _plugin_invalid_parameter() -> WSManFault:
+    """A Receive naming no CommandId, answered by the shell plugin:
+    tests/replay/winrs_fail_poll_process.toml (recorded for a shell without commands)."""
+    text = "The parameter is incorrect. "
+    return WSManFault("s:Sender", "w:InvalidParameter", text, ERROR_INVALID_PARAMETER,
+                      provider=SHELL_CMD_PLUGIN, detail=_FAULT_DETAIL + "InvalidValue")
