@@ -11,7 +11,8 @@ from pathlib import Path
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import load_policy
-from scanner.lab.fleet import load_fleet, relocate_fleet, upgrade_server
+from scanner.lab.fleet import Fleet, load_fleet, relocate_fleet, upgrade_server
+from scanner.lab.platforms import platform
 from scanner.lab.serve import Lab, demo_fleet_path
 from scanner.report.build import build_report
 from scanner.report.summary import summarise, summary_lines
@@ -33,6 +34,15 @@ def _finding_lines(store: Store, run_id: int) -> Iterator[str]:
         by_rule.setdefault(f"{f.rule} {f.severity}", []).append(where + mark)
     for rule, places in sorted(by_rule.items()):
         yield f"  {rule}: {', '.join(places)}"
+
+
+def platform_mix(fleet: Fleet) -> list[str]:
+    """"Windows Server 2003 R2 x64 (WinRM 1.1): CAS02, CAS05" for each platform in the fleet."""
+    groups: dict[str, list[str]] = {}
+    for server in fleet.servers:
+        groups.setdefault(server.platform, []).append(f"{server.name}/PS {server.powershell}")
+    return [f"{platform(key).windows} (WinRM {platform(key).winrm}): {', '.join(names)}"
+            for key, names in sorted(groups.items())]
 
 
 def demo_policy_path() -> Path:
@@ -57,6 +67,7 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
         lab.write_inventory(inventory_path)
         inventory = load_inventory(inventory_path)
         yield f"lab: {len(fleet.servers)} simulated CAS listening on loopback ({fleet.lab.auth})"
+        yield from (f"  {line}" for line in platform_mix(fleet))
         for label in ("first scan", "second scan"):
             outcome = run_scan(inventory, store=store, password=fleet.lab.password, policy=policy,
                                catalog=catalog, concurrency=4, timeout_s=20)

@@ -46,7 +46,7 @@ from scanner.lab.fleet import (
 )
 from scanner.lab.serve import Lab, demo_fleet_path, serve
 from scanner.lab.simhost import HUGE_BYTES, SimulatedHost, path_combine
-from scanner.lab.wsman import CommandResult, ShellContext, WSManFault
+from scanner.lab.wsman import CommandResult, ShellContext, WSManFault, encode_output
 from scanner.parse.events import read_refused_logon
 
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
@@ -62,9 +62,16 @@ def shell(env: dict[str, str] | None = None, codepage: int = 65001) -> ShellCont
     return ShellContext(server="CAS", env=env or {}, codepage=codepage, working_directory=None)
 
 
-def collect(host: SimulatedHost, since: datetime = SINCE, codepage: int = 65001, **env: str) -> CommandResult:
+def collect(host: SimulatedHost, since: datetime = SINCE, codepage: int | None = None, **env: str) -> CommandResult:
+    """The collector's result; by default its stdout as text the way UTF-8 carries it
+    (code page 65001 where cmd.exe works under it, else 437 and the bytes read back)."""
     environment = shell_environment(collector_script(), since) | env
-    return host.run(shell(environment, codepage), launch_command("env"), [], False)
+    if codepage is not None:
+        return host.run(shell(environment, codepage), launch_command("env"), [], False)
+    if not host.server.windows.cmd_breaks_on_utf8:
+        return host.run(shell(environment, 65001), launch_command("env"), [], False)
+    result = host.run(shell(environment, 437), launch_command("env"), [], False)
+    return replace(result, stdout=encode_output(result.stdout, 437).decode("utf-8"))
 
 
 def schema_valid(stdout: str, schema_file) -> None:
@@ -173,7 +180,7 @@ def test_hostile_names_are_escaped_like_securityelement_escape(tmp_path: Path) -
 
 
 def test_output_is_raw_utf8_whatever_the_code_page(fleet: Fleet) -> None:
-    host = SimulatedHost(fleet.server("CAS07"), fleet, clock=lambda: NOW)
+    host = SimulatedHost(fleet.server("CAS01"), fleet, clock=lambda: NOW)  # 2008 R2: cmd.exe works under 65001
     utf8 = collect(host, codepage=65001).stdout
     oem = collect(host, codepage=437).stdout
     assert oem.encode("cp437") == utf8.encode("utf-8")  # what the transport sends for code page 437

@@ -197,7 +197,8 @@ def serve(fleet_path: Path, inventory_out: Path, *, stop_event: threading.Event 
                 state = f"fault={server.fault}" if server.fault else "ok"
                 if server.fault == "refuse":
                     state += " (port held, not listening)"
-                print(f"{server.name:<15} {server.site:<20} {listener.endpoint:<32} {state}", file=out)
+                windows = f"{server.platform}/PS {server.powershell}"
+                print(f"{server.name:<15} {server.site:<20} {listener.endpoint:<32} {windows:<14} {state}", file=out)
             if fleet.lab.auth == "kerberos":
                 print("Kerberos: these names must resolve to the lab (e.g. lines of /etc/hosts):", file=out)
                 for line in lab.hosts_lines():
