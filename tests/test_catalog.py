@@ -9,9 +9,9 @@ import pytest
 from rules_fixtures import SP1, T0, failed, inputs, proto, server
 
 from scanner.errors import ConfigError
+from scanner.facts import SEVERITIES
 from scanner.judge.catalog import (
     LANGUAGES,
-    SEVERITIES,
     load_catalog,
     rules_dir,
     template_fields,

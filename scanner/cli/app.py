@@ -18,7 +18,6 @@ from scanner.cli.output import LOG_FORMATS, output
 from scanner.errors import CasAuditError, ConfigError, ExitCode
 
 F = TypeVar("F", bound=Callable[..., Any])
-SEVERITIES = ("critical", "high", "medium", "low", "info")
 # progress and messages on stderr; --quiet silences it, --log-format json turns it into JSON lines
 err_console = output.console
 out_console = Console(soft_wrap=True)

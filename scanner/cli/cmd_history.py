@@ -16,6 +16,7 @@ from scanner.cli.app import (
     out_console,
 )
 from scanner.errors import ConfigError
+from scanner.facts import is_active
 
 
 @cli.command()
@@ -63,7 +64,7 @@ def _print_runs(store: Any) -> None:
                    "site", "operator"):
         table.add_column(column)
     for run in runs:
-        active = sum(1 for f in store.findings(run.id) if f.state != "waived")
+        active = sum(1 for f in store.findings(run.id) if is_active(f.state))
         table.add_row(str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.status,
                       str(run.servers_planned), str(run.servers_scanned), str(run.servers_failed),
                       str(active), _text(run.site_filter), _text(run.operator))

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from scanner.cli.app import (
-    SEVERITIES,
     _open_store,
     _password,
     cli,
@@ -18,6 +17,7 @@ from scanner.cli.app import (
     handle_errors,
 )
 from scanner.cli.output import output
+from scanner.facts import SEVERITIES
 
 
 @cli.command()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-PROTOCOLS: tuple[str, ...] = ("pop3", "imap4")
 SERVICE_NAMES: dict[str, str] = {"pop3": "MSExchangePOP3", "imap4": "MSExchangeIMAP4"}
 SERVICE_DISPLAY_NAMES: dict[str, str] = {
     "pop3": "Microsoft Exchange POP3",

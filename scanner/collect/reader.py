@@ -13,7 +13,6 @@ from lxml import etree
 
 from scanner.collect import END_MARKER, discovery_schema_path, schema_path
 from scanner.collect.evidence import (
-    PROTOCOLS,
     CollectedHost,
     ConfigEvidence,
     RefusedLogon,
@@ -22,6 +21,7 @@ from scanner.collect.evidence import (
     SetupInfo,
 )
 from scanner.errors import CollectionError, CollectorOutputError
+from scanner.facts import PROTOCOLS
 from scanner.util.xmlsafe import hardened_parser
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
+from scanner.facts import SEVERITIES
 from scanner.judge.checks import CHECKS, COMMON_FIELDS
 from scanner.judge.results import RuleInfo
 
-SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 LANGUAGES: tuple[str, ...] = ("en", "de")
 TEXT_KEYS: dict[str, frozenset[str]] = {  # shared sentences and the fields they may use
     "waived": frozenset({"expires", "approver", "justification", "scope", "created"}),

@@ -27,10 +27,10 @@ from typing import Any
 
 from scanner.collect.evidence import (
     CONFIG_FILE_NAMES,
-    PROTOCOLS,
     SERVICE_DISPLAY_NAMES,
     SERVICE_NAMES,
 )
+from scanner.facts import PROTOCOLS
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 

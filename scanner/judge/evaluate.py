@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from scanner.judge.catalog import SEVERITIES, Catalog
+from scanner.facts import SEVERITIES, is_active, severity_rank
+from scanner.judge.catalog import Catalog
 from scanner.judge.checks import CheckInput, Planned, Previous
 from scanner.judge.lifecycle import Evaluation, evaluate
 from scanner.judge.policy import Policy
 from scanner.store.repo import Store
 
-__all__ = ["Evaluation", "active_at_or_above", "evaluate_run", "gather_inputs", "planned_sites", "severity_rank"]
+__all__ = ["Evaluation", "active_at_or_above", "evaluate_run", "gather_inputs", "planned_sites"]
 
 
 class _Rated(Protocol):
@@ -29,17 +30,12 @@ class _Rated(Protocol):
     def state(self) -> str: ...
 
 
-def severity_rank(severity: str) -> int:
-    """critical 4 ... info 0 (unknown severities rank as info)."""
-    return len(SEVERITIES) - 1 - SEVERITIES.index(severity) if severity in SEVERITIES else 0
-
-
 def active_at_or_above(findings: Iterable[_Rated], severity: str) -> list[Any]:
     """Findings that are not waived and at least as severe as `severity` (for `--fail-on`)."""
     if severity not in SEVERITIES:
         raise ValueError(f"unknown severity {severity!r}")
     floor = severity_rank(severity)
-    return [f for f in findings if f.state != "waived" and severity_rank(f.severity) >= floor]
+    return [f for f in findings if is_active(f.state) and severity_rank(f.severity) >= floor]
 
 
 def gather_inputs(store: Store, run_id: int, policy: Policy) -> tuple[CheckInput, datetime]:

@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
+from scanner.facts import PROTOCOLS, SEVERITIES
 from scanner.util.tomlfile import read_text
 
-SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
-PROTOCOLS: tuple[str, ...] = ("pop3", "imap4")
 MAX_POLICY_BYTES = 1024 * 1024
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from scanner.facts import is_active
+
 
 @dataclass(frozen=True)
 class RuleInfo:
@@ -46,7 +48,7 @@ class FindingInfo:
 
     @property
     def active(self) -> bool:
-        return self.state != "waived"
+        return is_active(self.state)
 
 
 @dataclass(frozen=True)

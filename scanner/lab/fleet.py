@@ -54,8 +54,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scanner.collect.evidence import PROTOCOLS, Rollup
+from scanner.collect.evidence import Rollup
 from scanner.errors import ConfigError
+from scanner.facts import PROTOCOLS
 from scanner.lab.platforms import DEFAULT_PLATFORM, PLATFORMS, POWERSHELLS, Platform, platform
 from scanner.util.tomlfile import check_keys, line_of, load_toml
 

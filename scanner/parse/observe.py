@@ -10,7 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from scanner.collect.evidence import PROTOCOLS, CollectedHost
+from scanner.collect.evidence import CollectedHost
+from scanner.facts import PROTOCOLS
 from scanner.parse.builds import build_from_registry, parse_build, rollup_from_names
 from scanner.parse.configfile import read_config
 from scanner.parse.events import read_refused_logon

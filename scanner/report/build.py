@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from scanner.facts import is_active
 from scanner.judge.catalog import Catalog, load_catalog
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ServerObservation, failed
@@ -31,7 +32,7 @@ def _policy_of_run(policy_text: str | None) -> Policy:
 def _trend(store: Store, up_to_run: int) -> tuple[TrendPoint, ...]:
     points = []
     for run in [r for r in store.runs() if r.id <= up_to_run and r.status != "aborted"][:TREND_RUNS]:
-        counts = Counter(f.severity for f in store.findings(run.id) if f.state != "waived")
+        counts = Counter(f.severity for f in store.findings(run.id) if is_active(f.state))
         points.append(TrendPoint(run_id=run.id, started_at=run.started_at, active_by_severity=dict(counts)))
     return tuple(sorted(points, key=lambda p: p.run_id))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from scanner.collect.evidence import PROTOCOLS
+from scanner.facts import PROTOCOLS
 from scanner.judge.checks import iso
 from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ProtocolObservation, ServerObservation

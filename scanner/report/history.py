@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scanner.collect.evidence import PROTOCOLS
+from scanner.facts import PROTOCOLS
 from scanner.judge.checks import build_changed, finding_key, iso, value_text
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.report.model import ChangeInfo

@@ -25,8 +25,6 @@ SHEETS: tuple[str, ...] = (
     "rules",
 )
 
-SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
-
 _EN: dict[str, str] = {
     # sheets
     "sheet.summary": "Summary",

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from scanner.collect.evidence import PROTOCOLS
+from scanner.facts import PROTOCOLS, SEVERITIES
 from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ServerObservation
-from scanner.report.labels import SEVERITIES, Labels
+from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport
 
 CellValue = str | int | datetime | date | None

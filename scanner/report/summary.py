@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanner.judge.policy import SEVERITIES
+from scanner.facts import SEVERITIES, is_active
 from scanner.store.repo import Store
 
 
@@ -44,7 +44,7 @@ def summarise(store: Store, run_id: int, reports: list[str] | None = None) -> Sc
     findings = store.findings(run_id)
     active = dict.fromkeys(SEVERITIES, 0)
     for finding in findings:
-        if finding.state != "waived":
+        if is_active(finding.state):
             active[finding.severity if finding.severity in active else "info"] += 1
     unscanned = sorted(
         (obs.name, obs.error_kind or "error")
@@ -55,7 +55,7 @@ def summarise(store: Store, run_id: int, reports: list[str] | None = None) -> Sc
         run_id=run_id, status=run.status, planned=run.servers_planned, scanned=run.servers_scanned,
         failed=run.servers_failed, unscanned=unscanned, active=active,
         new=sum(1 for f in findings if f.state == "new"),
-        waived=sum(1 for f in findings if f.state == "waived"),
+        waived=sum(1 for f in findings if not is_active(f.state)),
         resolved=len(store.resolved(run_id)),
         previous_run_id=max(previous) if previous else None,
         history=store.url_display, reports=list(reports or []),

@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from scanner.facts import FINDING_STATES
+
 # Constraint names that are stable on every backend, so later revisions can alter them
 # (SQLite batch mode needs named constraints).
 NAMING_CONVENTION: dict[str, str] = {
@@ -40,7 +42,6 @@ NAMING_CONVENTION: dict[str, str] = {
 RUN_STATUSES: tuple[str, ...] = ("running", "complete", "partial", "aborted")
 FINISHED_STATUSES: tuple[str, ...] = ("complete", "partial")  # runs that saved findings
 SCAN_STATUSES: tuple[str, ...] = ("ok", "error")
-FINDING_STATES: tuple[str, ...] = ("new", "persisting", "waived", "waiver-expired")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
