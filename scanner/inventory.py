@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
-from scanner.util.tomlfile import check_keys, line_of, load_toml
+from scanner.util.tomlfile import check_keys, load_toml, server_location
 
 AUTHS = ("ntlm", "kerberos", "basic", "certificate")
 SCHEMES = ("http", "https")
@@ -62,13 +62,6 @@ class Inventory:
         if not chosen:
             raise ConfigError(f"no server of site {site!r} in inventory {self.path}")
         return Inventory(self.path, self.sha256, self.organisation, chosen)
-
-
-def _where(path: Path, text: str, name: str | None, index: int) -> str:
-    if name is None:
-        return f"{path}: server #{index + 1}"
-    line = line_of(text, f'"{name}"') or line_of(text, f"'{name}'")
-    return f"{path}:{line}: server {name!r}" if line else f"{path}: server {name!r}"
 
 
 def _string(value: Any, key: str, where: str, *, required: bool = False) -> str | None:
@@ -173,7 +166,7 @@ def load_inventory(path: Path) -> Inventory:
         if not isinstance(entry, dict):
             raise ConfigError(f"{path}: server #{index + 1} must be a table")
         name = entry.get("name") if isinstance(entry.get("name"), str) else None
-        where = _where(path, text, name, index)
+        where = server_location(path, text, name, index)
         check_keys(entry, SERVER_KEYS, where)
         target = _target(entry, defaults, where)
         key = target.name.casefold()

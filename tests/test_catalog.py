@@ -9,7 +9,7 @@ import pytest
 from rules_fixtures import SP1, T0, failed, inputs, proto, server
 
 from scanner.errors import ConfigError
-from scanner.facts import SEVERITIES
+from scanner.facts import RULE_IDS, SEVERITIES
 from scanner.judge.catalog import (
     LANGUAGES,
     load_catalog,
@@ -28,6 +28,11 @@ def test_every_catalog_entry_has_logic_and_every_logic_has_an_entry() -> None:
     assert catalog.ids == tuple(f"XS-{n:03d}" for n in range(1, 13))
     assert set(catalog.ids) == set(CHECKS)
     assert "XS-001" in catalog and "XS-013" not in catalog
+
+
+def test_the_rule_ids_policies_may_name_are_the_checks() -> None:
+    """Policies are validated against facts.RULE_IDS without loading the checks."""
+    assert tuple(sorted(CHECKS)) == RULE_IDS
 
 
 def test_default_severities_are_those_of_the_design() -> None:

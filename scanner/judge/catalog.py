@@ -19,6 +19,8 @@ from scanner.errors import ConfigError
 from scanner.facts import SEVERITIES
 from scanner.judge.checks import CHECKS, COMMON_FIELDS
 from scanner.judge.results import RuleInfo
+from scanner.util.paths import data_dir
+from scanner.util.tomlfile import SourceLines, read_text
 
 LANGUAGES: tuple[str, ...] = ("en", "de")
 TEXT_KEYS: dict[str, frozenset[str]] = {  # shared sentences and the fields they may use
@@ -32,8 +34,6 @@ _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 def rules_dir() -> Path:
     """The folder holding catalog.toml and baseline.toml for this installation."""
-    from scanner.util.paths import data_dir
-
     return data_dir("rules")
 
 
@@ -175,13 +175,7 @@ class Catalog:
 def load_catalog(path: Path | str | None = None) -> Catalog:
     """Load and validate the catalog (default: catalog.toml of `rules_dir()`)."""
     path = Path(path) if path is not None else rules_dir() / "catalog.toml"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"rule catalog not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read rule catalog {path}: {exc}") from None
-    return parse_catalog(text, str(path))
+    return parse_catalog(read_text(path, "rule catalog"), str(path))
 
 
 def parse_catalog(text: str, source: str) -> Catalog:
@@ -190,14 +184,8 @@ def parse_catalog(text: str, source: str) -> Catalog:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    lines = text.splitlines()
-
-    def line_of(pattern: str, start: int = 1) -> int | None:
-        regex = re.compile(pattern)
-        for number in range(max(start, 1), len(lines) + 1):
-            if regex.search(lines[number - 1]):
-                return number
-        return None
+    source_lines = SourceLines(text)
+    line_of = source_lines.find
 
     def fail(problem: str, line: int | None, hint: str | None = None) -> ConfigError:
         return ConfigError(f"{source}:{line}: {problem}" if line else f"{source}: {problem}", hint=hint)
@@ -215,9 +203,9 @@ def parse_catalog(text: str, source: str) -> Catalog:
     if not isinstance(entries, list) or not entries:
         raise fail("no [[rule]] entries", None)
     rules: dict[str, Rule] = {}
-    header_lines = [n for n, line in enumerate(lines, start=1) if re.match(r"^\s*\[\[\s*rule\s*\]\]", line)]
     for index, entry in enumerate(entries):
-        block_start = header_lines[index] if index < len(header_lines) else None
+        block = source_lines.table("rule", index)
+        block_start = block[0] if block else None
         rule_id = entry.get("id") if isinstance(entry, dict) else None
         id_line = line_of(rf"""^\s*id\s*=\s*["']{re.escape(rule_id)}["']""", block_start or 1) if isinstance(rule_id, str) else None
         where = id_line or block_start

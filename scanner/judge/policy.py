@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
-from scanner.facts import PROTOCOLS, SEVERITIES
-from scanner.util.tomlfile import read_text
+from scanner.facts import PROTOCOLS, RULE_IDS, SEVERITIES
+from scanner.util.paths import data_dir
+from scanner.util.tomlfile import SourceLines, read_text
 
 MAX_POLICY_BYTES = 1024 * 1024
 
@@ -137,9 +138,7 @@ class Policy:
     @classmethod
     def default(cls) -> Policy:
         """The default policy shipped in rules/baseline.toml (cross-site forbidden everywhere)."""
-        from scanner.judge.catalog import rules_dir
-
-        return load_policy(rules_dir() / "baseline.toml")
+        return load_policy(data_dir("rules") / "baseline.toml")
 
     @classmethod
     def from_text(cls, text: str, source: str = "<policy>", rule_ids: Collection[str] | None = None) -> Policy:
@@ -191,45 +190,14 @@ def _glob(name: str, pattern: str) -> bool:
 
 
 class _Locator:
-    """Finds the line of a table entry or key in TOML text, for error messages."""
+    """Names the file and line of a table entry or key in error messages."""
 
     def __init__(self, text: str, source: str) -> None:
-        self.lines = text.splitlines()
+        self.lines = SourceLines(text)
         self.source = source
 
-    def block(self, header: str, index: int | None) -> tuple[int, int] | None:
-        """(first, last) 1-based lines of the index-th `[[header]]` (or of `[header]`)."""
-        if index is None:
-            pattern = re.compile(r"^\s*\[\s*" + re.escape(header).replace(r"\.", r"\s*\.\s*") + r"\s*\]\s*(#.*)?$")
-        else:
-            pattern = re.compile(r"^\s*\[\[\s*" + re.escape(header).replace(r"\.", r"\s*\.\s*") + r"\s*\]\]\s*(#.*)?$")
-        starts = [n for n, line in enumerate(self.lines, start=1) if pattern.match(line)]
-        position = 0 if index is None else index
-        if position >= len(starts):
-            return None
-        first = starts[position]
-        last = len(self.lines)
-        for n in range(first + 1, len(self.lines) + 1):
-            if self.lines[n - 1].lstrip().startswith("["):
-                last = n - 1
-                break
-        return first, last
-
-    def line(self, header: str, index: int | None, key: str | None = None) -> int | None:
-        span = self.block(header, index)
-        if span is None:
-            return None
-        first, last = span
-        if key is None:
-            return first
-        key_pattern = re.compile(r"""^\s*(?:"|')?""" + re.escape(key) + r"""(?:"|')?\s*=""")
-        for n in range(first + 1, last + 1):
-            if key_pattern.match(self.lines[n - 1]):
-                return n
-        return first
-
     def error(self, header: str, index: int | None, key: str | None, problem: str, hint: str | None = None) -> ConfigError:
-        line = self.line(header, index, key)
+        line = self.lines.key(header, index, key)
         where = f"{self.source}:{line}" if line else self.source
         entry = f"[[{header}]] #{index + 1}" if index is not None else f"[{header}]"
         field_text = f", field {key!r}" if key else ""
@@ -242,17 +210,11 @@ def _parse(text: str, source: str, rule_ids: Collection[str] | None) -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     if rule_ids is None:
-        from scanner.judge.checks import CHECKS
-
-        rule_ids = tuple(CHECKS)
+        rule_ids = RULE_IDS
     loc = _Locator(text, source)
     unknown = sorted(set(data) - {"baseline", "waiver", "severity"})
     if unknown:
-        line = None
-        for n, content in enumerate(loc.lines, start=1):
-            if re.match(r"^\s*\[*\s*(?:\"|')?" + re.escape(unknown[0]), content):
-                line = n
-                break
+        line = loc.lines.find(r"^\s*\[*\s*(?:\"|')?" + re.escape(unknown[0]))
         where = f"{source}:{line}" if line else source
         raise ConfigError(
             f"{where}: unknown top-level key {unknown[0]!r}", hint="a policy has [baseline], [[waiver]] and [severity]"

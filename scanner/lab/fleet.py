@@ -58,7 +58,7 @@ from scanner.collect.evidence import Rollup
 from scanner.errors import ConfigError
 from scanner.facts import PROTOCOLS
 from scanner.lab.platforms import DEFAULT_PLATFORM, PLATFORMS, POWERSHELLS, Platform, platform
-from scanner.util.tomlfile import check_keys, line_of, load_toml
+from scanner.util.tomlfile import check_keys, line_of, load_toml, server_location
 
 AUTHS = ("basic", "ntlm", "kerberos")
 #: Faults the WinRM transport (httpserver.py) simulates.
@@ -244,10 +244,7 @@ class _Where:
         return f"{self.path}:{line}: [lab]" if line else f"{self.path}: [lab]"
 
     def server(self, name: str | None, index: int) -> str:
-        if name is None:
-            return f"{self.path}: server #{index + 1}"
-        line = line_of(self.text, f'"{name}"') or line_of(self.text, f"'{name}'")
-        return f"{self.path}:{line}: server {name!r}" if line else f"{self.path}: server {name!r}"
+        return server_location(self.path, self.text, name, index)
 
 
 def _fail(where: str, key: str, problem: str, hint: str | None = None) -> ConfigError:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,64 @@ def load_toml(path: Path, what: str) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{what} file {path}: {exc}") from None
 
 
+class SourceLines:
+    """The lines of a TOML text, searched to name the line of a problem in error messages.
+
+    Line numbers are 1-based, as editors show them. Every TOML reader of cas-audit (inventory,
+    policy, fleet, rule catalog) finds its lines here.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines: Sequence[str] = text.splitlines()
+
+    def find(self, pattern: str, start: int = 1, stop: int | None = None) -> int | None:
+        """The first line from `start` to `stop` (inclusive) that the regex `pattern` matches."""
+        regex = re.compile(pattern)
+        last = len(self.lines) if stop is None else min(stop, len(self.lines))
+        for number in range(max(start, 1), last + 1):
+            if regex.search(self.lines[number - 1]):
+                return number
+        return None
+
+    def table(self, header: str, index: int | None) -> tuple[int, int] | None:
+        """(first, last) lines of the index-th `[[header]]` table, or of `[header]` when index is None."""
+        name = re.escape(header).replace(r"\.", r"\s*\.\s*")
+        if index is None:
+            pattern = r"^\s*\[\s*" + name + r"\s*\]\s*(#.*)?$"
+        else:
+            pattern = r"^\s*\[\[\s*" + name + r"\s*\]\]\s*(#.*)?$"
+        first = 0
+        for _ in range((index or 0) + 1):
+            found = self.find(pattern, first + 1)
+            if found is None:
+                return None
+            first = found
+        following = self.find(r"^\s*\[", first + 1)
+        return first, (following - 1 if following is not None else len(self.lines))
+
+    def key(self, header: str, index: int | None, key: str | None = None) -> int | None:
+        """The line of `key` in that table (the table's first line when the key is not written)."""
+        span = self.table(header, index)
+        if span is None:
+            return None
+        first, last = span
+        if key is None:
+            return first
+        found = self.find(r"""^\s*(?:"|')?""" + re.escape(key) + r"""(?:"|')?\s*=""", first + 1, last)
+        return found or first
+
+
 def line_of(text: str, needle: str) -> int | None:
-    """1-based line of the first line containing `needle`, for error messages."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if needle in line:
-            return number
-    return None
+    """The first line containing `needle` literally, for error messages."""
+    return SourceLines(text).find(re.escape(needle))
+
+
+def server_location(path: Path, text: str, name: str | None, index: int) -> str:
+    """Where a [[server]] entry is, for error messages: "<file>:<line>: server 'CAS01'"."""
+    if name is None:
+        return f"{path}: server #{index + 1}"
+    line = line_of(text, f'"{name}"') or line_of(text, f"'{name}'")
+    return f"{path}:{line}: server {name!r}" if line else f"{path}: server {name!r}"
 
 
 def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
