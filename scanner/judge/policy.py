@@ -37,8 +37,31 @@ from scanner.util.tomlfile import SourceLines, read_text
 MAX_POLICY_BYTES = 1024 * 1024
 
 
+class _Scoped:
+    """The scope an override or a waiver applies to: a server glob or a site name, and
+    optionally one protocol (the parser guarantees exactly one of server and site)."""
+
+    server: str | None
+    site: str | None
+    protocol: str | None
+
+    def covers(self, server: str | None, site: str | None, protocol: str | None) -> bool:
+        """Whether that server/site/protocol is in the scope (globs and sites ignore case)."""
+        if self.protocol is not None and self.protocol != protocol:
+            return False
+        if self.server is not None:
+            return server is not None and _glob(server, self.server)
+        return site is not None and self.site is not None and site.casefold() == self.site.casefold()
+
+    @property
+    def scope(self) -> str:
+        """The scope in words: "server CAS0*", "site Hamburg / pop3"."""
+        where = f"server {self.server}" if self.server is not None else f"site {self.site}"
+        return f"{where} / {self.protocol}" if self.protocol else where
+
+
 @dataclass(frozen=True)
-class BaselineOverride:
+class BaselineOverride(_Scoped):
     """One [[baseline.override]] entry."""
 
     allow_cross_site: bool
@@ -51,16 +74,6 @@ class BaselineOverride:
     def rank(self) -> tuple[int, int, int]:
         return (2 if self.server is not None else 1, 1 if self.protocol else 0, self.position)
 
-    def matches(self, server: str | None, site: str | None, protocol: str | None) -> bool:
-        if self.protocol is not None and self.protocol != protocol:
-            return False
-        if self.server is not None:
-            return server is not None and _glob(server, self.server)
-        return site is not None and self.site is not None and site.casefold() == self.site.casefold()
-
-    def describe(self) -> str:
-        where = f"server {self.server}" if self.server is not None else f"site {self.site}"
-        return f"{where} / {self.protocol}" if self.protocol else where
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ class Baseline:
 
 
 @dataclass(frozen=True)
-class Waiver:
+class Waiver(_Scoped):
     """One [[waiver]] entry."""
 
     rule: str
@@ -85,20 +98,9 @@ class Waiver:
     created: date | None = None
     position: int = 0
 
-    @property
-    def scope(self) -> str:
-        where = f"server {self.server}" if self.server is not None else f"site {self.site}"
-        return f"{where} / {self.protocol}" if self.protocol else where
-
     def matches(self, rule: str, server: str | None, site: str | None, protocol: str | None) -> bool:
         """Whether the waiver covers a finding of `rule` about that server/site/protocol."""
-        if rule != self.rule:
-            return False
-        if self.protocol is not None and self.protocol != protocol:
-            return False
-        if self.server is not None:
-            return server is not None and _glob(server, self.server)
-        return site is not None and self.site is not None and site.casefold() == self.site.casefold()
+        return rule == self.rule and self.covers(server, site, protocol)
 
     def expired_on(self, day: date) -> bool:
         """True from the day after `expires`."""
@@ -149,11 +151,11 @@ class Policy:
         """The desired value for `server` in `site` for `protocol` (most specific entry wins)."""
         best: BaselineOverride | None = None
         for override in self.overrides:
-            if override.matches(server, site, protocol) and (best is None or override.rank > best.rank):
+            if override.covers(server, site, protocol) and (best is None or override.rank > best.rank):
                 best = override
         if best is None:
             return Baseline(self.organisation_default, "organisation")
-        return Baseline(best.allow_cross_site, best.describe())
+        return Baseline(best.allow_cross_site, best.scope)
 
     def severity_for(self, rule: str, default: str) -> str:
         """The severity of `rule` after the policy's overrides."""
