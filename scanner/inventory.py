@@ -64,6 +64,21 @@ class Inventory:
         return Inventory(self.path, self.sha256, self.organisation, chosen)
 
 
+def default_port(scheme: str) -> int:
+    """WinRM's listener port for the scheme: 5986 for https, 5985 for http."""
+    return 5986 if scheme == "https" else 5985
+
+
+def refuse_basic_over_http(auth: str, scheme: str, allow_insecure: bool, where: str, how_to_allow: str) -> None:
+    """ConfigError for Basic over plain http (the password crosses the wire readable) unless
+    the user allowed it; `how_to_allow` says how in the words of the file or command line."""
+    if auth == "basic" and scheme == "http" and not allow_insecure:
+        raise ConfigError(
+            f"{where}: Basic authentication over plain http sends the password readable on the wire",
+            hint=f"use https, or ntlm (which encrypts the messages), or {how_to_allow} (labs only)",
+        )
+
+
 def _string(value: Any, key: str, where: str, *, required: bool = False) -> str | None:
     if value is None:
         if required:
@@ -105,18 +120,14 @@ def _target(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Targ
     scheme = merged.get("scheme", "https")
     if scheme not in SCHEMES:
         raise ConfigError(f"{where}: scheme must be http or https, not {scheme!r}")
-    port = merged.get("port", 5986 if scheme == "https" else 5985)
+    port = merged.get("port", default_port(scheme))
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise ConfigError(f"{where}: port must be a number from 1 to 65535, not {port!r}")
     for flag in ("verify_tls", "allow_insecure"):
         if flag in merged and not isinstance(merged[flag], bool):
             raise ConfigError(f"{where}: {flag} must be true or false")
     allow_insecure = bool(merged.get("allow_insecure", False))
-    if auth == "basic" and scheme == "http" and not allow_insecure:
-        raise ConfigError(
-            f"{where}: Basic authentication over plain http sends the password readable on the wire",
-            hint="use https, or ntlm (which encrypts the messages), or set allow_insecure = true",
-        )
+    refuse_basic_over_http(auth, scheme, allow_insecure, where, "set allow_insecure = true")
     cert_pem = _string(merged.get("cert_pem"), "cert_pem", where)
     cert_key_pem = _string(merged.get("cert_key_pem"), "cert_key_pem", where)
     if auth == "certificate" and (scheme != "https" or not cert_pem or not cert_key_pem):

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from labfleet import cas_audit, demo_fleet, running
 
+from scanner.collect.discovery import discover_inventory
+from scanner.errors import ConfigError
 from scanner.inventory import load_inventory
 
 
@@ -32,3 +35,12 @@ def test_discover_writes_an_inventory_of_every_cas(tmp_path: Path) -> None:
     assert refused.returncode == 3  # the host could not be reached as asked
     assert "rejected the credentials" in refused.stderr
     assert not (tmp_path / "x.toml").exists()
+
+
+def test_discover_refuses_basic_over_plain_http_before_connecting(tmp_path: Path) -> None:
+    out = tmp_path / "discovered.toml"
+    with pytest.raises(ConfigError, match="plain http") as caught:
+        discover_inventory("127.0.17.9", out, username="CONTOSO\\auditor", auth="basic", scheme="http", port=1,
+                           allow_insecure=False, verify_tls=True, password="secret", timeout_s=5)
+    assert caught.value.hint is not None and "--allow-insecure" in caught.value.hint
+    assert not out.exists()

@@ -8,18 +8,15 @@ import tomli_w
 
 from scanner.collect.reader import read_discovery_output
 from scanner.collect.winrm_client import discover
-from scanner.errors import ConfigError
-from scanner.inventory import Target
+from scanner.inventory import Target, default_port, refuse_basic_over_http
 from scanner.report.write import write_atomically
 
 
 def discover_inventory(host: str, out: Path, *, username: str, auth: str, scheme: str, port: int | None,
                        allow_insecure: bool, verify_tls: bool, password: str | None, timeout_s: float) -> int:
     """Write an inventory of every CAS the host knows; return how many."""
-    if auth == "basic" and scheme == "http" and not allow_insecure:
-        raise ConfigError("Basic authentication over plain http sends the password readable on the wire",
-                          hint="use https or ntlm, or pass --allow-insecure for a lab")
-    port = port or (5986 if scheme == "https" else 5985)
+    refuse_basic_over_http(auth, scheme, allow_insecure, f"--from {host}", "pass --allow-insecure")
+    port = port or default_port(scheme)
     target = Target(name=host, address=host, site=None, username=username, auth=auth, scheme=scheme,
                     port=port, verify_tls=verify_tls, ca_bundle=None, allow_insecure=allow_insecure,
                     cert_pem=None, cert_key_pem=None)
