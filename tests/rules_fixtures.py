@@ -7,13 +7,14 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from scanner.collect.evidence import CONFIG_FILE_NAMES
-from scanner.judge.checks import CheckInput, Planned, Previous
+from scanner.judge.checks import CheckInput, Previous
 from scanner.judge.policy import Policy
 from scanner.parse.observe import (
     ProtocolObservation,
     RefusedLogonObservation,
     ServerObservation,
 )
+from scanner.store.repo import PlannedServer
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 INSTALL = "C:\\Programme\\Microsoft\\Exchange Server"
@@ -122,8 +123,8 @@ def failed(name: str = "CAS01", *, site: str | None = "Berlin", kind: str = "tim
     )
 
 
-def planned_for(observations: Iterable[ServerObservation]) -> list[Planned]:
-    return [Planned(o.name, o.address, o.site) for o in observations]
+def planned_for(observations: Iterable[ServerObservation]) -> list[PlannedServer]:
+    return [PlannedServer(o.name, o.address, o.site) for o in observations]
 
 
 def inputs(
@@ -132,7 +133,7 @@ def inputs(
     run_id: int = 2,
     previous: Mapping[str, tuple[int, ServerObservation]] | None = None,
     policy: Policy | None = None,
-    planned: list[Planned] | None = None,
+    planned: list[PlannedServer] | None = None,
 ) -> CheckInput:
     """Check inputs for one run; `previous` maps a server name to its last successful scan."""
     current = list(current)

@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from rules_fixtures import SP1, SP3, T0, failed, inputs, proto, server
 
-from scanner.judge.checks import CHECKS, CheckInput, Planned, RawFinding, run_checks
+from scanner.judge.checks import CHECKS, CheckInput, RawFinding, run_checks
 from scanner.judge.policy import Policy
 from scanner.parse.observe import RefusedLogonObservation
+from scanner.store.repo import PlannedServer
 
 
 def fired(inp: CheckInput, rule: str) -> list[RawFinding]:
@@ -236,7 +237,7 @@ def test_xs010_does_not_count_events_already_reported_by_the_previous_scan() -> 
 
 
 def test_xs011_failed_and_never_scanned() -> None:
-    planned = [Planned("CAS01", "cas01", "Berlin"), Planned("CAS02", "cas02", "Berlin"), Planned("CAS03", "cas03", None)]
+    planned = [PlannedServer("CAS01", "cas01", "Berlin"), PlannedServer("CAS02", "cas02", "Berlin"), PlannedServer("CAS03", "cas03", None)]
     inp = inputs([server("CAS01"), failed("CAS02", kind="refused")], planned=planned)
     found = fired(inp, "XS-011")
     assert [(f.server, f.evidence["error_kind"]) for f in found] == [("CAS02", "refused"), ("CAS03", "not-scanned")]

@@ -33,6 +33,7 @@ from scanner.collect.evidence import (
 from scanner.facts import PROTOCOLS
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ProtocolObservation, ServerObservation
+from scanner.store.repo import PlannedServer
 
 # Fields every finding can use in its message and remediation templates.
 COMMON_FIELDS: frozenset[str] = frozenset(
@@ -56,15 +57,6 @@ MAX_TEXT = 256  # characters kept of a user or site name from a server
 
 
 @dataclass(frozen=True)
-class Planned:
-    """A server in this run's planned scope."""
-
-    name: str
-    address: str
-    site: str | None
-
-
-@dataclass(frozen=True)
 class Previous:
     """The last successful observation of a server/protocol before this run."""
 
@@ -79,7 +71,7 @@ class CheckInput:
 
     run_id: int
     run_at: datetime
-    planned: Sequence[Planned]
+    planned: Sequence[PlannedServer]
     current: Mapping[str, ServerObservation]  # by casefolded server name
     previous: Mapping[tuple[str, str], Previous]  # by (casefolded server name, protocol)
     policy: Policy
@@ -87,7 +79,7 @@ class CheckInput:
     def observation(self, name: str) -> ServerObservation | None:
         return self.current.get(name.casefold())
 
-    def scanned(self) -> list[tuple[Planned, ServerObservation]]:
+    def scanned(self) -> list[tuple[PlannedServer, ServerObservation]]:
         """Planned servers scanned successfully in this run, in inventory order."""
         result = []
         for planned in self.planned:
@@ -189,8 +181,9 @@ def common_fields(
     }
 
 
-def _site(planned: Planned, obs: ServerObservation | None) -> str | None:
-    return (obs.site if obs is not None and obs.site else None) or planned.site
+def server_site(planned: PlannedServer, obs: ServerObservation | None) -> str | None:
+    """The server's AD site: as it reported it this run, else as the inventory names it."""
+    return (obs.site if obs is not None and obs.site else None) or planned.inventory_site
 
 
 def _protocols(obs: ServerObservation) -> list[tuple[str, ProtocolObservation]]:
@@ -215,7 +208,7 @@ def _baseline_check(rule: str, finds: bool) -> Callable[[CheckInput], list[RawFi
     def check(inp: CheckInput) -> list[RawFinding]:
         out = []
         for planned, obs in inp.scanned():
-            site = _site(planned, obs)
+            site = server_site(planned, obs)
             for protocol, p in _protocols(obs):
                 if p.allow_cross_site is None:
                     continue
@@ -254,7 +247,7 @@ def _change_check(rule: str, upgrade: bool) -> Callable[[CheckInput], list[RawFi
     def check(inp: CheckInput) -> list[RawFinding]:
         out = []
         for planned, obs in inp.scanned():
-            site = _site(planned, obs)
+            site = server_site(planned, obs)
             for protocol, p in _protocols(obs):
                 prev = inp.previous.get((planned.name.casefold(), protocol))
                 if prev is None or prev.run_id >= inp.run_id:
@@ -312,7 +305,7 @@ def check_pending_restart(inp: CheckInput) -> list[RawFinding]:
     """XS-005: the running service started before its config file was last written."""
     out = []
     for planned, obs in inp.scanned():
-        site = _site(planned, obs)
+        site = server_site(planned, obs)
         for protocol, p in _protocols(obs):
             if not p.pending_restart:
                 continue
@@ -332,7 +325,7 @@ def check_config_unusable(inp: CheckInput) -> list[RawFinding]:
     """XS-006: the config file is missing, unreadable, malformed or has a non-boolean value."""
     out = []
     for planned, obs in inp.scanned():
-        site = _site(planned, obs)
+        site = server_site(planned, obs)
         for protocol, p in _protocols(obs):
             if p.config_status not in BAD_CONFIG_STATUSES:
                 continue
@@ -351,7 +344,7 @@ def check_key_notes(inp: CheckInput) -> list[RawFinding]:
     """XS-007: the key is duplicated, removed, cleared, or appSettings is redirected."""
     out = []
     for planned, obs in inp.scanned():
-        site = _site(planned, obs)
+        site = server_site(planned, obs)
         for protocol, p in _protocols(obs):
             if not p.key_notes:
                 continue
@@ -371,7 +364,7 @@ def check_protocols_disagree(inp: CheckInput) -> list[RawFinding]:
     """XS-008: POP3 and IMAP4 give different effective values on one server."""
     out = []
     for planned, obs in inp.scanned():
-        site = _site(planned, obs)
+        site = server_site(planned, obs)
         pop3, imap4 = obs.protocols.get("pop3"), obs.protocols.get("imap4")
         if pop3 is None or imap4 is None:
             continue
@@ -395,7 +388,7 @@ def check_site_disagrees(inp: CheckInput) -> list[RawFinding]:
     groups: dict[tuple[str, str], list[tuple[str, str, bool, bool]]] = {}
     spelling: dict[str, str] = {}
     for planned, obs in inp.scanned():
-        site = _site(planned, obs)
+        site = server_site(planned, obs)
         if not site:
             continue
         spelling.setdefault(site.casefold(), site)
@@ -439,7 +432,7 @@ def check_refused_logons(inp: CheckInput) -> list[RawFinding]:
     """
     out = []
     for planned, obs in inp.scanned():
-        site = _site(planned, obs)
+        site = server_site(planned, obs)
         for protocol, p in _protocols(obs):
             prev = inp.previous.get((planned.name.casefold(), protocol))
             seen = {(r.at, r.user, r.mailbox_site) for r in prev.protocol.refused_logons} if prev else set()
@@ -481,7 +474,7 @@ def check_not_scanned(inp: CheckInput) -> list[RawFinding]:
         obs = inp.observation(planned.name)
         if obs is not None and obs.scan_status == "ok":
             continue
-        site = _site(planned, obs)
+        site = server_site(planned, obs)
         kind = obs.error_kind if obs is not None else "not-scanned"
         error = obs.error if obs is not None else "the run ended before this server was scanned"
         fields = common_fields(planned.name, site, None, None)
@@ -503,7 +496,7 @@ def check_build(inp: CheckInput) -> list[RawFinding]:
     for planned, obs in inp.scanned():
         if obs.build_recognised and obs.service_pack == "SP3":
             continue
-        site = _site(planned, obs)
+        site = server_site(planned, obs)
         fields = common_fields(planned.name, site, obs, None)
         fields.update(build=obs.build, service_pack=obs.service_pack if obs.build_recognised else None)
         evidence = {

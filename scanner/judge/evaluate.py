@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from scanner.facts import SEVERITIES, is_active, severity_rank
 from scanner.judge.catalog import Catalog
-from scanner.judge.checks import CheckInput, Planned, Previous
+from scanner.judge.checks import CheckInput, Previous
 from scanner.judge.lifecycle import Evaluation, evaluate
 from scanner.judge.policy import Policy
 from scanner.store.repo import Store
@@ -41,7 +41,7 @@ def active_at_or_above(findings: Iterable[_Rated], severity: str) -> list[Any]:
 def gather_inputs(store: Store, run_id: int, policy: Policy) -> tuple[CheckInput, datetime]:
     """The check inputs of a run, and the run's start time."""
     run = store.run(run_id)
-    planned = [Planned(p.name, p.address, p.inventory_site) for p in store.planned_servers(run_id)]
+    planned = store.planned_servers(run_id)
     current = {obs.name.casefold(): obs for obs in store.server_observations(run_id)}
     scanned = [p.name for p in planned if (obs := current.get(p.name.casefold())) is not None and obs.scan_status == "ok"]
     protocols = sorted({protocol for obs in current.values() if obs.scan_status == "ok" for protocol in obs.protocols})

@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from scanner.judge.catalog import Catalog
-from scanner.judge.checks import CheckInput, RawFinding, finding_key, run_checks
+from scanner.judge.checks import CheckInput, RawFinding, finding_key, run_checks, server_site
 from scanner.judge.policy import Policy, Waiver
 from scanner.store.repo import FindingRow
 
@@ -70,8 +70,7 @@ def evaluate(
     }
     planned_sites = set()
     for p in inp.planned:
-        obs = inp.observation(p.name)
-        site = (obs.site if obs is not None and obs.site else None) or p.site
+        site = server_site(p, inp.observation(p.name))
         if site:
             planned_sites.add(site.casefold())
 
