@@ -1,6 +1,6 @@
 """Facts of the domain that every stage may read, each defined once.
 
-Severities, protocols, rule ids and finding states are contracts (docs/contracts.md):
+Severities, protocols and rule ids are contracts (docs/contracts.md):
 reports, exit codes and policy files name them. This module imports nothing of ours.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")  # most severe first
 PROTOCOLS: tuple[str, ...] = ("pop3", "imap4")  # the two CAS services with the key
 RULE_IDS: tuple[str, ...] = tuple(f"XS-{n:03d}" for n in range(1, 13))  # XS-001..XS-012
-FINDING_STATES: tuple[str, ...] = ("new", "persisting", "waived", "waiver-expired")
 
 
 def severity_rank(severity: str) -> int:

@@ -27,8 +27,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from scanner.facts import FINDING_STATES
-
 # Constraint names that are stable on every backend, so later revisions can alter them
 # (SQLite batch mode needs named constraints).
 NAMING_CONVENTION: dict[str, str] = {
