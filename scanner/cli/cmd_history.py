@@ -17,6 +17,7 @@ from scanner.cli.app import (
 )
 from scanner.errors import ConfigError
 from scanner.facts import is_active
+from scanner.util.timefmt import display_utc
 
 
 @cli.command()
@@ -65,7 +66,7 @@ def _print_runs(store: Any) -> None:
         table.add_column(column)
     for run in runs:
         active = sum(1 for f in store.findings(run.id) if is_active(f.state))
-        table.add_row(str(run.id), run.started_at.strftime("%Y-%m-%d %H:%M:%S"), run.status,
+        table.add_row(str(run.id), display_utc(run.started_at), run.status,
                       str(run.servers_planned), str(run.servers_scanned), str(run.servers_failed),
                       str(active), _text(run.site_filter), _text(run.operator))
     out_console.print(table)

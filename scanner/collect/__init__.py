@@ -23,8 +23,10 @@ import binascii
 import functools
 import importlib.resources
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib.resources.abc import Traversable
+
+from scanner.util.timefmt import iso_utc
 
 SCRIPT_ENV_VAR = "CASAUDIT_PS"
 SINCE_ENV_VAR = "CASAUDIT_SINCE"
@@ -118,13 +120,6 @@ def launch_command(method: str, env: dict[str, str] | None = None) -> str:
     raise ValueError(f"unknown launch method {method!r}")
 
 
-def format_utc(moment: datetime) -> str:
-    """yyyy-MM-ddTHH:mm:ssZ in UTC; a naive datetime is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def shell_environment(script: str, since: datetime, max_events: int = 200) -> dict[str, str]:
     """Environment variables for open_shell: the script, the event cut-off and the event cap."""
     if len(script.encode("utf-16-le")) // 2 > ENV_VALUE_LIMIT:
@@ -133,7 +128,7 @@ def shell_environment(script: str, since: datetime, max_events: int = 200) -> di
         raise ValueError(f"max_events must be between 0 and {MAX_EVENTS_LIMIT}, not {max_events}")
     return {
         SCRIPT_ENV_VAR: script,
-        SINCE_ENV_VAR: format_utc(since),
+        SINCE_ENV_VAR: iso_utc(since),
         MAX_EVENTS_ENV_VAR: str(max_events),
     }
 
@@ -194,7 +189,6 @@ __all__ = [
     "stdin_bootstrap",
     "discover_script",
     "discovery_schema_path",
-    "format_utc",
     "schema_path",
     "shell_environment",
     "strip_script",

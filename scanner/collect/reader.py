@@ -7,7 +7,7 @@ import base64
 import binascii
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from lxml import etree
 
@@ -22,6 +22,7 @@ from scanner.collect.evidence import (
 )
 from scanner.errors import CollectionError, CollectorOutputError
 from scanner.facts import PROTOCOLS
+from scanner.util.timefmt import parse_iso_utc
 from scanner.util.xmlsafe import hardened_parser
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
@@ -121,7 +122,7 @@ def _utc(value: str, where: str) -> datetime | None:
     if value == "":
         return None
     try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return parse_iso_utc(value)
     except ValueError:
         raise CollectorOutputError(f"The collector output has an impossible timestamp {_clip(value)!r} in {where}.") from None
 

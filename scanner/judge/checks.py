@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from scanner.collect.evidence import (
@@ -32,8 +32,10 @@ from scanner.collect.evidence import (
 )
 from scanner.facts import PROTOCOLS
 from scanner.judge.policy import Policy
+from scanner.parse.configfile import value_text
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.store.repo import PlannedServer
+from scanner.util.timefmt import day_text, iso
 
 # Fields every finding can use in its message and remediation templates.
 COMMON_FIELDS: frozenset[str] = frozenset(
@@ -125,24 +127,6 @@ class Check:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def iso(value: datetime | None) -> str | None:
-    """UTC time as 2026-11-20T10:00:00Z (None stays None)."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _day(value: datetime | None) -> str | None:
-    return None if value is None else (value.astimezone(UTC) if value.tzinfo else value).strftime("%Y-%m-%d")
-
-
-def value_text(value: bool | None) -> str | None:
-    """"true" / "false" as in the config file; None when unknown."""
-    return None if value is None else ("true" if value else "false")
 
 
 def build_changed(before: ServerObservation, after: ServerObservation) -> bool:
@@ -267,8 +251,8 @@ def _change_check(rule: str, upgrade: bool) -> Callable[[CheckInput], list[RawFi
                     build=obs.build,
                     run_before=str(prev.run_id),
                     run_after=str(inp.run_id),
-                    date_before=_day(prev.server.finished_at),
-                    date_after=_day(obs.finished_at),
+                    date_before=day_text(prev.server.finished_at),
+                    date_after=day_text(obs.finished_at),
                 )
                 evidence = {
                     "before": {

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from scanner.judge.catalog import Catalog
 from scanner.judge.checks import CheckInput, RawFinding, finding_key, run_checks, server_site
 from scanner.judge.policy import Policy, Waiver
 from scanner.store.repo import FindingRow
+from scanner.util.timefmt import utc_day
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def evaluate(
     now: datetime | None = None,
 ) -> Evaluation:
     """Findings of run `inp.run_id` with severities, waivers and states (no I/O)."""
-    day = _utc_day(now or run_started_at)
+    day = utc_day(now or run_started_at)
     planned_names = {p.name.casefold() for p in inp.planned}
     unscanned = {
         p.name.casefold()
@@ -109,12 +110,6 @@ def evaluate(
 def _origin(row: FindingRow | None, previous_run_id: int | None) -> int | None:
     """The run a previous finding was saved with (rows read from the store know it)."""
     return row.run_id if row is not None and row.run_id is not None else previous_run_id
-
-
-def _utc_day(moment: datetime) -> date:
-    if moment.tzinfo is None:
-        return moment.date()
-    return moment.astimezone(UTC).date()
 
 
 def _waiver_state(

@@ -58,6 +58,7 @@ from scanner.collect.evidence import Rollup
 from scanner.errors import ConfigError
 from scanner.facts import PROTOCOLS
 from scanner.lab.platforms import DEFAULT_PLATFORM, PLATFORMS, POWERSHELLS, Platform, platform
+from scanner.util.timefmt import as_utc
 from scanner.util.tomlfile import check_keys, line_of, load_toml, server_location
 
 AUTHS = ("basic", "ntlm", "kerberos")
@@ -298,10 +299,7 @@ def _moment(value: Any, key: str, where: str) -> datetime:
     if not isinstance(value, datetime):
         kind = "a date without a time" if isinstance(value, date) else type(value).__name__
         raise _fail(where, key, f"must be a date-time, not {kind}", "write e.g. 2026-11-20T10:00:00Z")
-    moment: datetime = value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return as_utc(value)
 
 
 def _lab(table: Any, where: str, folder: Path) -> LabSettings:
@@ -611,7 +609,7 @@ def upgrade_server(fleet: Fleet, name: str, build: str, at: datetime) -> Fleet:
         old = fleet.server(name)
     except KeyError:
         raise ConfigError(f"upgrade of {name}: the fleet has no server of that name") from None
-    at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).replace(microsecond=0)
+    at = as_utc(at).replace(microsecond=0)
     written = at - timedelta(minutes=2)
 
     def reset(proto: SimProtocol) -> SimProtocol:

@@ -37,6 +37,7 @@ from scanner.lab.fleet import Fleet, SimProtocol, SimServer, build_numbers
 from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, command_line, file_not_found_fault
 from scanner.parse.builds import release_build
 from scanner.parse.events import event_message
+from scanner.util.timefmt import iso_utc, parse_iso_utc
 
 Clock = Callable[[], datetime]
 
@@ -53,7 +54,6 @@ EVENT_SOURCES = {"pop3": "MSExchangePOP3", "imap4": "MSExchangeIMAP4"}
 PS_BANNER = "Windows PowerShell\r\nCopyright (C) 2006 Microsoft Corporation. All rights reserved.\r\n\r\n"
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-_UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _SINCE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 
@@ -73,7 +73,7 @@ def _t(name: str, value: object) -> str:
 
 def _u(moment: datetime | None) -> str:
     """U in collect.ps1: yyyy-MM-ddTHH:mm:ssZ in UTC, '' for none (sub-seconds dropped)."""
-    return "" if moment is None else moment.astimezone(UTC).strftime(_UTC_FORMAT)
+    return "" if moment is None else iso_utc(moment)
 
 
 def path_combine(first: str, second: str) -> str:
@@ -155,7 +155,7 @@ def event_window(env: dict[str, str]) -> EventWindow:
         try:
             if not _SINCE.match(since_text):
                 raise ValueError
-            since = datetime.strptime(since_text, _UTC_FORMAT).replace(tzinfo=UTC)
+            since = parse_iso_utc(since_text)
         except ValueError:
             errors.append('Exception calling "ParseExact" with "4" argument(s): '
                           '"String was not recognized as a valid DateTime."')

@@ -138,6 +138,11 @@ def parse_dotnet_bool(text: str | None) -> bool | None:
     return None
 
 
+def value_text(value: bool | None) -> str | None:
+    """An effective value as the config file spells it: "true" / "false"; None when unknown."""
+    return None if value is None else ("true" if value else "false")
+
+
 def _ordinal_ignore_case(key: str) -> str:
     """StringComparer.OrdinalIgnoreCase as a key: per-character simple upper case."""
     out = []

@@ -17,6 +17,7 @@ from scanner.report.model import (
     TrendPoint,
 )
 from scanner.store.repo import Store
+from scanner.util.timefmt import utc_day
 
 TREND_RUNS = 10
 CHANGE_WINDOW_RUNS = 10
@@ -66,7 +67,7 @@ def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalo
         findings=findings,
         resolved=tuple(ResolvedInfo(rule, server, protocol) for rule, server, protocol in store.resolved(run_id)),
         changes=tuple(changes(store, run_id, CHANGE_WINDOW_RUNS)),
-        waivers=tuple(waiver_infos(policy, finding_rows, row.started_at.date())),
+        waivers=tuple(waiver_infos(policy, finding_rows, utc_day(row.started_at))),
         rules=tuple(catalog.rule_infos(lang, policy.severity)),
         trend=_trend(store, run_id),
     )

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from scanner.report.labels import Labels
 from scanner.report.model import RunReport
 from scanner.report.sheets import CellValue, findings_columns, findings_rows
+from scanner.util.timefmt import iso_utc
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -25,7 +26,7 @@ def csv_field(value: CellValue) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_utc(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, str):

@@ -6,10 +6,10 @@ import json
 from typing import Any, TextIO
 
 from scanner.facts import PROTOCOLS
-from scanner.judge.checks import iso
 from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.report.model import RunReport
+from scanner.util.timefmt import iso
 
 
 def _protocol(p: ProtocolObservation) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from scanner.report.model import RunReport
-from scanner.report.sheets import SeverityWord, Sheet, clean, utc_naive, workbook_sheets
+from scanner.report.sheets import SeverityWord, Sheet, clean, workbook_sheets
+from scanner.util.timefmt import utc_naive
 
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
 DATE_FORMAT = "yyyy-mm-dd"

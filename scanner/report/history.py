@@ -11,10 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from scanner.facts import PROTOCOLS
-from scanner.judge.checks import build_changed, finding_key, iso, value_text
+from scanner.judge.checks import build_changed, finding_key
+from scanner.parse.configfile import value_text
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.report.model import ChangeInfo
 from scanner.store.repo import FindingRow, Store
+from scanner.util.timefmt import iso
 
 # Per-protocol fields compared between observations, in display order.
 PROTOCOL_FIELDS: tuple[str, ...] = (

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from scanner.facts import PROTOCOLS, SEVERITIES
@@ -21,6 +21,7 @@ from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ServerObservation
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport
+from scanner.util.timefmt import utc_naive
 
 CellValue = str | int | datetime | date | None
 Row = tuple[CellValue, ...]
@@ -80,15 +81,6 @@ def clean(value: str | None) -> str | None:
     if value is None:
         return None
     return _ILLEGAL.sub(REPLACEMENT, value)
-
-
-def utc_naive(value: datetime | None) -> datetime | None:
-    """A naive UTC datetime to the second (Excel has no time zones)."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.replace(microsecond=0)
 
 
 def _date_or_text(value: str | None) -> date | str | None:

@@ -1,0 +1,57 @@
+"""Points in time as cas-audit writes them: always UTC, to the second.
+
+Every module that turns a datetime into text (reports, the collector's cut-off, the lab's
+answers, tables on the terminal) or into a day goes through here, so the format is
+written once. A naive datetime is taken as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"  # 2026-11-20T10:00:00Z, as collect.ps1 and the JSON report write it
+DISPLAY_UTC = "%Y-%m-%d %H:%M:%S"  # for people, in columns headed "(UTC)"
+
+
+def as_utc(moment: datetime) -> datetime:
+    """The same instant in UTC (a naive datetime is taken as UTC)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    """2026-11-20T10:00:00Z (sub-seconds dropped)."""
+    return as_utc(moment).strftime(ISO_UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """`iso_utc`, with None staying None."""
+    return None if value is None else iso_utc(value)
+
+
+def parse_iso_utc(text: str) -> datetime:
+    """The inverse of `iso_utc`: an aware UTC datetime; ValueError for any other shape."""
+    return datetime.strptime(text, ISO_UTC).replace(tzinfo=UTC)
+
+
+def display_utc(moment: datetime) -> str:
+    """2026-11-20 10:00:00 (UTC, for tables people read)."""
+    return as_utc(moment).strftime(DISPLAY_UTC)
+
+
+def utc_day(moment: datetime) -> date:
+    """The UTC date of the instant (waivers and reports judge days in UTC)."""
+    return as_utc(moment).date()
+
+
+def day_text(value: datetime | None) -> str | None:
+    """2026-11-20, the UTC date; None stays None."""
+    return None if value is None else utc_day(value).isoformat()
+
+
+def utc_naive(value: datetime | None) -> datetime | None:
+    """A naive UTC datetime to the second, for Excel, which has no time zones."""
+    if value is None:
+        return None
+    return as_utc(value).replace(tzinfo=None, microsecond=0)
