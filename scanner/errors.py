@@ -6,7 +6,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of `cas-audit scan` (design.md); other commands use OK, USAGE and INTERNAL."""
+    """Exit codes of `cas-audit scan` (docs/contracts.md); other commands use OK, USAGE and INTERNAL."""
 
     OK = 0
     FINDINGS = 1

@@ -1,4 +1,4 @@
-"""The inventory: which Client Access Servers to scan and how to reach them (design.md)."""
+"""The inventory: which Client Access Servers to scan and how to reach them (docs/contracts.md)."""
 
 from __future__ import annotations
 

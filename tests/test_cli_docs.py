@@ -1,7 +1,7 @@
 """The command line documents itself and README.md documents the command line.
 
 In the style of sqlite-utils' tests/test_docs.py: walk the real click group and check every
-command against its own help, the README and the option names design.md fixes.
+command against its own help, the README and the option names docs/contracts.md fixes.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ LEAVES = [(path, command) for path, command in COMMANDS if not isinstance(comman
 IDS = [" ".join(path) for path, _ in COMMANDS]
 LEAF_IDS = [" ".join(path) for path, _ in LEAVES]
 
-# The command line design.md fixes: options by their long name, then positional arguments.
+# The command line docs/contracts.md fixes: options by their long name, then positional arguments.
 DESIGN: dict[str, tuple[set[str], list[str]]] = {
     "scan": ({"--inventory", "--db", "--policy", "--concurrency", "--site", "--fail-on", "--timeout"}, []),
     "report": ({"--db", "--run", "--format", "--out", "--lang"}, []),
@@ -64,7 +64,7 @@ def option_names(command: click.Command) -> set[str]:
             for name in (*param.opts, *param.secondary_opts)}
 
 
-def test_the_walk_finds_every_command_design_md_names() -> None:
+def test_the_walk_finds_every_command_contracts_doc_names() -> None:
     assert set(DESIGN) <= set(LEAF_IDS)
     assert {"inventory", "db", "lab"} <= set(IDS)
 
@@ -175,7 +175,7 @@ def test_help_exits_zero(path: tuple[str, ...], command: click.Command) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DESIGN))
-def test_options_and_arguments_are_those_of_design_md(name: str) -> None:
+def test_options_and_arguments_are_those_of_contracts_doc(name: str) -> None:
     options, arguments = DESIGN[name]
     command = command_at(name.split())
     missing = options - option_names(command)

@@ -1,4 +1,4 @@
-"""`scan` exit codes (design.md): --fail-on counts active findings after waivers and the
+"""`scan` exit codes (docs/contracts.md): --fail-on counts active findings after waivers and the
 policy's severity overrides; an unscanned server wins over findings."""
 
 from __future__ import annotations

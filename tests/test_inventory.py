@@ -1,4 +1,4 @@
-"""The inventory contract of design.md: what a user writes and the errors they get."""
+"""The inventory contract of docs/contracts.md: what a user writes and the errors they get."""
 
 from __future__ import annotations
 

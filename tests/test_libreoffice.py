@@ -29,7 +29,8 @@ pytestmark = [
     ),
 ]
 
-# every sheet to its own CSV, UTF-8, values as shown (engineering-notes.md)
+# LibreOffice's CSV filter options (LibreOffice Help, "CSV Filter Options"): comma (44), double
+# quote (34), UTF-8 (76), from line 1, ..., and -1 at the end: every sheet to its own CSV file
 CSV_FILTER = "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,false,false,false,-1"
 
 REPORTS: dict[str, RunReport] = {

@@ -1,6 +1,6 @@
 """The audit policy: desired value of AllowCrossSiteSessions, waivers and severity overrides.
 
-Read from a TOML file (`scan --policy FILE`, format in design.md and rules/baseline.toml).
+Read from a TOML file (`scan --policy FILE`, format in docs/contracts.md and rules/baseline.toml).
 Everything is validated when loaded, before any scan: a malformed policy is a ConfigError
 naming the file, the line and the field.
 

@@ -1,11 +1,11 @@
-r"""The lab's simulated Exchange organisation: what each simulated CAS *is* (design.md,
+r"""The lab's simulated Exchange organisation: what each simulated CAS *is* (docs/contracts.md,
 "Lab fleet (TOML)").
 
 `load_fleet()` reads and validates a fleet file into frozen dataclasses; every mistake
 is a ConfigError naming the file, the server and the field. `upgrade_server()` gives
 the fleet as it is after a service pack setup ran on one server.
 
-Format notes beyond design.md (all optional):
+Format notes beyond docs/contracts.md (all optional):
   [lab] domain        NTLM/Windows domain of the lab account ("CONTOSO"): the inventory
                       then names the user "CONTOSO\\auditor".
   [lab] auth = "kerberos"  the lab accepts Kerberos (Negotiate) only, for HTTP/<fqdn>

@@ -91,7 +91,7 @@ class Lab:
         return int(endpoint.rsplit(":", 1)[1].split("/", 1)[0])
 
     def inventory(self) -> dict[str, object]:
-        """The inventory (design.md) that reaches every server of the running lab; no password."""
+        """The inventory (docs/contracts.md) that reaches every server of the running lab; no password."""
         if not self._started:
             raise RuntimeError("the lab is not running: start it before asking for its inventory")
         lab = self.fleet.lab

@@ -5,7 +5,7 @@ config file for `ConfigurationManager.AppSettings[...]` (System.Configuration's
 BaseConfigurationRecord, AppSettingsSection, KeyValueConfigurationCollection and the
 NameValueCollection it hands out), and the value goes through `Boolean.TryParse`.
 How the Exchange binaries themselves fetch the value is unconfirmed; ConfigurationManager
-.AppSettings is assumed (exchange-facts.md).
+.AppSettings is assumed (docs/exchange-facts.md).
 
 What .NET would refuse (the service gets an exception instead of a value) is reported
 as status "malformed" with the value unknown, with one sentence saying why:

@@ -1,4 +1,4 @@
-"""The JSON report of design.md, from the report model."""
+"""The JSON report of docs/contracts.md, from the report model."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def _head(report: RunReport) -> tuple[str, dict[str, Any]]:
 
 
 def report_dict(report: RunReport) -> dict[str, Any]:
-    """The report as the JSON-ready dictionary of design.md.
+    """The report as the JSON-ready dictionary of docs/contracts.md.
 
     The organisation view has "as_of" in place of "run", and says per server where its
     observation comes from (run_id, observed_at, stale) and per finding its run_id.
@@ -111,6 +111,6 @@ def report_dict(report: RunReport) -> dict[str, Any]:
 
 
 def write_json(report: RunReport, stream: TextIO) -> None:
-    """Write the JSON report (UTF-8 text, stable key order as in design.md)."""
+    """Write the JSON report (UTF-8 text, stable key order as in docs/contracts.md)."""
     json.dump(report_dict(report), stream, ensure_ascii=False, indent=2, default=str)
     stream.write("\n")
