@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from scanner.collect.evidence import CONFIG_FILE_NAMES
+from scanner.collect.collected import CONFIG_FILE_NAMES
 from scanner.judge.checks import CheckInput, Previous
 from scanner.judge.policy import Policy
 from scanner.parse.observe import (

@@ -11,7 +11,7 @@ from lxml import etree
 from test_collector_reader import document
 
 import scanner.collect as collector
-from scanner.collect.evidence import RefusedLogon
+from scanner.collect.collected import RefusedLogon
 from scanner.collect.reader import read_collector_output
 from scanner.lab.fleet import load_fleet
 from scanner.lab.serve import demo_fleet_path

@@ -32,7 +32,7 @@ from scanner.collect import (
     schema_path,
     shell_environment,
 )
-from scanner.collect.evidence import CONFIG_FILE_NAMES, CollectedHost
+from scanner.collect.collected import CONFIG_FILE_NAMES, CollectedHost
 from scanner.collect.reader import read_collector_output, read_discovery_output
 from scanner.errors import CollectorOutputError
 from scanner.facts import PROTOCOLS

@@ -1,5 +1,5 @@
 """Reads what the collector (and the discovery script) printed: untrusted bytes in,
-typed evidence out, or CollectorOutputError with one sentence saying why not."""
+typed collected data out, or CollectorOutputError with one sentence saying why not."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from datetime import datetime
 from lxml import etree
 
 from scanner.collect import END_MARKER, discovery_schema_path, schema_path
-from scanner.collect.evidence import (
+from scanner.collect.collected import (
+    CollectedConfig,
     CollectedHost,
-    ConfigEvidence,
+    CollectedService,
     RefusedLogon,
     Rollup,
-    ServiceEvidence,
     SetupInfo,
 )
 from scanner.errors import CollectionError, CollectorOutputError
@@ -152,7 +152,7 @@ def _by_protocol(elements: list[etree._Element], what: str) -> dict[str, etree._
     return found
 
 
-def _config(element: etree._Element) -> ConfigEvidence:
+def _config(element: etree._Element) -> CollectedConfig:
     protocol = element.get("protocol", "")
     where = f"the {protocol} config"
     exists = _flag(element.get("exists"))
@@ -175,7 +175,7 @@ def _config(element: etree._Element) -> ConfigEvidence:
         raise CollectorOutputError(
             f"The collector output's {where} decodes to {len(content)} bytes, but its length says {length}."
         )
-    return ConfigEvidence(
+    return CollectedConfig(
         protocol=protocol,
         path=element.get("path", ""),
         exists=exists,
@@ -186,9 +186,9 @@ def _config(element: etree._Element) -> ConfigEvidence:
     )
 
 
-def _service(element: etree._Element) -> ServiceEvidence:
+def _service(element: etree._Element) -> CollectedService:
     protocol = element.get("protocol", "")
-    return ServiceEvidence(
+    return CollectedService(
         protocol=protocol,
         name=element.get("name", ""),
         exists=_flag(element.get("exists")),
@@ -209,7 +209,7 @@ def _event(element: etree._Element) -> RefusedLogon:
 
 
 def read_collector_output(stdout: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CollectedHost:
-    """The evidence in one collector run's stdout; CollectorOutputError if it cannot be trusted."""
+    """The collected data in one collector run's stdout; CollectorOutputError if it cannot be trusted."""
     root = _document(stdout, max_bytes, "collector")
     host = root.find("host")
     setup = root.find("setup")

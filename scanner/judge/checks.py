@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scanner.collect.evidence import (
+from scanner.collect.collected import (
     CONFIG_FILE_NAMES,
     SERVICE_DISPLAY_NAMES,
     SERVICE_NAMES,

@@ -54,7 +54,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scanner.collect.evidence import Rollup
+from scanner.collect.collected import Rollup
 from scanner.errors import ConfigError
 from scanner.facts import PROTOCOLS
 from scanner.lab.platforms import DEFAULT_PLATFORM, PLATFORMS, POWERSHELLS, Platform, platform

@@ -31,7 +31,7 @@ from scanner.collect import (
     discover_script,
     parse_stdin_bootstrap,
 )
-from scanner.collect.evidence import CONFIG_FILE_NAMES, SERVICE_NAMES
+from scanner.collect.collected import CONFIG_FILE_NAMES, SERVICE_NAMES
 from scanner.facts import PROTOCOLS
 from scanner.lab.fleet import Fleet, SimProtocol, SimServer, build_numbers
 from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, command_line, file_not_found_fault

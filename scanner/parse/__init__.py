@@ -1,1 +1,1 @@
-"""Parse: turn raw collected evidence into typed observations (pure, no I/O)."""
+"""Parse: turn raw collected data into typed observations (pure, no I/O)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from scanner.collect.evidence import RefusedLogon
+from scanner.collect.collected import RefusedLogon
 
 #: The documented message of event 1008, with its three placeholders.
 MESSAGE_1008 = (

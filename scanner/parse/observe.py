@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from scanner.collect.evidence import CollectedHost
+from scanner.collect.collected import CollectedHost
 from scanner.facts import PROTOCOLS
 from scanner.parse.builds import build_from_registry, parse_build, rollup_from_names
 from scanner.parse.configfile import read_config
@@ -117,7 +117,7 @@ def interpret(
     started_at: datetime,
     finished_at: datetime,
 ) -> ServerObservation:
-    """Conclude what one CAS does from the raw evidence its collector returned."""
+    """Conclude what one CAS does from the raw data its collector returned."""
     setup = host.setup
     build_text = setup.exsetup_version or build_from_registry(
         setup.product_major, setup.product_minor, setup.build_major, setup.build_minor

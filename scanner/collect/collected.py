@@ -1,6 +1,6 @@
 """Typed, immutable snapshots of what the collector brought back from one CAS.
 
-These are raw evidence: bytes and strings exactly as collected. Interpretation
+This is raw collected data: bytes and strings exactly as collected. Interpretation
 (effective value, service pack, pending restart) lives in `configfile`, `builds`
 and `observe`.
 """
@@ -43,7 +43,7 @@ class Rollup:
 
 
 @dataclass(frozen=True)
-class ConfigEvidence:
+class CollectedConfig:
     protocol: str
     path: str
     exists: bool
@@ -54,7 +54,7 @@ class ConfigEvidence:
 
 
 @dataclass(frozen=True)
-class ServiceEvidence:
+class CollectedService:
     protocol: str
     name: str
     exists: bool
@@ -86,8 +86,8 @@ class CollectedHost:
     collected_at: datetime | None
     setup: SetupInfo
     rollups: tuple[Rollup, ...]
-    configs: dict[str, ConfigEvidence]  # by protocol
-    services: dict[str, ServiceEvidence]  # by protocol
+    configs: dict[str, CollectedConfig]  # by protocol
+    services: dict[str, CollectedService]  # by protocol
     events_since: datetime | None
     events_truncated: bool
     events: tuple[RefusedLogon, ...]
