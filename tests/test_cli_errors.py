@@ -21,6 +21,8 @@ from scanner.judge.evaluate import evaluate_run
 from scanner.judge.policy import Policy
 from scanner.store.repo import open_store
 
+pytestmark = pytest.mark.slow  # each test runs the cas-audit command in a subprocess
+
 INVENTORY = """\
 [defaults]
 username = "auditor"

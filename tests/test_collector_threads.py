@@ -11,6 +11,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # many threads collecting from a running lab at once
+
 SCRIPT = """
 import threading
 from datetime import datetime, timezone

@@ -16,6 +16,8 @@ from scanner.collect.winrm_client import collect_host
 from scanner.errors import CollectionError
 from scanner.inventory import Target
 
+pytestmark = pytest.mark.slow  # waits out per-server deadlines against slow peers
+
 TIMEOUT_S = 2.0
 # generous: the machine is shared; without the guard these runs never end at all
 BOUND_S = TIMEOUT_S + 10
@@ -54,7 +56,6 @@ def test_endless_body_is_refused_while_it_streams(mode: str) -> None:
     assert elapsed < BOUND_S, elapsed
 
 
-@pytest.mark.slow
 def test_scan_of_a_trickling_peer_ends_within_its_timeout(tmp_path: Path) -> None:
     inventory = tmp_path / "inventory.toml"
     with raw_peer("trickle") as peer:

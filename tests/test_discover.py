@@ -12,6 +12,8 @@ from scanner.collect.discovery import discover_inventory
 from scanner.errors import ConfigError
 from scanner.inventory import load_inventory
 
+pytestmark = pytest.mark.slow  # a running lab and the cas-audit subprocess
+
 
 def test_discover_writes_an_inventory_of_every_cas(tmp_path: Path) -> None:
     with running(demo_fleet("127.0.17.1", "ntlm"), tmp_path) as (lab, _inventory):

@@ -11,6 +11,8 @@ from labfleet import cas_audit
 from scanner.lab.fleet import load_fleet, relocate_fleet
 from scanner.lab.serve import Lab
 
+pytestmark = pytest.mark.slow  # scans of a running lab through the cas-audit subprocess
+
 HERE = Path(__file__).parent / "fleets"
 # Scan 1 of the three-scan organisation has: XS-001 on B2 waived (high), XS-009 Berlin
 # (medium), XS-008 B2 (low), XS-012 H1/H2 (info); nothing active at high.

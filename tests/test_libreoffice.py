@@ -21,6 +21,7 @@ from scanner.report.sheets import CellValue, workbook_sheets
 
 SOFFICE = shutil.which("soffice")
 pytestmark = [
+    pytest.mark.slow,  # LibreOffice converts each workbook in a subprocess
     pytest.mark.libreoffice,
     pytest.mark.skipif(
         SOFFICE is None,

@@ -74,6 +74,7 @@ def test_script_location_in_a_checkout() -> None:
     assert not (REPO / "migrations" / "__init__.py").exists()  # not an import package
 
 
+@pytest.mark.slow  # a Python subprocess on a copied package
 def test_script_location_in_an_installed_wheel_layout(tmp_path: Path) -> None:
     """Installed as a wheel, the migrations come from scanner/_data/migrations and work."""
     site = tmp_path / "site-packages"

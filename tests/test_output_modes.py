@@ -17,6 +17,8 @@ from labfleet import cas_audit, demo_fleet, running
 
 from scanner.cli.output import Output
 
+pytestmark = pytest.mark.slow  # each test runs the cas-audit command in a subprocess
+
 LAB_PASSWORD = "lab-password"
 SEVERITIES = ["critical", "high", "medium", "low", "info"]
 
@@ -40,7 +42,6 @@ def lab_inventory(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield inventory
 
 
-@pytest.mark.slow
 def test_json_log_lines_carry_the_scan_and_no_secret(tmp_path: Path, lab_inventory: Path) -> None:
     db = f"sqlite:///{tmp_path / 'h.db'}"
     first = cas_audit("--log-format", "json", "scan", "--inventory", str(lab_inventory), db=db)
@@ -70,7 +71,6 @@ def test_json_log_lines_carry_the_scan_and_no_secret(tmp_path: Path, lab_invento
         "waived_findings"] > 0
 
 
-@pytest.mark.slow
 def test_a_wrong_password_never_reaches_the_log(tmp_path: Path, lab_inventory: Path) -> None:
     secret = "Wr0ng-Secret-Passw0rd"
     result = cas_audit("--log-format", "json", "scan", "--inventory", str(lab_inventory),
@@ -81,7 +81,6 @@ def test_a_wrong_password_never_reaches_the_log(tmp_path: Path, lab_inventory: P
     assert secret not in result.stdout + result.stderr
 
 
-@pytest.mark.slow
 def test_quiet_prints_only_what_needs_attention(tmp_path: Path, lab_inventory: Path) -> None:
     db = f"sqlite:///{tmp_path / 'h.db'}"
     quiet = cas_audit("--quiet", "scan", "--inventory", str(lab_inventory), db=db)

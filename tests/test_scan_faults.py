@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from labfleet import cas_audit
 
 from scanner.lab.fleet import load_fleet
 from scanner.lab.serve import Lab
 from scanner.store.repo import open_store
+
+pytestmark = pytest.mark.slow  # a lab of eleven failing servers and a scan subprocess that waits out the limit
 
 HERE = Path(__file__).parent / "fleets"
 EXPECTED_KIND = {

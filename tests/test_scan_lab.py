@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from labfleet import cas_audit, demo_fleet, running
 
+pytestmark = pytest.mark.slow  # scans of a running lab organisation
+
 # What the fleet file (scanner/lab/fleets/demo.toml) describes, per server and protocol:
 # (allow_cross_site, value_source, config_status, raw_value, service, start_mode, pending_restart)
 EXPECTED = {

@@ -302,6 +302,7 @@ def test_nul_characters_from_a_server_do_not_lose_the_result(store: Store) -> No
     assert back.protocols["pop3"].refused_logons[0].user == "CONTOSO\\a\ufffdb"
 
 
+@pytest.mark.slow  # four threads writing 100 results through two stores
 def test_concurrent_writers(store_url: str) -> None:
     """4 threads x 25 results, over two Stores (like two processes): all stored, none lost."""
     with open_store(store_url) as first, open_store(store_url) as second:

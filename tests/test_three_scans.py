@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from labfleet import cas_audit
 from openpyxl import load_workbook
 
@@ -23,6 +24,8 @@ from scanner.report.build import build_report
 from scanner.report.write import render
 from scanner.scan import run_scan
 from scanner.store.repo import open_store
+
+pytestmark = pytest.mark.slow  # three scans of a running lab through the cas-audit subprocess
 
 HERE = Path(__file__).parent / "fleets"
 SCAN_DATES = [datetime(2026, 12, 1, 8, tzinfo=UTC), datetime(2027, 1, 15, 8, tzinfo=UTC),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it into a fresh virtual environment
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -27,6 +27,8 @@ from scanner.report.write import render
 from scanner.scan import run_scan
 from scanner.store.repo import Store, open_store
 
+pytestmark = pytest.mark.slow  # a lab scan, then LibreOffice reading the workbook
+
 HERE = Path(__file__).parent / "fleets"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 HOSTILE = {
