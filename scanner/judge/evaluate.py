@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from scanner.facts import SEVERITIES, is_active, severity_rank
 from scanner.judge.catalog import Catalog
-from scanner.judge.checks import CheckInput, Previous
+from scanner.judge.checks import CheckInput, Previous, server_site
 from scanner.judge.lifecycle import Evaluation, evaluate
 from scanner.judge.policy import Policy
 from scanner.store.repo import Store
@@ -63,8 +63,7 @@ def planned_sites(inp: CheckInput) -> dict[str, list[str]]:
     """The sites of this run's planned servers (as the lifecycle judges them), with their servers."""
     sites: dict[str, list[str]] = {}
     for p in inp.planned:
-        obs = inp.observation(p.name)
-        site = (obs.site if obs is not None and obs.site else None) or p.site
+        site = server_site(p, inp.observation(p.name))
         if site:
             sites.setdefault(site.casefold(), []).append(p.name)
     return sites
