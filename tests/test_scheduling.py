@@ -9,6 +9,7 @@ their lines are checked against the documented syntax (crontab(5); Microsoft's
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -284,3 +285,91 @@ def test_readme_exit_code_table_covers_the_contract() -> None:
     codes = [int(c) for c in re.findall(r"^\| (\d+) \|", section, re.M)]
     assert codes == [0, 1, 2, 3, 4, 130, 143]  # design contract: 130 SIGINT, 143 SIGTERM
     assert {int(code) for code in ExitCode} <= set(codes)
+
+
+@pytest.mark.parametrize("source", ["cas-audit-prune.service", "cas-audit.cron"])
+def test_the_retention_lines_run(tmp_path: Path, source: str) -> None:
+    """The retention job as shipped, run by sh with this environment's cas-audit in place
+    of /opt/cas-audit: the date expression, the quoting and prune's options all work."""
+    text = (SCHEDULING / source).read_text(encoding="utf-8")
+    if source.endswith(".service"):
+        [line] = [x for x in text.splitlines() if x.startswith("ExecStart=")]
+        script = shlex.split(line.removeprefix("ExecStart=").replace("$$", "$").replace("%%", "%"))[2]
+    else:
+        [script] = [c.replace("\\%", "%") for _, _, c in cron_jobs() if " prune " in c]
+    script = script.replace(INSTALLED, str(Path(sys.executable).with_name("cas-audit")))
+    skip_if_pending("cas-audit prune")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_AUDIT_")}
+    env["CAS_AUDIT_DB"] = f"sqlite:///{tmp_path / 'history.db'}"
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"removed 0 run\(s\) started before \d{4}-\d\d-\d\dT00:00:00Z", result.stdout), result.stdout
+
+
+def unit_lines(unit: str, key: str) -> list[str]:
+    return [x.split("=", 1)[1] for x in (SCHEDULING / unit).read_text(encoding="utf-8").splitlines()
+            if x.startswith(key + "=")]
+
+
+@pytest.mark.slow
+def test_the_nightly_jobs_run_against_the_lab(tmp_path: Path) -> None:
+    """The scan and report lines of cas-audit.service and cas-audit.cron, as written, with
+    /etc/cas-audit, /var/lib/cas-audit and /opt/cas-audit moved into a temporary folder, run
+    against the lab organisation: exit 3 (CAS08 refuses), then the workbook is written."""
+    from labfleet import demo_fleet, running
+
+    from scanner.demo import demo_policy_path
+
+    etc, var = tmp_path / "etc", tmp_path / "var"
+    (var / "reports").mkdir(parents=True)
+    etc.mkdir()
+    moved = {"/etc/cas-audit": str(etc), "/var/lib/cas-audit": str(var),
+             INSTALLED: str(Path(sys.executable).with_name("cas-audit"))}
+
+    def move(text: str) -> str:
+        for old, new in moved.items():
+            text = text.replace(old, new)
+        return text
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_AUDIT_") and k != "CREDENTIALS_DIRECTORY"}
+    (etc / "password").write_text("lab-password\n", encoding="utf-8")
+    (etc / "policy.toml").write_bytes(demo_policy_path().read_bytes())
+    with running(demo_fleet("127.0.54.1"), etc) as (_lab, inventory):
+        inventory.rename(etc / "cas.toml")
+        # systemd: Environment=, LoadCredential= (the password file in $CREDENTIALS_DIRECTORY)
+        env = dict(base_env)
+        for assignment in unit_lines("cas-audit.service", "Environment"):
+            name, value = move(assignment).split("=", 1)
+            env[name] = value
+        [credential] = unit_lines("cas-audit.service", "LoadCredential")
+        name, path = move(credential).split(":", 1)
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        (credentials / name).write_bytes(Path(path).read_bytes())
+        env["CREDENTIALS_DIRECTORY"] = str(credentials)
+        [exec_start] = unit_lines("cas-audit.service", "ExecStart")
+        scan = subprocess.run(shlex.split(move(exec_start)), capture_output=True, text=True, env=env, timeout=300,
+                              stdin=subprocess.DEVNULL)
+        assert scan.returncode == 3, scan.stderr
+        assert [json.loads(x)["event"] for x in scan.stderr.splitlines()] == ["server-scanned"]  # --quiet: CAS08
+        [stop_post] = unit_lines("cas-audit.service", "ExecStopPost")
+        report = subprocess.run(shlex.split(move(stop_post).lstrip("-")), capture_output=True, text=True, env=env,
+                                timeout=300, stdin=subprocess.DEVNULL)
+        assert report.returncode == 0, report.stderr
+        assert (var / "reports" / "cas-audit-latest.xlsx").stat().st_size > 0
+
+        # cron: the variable line, then each job's command through sh, as cron runs it
+        env = dict(base_env)
+        cron = (SCHEDULING / "cas-audit.cron").read_text(encoding="utf-8")
+        for name, value in re.findall(r"^([A-Z_]+)=(\S+)$", cron, re.M):
+            env[name] = move(value)
+        env["CAS_AUDIT_DB"] = f"sqlite:///{tmp_path / 'cron.db'}"
+        scan_job, report_job = [move(c) for _, _, c in cron_jobs() if " prune " not in c]
+        scan = subprocess.run(["sh", "-c", scan_job], capture_output=True, text=True, env=env, timeout=300,
+                              stdin=subprocess.DEVNULL)
+        assert scan.returncode == 3, scan.stderr
+        assert re.fullmatch(r"warning: \[\d/9\] CAS08: failed \(refused\): [^\n]*\n", scan.stderr)  # what cron mails
+        report = subprocess.run(["sh", "-c", report_job], capture_output=True, text=True, env=env, timeout=300,
+                                stdin=subprocess.DEVNULL)
+        assert report.returncode == 0, report.stderr
