@@ -44,3 +44,19 @@ def cas_audit(*args: str, password: str | None = "lab-password", db: str | None 
         env["CAS_AUDIT_DB"] = db
     return subprocess.run([sys.executable, "-m", "scanner", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def many_servers(count: int, sites: tuple[str, ...], base_address: str, auth: str = "basic") -> Fleet:
+    """`count` servers copied from the demo's clean CAS01, spread over `sites` in turn
+    (names like BER007), on consecutive loopback addresses from `base_address`."""
+    from scanner.lab.fleet import server_addresses
+
+    fleet = demo_fleet(base_address, auth)
+    template = replace(fleet.server("CAS01"), fault="", computer="", fqdn="")
+    addresses = server_addresses(base_address, count)
+    servers = tuple(
+        replace(template, name=f"{sites[i % len(sites)][:3].upper()}{i:03d}", site=sites[i % len(sites)],
+                address=addresses[i])
+        for i in range(count)
+    )
+    return replace(fleet, servers=servers)

@@ -1,0 +1,169 @@
+"""Issue 9's benchmark: a long generated history (bench/history_gen.py), measured.
+
+Generates two histories of the same servers, one of `--days` (365) and one of
+`--short-days` (30) daily runs, on SQLite and (with --pg) on PostgreSQL, then measures on
+each, medians of `--repeats`, long and short interleaved in one process:
+- evaluating the newest run (`evaluate_run`: reads, checks, lifecycle; not saving), and
+  the ratio long/short;
+- `history --server` (timeline of one server, both protocols) and `diff` of the two
+  newest runs, as the commands compute them;
+- the newest run's report and the organisation view as of its end, JSON and xlsx
+  (model built and rendered);
+- bytes per server scan: SQLite file size after VACUUM (page_count x page_size) divided by
+  servers x runs; PostgreSQL: pg_total_relation_size of every table (with indexes and
+  TOAST) after VACUUM FULL, divided likewise.
+
+    .venv/bin/python bench/bench_history.py --servers 1000 --days 365 --pg postgresql+psycopg://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from history_gen import generate
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from scanner.judge.catalog import load_catalog
+from scanner.judge.evaluate import evaluate_run
+from scanner.judge.policy import Policy
+from scanner.report.build import build_report
+from scanner.report.history import diff, timeline
+from scanner.report.organisation import build_organisation_report
+from scanner.report.write import render
+from scanner.store.repo import Store, open_store
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def median(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} s"
+
+
+def size_sqlite(url: str) -> int:
+    path = make_url(url).database
+    conn = sqlite3.connect(str(path))
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        return int(pages * size)
+    finally:
+        conn.close()
+
+
+def size_pg(url: str) -> int:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("VACUUM FULL"))
+            return int(conn.execute(text(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind = 'r'")).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+def measure(label: str, long_url: str, short_url: str, args: argparse.Namespace) -> None:
+    catalog = load_catalog()
+    policy = Policy.default()
+    stores = {"long": open_store(long_url), "short": open_store(short_url)}
+    newest = {k: int(s.latest_run_id() or 0) for k, s in stores.items()}
+    times: dict[str, list[float]] = {"long": [], "short": []}
+    evaluation = None
+    for _ in range(args.repeats):
+        for key in ("long", "short"):
+            seconds, result = timed(lambda key=key: evaluate_run(stores[key], newest[key], policy, catalog))
+            times[key].append(seconds)
+            if key == "long":
+                evaluation = result
+    assert evaluation is not None
+    states = Counter(f.state for f in evaluation.findings)
+    print(f"[{label}] evaluate newest run ({args.servers} servers): {args.days} days {median(times['long'])}, "
+          f"{args.short_days} days {median(times['short'])}, ratio "
+          f"{statistics.median(times['long']) / statistics.median(times['short']):.2f} "
+          f"(findings by state {dict(states)}, resolved {len(evaluation.resolved)})")
+    for key, store in stores.items():
+        result = evaluate_run(store, newest[key], policy, catalog)
+        store.save_findings(newest[key], result.findings, result.resolved)
+
+    store: Store = stores["long"]
+    run = store.run(newest["long"])
+    server = "CAS0001"
+    history_times = [timed(lambda: timeline(store, server))[0] for _ in range(args.repeats)]
+    diff_times = [timed(lambda: diff(store, newest["long"] - 1, newest["long"]))[0] for _ in range(args.repeats)]
+    print(f"[{label}] history --server {server} ({len(timeline(store, server))} rows): {median(history_times)}; "
+          f"diff {newest['long'] - 1} {newest['long']}: {median(diff_times)}")
+    for fmt in ("json", "xlsx"):
+        seconds = [timed(lambda fmt=fmt: render(build_report(store, newest["long"]), fmt))[0] for _ in range(args.repeats)]
+        print(f"[{label}] report of the newest run, {fmt}: {median(seconds)}")
+    as_of = (run.finished_at or run.started_at) + timedelta(minutes=1)
+    for fmt in ("json", "xlsx"):
+        seconds = [timed(lambda fmt=fmt: render(build_organisation_report(store, as_of), fmt))[0]
+                   for _ in range(args.repeats)]
+        print(f"[{label}] organisation view as of the newest run, {fmt}: {median(seconds)}")
+    for s in stores.values():
+        s.close()
+    size = size_pg(long_url) if long_url.startswith("postgresql") else size_sqlite(long_url)
+    scans = args.servers * args.days
+    print(f"[{label}] size {size / 1e6:.1f} MB for {scans} server scans: {size / scans:.0f} bytes per server scan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="issue 9 history benchmark")
+    parser.add_argument("--servers", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--short-days", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="folder for the SQLite files (default: a temporary one)")
+    parser.add_argument("--pg", default=None, help="PostgreSQL URL of an existing database with CREATE DATABASE rights")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    args = parser.parse_args()
+    folder = Path(args.dir or tempfile.mkdtemp(prefix="cas-audit-bench-"))
+    if not args.skip_sqlite:
+        urls = {}
+        for key, days in (("long", args.days), ("short", args.short_days)):
+            path = folder / f"history-{args.servers}x{days}.db"
+            path.unlink(missing_ok=True)
+            urls[key] = f"sqlite:///{path}"
+            seconds, counts = timed(lambda url=urls[key], days=days: generate(url, args.servers, days, quiet=True))
+            print(f"[sqlite] generated {args.servers} x {days} in {seconds:.1f} s: {counts}")
+        measure("sqlite", urls["long"], urls["short"], args)
+    if args.pg:
+        admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
+        names = []
+        try:
+            urls = {}
+            for key, days in (("long", args.days), ("short", args.short_days)):
+                name = f"cas_audit_bench_{uuid.uuid4().hex[:10]}"
+                names.append(name)
+                with admin.connect() as conn:
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+                urls[key] = admin.url.set(database=name).render_as_string(hide_password=False)
+                seconds, counts = timed(lambda url=urls[key], days=days: generate(url, args.servers, days, quiet=True))
+                print(f"[postgresql] generated {args.servers} x {days} in {seconds:.1f} s: {counts}")
+            measure("postgresql", urls["long"], urls["short"], args)
+        finally:
+            with admin.connect() as conn:
+                for name in names:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
