@@ -244,13 +244,8 @@ def changes(store: Store, up_to_run: int, window_runs: int = 10) -> list[ChangeI
     if not window:
         return []
     first = min(window)
-    names: dict[str, str] = {}
-    for run_id in window:
-        for planned in store.planned_servers(run_id):
-            names.setdefault(planned.name.casefold(), planned.name)
     result: list[ChangeInfo] = []
-    for name in names.values():
-        successful = [(rid, o) for rid, o in store.history(name) if o.scan_status == "ok" and rid <= up_to_run]
+    for successful in store.successful_scans_window(first, up_to_run).values():
         for (rid_a, a), (rid_b, b) in zip(successful, successful[1:], strict=False):
             if rid_b < first:
                 continue

@@ -585,6 +585,46 @@ class Store:
                         rows.append(row)
             return rows
 
+    def successful_scans_window(
+        self, first_run_id: int, up_to_run_id: int
+    ) -> dict[str, list[tuple[int, ServerObservation]]]:
+        """Successful scans in runs `first_run_id`..`up_to_run_id`, per casefolded server name
+        and oldest first, each server's list preceded by its newest successful scan before the
+        window (the one its first scan in the window compares with). Reads the window and one
+        indexed lookup per server, not the servers' whole history."""
+        result: dict[str, list[tuple[int, ServerObservation]]] = defaultdict(list)
+        with self._read(f"read the scans of runs {first_run_id} to {up_to_run_id}") as session:
+            in_window = session.execute(
+                select(ServerScan, Server.name)
+                .join(Server, Server.id == ServerScan.server_id)
+                .where(ServerScan.run_id >= first_run_id, ServerScan.run_id <= up_to_run_id,
+                       ServerScan.scan_status == "ok")
+                .order_by(ServerScan.run_id)
+            ).all()
+            server_ids = sorted({scan.server_id for scan, _name in in_window})
+            before: list[int] = []
+            for chunk in _chunks(server_ids):
+                latest = (
+                    select(ServerScan.id)
+                    .where(ServerScan.server_id == Server.id, ServerScan.scan_status == "ok",
+                           ServerScan.run_id < first_run_id)
+                    .order_by(ServerScan.run_id.desc())
+                    .limit(1)
+                    .correlate(Server)
+                    .scalar_subquery()
+                )
+                before += [scan_id for (scan_id,) in session.execute(select(latest).where(Server.id.in_(chunk)))
+                           if scan_id is not None]
+            earlier: list[Any] = []
+            for chunk in _chunks(sorted(before)):
+                earlier += session.execute(
+                    select(ServerScan, Server.name).join(Server, Server.id == ServerScan.server_id)
+                    .where(ServerScan.id.in_(chunk))
+                ).all()
+            for run_id, obs in _rebuild(session, [*earlier, *in_window]):
+                result[obs.name.casefold()].append((run_id, obs))
+        return dict(result)
+
     def latest_observations(self, at_or_before: datetime) -> list[tuple[int, ServerObservation]]:
         """Every server's newest successful scan that finished at or before `at_or_before`, from
         whichever run, with that run's id; a server never scanned successfully by then is
