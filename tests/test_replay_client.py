@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import UTC, datetime
 
 import pytest
 import replaylib
@@ -93,6 +94,20 @@ def test_stderr_and_nonzero_exit_code_are_kept_apart() -> None:
     assert isinstance(result, winrm_client.CommandOutput)
     assert (result.stdout, result.stderr, result.exit_code) == (b"out \r\n", b"err \r\n", 1)
     assert winrm_client.stderr_summary(result.stderr) == "err"
+
+
+def test_failing_collector_is_reported_with_exit_code_and_stderr() -> None:
+    """The full collection path: a collector that exits 1 having written to stderr gives a
+    script-error naming the server, the exit code and what it wrote."""
+    methods: list[str] = []
+    with replaying(load("winrs_stderr_rc")) as replay:
+        with pytest.raises(CollectionError) as caught:
+            winrm_client.collect_host(target(replay.port), "lab-password", since=datetime(2026, 1, 1, tzinfo=UTC),
+                                      timeout_s=30, on_method=methods.append)
+    assert replay.problems == []
+    assert caught.value.kind == "script-error"
+    assert str(caught.value) == "the collector failed on CAS01 (exit code 1): err"
+    assert methods == ["env"]
 
 
 def test_bare_program_under_skip_cmd_shell_is_reported_as_the_windows_fault() -> None:

@@ -226,3 +226,25 @@ def test_request_over_the_envelope_limit_is_reported_as_such() -> None:
                     port=80, verify_tls=False, ca_bundle=None, allow_insecure=True, cert_pem=None, cert_key_pem=None)
     error = winrm_client._translate(target, caught.value)
     assert error.kind == "protocol" and "MaxEnvelopeSize" in str(error) and "413" in str(error)
+
+
+# -- the comparison itself is not blind ------------------------------------------------------------
+
+
+def test_outline_sees_what_the_comparison_must_catch() -> None:
+    """The outline used above reports a namespace declared differently, `End` on a data
+    chunk instead of an element of its own, and another fault code; it does not report
+    other ids, or output cut into other chunks."""
+    receive = load("winrs_standard").first("Receive").response
+    base = outline(receive)
+    assert outline(receive.replace("4CECD2A8-45E1-4835-B5D9-F4CEB4308A0F", "00000000-1111-2222-3333-444444444444")) == base
+    chunked = receive.replace(">aGkNCg==<", ">aGk=</rsp:Stream><rsp:Stream Name=\"stdout\" "
+                              "CommandId=\"CF84C20A-0A35-43FA-AF78-0B4711DA5F30\">DQo=<")
+    assert outline(chunked) == base
+    end_on_data = receive.replace('CF84C20A-0A35-43FA-AF78-0B4711DA5F30">aGkNCg==',
+                                  'CF84C20A-0A35-43FA-AF78-0B4711DA5F30" End="true">aGkNCg==')
+    assert outline(end_on_data) != base
+    extra_ns = receive.replace('xmlns:w=', 'xmlns:x="http://schemas.xmlsoap.org/ws/2004/09/transfer" xmlns:w=', 1)
+    assert outline(extra_ns) != base
+    fault = load("winrs_bad_cmd_id").first("Receive").response
+    assert outline(fault.replace('Code="2150858843"', 'Code="2150858842"')) != outline(fault)
