@@ -248,3 +248,24 @@ def test_outline_sees_what_the_comparison_must_catch() -> None:
     assert outline(extra_ns) != base
     fault = load("winrs_bad_cmd_id").first("Receive").response
     assert outline(fault.replace('Code="2150858843"', 'Code="2150858842"')) != outline(fault)
+
+
+@pytest.mark.parametrize("key", ["2003r2", "2008"])
+def test_lab_fault_on_winrm_11_declares_the_namespaces_of_the_v1_fault_stub(key: str) -> None:
+    """WinRb's only WinRM 1.1 fault (soap_fault_v1.xml, a WMI plugin fault) declares
+    s a x e n w on the Envelope and no p; the lab's WinRM 1.1 faults do the same. (Its
+    nesting of a second WSManFault inside the provider's is not modelled: no shell fault of
+    WinRM 1.1 is recorded.)"""
+    stub = load("winrb_v1_stubs").exchanges[2]
+    server = LabServer(HostConfig(name="CAS01", address=next(_addresses), port=0, auth="basic",
+                                  username=USER, password=PASSWORD, runner=RecordedRunner(load("winrs_standard")),
+                                  platform=platform(key)))
+    server.start()
+    try:
+        recording = load("winrs_bad_cmd_id")
+        answers = play(Recording(recording.name, recording.source, recording.exchanges[:3]), server)
+    finally:
+        server.stop()
+    fault = answers[2]
+    assert fault.status == 500 and replaylib.action_of(fault.body) == "fault"
+    assert outline(fault.body)[0] == outline(stub.response)[0]
