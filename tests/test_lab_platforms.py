@@ -5,22 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_lab_fleet import LAB, one, write
 
 from scanner.errors import ConfigError
 from scanner.lab.fleet import listen_port, load_fleet, relocate_fleet
 from scanner.lab.platforms import PLATFORM_TABLE, PLATFORMS, platform
-
-LAB = '[lab]\nusername = "auditor"\npassword = "lab-password"\n'
-
-
-def write(tmp_path: Path, body: str, lab: str = LAB) -> Path:
-    path = tmp_path / "fleet.toml"
-    path.write_text(lab + body, encoding="utf-8")
-    return path
-
-
-def one(tmp_path: Path, server: str, lab: str = LAB):
-    return load_fleet(write(tmp_path, '[[server]]\nname = "CAS01"\n' + server, lab)).servers[0]
 
 
 def test_every_platform_is_described_once() -> None:

@@ -481,10 +481,7 @@ class WSManService:
 
     def _op_receive(self, req: _Request) -> list[etree._Element]:
         _, shell = self._shell_of(req)
-        receive = req.body.find("rsp:Receive", NS)
-        desired = receive.find("rsp:DesiredStream", NS) if receive is not None else None
-        if desired is None:
-            raise _schema_fault("The Receive request has no rsp:DesiredStream element.")
+        desired = _nested(req.body, "Receive", "DesiredStream")
         if not desired.get("CommandId"):
             raise _plugin_invalid_parameter()
         command_id = (desired.get("CommandId") or "").upper()
@@ -556,10 +553,7 @@ class WSManService:
 
     def _op_send(self, req: _Request) -> list[etree._Element]:
         _, shell = self._shell_of(req)
-        send = req.body.find("rsp:Send", NS)
-        stream = send.find("rsp:Stream", NS) if send is not None else None
-        if stream is None:
-            raise _schema_fault("The Send request has no rsp:Stream element.")
+        stream = _nested(req.body, "Send", "Stream")
         command_id = (stream.get("CommandId") or "").upper()
         try:
             data = base64.b64decode(_text(stream), validate=True)
@@ -673,6 +667,15 @@ def _text(el: etree._Element | None, *, strip: bool = True) -> str:
         return ""
     text = str(el.text)
     return text.strip() if strip else text
+
+
+def _nested(body: etree._Element, operation: str, child: str) -> etree._Element:
+    """rsp:<operation>/rsp:<child> of a request body; a schema fault if it is missing."""
+    outer = body.find(f"rsp:{operation}", NS)
+    inner = outer.find(f"rsp:{child}", NS) if outer is not None else None
+    if inner is None:
+        raise _schema_fault(f"The {operation} request has no rsp:{child} element.")
+    return inner
 
 
 def _options(header: etree._Element) -> dict[str, str]:
