@@ -34,6 +34,7 @@ REALM = "CAS-AUDIT.TEST"
 DOMAIN = "krb.cas-audit.test"
 USER = "auditor"
 PASSWORD = "krb-Passw0rd"
+OTHER_USER = "intruder"   # a valid principal of the realm, but not the lab's account
 HOSTS = {f"cas01.{DOMAIN}": "127.0.12.1", f"cas02.{DOMAIN}": "127.0.12.2",
          f"cas03.{DOMAIN}": "127.0.13.1"}   # CAS03: the lab with its clock moved (its own process)
 FLEET = f"""
@@ -109,6 +110,7 @@ def krb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosLab]:
     realm = Realm(folder / "realm", REALM, DOMAIN)
     realm.create()
     realm.add_user(USER, PASSWORD)
+    realm.add_user(OTHER_USER, PASSWORD)
     for fqdn in HOSTS:
         realm.add_service(fqdn)
     (folder / "fleet.toml").write_text(FLEET, encoding="utf-8")
@@ -303,3 +305,31 @@ def test_server_clock_skew_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path)
     error = _failures(krb_lab, db, ccache)["CAS03"]
     assert error.startswith(f"auth: cas03.{DOMAIN} refused the Kerberos ticket of {USER}@{REALM}: its clock may "
                             "differ from the domain's"), error
+
+
+def test_the_lab_lets_in_only_its_own_account(krb_lab: KerberosLab, tmp_path: Path) -> None:
+    """A ticket the KDC really issued, for another user of the realm: the lab refuses it."""
+    inventory = krb_lab.inventory_with(f"{USER}@{REALM}", f"{OTHER_USER}@{REALM}", "other-user.toml")
+    db = tmp_path / "history.db"
+    scan = cas_audit(krb_lab, "scan", "--inventory", str(inventory), ccache=tmp_path / "none",
+                     password=PASSWORD, db=db)
+    assert scan.returncode == 3, scan.stdout + scan.stderr
+    errors = _failures(krb_lab, db, tmp_path / "none")
+    assert errors["CAS01"].startswith(f"auth: cas01.{DOMAIN} refused the Kerberos ticket of {OTHER_USER}@{REALM}")
+
+
+def test_the_lab_refuses_kerberos_without_message_encryption(krb_lab: KerberosLab, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """pywinrm told not to encrypt: the lab answers like WinRM with AllowUnencrypted=false."""
+    from winrm.exceptions import InvalidCredentialsError
+    from winrm.protocol import Protocol
+
+    ccache = tmp_path / "ccache"
+    krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{ccache}")
+    endpoint = krb_lab.lab.servers["CAS01"].endpoint.replace("127.0.12.1", f"cas01.{DOMAIN}")
+    protocol = Protocol(endpoint=endpoint, transport="kerberos", username=f"{USER}@{REALM}",
+                        message_encryption="never", operation_timeout_sec=5, read_timeout_sec=10,
+                        ca_trust_path=None)
+    with pytest.raises(InvalidCredentialsError):
+        protocol.open_shell()
