@@ -161,6 +161,17 @@ def _failures(krb: KerberosLab, db: Path, ccache: Path) -> dict[str, str]:
     return {s["name"]: str(s["error"]) for s in servers}
 
 
+def _failed_scan(krb: KerberosLab, inventory: Path, tmp_path: Path, *, ccache: Path, password: str | None = None,
+                 prefix: tuple[str, ...] = ()) -> dict[str, str]:
+    """Scan `inventory`, expect exit code 3 and no traceback; per server the stored error."""
+    db = tmp_path / "history.db"
+    scan = cas_audit(krb, "scan", "--inventory", str(inventory), ccache=ccache, password=password, db=db,
+                     prefix=prefix)
+    assert scan.returncode == 3, scan.stdout + scan.stderr
+    assert "Traceback" not in scan.stderr
+    return _failures(krb, db, ccache)
+
+
 def test_inventory_written_by_the_lab_names_fqdns_and_the_realm(krb_lab: KerberosLab) -> None:
     text = krb_lab.inventory.read_text(encoding="utf-8")
     assert 'auth = "kerberos"' in text
@@ -202,11 +213,7 @@ def test_scan_with_a_password_gets_its_own_ticket(krb_lab: KerberosLab, tmp_path
 
 
 def test_no_ticket_and_no_password_says_run_kinit(krb_lab: KerberosLab, tmp_path: Path) -> None:
-    db = tmp_path / "history.db"
-    scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=tmp_path / "none", db=db)
-    assert scan.returncode == 3, scan.stdout + scan.stderr
-    assert "Traceback" not in scan.stderr
-    errors = _failures(krb_lab, db, tmp_path / "none")
+    errors = _failed_scan(krb_lab, krb_lab.inventory, tmp_path, ccache=tmp_path / "none")
     for name in ("CAS01", "CAS02"):
         assert errors[name].startswith(f"auth: there is no Kerberos ticket for {USER}@{REALM}: "
                                        f"run `kinit {USER}@{REALM}`"), errors
@@ -214,12 +221,7 @@ def test_no_ticket_and_no_password_says_run_kinit(krb_lab: KerberosLab, tmp_path
 
 def test_wrong_realm_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path) -> None:
     inventory = krb_lab.inventory_with(f"{USER}@{REALM}", f"{USER}@WRONG.TEST", "wrong-realm.toml")
-    db = tmp_path / "history.db"
-    scan = cas_audit(krb_lab, "scan", "--inventory", str(inventory), ccache=tmp_path / "none",
-                     password=PASSWORD, db=db)
-    assert scan.returncode == 3, scan.stdout + scan.stderr
-    assert "Traceback" not in scan.stderr
-    errors = _failures(krb_lab, db, tmp_path / "none")
+    errors = _failed_scan(krb_lab, inventory, tmp_path, ccache=tmp_path / "none", password=PASSWORD)
     expected = f"auth: the Kerberos realm of {USER}@WRONG.TEST (WRONG.TEST) is not one this machine knows"
     for name in ("CAS01", "CAS02"):
         assert errors[name].startswith(expected), errors
@@ -229,11 +231,7 @@ def test_expired_ticket_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path) ->
     ccache = tmp_path / "ccache"
     krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache, lifetime="2s")
     time.sleep(3.5)   # the KDC's own clock ends the ticket: nothing here is simulated
-    db = tmp_path / "history.db"
-    scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=ccache, db=db)
-    assert scan.returncode == 3, scan.stdout + scan.stderr
-    assert "Traceback" not in scan.stderr
-    errors = _failures(krb_lab, db, ccache)
+    errors = _failed_scan(krb_lab, krb_lab.inventory, tmp_path, ccache=ccache)
     for name in ("CAS01", "CAS02"):
         assert errors[name].startswith(f"auth: the Kerberos ticket of {USER}@{REALM} has expired: run `kinit"), errors
 
@@ -242,18 +240,13 @@ def test_clock_skew_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path) -> Non
     """This machine's clock an hour ahead of the KDC's. The ticket is taken at the true time
     (MIT's kinit would otherwise correct its own skew against the KDC, kdc_timesync); the scan
     then runs under libfaketime (+1 hour), and the real KDC refuses its service-ticket request
-    with KRB_AP_ERR_SKEW. Skew between the KDC and the CAS itself is not produced here."""
+    with KRB_AP_ERR_SKEW. (The CAS's own clock: test_server_clock_skew_is_one_sentence.)"""
     faketime = find_tool("faketime")
     if faketime is None:
         _unavailable("libfaketime's faketime is not installed (apt-get install faketime)")
     ccache = tmp_path / "ccache"
     krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
-    db = tmp_path / "history.db"
-    scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=ccache, db=db,
-                     prefix=(str(faketime), "-f", "+1h"))
-    assert scan.returncode == 3, scan.stdout + scan.stderr
-    assert "Traceback" not in scan.stderr
-    errors = _failures(krb_lab, db, ccache)
+    errors = _failed_scan(krb_lab, krb_lab.inventory, tmp_path, ccache=ccache, prefix=(str(faketime), "-f", "+1h"))
     for name in ("CAS01", "CAS02"):
         assert errors[name].startswith("auth: Kerberos refused the logon because this machine's clock and the "
                                        "domain's differ"), errors
@@ -297,12 +290,8 @@ def test_server_clock_skew_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path)
     ccache = tmp_path / "ccache"
     krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
     inventory = tmp_path / "skewed-inventory.toml"
-    db = tmp_path / "history.db"
     with _lab_in_own_process(krb_lab, (str(faketime), "-f", "+1h"), inventory):
-        scan = cas_audit(krb_lab, "scan", "--inventory", str(inventory), ccache=ccache, db=db)
-    assert scan.returncode == 3, scan.stdout + scan.stderr
-    assert "Traceback" not in scan.stderr
-    error = _failures(krb_lab, db, ccache)["CAS03"]
+        error = _failed_scan(krb_lab, inventory, tmp_path, ccache=ccache)["CAS03"]
     assert error.startswith(f"auth: cas03.{DOMAIN} refused the Kerberos ticket of {USER}@{REALM}: its clock may "
                             "differ from the domain's"), error
 
@@ -310,11 +299,7 @@ def test_server_clock_skew_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path)
 def test_the_lab_lets_in_only_its_own_account(krb_lab: KerberosLab, tmp_path: Path) -> None:
     """A ticket the KDC really issued, for another user of the realm: the lab refuses it."""
     inventory = krb_lab.inventory_with(f"{USER}@{REALM}", f"{OTHER_USER}@{REALM}", "other-user.toml")
-    db = tmp_path / "history.db"
-    scan = cas_audit(krb_lab, "scan", "--inventory", str(inventory), ccache=tmp_path / "none",
-                     password=PASSWORD, db=db)
-    assert scan.returncode == 3, scan.stdout + scan.stderr
-    errors = _failures(krb_lab, db, tmp_path / "none")
+    errors = _failed_scan(krb_lab, inventory, tmp_path, ccache=tmp_path / "none", password=PASSWORD)
     assert errors["CAS01"].startswith(f"auth: cas01.{DOMAIN} refused the Kerberos ticket of {OTHER_USER}@{REALM}")
 
 
