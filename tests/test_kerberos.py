@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +120,15 @@ def krb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosLab]:
     os.environ.update(realm.env)   # the in-process lab's acceptor reads this krb5.conf
     realm.start()
     try:
-        with hosts_entries(HOSTS), Lab(load_fleet(folder / "fleet.toml")) as lab:
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(hosts_entries(HOSTS))
+            except OSError as exc:
+                _unavailable(f"cannot add the lab's FQDNs to /etc/hosts ({exc.strerror or exc})")
+            unresolved = [name for name, addr in HOSTS.items() if not resolves_to(name, addr)]
+            if unresolved:
+                _unavailable(f"{', '.join(unresolved)} do not resolve through /etc/hosts here")
+            lab = stack.enter_context(Lab(load_fleet(folder / "fleet.toml")))
             inventory = folder / "inventory.toml"
             lab.write_inventory(inventory)
             yield KerberosLab(realm, lab, inventory, folder)
