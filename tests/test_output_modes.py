@@ -170,3 +170,14 @@ def test_no_color_is_respected(tmp_path: Path, no_color: str | None) -> None:
         assert colours(result.stderr) == set(), repr(result.stderr)
     else:  # the same run without NO_COLOR is coloured: the check above can see colour
         assert colours(result.stderr), repr(result.stderr)
+
+
+def test_json_usage_errors_are_json_too(tmp_path: Path) -> None:
+    result = cas_audit("--log-format", "json", "scan", "--inventory", "cas.toml", "--fail-on", "severe",
+                       db=f"sqlite:///{tmp_path / 'h.db'}")
+    assert result.returncode == 2
+    [record] = json_lines(result.stderr)
+    assert (record["level"], record["event"], record["exit_code"]) == ("error", "usage-error", 2)
+    assert record["message"].startswith("cas-audit scan: Invalid value for '--fail-on'")
+    text = cas_audit("scan", "--inventory", "cas.toml", "--fail-on", "severe", db=f"sqlite:///{tmp_path / 'h.db'}")
+    assert text.returncode == 2 and "Usage: cas-audit scan" in text.stderr  # click's own text otherwise

@@ -158,7 +158,23 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         ctx.exit()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The top-level group: with --log-format json a usage error of a command (unknown
+    option, bad choice, missing argument) is one JSON line too, still exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if not output.json:
+                raise
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            output.error(f"{where}: {exc.format_message()}", hint=f"see {where} --help",
+                         event="usage-error", exit_code=exc.exit_code)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show the version, with Python's and the key libraries', and exit.")
 @click.option("--quiet", "-q", is_flag=True,
