@@ -21,7 +21,6 @@ from rich.console import Console
 from rich.text import Text
 
 LOG_FORMATS = ("text", "json")
-LEVELS = ("info", "warning", "error")
 
 
 def stream_safe(stream: IO[str] | None) -> None:
