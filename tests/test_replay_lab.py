@@ -101,12 +101,16 @@ class Answer:
 
 
 @pytest.fixture
-def lab() -> Iterator[Callable[[Recording], LabServer]]:
+def lab() -> Iterator[Callable[..., LabServer]]:
+    """Factory: a started lab server (Basic) printing a recording's output, on `platform`
+    (default: the lab's default platform); all are stopped afterwards."""
     servers: list[LabServer] = []
 
-    def make(recording: Recording) -> LabServer:
+    def make(recording: Recording, key: str | None = None) -> LabServer:
+        extra = {"platform": platform(key)} if key else {}
         server = LabServer(HostConfig(name="CAS01", address=next(_addresses), port=0, auth="basic",
-                                      username=USER, password=PASSWORD, runner=RecordedRunner(recording)))
+                                      username=USER, password=PASSWORD, runner=RecordedRunner(recording),
+                                      **extra))  # type: ignore[arg-type]
         server.start()
         servers.append(server)
         return server
@@ -171,7 +175,7 @@ PYPSRP = [n for n in replaylib.names() if n.startswith("winrs_")]
 
 
 @pytest.mark.parametrize("name", PYPSRP)
-def test_lab_answers_like_the_recorded_server(lab: Callable[[Recording], LabServer], name: str) -> None:
+def test_lab_answers_like_the_recorded_server(lab: Callable[..., LabServer], name: str) -> None:
     recording = load(name)
     server = lab(recording)
     found = differences(recording, play(recording, server))
@@ -187,40 +191,29 @@ def _create_request() -> str:
 
 
 @pytest.mark.parametrize(("key", "stub"), [("2003r2", 0), ("2008", 0), ("2008r2", 1)])
-def test_lab_create_response_matches_the_winrm_stub_of_its_platform(key: str, stub: int) -> None:
+def test_lab_create_response_matches_the_winrm_stub_of_its_platform(lab: Callable[..., LabServer], key: str,
+                                                                   stub: int) -> None:
     """WinRM 1.1 (2003 R2, 2008): open_shell_v1.xml; WinRM 2.0 (2008 R2): open_shell_v2.xml."""
     recorded = load("winrb_v1_stubs").exchanges[stub]
-    server = LabServer(HostConfig(name="CAS01", address=next(_addresses), port=0, auth="basic",
-                                  username=USER, password=PASSWORD, runner=RecordedRunner(load("winrs_standard")),
-                                  platform=platform(key)))
-    server.start()
-    try:
-        with requests.Session() as http:
-            http.trust_env = False
-            r = http.post(server.endpoint, data=_create_request().encode("utf-8"), auth=(USER, PASSWORD),
-                          headers={"Content-Type": replaylib.SOAP_CONTENT_TYPE}, timeout=30)
-    finally:
-        server.stop()
+    server = lab(load("winrs_standard"), key)
+    with requests.Session() as http:
+        http.trust_env = False
+        r = http.post(server.endpoint, data=_create_request().encode("utf-8"), auth=(USER, PASSWORD),
+                      headers={"Content-Type": replaylib.SOAP_CONTENT_TYPE}, timeout=30)
     assert r.status_code == 200
     want = outline(recorded.response, skip=ACCEPTED_SKIP)
     got = outline(r.content, skip=ACCEPTED_SKIP)
     assert got == want, "\n".join(difflib.unified_diff(want, got, "recorded", "lab", n=0, lineterm=""))
 
 
-def test_request_over_the_envelope_limit_is_reported_as_such() -> None:
+def test_request_over_the_envelope_limit_is_reported_as_such(lab: Callable[..., LabServer]) -> None:
     """No recording of Windows refusing an oversized request exists; the lab answers 413
     (docs/lab.md, [ENVELOPE-413]) and the client names the MaxEnvelopeSize quota."""
-    server = LabServer(HostConfig(name="CAS01", address=next(_addresses), port=0, auth="basic",
-                                  username=USER, password=PASSWORD, runner=RecordedRunner(load("winrs_standard")),
-                                  platform=platform("2003r2")))
-    server.start()
-    try:
-        p = Protocol(server.endpoint, transport="plaintext", username=USER, password=PASSWORD,  # type: ignore[arg-type]
-                     proxy=None, ca_trust_path=None)  # type: ignore[arg-type]
-        with pytest.raises(WinRMTransportError) as caught:
-            p.open_shell(env_vars={"X": "a" * 160 * 1024})
-    finally:
-        server.stop()
+    server = lab(load("winrs_standard"), "2003r2")
+    p = Protocol(server.endpoint, transport="plaintext", username=USER, password=PASSWORD,  # type: ignore[arg-type]
+                 proxy=None, ca_trust_path=None)  # type: ignore[arg-type]
+    with pytest.raises(WinRMTransportError) as caught:
+        p.open_shell(env_vars={"X": "a" * 160 * 1024})
     assert caught.value.code == 413
     target = Target(name="CAS01", address="127.0.0.1", site=None, username=USER, auth="basic", scheme="http",
                     port=80, verify_tls=False, ca_bundle=None, allow_insecure=True, cert_pem=None, cert_key_pem=None)
@@ -251,21 +244,15 @@ def test_outline_sees_what_the_comparison_must_catch() -> None:
 
 
 @pytest.mark.parametrize("key", ["2003r2", "2008"])
-def test_lab_fault_on_winrm_11_declares_the_namespaces_of_the_v1_fault_stub(key: str) -> None:
+def test_lab_fault_on_winrm_11_declares_the_namespaces_of_the_v1_fault_stub(lab: Callable[..., LabServer],
+                                                                             key: str) -> None:
     """WinRb's only WinRM 1.1 fault (soap_fault_v1.xml, a WMI plugin fault) declares
     s a x e n w on the Envelope and no p; the lab's WinRM 1.1 faults do the same. (Its
     nesting of a second WSManFault inside the provider's is not modelled: no shell fault of
     WinRM 1.1 is recorded.)"""
     stub = load("winrb_v1_stubs").exchanges[2]
-    server = LabServer(HostConfig(name="CAS01", address=next(_addresses), port=0, auth="basic",
-                                  username=USER, password=PASSWORD, runner=RecordedRunner(load("winrs_standard")),
-                                  platform=platform(key)))
-    server.start()
-    try:
-        recording = load("winrs_bad_cmd_id")
-        answers = play(Recording(recording.name, recording.source, recording.exchanges[:3]), server)
-    finally:
-        server.stop()
+    recording = load("winrs_bad_cmd_id")
+    answers = play(Recording(recording.name, recording.source, recording.exchanges[:3]), lab(recording, key))
     fault = answers[2]
     assert fault.status == 500 and replaylib.action_of(fault.body) == "fault"
     assert outline(fault.body)[0] == outline(stub.response)[0]
