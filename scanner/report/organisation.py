@@ -19,6 +19,7 @@ from scanner.judge.policy import Policy
 from scanner.report.findings import finding_info, waiver_infos
 from scanner.report.model import AsOf, RunReport, ScopeEntry, ServerSource
 from scanner.store.repo import Store
+from scanner.util.timefmt import as_utc, utc_day
 
 DEFAULT_STALE_DAYS = 7
 
@@ -35,7 +36,7 @@ def parse_as_of(value: str, now: datetime | None = None) -> datetime:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValueError(f"{value!r} is neither 'now' nor an ISO 8601 date or time such as 2026-12-01T08:00:00Z") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return as_utc(moment)
 
 
 def build_organisation_report(
@@ -79,7 +80,7 @@ def build_organisation_report(
         scope=scope,
         findings=tuple(finding_info(row, catalog, lang) for row in rows),
         resolved=(),
-        waivers=tuple(waiver_infos(policy, rows, as_of.date())),
+        waivers=tuple(waiver_infos(policy, rows, utc_day(as_of))),
         rules=tuple(catalog.rule_infos(lang, policy.severity)),
         as_of=AsOf(
             time=as_of,
