@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from labfleet import cas_audit
 from openpyxl import load_workbook
 from test_store import server_obs
@@ -37,6 +38,7 @@ def sheets(data: bytes) -> dict[str, list[tuple[object, ...]]]:
     return {ws.title: list(ws.iter_rows(values_only=True)) for ws in book.worksheets}
 
 
+@pytest.mark.slow  # site-split scans of a running lab, then the cas-audit subprocess
 def test_organisation_view_of_site_split_scans(tmp_path: Path, store_url: str) -> None:
     """Berlin, then Hamburg, then Berlin again: as of a time between the second and third
     run the view takes Berlin from run 1; as of now from run 3, Hamburg from run 2."""

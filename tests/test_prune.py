@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from labfleet import cas_audit
 from test_store import CONFIG_UTF16, protocol_obs, server_obs
 
@@ -49,6 +50,7 @@ def history(store: Store) -> list[int]:
     return runs
 
 
+@pytest.mark.slow  # the cas-audit subprocess
 def test_prune_keeps_what_the_organisation_view_and_kept_runs_need(store_url: str) -> None:
     store = open_store(store_url)
     runs = history(store)
@@ -94,6 +96,7 @@ def test_prune_keeps_what_the_organisation_view_and_kept_runs_need(store_url: st
     assert again.returncode == 0 and again.stdout.splitlines()[-1].startswith("removed 0 run(s)")
 
 
+@pytest.mark.slow  # the cas-audit subprocess
 def test_prune_refuses_a_bad_date(sqlite_url: str) -> None:
     result = cas_audit("prune", "--before", "last tuesday", db=sqlite_url)
     assert result.returncode == 2
