@@ -55,6 +55,49 @@ def pg_url(_pg_admin: Engine) -> Iterator[str]:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="session")
+def _pg_at_head(_pg_admin: Engine) -> Iterator[Engine]:
+    """A PostgreSQL database upgraded to the current schema once per session (`history_url`)."""
+    from scanner.store.db import upgrade_database
+
+    name = f"cas_audit_head_{uuid.uuid4().hex[:16]}"
+    with _pg_admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = _pg_admin.url.set(database=name)
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        upgrade_database(url.render_as_string(hide_password=False))
+        yield engine
+    finally:
+        engine.dispose()
+        with _pg_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def history_url(request: pytest.FixtureRequest) -> str:
+    """A history database at the current schema holding no rows: once a new SQLite file, once
+    the session's PostgreSQL database emptied as new (every table but the schema version
+    truncated, identities restarted). Creating and upgrading empty databases is tested
+    through `store_url`."""
+    if request.param == "sqlite":
+        from scanner.store.db import upgrade_database
+
+        url: str = request.getfixturevalue("sqlite_url")
+        upgrade_database(url)
+        return url
+    from scanner.store.db import VERSION_TABLE
+
+    engine: Engine = request.getfixturevalue("_pg_at_head")
+    with engine.connect() as conn:
+        tables = conn.execute(
+            text("SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' AND tablename <> :kept"),
+            {"kept": VERSION_TABLE},
+        ).scalars().all()
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    return engine.url.render_as_string(hide_password=False)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest) -> str:
     """A fresh, empty history database URL: once a SQLite file, once a PostgreSQL database."""

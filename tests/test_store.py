@@ -119,8 +119,8 @@ def new_run(store: Store, names: tuple[str, ...] = ("CAS01",), **kwargs: object)
 
 
 @pytest.fixture
-def store(store_url: str):
-    with open_store(store_url) as opened:
+def store(history_url: str):
+    with open_store(history_url) as opened:
         yield opened
 
 
