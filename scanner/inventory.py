@@ -18,6 +18,11 @@ CONNECTION_KEYS = {
     "cert_pem", "cert_key_pem", "path",
 }
 SERVER_KEYS = CONNECTION_KEYS | {"name", "address", "site"}
+#: Ports tried, in order, for a server whose inventory gives no `port`: WinRM 2.0 listens on
+#: 5985/5986, WinRM 1.1 on 80/443. 2.0's port comes first: a host without it refuses the
+#: connection at once, while 80/443 on a Client Access Server always accept (IIS serves
+#: Outlook Web Access there), so only the 2.0 port can say "not here" for one refused connect.
+DEFAULT_PORTS: dict[str, tuple[int, ...]] = {"http": (5985, 80), "https": (5986, 443)}
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,12 @@ class Target:
     cert_pem: str | None
     cert_key_pem: str | None
     path: str = "/wsman"
+    port_given: bool = True  # False: the inventory names no port; `candidate_ports` are tried
+
+    @property
+    def candidate_ports(self) -> tuple[int, ...]:
+        """The port the inventory names, else WinRM 2.0's then WinRM 1.1's for the scheme."""
+        return (self.port,) if self.port_given else DEFAULT_PORTS[self.scheme]
 
     @property
     def endpoint(self) -> str:
@@ -65,8 +76,9 @@ class Inventory:
 
 
 def default_port(scheme: str) -> int:
-    """WinRM's listener port for the scheme: 5986 for https, 5985 for http."""
-    return 5986 if scheme == "https" else 5985
+    """WinRM 2.0's listener port for the scheme: 5986 for https, 5985 for http (the first
+    of DEFAULT_PORTS)."""
+    return DEFAULT_PORTS[scheme][0]
 
 
 def refuse_basic_over_http(auth: str, scheme: str, allow_insecure: bool, where: str, how_to_allow: str) -> None:
@@ -120,6 +132,7 @@ def _target(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Targ
     scheme = merged.get("scheme", "https")
     if scheme not in SCHEMES:
         raise ConfigError(f"{where}: scheme must be http or https, not {scheme!r}")
+    port_given = "port" in merged
     port = merged.get("port", default_port(scheme))
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise ConfigError(f"{where}: port must be a number from 1 to 65535, not {port!r}")
@@ -154,6 +167,7 @@ def _target(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Targ
         cert_pem=cert_pem,
         cert_key_pem=cert_key_pem,
         path=path,
+        port_given=port_given,
     )
 
 

@@ -2,7 +2,14 @@
 turns library errors into a message and an exit code. One module per group of commands;
 importing this package registers them all on `cli`."""
 
-from scanner.cli import cmd_admin, cmd_history, cmd_prune, cmd_report, cmd_scan  # noqa: F401 - registers the commands
+from scanner.cli import (  # noqa: F401 - registers the commands
+    cmd_admin,
+    cmd_history,
+    cmd_preflight,
+    cmd_prune,
+    cmd_report,
+    cmd_scan,
+)
 from scanner.cli.app import cli, main
 
 __all__ = ["cli", "main"]

@@ -92,6 +92,12 @@ def discover_script() -> str:
     return strip_script(_resource("discover.ps1").read_text(encoding="utf-8"))
 
 
+@functools.cache
+def version_script() -> str:
+    """psversion.ps1 as sent (preflight: which PowerShell runs the launch)."""
+    return strip_script(_resource("psversion.ps1").read_text(encoding="utf-8"))
+
+
 def _encode(text: str) -> str:
     return base64.b64encode(text.encode("utf-16-le")).decode("ascii")
 
@@ -192,4 +198,5 @@ __all__ = [
     "schema_path",
     "shell_environment",
     "strip_script",
+    "version_script",
 ]

@@ -16,12 +16,15 @@ def discover_inventory(host: str, out: Path, *, username: str, auth: str, scheme
                        allow_insecure: bool, verify_tls: bool, password: str | None, timeout_s: float) -> int:
     """Write an inventory of every CAS the host knows; return how many."""
     refuse_basic_over_http(auth, scheme, allow_insecure, f"--from {host}", "pass --allow-insecure")
-    port = port or default_port(scheme)
+    # Without --port: WinRM 2.0's port, then 1.1's (inventory.DEFAULT_PORTS), and the
+    # inventory written names no port either, so each CAS is found on its own.
     target = Target(name=host, address=host, site=None, username=username, auth=auth, scheme=scheme,
-                    port=port, verify_tls=verify_tls, ca_bundle=None, allow_insecure=allow_insecure,
-                    cert_pem=None, cert_key_pem=None)
+                    port=port or default_port(scheme), verify_tls=verify_tls, ca_bundle=None,
+                    allow_insecure=allow_insecure, cert_pem=None, cert_key_pem=None, port_given=bool(port))
     servers = read_discovery_output(discover(target, password, timeout_s=timeout_s))
-    defaults: dict[str, object] = {"username": username, "auth": auth, "scheme": scheme, "port": port}
+    defaults: dict[str, object] = {"username": username, "auth": auth, "scheme": scheme}
+    if port:
+        defaults["port"] = port
     if scheme == "https":
         defaults["verify_tls"] = verify_tls
     if allow_insecure:

@@ -27,8 +27,9 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 import requests
 from winrm.exceptions import (
@@ -58,6 +59,7 @@ _TRANSPORTS = {"ntlm": "ntlm", "kerberos": "kerberos", "certificate": "certifica
 # pywinrm's vendored requests_kerberos logs every GSS failure with a traceback (log.exception);
 # the failure reaches us as an exception and becomes one sentence, so its log stays quiet.
 logging.getLogger("winrm.vendor.requests_kerberos").setLevel(logging.CRITICAL)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,32 @@ def _fault_message(response: object) -> str:
     return _printable(" ".join("".join(message.itertext()).split()))
 
 
+class ConnectionRefused(CollectionError):
+    """Nothing listens on the port: another candidate port of the server may answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("refused", message)
+
+
+def on_each_port(target: Target, attempt: Callable[[Target], T]) -> T:
+    """Run `attempt` against the target's port, or, when the inventory names none, against
+    WinRM 2.0's port and, only if that connection is refused, WinRM 1.1's (inventory.py,
+    DEFAULT_PORTS): at most one refused connection more than a known port costs."""
+    ports = target.candidate_ports
+    for index, port in enumerate(ports):
+        try:
+            return attempt(replace(target, port=port, port_given=True))
+        except ConnectionRefused:
+            if index + 1 < len(ports):
+                continue
+            if len(ports) == 1:
+                raise
+            tried = " and ".join(str(p) for p in ports)
+            raise ConnectionRefused(f"{target.address} refused connections on ports {tried} "
+                                    "(WinRM not listening?)") from None
+    raise AssertionError("no candidate port")  # candidate_ports is never empty
+
+
 def _translate(target: Target, exc: BaseException) -> CollectionError:
     """Turn what pywinrm and requests raise into one CollectionError kind with a sentence."""
     where = f"{target.endpoint}"
@@ -215,7 +243,7 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
     if isinstance(exc, requests.exceptions.ConnectionError):
         text = repr(exc)
         if "refused" in text.lower() or "Errno 111" in text:
-            return CollectionError("refused", f"{where} refused the connection (WinRM not listening?)")
+            return ConnectionRefused(f"{where} refused the connection (WinRM not listening?)")
         if "reset" in text.lower() or "aborted" in text.lower() or "RemoteDisconnected" in text:
             return CollectionError("reset", f"{where} closed the connection unexpectedly")
         if "Name or service not known" in text or "getaddrinfo" in text:
@@ -294,10 +322,27 @@ def run_collector(
 
     `method` is how to deliver the script first ("env", falling back to "stdin" when the
     server ignores shell environment variables, or "stdin" straight away); the result
-    says which one ran.
+    says which one ran. Without a port in the inventory, WinRM 2.0's port is tried first,
+    then 1.1's (on_each_port).
     """
     if method not in collector.LAUNCH_METHODS:
         raise ValueError(f"unknown launch method {method!r}")
+    deadline = time.monotonic() + timeout_s
+    return on_each_port(target, lambda attempt: _run_once(
+        attempt, password, script=script, env=env, timeout_s=max(0.5, deadline - time.monotonic()),
+        max_output=max_output, method=method))
+
+
+def _run_once(
+    target: Target,
+    password: str | None,
+    *,
+    script: str,
+    env: dict[str, str],
+    timeout_s: float,
+    max_output: int,
+    method: str,
+) -> CommandOutput:
     deadline = time.monotonic() + timeout_s
     protocol = _protocol(target, password, timeout_s)
     guard = httpguard.Guard(timeout_s, max_body=max(MAX_RESPONSE_BYTES, max_output * 2), what=target.endpoint)
@@ -364,3 +409,62 @@ def discover(target: Target, password: str | None, *, timeout_s: float) -> bytes
                               f"discovery failed on {target.name} (exit code {result.exit_code}): "
                               f"{stderr_summary(result.stderr) or 'no error text'}")
     return result.stdout
+
+
+#: A WS-Management Identify request ([DMTF DSP0226] 11): no addressing headers, one
+#: wsmid:Identify in the body. Sent with the HTTP header `WSMANIDENTIFY: unauthenticated`
+#: WinRM answers it without logon (docs/lab.md, "Identify").
+IDENTIFY_REQUEST = (
+    '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
+    'xmlns:wsmid="http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd">'
+    "<s:Header/><s:Body><wsmid:Identify/></s:Body></s:Envelope>"
+)
+
+
+@dataclass(frozen=True)
+class AccountProbe:
+    """What the account may do on one server, short of running a command."""
+
+    identify: bytes  # the IdentifyResponse to an authenticated Identify (the real OS version)
+    shell_error: CollectionError | None  # None: a shell was created and deleted
+
+
+def probe_account(target: Target, password: str | None, *, timeout_s: float) -> AccountProbe:
+    """Log on with an authenticated Identify, then Create and Delete a shell, on one
+    connection (the port as given: no fallback). CollectionError when the logon fails."""
+    deadline = time.monotonic() + timeout_s
+    protocol = _protocol(target, password, timeout_s)
+    guard = httpguard.Guard(timeout_s, max_body=1024 * 1024, what=target.endpoint)
+    _guard(protocol, guard)
+    shell_id: str | None = None
+    try:
+        try:
+            _set_read_timeout(protocol, deadline)
+            identify = protocol.send_message(IDENTIFY_REQUEST)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise _translate(target, exc) from None
+        shell_error: CollectionError | None = None
+        try:
+            _set_read_timeout(protocol, deadline)
+            shell_id = protocol.open_shell(codepage=collector.SHELL_CODEPAGE, noprofile=True)
+            _set_read_timeout(protocol, deadline)
+            protocol.close_shell(shell_id)
+            shell_id = None
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            shell_error = _translate(target, exc)
+        return AccountProbe(identify, shell_error)
+    finally:
+        if shell_id is not None and deadline - time.monotonic() > 0 and guard.ended is None:
+            try:
+                protocol.close_shell(shell_id)
+            except Exception:
+                pass
+        try:
+            protocol.transport.close_session()
+        except Exception:
+            pass
+        guard.close()

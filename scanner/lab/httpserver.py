@@ -54,7 +54,16 @@ import spnego
 
 from scanner.errors import ConfigError
 from scanner.lab.platforms import DEFAULT_PLATFORM, Platform, platform
-from scanner.lab.wsman import MAX_SOAP_BYTES, CommandRunner, Reply, WSManService
+from scanner.lab.wsman import (
+    IDENTIFY_HEADER,
+    MAX_SOAP_BYTES,
+    CommandRunner,
+    Reply,
+    WSManService,
+    anonymous_product_version,
+    identify_response,
+    is_identify,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,8 @@ class HostConfig:
     env_ignored: bool = False   # UNCONFIRMED switch: shell environment variables are ignored
     fqdn: str = ""              # Kerberos: the host of the service principal HTTP/<fqdn>
     keytab: str = ""            # Kerberos: the keytab holding HTTP/<fqdn>'s key
+    anonymous_identify: bool = True  # Identify with WSMANIDENTIFY: unauthenticated is answered
+                                     # without logon (UNCONFIRMED on WinRM 1.1: docs/lab.md)
 
 
 @dataclass
@@ -264,6 +275,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not post:
             self._send(405, b"", {"Allow": "POST"})
+            return
+        if (lab.config.anonymous_identify and not self.headers.get("Authorization")
+                and self.headers.get(IDENTIFY_HEADER, "").strip().lower() == "unauthenticated"
+                and is_identify(body)):
+            lab.stats.action("Identify")
+            version = anonymous_product_version(lab.config.platform.winrm)
+            self._send(200, identify_response(version), {"Content-Type": SOAP_CONTENT_TYPE})
             return
         if lab.config.auth == "basic":
             self._serve_basic(body)
@@ -617,6 +635,9 @@ class LabServer:
         return user_ok and password_ok
 
     def _dispatch(self, soap: bytes) -> Reply:
+        if is_identify(soap):  # authenticated: the real OS version
+            self.stats.action("Identify")
+            return Reply(200, identify_response(self.config.platform.product_version), "Identify", True)
         reply = self.service.handle(soap)
         stats = self.stats
         stats.action(reply.action)

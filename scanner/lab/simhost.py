@@ -30,6 +30,7 @@ from scanner.collect import (
     collector_script,
     discover_script,
     parse_stdin_bootstrap,
+    version_script,
 )
 from scanner.collect.collected import CONFIG_FILE_NAMES, SERVICE_NAMES
 from scanner.facts import PROTOCOLS
@@ -521,6 +522,8 @@ class SimulatedHost:
             return self._script(server, shell, "collector", lambda: collector_document(server, env, self._clock()))
         if script.rstrip("\n") == discover_script().rstrip("\n"):
             return self._script(server, shell, "discovery", lambda: discovery_document(fleet))
+        if script.rstrip("\n") == version_script().rstrip("\n"):  # preflight: $Host.Version, the end marker
+            return CommandResult(f"{PS_VERSIONS.get(server.powershell, server.powershell)}\r\n{END_MARKER}\r\n", "", 0)
         if not script.strip():
             return CommandResult("", "", 0)
         return _not_recognized((script.split() or [""])[0])

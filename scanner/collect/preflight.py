@@ -1,0 +1,434 @@
+"""`cas-audit preflight`: is each server ready for a scan? Checked without running the
+collector, in the order a scan needs them, each problem with one remediation hint.
+
+1. Reachability: a TCP connection to the inventory's port, or, without one, to WinRM 2.0's
+   port and, when that is refused, WinRM 1.1's (inventory.DEFAULT_PORTS). Says which port
+   answered.
+2. The TLS certificate (https): verified as the scan verifies it (ca_bundle, else the CA
+   certificates requests ships), with subject, issuer and expiry.
+3. WinRM stack: an unauthenticated WS-Management Identify (HTTP header
+   `WSMANIDENTIFY: unauthenticated`); its ProductVersion reads "OS: 0.0.0 SP: 0.0 Stack: 2.0"
+   (the OS zeroed without logon).
+4. The authentication schemes the server's 401 challenge offers (WWW-Authenticate), against
+   the inventory's `auth`.
+5. The account: an authenticated Identify (the real OS: "OS: 5.2.3790 SP: 2.0 Stack: 1.1"),
+   then a shell created and deleted (collect/winrm_client.py).
+6. PowerShell: psversion.ps1 started exactly as the collector is, printing $Host.Version.
+
+Everything a server sends is untrusted: responses are size-capped and parsed by the
+hardened parser; texts shown are shortened and stripped of control characters.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC
+from typing import Any
+
+import certifi
+import requests
+
+from scanner import collect as collector
+from scanner.collect import winrm_client
+from scanner.errors import CollectionError
+from scanner.inventory import DEFAULT_PORTS, Target
+from scanner.util.xmlsafe import UntrustedXMLError, parse_untrusted
+
+NS_WSMID = "http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"
+MAX_RESPONSE = 64 * 1024
+_PRODUCT_VERSION = re.compile(r"OS:\s*([\d.]+)\s+SP:\s*([\d.]+)\s+Stack:\s*([\d.]+)", re.ASCII)
+#: Windows releases by OS version (major.minor), for the table and the JSON's "windows".
+WINDOWS = {"5.2": "Windows Server 2003 (R2)", "6.0": "Windows Server 2008", "6.1": "Windows Server 2008 R2"}
+#: WWW-Authenticate schemes that serve each inventory `auth` (pywinrm's transports).
+SCHEMES_FOR_AUTH = {"basic": ("basic",), "ntlm": ("negotiate", "ntlm"), "kerberos": ("negotiate", "kerberos")}
+_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The server's TLS certificate and whether this machine trusts it."""
+
+    verified: bool
+    error: str | None  # why verification failed
+    subject: str | None
+    issuer: str | None
+    not_after: str | None  # yyyy-mm-ddThh:mm:ssZ
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"verified": self.verified, "error": self.error, "subject": self.subject,
+                "issuer": self.issuer, "not_after": self.not_after}
+
+
+@dataclass
+class Readiness:
+    """What preflight found out about one server."""
+
+    name: str
+    address: str
+    scheme: str
+    port: int | None = None  # the port that answered
+    winrm_stack: str | None = None  # Identify's "Stack:" as sent ("1.1", "2.0")
+    os_version: str | None = None  # "5.2.3790 SP 2.0"; None when only the zeroed OS was seen
+    auth_offered: list[str] = field(default_factory=list)
+    powershell_version: str | None = None  # $Host.Version as printed ("1.0.0.0", "2.0")
+    certificate: Certificate | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return not self.problems
+
+    @property
+    def winrm(self) -> str | None:
+        """The contract's value: "1.1" | "2.0" | None (another stack is in winrm_stack)."""
+        return self.winrm_stack if self.winrm_stack in ("1.1", "2.0") else None
+
+    @property
+    def powershell(self) -> str | None:
+        """The contract's value: "1.0" | "2.0" | None (the full text is in powershell_version)."""
+        if self.powershell_version is None:
+            return None
+        short = ".".join(self.powershell_version.split(".")[:2])
+        return short if short in ("1.0", "2.0") else None
+
+    @property
+    def windows(self) -> str | None:
+        if self.os_version is None:
+            return None
+        return WINDOWS.get(".".join(self.os_version.split(".")[:2]))
+
+    def problem(self, what: str, hint: str) -> None:
+        self.problems.append(Problem(what, hint))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of design.md, plus port, scheme, windows, winrm_stack,
+        powershell_version and certificate."""
+        return {
+            "name": self.name,
+            "address": self.address,
+            "ready": self.ready,
+            "winrm": self.winrm,
+            "os": self.os_version,
+            "auth_offered": list(self.auth_offered),
+            "powershell": self.powershell,
+            "problems": [{"what": p.what, "hint": p.hint} for p in self.problems],
+            "port": self.port,
+            "scheme": self.scheme,
+            "windows": self.windows,
+            "winrm_stack": self.winrm_stack,
+            "powershell_version": self.powershell_version,
+            "certificate": self.certificate.as_dict() if self.certificate else None,
+        }
+
+
+def _clip(text: str, limit: int = _LIMIT) -> str:
+    text = "".join(ch if ch.isprintable() else "?" for ch in " ".join(str(text).split()))
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+class _Stop(Exception):
+    """The remaining checks cannot run (a problem was recorded)."""
+
+
+# -- 1. reachability -------------------------------------------------------------------------
+
+
+def _quickconfig_hint(scheme: str) -> str:
+    v2, v11 = DEFAULT_PORTS[scheme]
+    transport = " -transport:https" if scheme == "https" else ""
+    return (f"enable WinRM on the server: `winrm quickconfig{transport}` (WinRM 1.1 listens on port {v11}, "
+            f"WinRM 2.0 on {v2}); if it listens elsewhere, set port in the inventory")
+
+
+def _reach(target: Target, result: Readiness, deadline: float) -> int:
+    refused: list[int] = []
+    for port in target.candidate_ports:
+        try:
+            with socket.create_connection((target.address, port), timeout=_remaining(deadline, 10.0)):
+                return port
+        except ConnectionRefusedError:
+            refused.append(port)
+            continue
+        except socket.gaierror:
+            result.problem(f"cannot resolve {target.address}",
+                           "check the server's address in the inventory and this machine's DNS")
+            raise _Stop from None
+        except TimeoutError:
+            result.problem(f"no answer from {target.address} port {port} (connection timed out)",
+                           f"check that firewalls let TCP port {port} through to the server")
+            raise _Stop from None
+        except OSError as exc:
+            result.problem(f"cannot connect to {target.address} port {port}: {_clip(exc.strerror or str(exc))}",
+                           "check the address in the inventory and the network route to the server")
+            raise _Stop from None
+    ports = " or ".join(str(p) for p in refused)
+    result.problem(f"nothing listens on {target.address} port {ports} (connection refused)",
+                   _quickconfig_hint(target.scheme))
+    raise _Stop
+
+
+def _remaining(deadline: float, cap: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the per-server time limit is used up")
+    return max(0.5, min(cap, left))
+
+
+# -- 2. TLS ------------------------------------------------------------------------------------
+
+
+def _ca_file(target: Target) -> str:
+    if target.ca_bundle:
+        return target.ca_bundle
+    return certifi.where()
+
+
+def _describe(der: bytes) -> tuple[str | None, str | None, str | None]:
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None, None, None
+    expiry = cert.not_valid_after_utc.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _clip(cert.subject.rfc4514_string()), _clip(cert.issuer.rfc4514_string()), expiry
+
+
+def _tls(target: Target, result: Readiness, deadline: float) -> None:
+    # The certificate as sent, whatever this machine thinks of it.
+    plain = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    plain.check_hostname = False
+    plain.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((target.address, target.port), timeout=_remaining(deadline, 10.0)) as raw, \
+                plain.wrap_socket(raw, server_hostname=target.address) as tls:
+            der = tls.getpeercert(binary_form=True) or b""
+    except (OSError, ssl.SSLError) as exc:
+        result.problem(f"no TLS handshake with {target.address} port {target.port}: {_clip(str(exc))}",
+                       "the port does not speak https: use scheme = \"http\", or create an HTTPS listener "
+                       "(`winrm quickconfig -transport:https`)")
+        raise _Stop from None
+    subject, issuer, not_after = _describe(der)
+    error: str | None = None
+    code = 0
+    try:
+        context = ssl.create_default_context(cafile=_ca_file(target))
+        with socket.create_connection((target.address, target.port), timeout=_remaining(deadline, 10.0)) as raw, \
+                context.wrap_socket(raw, server_hostname=target.address):
+            pass
+    except ssl.SSLCertVerificationError as exc:
+        error, code = _clip(exc.verify_message or str(exc)), exc.verify_code
+    except (OSError, ssl.SSLError) as exc:
+        error = _clip(str(exc))
+    result.certificate = Certificate(error is None, error, subject, issuer, not_after)
+    if error is None or not target.verify_tls:
+        return
+    what = f"the TLS certificate of {target.address} is not trusted: {error}"
+    if code == 10:
+        hint = "renew the WinRM HTTPS listener's certificate on the server"
+    elif code == 62:
+        hint = "address the server by a name its certificate carries (address in the inventory)"
+    else:
+        hint = ("trust the CA that issued it on this machine, or set ca_bundle = \"path/to/ca.pem\" in the "
+                "inventory (verify_tls = false only for a lab)")
+    result.problem(what, hint)
+    raise _Stop
+
+
+# -- 3. and 4. Identify and the challenge -----------------------------------------------------
+
+
+def _post(target: Target, headers: dict[str, str], body: bytes, deadline: float) -> requests.Response:
+    verify: bool | str = _ca_file(target) if target.verify_tls else False
+    response = requests.post(target.endpoint, data=body, headers={"Content-Type": "application/soap+xml;charset=UTF-8",
+                                                                  **headers},
+                             timeout=_remaining(deadline, 15.0), verify=verify, stream=True, allow_redirects=False)
+    with response:
+        content = response.raw.read(MAX_RESPONSE + 1, decode_content=True)
+    response._content = content[: MAX_RESPONSE]
+    return response
+
+
+def parse_identify(body: bytes) -> tuple[str | None, str | None]:
+    """(os_version, stack) from an IdentifyResponse; os_version None for the zeroed OS of an
+    unauthenticated answer ("OS: 0.0.0 SP: 0.0 Stack: 2.0")."""
+    try:
+        root = parse_untrusted(body, max_bytes=MAX_RESPONSE)
+    except UntrustedXMLError:
+        return None, None
+    element = root.find(f".//{{{NS_WSMID}}}IdentifyResponse/{{{NS_WSMID}}}ProductVersion")
+    match = _PRODUCT_VERSION.search(element.text or "") if element is not None else None
+    if match is None:
+        return None, None
+    os_version, sp, stack = match.groups()
+    if not os_version.strip("0."):
+        return None, stack
+    return f"{os_version} SP {sp}", stack
+
+
+def _identify_anonymously(target: Target, result: Readiness, deadline: float) -> None:
+    response = _post(target, {"WSMANIDENTIFY": "unauthenticated"},
+                     winrm_client.IDENTIFY_REQUEST.encode("utf-8"), deadline)
+    if response.status_code == 404:
+        result.problem(f"{target.address} port {target.port} answers HTTP, but WS-Management is not at "
+                       f"{target.path} (HTTP 404)", _quickconfig_hint(target.scheme))
+        raise _Stop
+    if response.status_code == 200:
+        _, stack = parse_identify(response.content)
+        result.winrm_stack = stack
+    # 401: this server answers Identify only after logon (step 5 asks again)
+
+
+_SCHEME_TOKEN = re.compile(r"(?:^|,)\s*([A-Za-z][A-Za-z0-9_-]*)(?=\s|,|$)")
+
+
+def offered_schemes(values: list[str]) -> list[str]:
+    """The scheme names of WWW-Authenticate header values ('Basic realm="WSMAN"', 'Negotiate',
+    'Negotiate, Kerberos'), in order, without duplicates."""
+    names: list[str] = []
+    for value in values:
+        unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', value)
+        for match in _SCHEME_TOKEN.finditer(unquoted):
+            word = match.group(1)
+            if word.casefold() not in {n.casefold() for n in names}:
+                names.append(_clip(word, 40))
+    return names[:10]
+
+
+def _challenge(target: Target, result: Readiness, deadline: float) -> None:
+    response = _post(target, {}, winrm_client.IDENTIFY_REQUEST.encode("utf-8"), deadline)
+    values = response.raw.headers.getlist("WWW-Authenticate") if response.raw is not None else []
+    result.auth_offered = offered_schemes(list(values))
+    wanted = SCHEMES_FOR_AUTH.get(target.auth)
+    if response.status_code != 401 or wanted is None:
+        return
+    if not any(name.casefold() in wanted for name in result.auth_offered):
+        offered = ", ".join(result.auth_offered) or "nothing"
+        if target.auth == "basic":
+            hint = ("enable Basic on the server (`winrm set winrm/config/service/auth @{Basic=\"true\"}`; it works "
+                    "for local accounts only), or use auth = \"ntlm\"")
+        else:
+            hint = "enable Negotiate on the server (`winrm set winrm/config/service/auth @{Negotiate=\"true\"}`)"
+        result.problem(f"the server does not offer {target.auth} authentication (it offers {offered})", hint)
+        raise _Stop
+
+
+# -- 5. the account ----------------------------------------------------------------------------
+
+
+def _auth_hint(target: Target) -> str:
+    if target.auth == "basic" and target.scheme == "http":
+        return ("check user name and CAS_AUDIT_PASSWORD; Basic works only for a local account and over http "
+                "only with AllowUnencrypted (`winrm set winrm/config/service @{AllowUnencrypted=\"true\"}`): "
+                "prefer https, or auth = \"ntlm\" for a domain account")
+    if target.auth == "basic":
+        return ("check user name and CAS_AUDIT_PASSWORD; Basic works only for a local account: use "
+                "auth = \"ntlm\" for a domain account")
+    return "check user name (DOMAIN\\user) and CAS_AUDIT_PASSWORD; the account must be an administrator of the server"
+
+
+def _shell_hint(error: CollectionError) -> str:
+    text = error.message.lower()
+    if "quota" in text or "concurrent shells" in text:
+        return ("close the account's idle shells or raise the quota "
+                "(`winrm set winrm/config/winrs @{MaxShellsPerUser=\"10\"}`)")
+    if "access" in text and "denied" in text:
+        return "make the account a member of the server's local Administrators group (WinRS admits only them)"
+    return "run `winrm get winrm/config/winrs` on the server: remote shell access must be allowed (AllowRemoteShellAccess)"
+
+
+def _account(target: Target, password: str | None, result: Readiness, deadline: float) -> None:
+    try:
+        probe = winrm_client.probe_account(target, password, timeout_s=_remaining(deadline, 60.0))
+    except CollectionError as exc:
+        if exc.kind == "auth":
+            result.problem(f"the server refused the logon of {target.username or 'the account'} "
+                           f"({target.auth})", _auth_hint(target))
+        elif exc.kind == "tls":
+            result.problem(_clip(exc.message), "trust the CA that issued the certificate, or set ca_bundle")
+        else:
+            result.problem(f"the authenticated Identify failed: {_clip(exc.message)}",
+                           exc.hint or "check the server's WinRM service (`winrm enumerate winrm/config/listener`)")
+        raise _Stop from None
+    os_version, stack = parse_identify(probe.identify)
+    result.os_version = os_version
+    result.winrm_stack = result.winrm_stack or stack
+    if probe.shell_error is not None:
+        result.problem(f"the account cannot open a shell: {_clip(probe.shell_error.message)}",
+                       _shell_hint(probe.shell_error))
+        raise _Stop
+
+
+# -- 6. PowerShell ---------------------------------------------------------------------------
+
+
+def _powershell(target: Target, password: str | None, result: Readiness, deadline: float) -> None:
+    hint = ("Windows PowerShell 1.0 (KB926139) or 2.0 (Windows Management Framework) must be installed; run "
+            "`winrs -r:<server> powershell -NoProfile -Command $Host.Version` to see the error")
+    try:
+        output = winrm_client.run_collector(target, password, script=collector.version_script(), env={},
+                                            timeout_s=_remaining(deadline, 60.0), max_output=64 * 1024)
+    except CollectionError as exc:
+        result.problem(f"PowerShell did not start through WinRS: {_clip(exc.message)}", hint)
+        return
+    lines = output.stdout.decode("utf-8", errors="replace").splitlines()
+    version = next((line.strip() for line in lines if re.fullmatch(r"\s*\d+(\.\d+){1,3}\s*", line)), None)
+    if output.exit_code != 0 or version is None or collector.END_MARKER not in (ln.strip() for ln in lines):
+        detail = winrm_client.stderr_summary(output.stderr) or f"exit code {output.exit_code}"
+        result.problem(f"PowerShell did not report its version: {_clip(detail)}", hint)
+        return
+    result.powershell_version = version
+
+
+# -- per server and for the inventory ----------------------------------------------------------
+
+
+def check_server(target: Target, password: str | None, *, timeout_s: float) -> Readiness:
+    """Every check for one server, within `timeout_s`; never raises for the server's faults."""
+    deadline = time.monotonic() + timeout_s
+    result = Readiness(target.name, target.address, target.scheme)
+    try:
+        result.port = _reach(target, result, deadline)
+        reached = replace(target, port=result.port, port_given=True)
+        if reached.scheme == "https":
+            _tls(reached, result, deadline)
+        _identify_anonymously(reached, result, deadline)
+        _challenge(reached, result, deadline)
+        _account(reached, password, result, deadline)
+        _powershell(reached, password, result, deadline)
+    except _Stop:
+        pass
+    except TimeoutError:
+        result.problem(f"no complete answer from {target.address} within {timeout_s:g} s",
+                       "raise --timeout, or check the server's load and the network")
+    except requests.exceptions.SSLError as exc:
+        result.problem(f"TLS with {target.address} failed: {_clip(str(exc))}",
+                       "trust the CA that issued the certificate, or set ca_bundle in the inventory")
+    except requests.exceptions.Timeout:
+        result.problem(f"{target.address} port {result.port} did not answer in time",
+                       "raise --timeout, or check the server's load and the network")
+    except requests.exceptions.RequestException as exc:
+        result.problem(f"HTTP with {target.address} port {result.port} failed: {type(exc).__name__}",
+                       "check that WinRM, not another service, listens on this port (`winrm enumerate "
+                       "winrm/config/listener`)")
+    return result
+
+
+def check_inventory(targets: tuple[Target, ...], password: Callable[[Target], str | None], *,
+                    timeout_s: float, concurrency: int = 8) -> list[Readiness]:
+    """check_server for every target, `concurrency` at once, in inventory order."""
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets)))) as pool:
+        futures = [pool.submit(check_server, t, password(t), timeout_s=timeout_s) for t in targets]
+        return [f.result() for f in futures]
