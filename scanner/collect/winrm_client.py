@@ -365,18 +365,24 @@ def _run_once(
             raise
         raise _translate(target, exc) from None
     finally:
-        remaining = deadline - time.monotonic()
-        if shell_id is not None and remaining > 0 and guard.ended is None:  # past the deadline the server's idle timeout ends it
-            try:
-                protocol.transport.read_timeout_sec = min(5.0, remaining)  # type: ignore[assignment]
-                protocol.close_shell(shell_id)
-            except Exception:
-                pass
+        _close(protocol, guard, shell_id, deadline)
+
+
+def _close(protocol: Protocol, guard: httpguard.Guard, shell_id: str | None, deadline: float) -> None:
+    """Delete the shell if one is open and time is left (past the deadline the server's idle
+    timeout ends it), close the connection and the guard; never raises."""
+    remaining = deadline - time.monotonic()
+    if shell_id is not None and remaining > 0 and guard.ended is None:
         try:
-            protocol.transport.close_session()
+            protocol.transport.read_timeout_sec = min(5.0, remaining)  # type: ignore[assignment]
+            protocol.close_shell(shell_id)
         except Exception:
             pass
-        guard.close()
+    try:
+        protocol.transport.close_session()
+    except Exception:
+        pass
+    guard.close()
 
 
 def collect_host(target: Target, password: str | None, *, since: datetime, timeout_s: float,
@@ -458,13 +464,4 @@ def probe_account(target: Target, password: str | None, *, timeout_s: float) -> 
             shell_error = _translate(target, exc)
         return AccountProbe(identify, shell_error)
     finally:
-        if shell_id is not None and deadline - time.monotonic() > 0 and guard.ended is None:
-            try:
-                protocol.close_shell(shell_id)
-            except Exception:
-                pass
-        try:
-            protocol.transport.close_session()
-        except Exception:
-            pass
-        guard.close()
+        _close(protocol, guard, shell_id, deadline)
