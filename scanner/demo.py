@@ -16,9 +16,10 @@ from scanner.lab.platforms import platform
 from scanner.lab.serve import Lab, demo_fleet_path
 from scanner.report.build import build_report
 from scanner.report.summary import summarise, summary_lines
-from scanner.report.write import render, write_atomically
+from scanner.report.write import render
 from scanner.scan import run_scan
 from scanner.store.repo import Store, open_store
+from scanner.util.safefile import write_file
 
 UPGRADED_SERVER = "CAS05"
 UPGRADE_BUILD = "8.3.83.6"
@@ -84,7 +85,7 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
         for fmt in ("xlsx", "json"):
             model = build_report(store, run_id, lang=report_lang)
             path = out_dir / f"cas-audit-run-{run_id}-{report_lang}.{fmt}"
-            write_atomically(path, render(model, fmt))
+            write_file(path, render(model, fmt), force=True)  # the demo's own folder
             written.append(str(path))
     yield ""
     yield from summary_lines(summarise(store, run_id, reports=written))

@@ -41,6 +41,12 @@ class StoreError(CasAuditError):
     exit_code = ExitCode.INTERNAL
 
 
+class OutputError(CasAuditError):
+    """An output (file, stdout) could not be written: closed pipe, full disk, no permission."""
+
+    exit_code = ExitCode.INTERNAL
+
+
 class CollectionError(CasAuditError):
     """One server could not be scanned; `kind` names why in one word.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import socket
@@ -20,6 +21,7 @@ from scanner.judge.evaluate import active_at_or_above, evaluate_run
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ServerObservation, failed, interpret
 from scanner.store.repo import Store
+from scanner.util import testhooks
 
 log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8
@@ -49,18 +51,22 @@ def scan_one(target: Target, password: str | None, since: datetime, timeout_s: f
     hears the one that delivered the collector (docs/launch.md).
     """
     started = _now()
+    stage = "collecting"
     try:
         stdout = collect_host(target, password, since=since, timeout_s=timeout_s, method=launch,
                               on_method=on_launch)
+        stage = "reading the result"
         host = read_collector_output(stdout)
+        stage = "interpreting the result"
+        testhooks.fail_at("parse")
+        return interpret(target.name, target.address, target.site, host, started, _now())
     except CollectionError as exc:
         return failed(target.name, target.address, target.site, exc.kind, exc.message, started, _now())
     except Exception as exc:
-        log.exception("internal error while scanning %s", target.name)
+        log.exception("internal error while %s of %s", stage, target.name)
         detail = "".join(ch if ch.isprintable() else "?" for ch in str(exc))[:200]
         return failed(target.name, target.address, target.site, "internal",
-                      f"unexpected {type(exc).__name__} while reading the result: {detail}", started, _now())
-    return interpret(target.name, target.address, target.site, host, started, _now())
+                      f"unexpected {type(exc).__name__} while {stage}: {detail}", started, _now())
 
 
 def run_scan(
@@ -97,7 +103,7 @@ def run_scan(
         organisation=inventory.organisation,
         started_at=started_at,
     )
-    scanned = failed_count = 0
+    scanned = failed_count = internal = 0
     status = "aborted"
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cas-audit-scan")
     launches = store.launch_methods()
@@ -126,6 +132,7 @@ def run_scan(
                 scanned += 1
             else:
                 failed_count += 1
+                internal += observation.error_kind == "internal"
             if on_result is not None:
                 on_result(observation)
         status = "complete" if failed_count == 0 else "partial"
@@ -135,10 +142,18 @@ def run_scan(
         else:
             pool.shutdown(wait=True)
         store.finish_run(run_id, status, finished_at=max(_now(), started_at))
-    evaluation = evaluate_run(store, run_id, policy, catalog)
-    store.save_findings(run_id, evaluation.findings, evaluation.resolved)
+    try:
+        evaluation = evaluate_run(store, run_id, policy, catalog)
+        store.save_findings(run_id, evaluation.findings, evaluation.resolved)
+    except BaseException:
+        # a run without its findings must never read as a clean one
+        with contextlib.suppress(Exception):
+            store.finish_run(run_id, "aborted", finished_at=max(_now(), started_at))
+        raise
     over = len(active_at_or_above(evaluation.findings, fail_on))
-    if failed_count:
+    if internal:
+        code = ExitCode.INTERNAL  # a bug of ours, logged with its traceback: never hidden behind 3
+    elif failed_count:
         code = ExitCode.UNSCANNED
     elif over:
         code = ExitCode.FINDINGS

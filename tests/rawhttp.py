@@ -7,7 +7,8 @@ connection in one of these ways:
 - "trickle": a valid-looking response, one byte every 0.5 s, for ever;
 - "stall": headers announcing 4096 bytes, 100 of them, then silence;
 - "endless": a chunked body that never ends, as fast as the client reads;
-- "huge-length": headers announcing 2 GiB, then the body as fast as the client reads.
+- "huge-length": headers announcing 2 GiB, then the body as fast as the client reads;
+- "not-xml": a complete, small 200 response whose body is not XML.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-MODES = ("trickle", "stall", "endless", "huge-length")
+MODES = ("trickle", "stall", "endless", "huge-length", "not-xml")
 _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml;charset=UTF-8\r\n"
 
 
@@ -99,6 +100,8 @@ class RawPeer:
                 chunk = f"{len(block):x}\r\n".encode() + block + b"\r\n"
                 while not self._stop.is_set():
                     self._send(conn, chunk)
+            elif self.mode == "not-xml":
+                self._send(conn, _HEAD + b"Content-Length: 15\r\n\r\nthis is no XML.")
             else:
                 self._send(conn, _HEAD + f"Content-Length: {2 * 1024 ** 3}\r\n\r\n".encode())
                 block = b"<" * 65536

@@ -4,6 +4,7 @@ the store and the password."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
 import sys
@@ -14,8 +15,10 @@ import click
 from rich.console import Console
 
 from scanner import __version__
-from scanner.cli.output import LOG_FORMATS, output
+from scanner.cli.output import LOG_FORMATS, output, stream_safe
+from scanner.cli.streams import final_flush, guard_standard_streams
 from scanner.errors import CasAuditError, ConfigError, ExitCode
+from scanner.util import crashlog
 
 F = TypeVar("F", bound=Callable[..., Any])
 # progress and messages on stderr; --quiet silences it, --log-format json turns it into JSON lines
@@ -25,8 +28,23 @@ if not out_console.is_terminal:  # a pipe or a file: wide enough that tables do 
     out_console = Console(soft_wrap=True, width=200)
 
 
+log = logging.getLogger(__name__)
+
+
+def internal_error(exc: BaseException) -> int:
+    """Log `exc` with its traceback to the error log; say so in one line; return exit code 4."""
+    log.error("unexpected error", exc_info=exc)
+    where = crashlog.current_path()
+    detail = " ".join(str(exc).split())[:200]
+    message = f"internal error: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    output.error(message, hint=f"the traceback is in {where}" if where else None,
+                 exit_code=int(ExitCode.INTERNAL))
+    return int(ExitCode.INTERNAL)
+
+
 def handle_errors(func: F) -> F:
-    """Print a CasAuditError as one clean message and exit with its code."""
+    """Print a CasAuditError as one clean message and exit with its code; anything else
+    unexpected exits 4 with one line and the path of the log holding the traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,6 +57,8 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             output.error("interrupted", exit_code=int(ExitCode.INTERNAL))
             sys.exit(int(ExitCode.INTERNAL))
+        except Exception as exc:
+            sys.exit(internal_error(exc))
 
     return wrapper  # type: ignore[return-value]
 
@@ -199,4 +219,16 @@ def cli(quiet: bool, log_format: str) -> None:
 
 def main() -> None:
     """Entry point of the `cas-audit` console script."""
-    cli(prog_name="cas-audit")
+    stream_safe(sys.stderr)
+    stream_safe(sys.stdout)
+    guard_standard_streams()
+    crashlog.install(output.redact)
+    code: int | str | None = 0
+    try:
+        cli(prog_name="cas-audit")
+    except SystemExit as exc:
+        code = exc.code
+    except Exception as exc:  # raised outside a command (e.g. while parsing options)
+        code = internal_error(exc)
+    final_flush()
+    sys.exit(code)

@@ -38,9 +38,10 @@ def inventory() -> None:
 @click.option("--allow-insecure", is_flag=True, help="Permit Basic over plain http (labs only).")
 @click.option("--no-verify-tls", is_flag=True, help="Do not validate the server certificate (labs only).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=120.0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @handle_errors
 def inventory_discover(host: str, out: Path, username: str, auth: str, scheme: str, port: int | None,
-                       allow_insecure: bool, no_verify_tls: bool, timeout_s: float) -> None:
+                       allow_insecure: bool, no_verify_tls: bool, timeout_s: float, force: bool) -> None:
     """Ask one Exchange management host for every CAS and its AD site (Get-ExchangeServer).
 
     \b
@@ -51,7 +52,8 @@ def inventory_discover(host: str, out: Path, username: str, auth: str, scheme: s
 
     count = discover_inventory(host, out, username=username, auth=auth, scheme=scheme, port=port,
                                allow_insecure=allow_insecure, verify_tls=not no_verify_tls,
-                               password=_password(username, kerberos=auth == "kerberos"), timeout_s=timeout_s)
+                               password=_password(username, kerberos=auth == "kerberos"), timeout_s=timeout_s,
+                               force=force)
     err_console.print(f"wrote {out} with {count} Client Access Server(s)", highlight=False)
 
 

@@ -42,9 +42,10 @@ def _resolve_run(store: Any, run: str) -> int:
               help="Output file, or - for stdout (default: reports/cas-audit-run-<id>-<lang>.xlsx for "
                    "xlsx, stdout for json and csv).")
 @click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @handle_errors
 def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: int | None, fmt: str,
-           out: str | None, lang: str) -> None:
+           out: str | None, lang: str, force: bool) -> None:
     """Write the report of one run (findings with evidence) as xlsx, json or csv, or with
     --as-of the organisation view across runs (scans split by site or scanner).
 
@@ -75,7 +76,7 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
         model = build_organisation_report(
             store, moment, stale_days=DEFAULT_STALE_DAYS if stale_days is None else stale_days, lang=lang
         )
-    target = write_report(model, fmt, out)
+    target = write_report(model, fmt, out, force=force)
     if target is not None:
         err_console.print(f"wrote {target}", highlight=False)
 
@@ -87,8 +88,9 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
 @click.option("--run", "run", default=None,
               help="Run id, or 'latest' (default: the latest run that scanned the server successfully).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @handle_errors
-def evidence(db_url: str | None, server: str, protocol: str, run: str | None, out: Path) -> None:
+def evidence(db_url: str | None, server: str, protocol: str, run: str | None, out: Path, force: bool) -> None:
     """Write a config file exactly as it was collected (the backup to restore after an SP reset).
 
     \b
@@ -99,5 +101,5 @@ def evidence(db_url: str | None, server: str, protocol: str, run: str | None, ou
 
     store = _open_store(db_url)
     run_id = None if run is None else _resolve_run(store, run)
-    digest, size = write_evidence(store, server, protocol, run_id, out)
+    digest, size = write_evidence(store, server, protocol, run_id, out, force=force)
     err_console.print(f"wrote {out} ({size} bytes, sha256 {digest})", highlight=False)

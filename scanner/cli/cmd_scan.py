@@ -66,7 +66,8 @@ def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, con
     sys.exit(int(outcome.exit_code))
 
 
-EXIT_MEANING = {0: "clean", 1: "findings at or above --fail-on", 3: "a server could not be scanned"}
+EXIT_MEANING = {0: "clean", 1: "findings at or above --fail-on", 3: "a server could not be scanned",
+                4: "internal error"}
 
 
 def _print_summary(store: Any, outcome: Any, fail_on: str) -> None:
@@ -83,6 +84,11 @@ def _print_summary(store: Any, outcome: Any, fail_on: str) -> None:
         return
     for line in [*summary_lines(summary), f"  {verdict}"]:
         output.info(line)
+    if code == 4:
+        from scanner.util import crashlog
+
+        output.error("an internal error stopped the scan of a server",
+                     hint=f"the traceback is in {crashlog.current_path()}")
 
 
 def _run_scan_with_progress(inventory: Any, **kwargs: Any) -> Any:

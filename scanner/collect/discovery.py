@@ -9,12 +9,14 @@ import tomli_w
 from scanner.collect.reader import read_discovery_output
 from scanner.collect.winrm_client import discover
 from scanner.inventory import Target, default_port, refuse_basic_over_http
-from scanner.report.write import write_atomically
+from scanner.util.safefile import write_file
 
 
 def discover_inventory(host: str, out: Path, *, username: str, auth: str, scheme: str, port: int | None,
-                       allow_insecure: bool, verify_tls: bool, password: str | None, timeout_s: float) -> int:
-    """Write an inventory of every CAS the host knows; return how many."""
+                       allow_insecure: bool, verify_tls: bool, password: str | None, timeout_s: float,
+                       force: bool = False) -> int:
+    """Write an inventory of every CAS the host knows (an existing file only with `force`);
+    return how many."""
     refuse_basic_over_http(auth, scheme, allow_insecure, f"--from {host}", "pass --allow-insecure")
     # Without --port: WinRM 2.0's port, then 1.1's (inventory.DEFAULT_PORTS), and the
     # inventory written names no port either, so each CAS is found on its own.
@@ -35,5 +37,5 @@ def discover_inventory(host: str, out: Path, *, username: str, auth: str, scheme
     for s in servers:
         entry = {"name": s.name, "address": s.fqdn or s.name, **({"site": s.site} if s.site else {})}
         parts.append("\n[[server]]\n" + tomli_w.dumps(entry))
-    write_atomically(out, "".join(parts).encode("utf-8"))
+    write_file(out, "".join(parts).encode("utf-8"), force=force)
     return len(servers)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar
+from xml.etree import ElementTree
 
 import requests
 from winrm.exceptions import (
@@ -47,6 +48,7 @@ from scanner.errors import CollectionError, CollectorOutputError
 from scanner.inventory import Target
 from scanner.util.xmlsafe import UntrustedXMLError, parse_untrusted
 
+log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 # One HTTP response: a Receive envelope carries output base64-encoded (4/3), plus the
 # envelope and, with NTLM, the encryption framing.
@@ -260,8 +262,11 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
         return CollectionError("protocol", f"{where} answered HTTP {exc.code}")
     if isinstance(exc, WinRMError):
         return CollectionError("protocol", f"WinRM error talking to {where}: {str(exc)[:200]}")
+    if isinstance(exc, ElementTree.ParseError):  # pywinrm parses each answer with ElementTree
+        return CollectionError("protocol", f"{where} answered something that is not WS-Management XML")
     if isinstance(exc, requests.exceptions.RequestException):
         return CollectionError("protocol", f"HTTP error talking to {where}: {type(exc).__name__}")
+    log.error("unexpected %s while talking to %s", type(exc).__name__, where, exc_info=exc)
     return CollectionError("internal", f"unexpected {type(exc).__name__} while talking to {where}")
 
 

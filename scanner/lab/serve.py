@@ -3,10 +3,8 @@ that reaches them, and `cas-audit lab serve`."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
@@ -18,6 +16,7 @@ from scanner.errors import ConfigError
 from scanner.lab.fleet import TRANSPORT_FAULTS, Fleet, listen_port, load_fleet
 from scanner.lab.httpserver import HostConfig, HostStats, LabServer
 from scanner.lab.simhost import SimulatedHost
+from scanner.util.safefile import write_file
 
 
 def demo_fleet_path() -> Path:
@@ -140,18 +139,9 @@ class Lab:
         return "".join(lines)
 
     def write_inventory(self, path: Path) -> None:
-        """Write inventory_toml() to `path` atomically (a temporary file, then a rename)."""
-        text = self.inventory_toml()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-                out.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write inventory_toml() to `path` atomically, replacing the lab's previous one
+        (a device node or FIFO is written into, never replaced: scanner.util.safefile)."""
+        write_file(Path(path), self.inventory_toml().encode("utf-8"), force=True)
 
     def replace_fleet(self, fleet: Fleet) -> None:
         """Answer from now on as `fleet` says (same servers, lab settings and transport

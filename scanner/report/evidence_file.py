@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 
 from scanner.errors import ConfigError, StoreError
-from scanner.report.write import write_atomically
 from scanner.store.repo import Store
+from scanner.util.safefile import write_file
 
 
 def stored_config(store: Store, server: str, protocol: str, run_id: int | None) -> bytes:
@@ -35,11 +35,9 @@ def stored_config(store: Store, server: str, protocol: str, run_id: int | None) 
                       if run_id is not None else f"server {server!r} was never scanned successfully")
 
 
-def write_evidence(store: Store, server: str, protocol: str, run_id: int | None, out: Path) -> tuple[str, int]:
-    """Write the file byte for byte; return its sha256 and size."""
+def write_evidence(store: Store, server: str, protocol: str, run_id: int | None, out: Path, *,
+                   force: bool = False) -> tuple[str, int]:
+    """Write the file byte for byte (an existing file only with `force`); return its sha256 and size."""
     content = stored_config(store, server, protocol, run_id)
-    try:
-        write_atomically(out, content)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
+    write_file(out, content, force=force)
     return hashlib.sha256(content).hexdigest(), len(content)

@@ -1,15 +1,14 @@
-"""Where a report goes: a file (written atomically) or stdout. Exporters only see streams."""
+"""Where a report goes: a file (scanner.util.safefile) or stdout. Exporters only see streams."""
 
 from __future__ import annotations
 
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from scanner.errors import ConfigError
 from scanner.report.model import RunReport
+from scanner.util.safefile import write_file
 
 
 def default_path(report: RunReport, fmt: str) -> Path:
@@ -41,21 +40,9 @@ def render(report: RunReport, fmt: str) -> bytes:
     raise ConfigError(f"unknown report format {fmt!r}")
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename: no half-written report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_report(report: RunReport, fmt: str, out: str | None) -> Path | None:
-    """Write the report to `out` (a path, '-' for stdout, None for the format's default)."""
+def write_report(report: RunReport, fmt: str, out: str | None, *, force: bool = False) -> Path | None:
+    """Write the report to `out` (a path, '-' for stdout, None for the format's default);
+    an existing file is replaced only with `force` (see scanner.util.safefile)."""
     if out is None:
         out = "-" if fmt in ("json", "csv") else str(default_path(report, fmt))
     data = render(report, fmt)
@@ -67,8 +54,5 @@ def write_report(report: RunReport, fmt: str, out: str | None) -> Path | None:
         sys.stdout.flush()
         return None
     path = Path(out)
-    try:
-        write_atomically(path, data)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    write_file(path, data, force=force)
     return path

@@ -36,6 +36,15 @@ def user_data_folder() -> Path:
     return Path(platform_dirs().user_data_dir)
 
 
+def log_folder() -> Path:
+    """The folder of cas-audit's error logs (tracebacks of internal errors).
+
+    Linux: $XDG_STATE_HOME/cas-audit/log, by default ~/.local/state/cas-audit/log;
+    Windows: %LOCALAPPDATA%\\cas-audit\\Logs; macOS: ~/Library/Logs/cas-audit.
+    """
+    return Path(platform_dirs().user_log_dir)
+
+
 def data_dir(name: str) -> Path:
     """The folder `name` (e.g. "migrations", "rules") as shipped with this installation.
 

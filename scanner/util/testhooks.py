@@ -1,0 +1,21 @@
+"""A test-only fault hook, for the one stage no real input can break.
+
+Setting the environment variable CAS_AUDIT_TEST_FAIL_STAGE=parse makes the scan raise
+an unexpected RuntimeError while interpreting each server's result, so that tests can
+check what any bug there does (exit 4, the traceback in the error log). The collector's
+output is untrusted and handled, so no hostile server reaches that code with an
+unexpected error; the other stages are broken in tests through real inputs (a hostile
+peer, a corrupt database, a full disk). Documented in README.md, "Reliability".
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV = "CAS_AUDIT_TEST_FAIL_STAGE"
+
+
+def fail_at(stage: str) -> None:
+    """Raise RuntimeError when CAS_AUDIT_TEST_FAIL_STAGE names `stage`."""
+    if os.environ.get(ENV) == stage:
+        raise RuntimeError(f"failure injected at stage {stage!r} by {ENV}")
