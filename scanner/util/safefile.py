@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import sys
 from pathlib import Path
 
 from scanner.errors import ConfigError, OutputError
@@ -65,8 +66,8 @@ def write_file(path: Path, data: bytes, *, force: bool = False) -> None:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if existing is not None:
-                os.chmod(tmp, stat.S_IMODE(existing.st_mode))
+            if existing is not None and sys.platform != "win32":  # Windows: no mode bits to keep
+                os.chmod(tmp, stat.S_IMODE(existing.st_mode))  # posix-only: guarded
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
