@@ -87,7 +87,7 @@ def test_store_a_corrupt_database_file_exits_4(tmp_path: Path) -> None:
 def test_evaluate_a_damaged_history_exits_4_and_the_run_is_not_clean(tmp_path: Path, lab_inventory: Path) -> None:
     assert run(tmp_path, "scan", "--inventory", str(lab_inventory)).returncode in (1, 3)
     with sqlite3.connect(tmp_path / "history.db") as db:  # someone edits the history by hand
-        db.execute("UPDATE observations SET scanned_at = 'last tuesday'")
+        db.execute("UPDATE documents SET body = 'last tuesday' WHERE kind = 'protocol'")
     internal(run(tmp_path, "scan", "--inventory", str(lab_inventory)), tmp_path)
     with sqlite3.connect(tmp_path / "history.db") as db:
         status = db.execute("SELECT status FROM scan_runs WHERE id = 2").fetchone()[0]
