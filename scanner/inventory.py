@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,37 @@ def _string(value: Any, key: str, where: str, *, required: bool = False) -> str 
     return value.strip()
 
 
+# A DNS name is at most 253 characters, each label at most 63 (RFC 1035 2.3.4); a
+# NetBIOS computer name at most 15. Names are the servers' names as an admin writes them.
+MAX_NAME = 253
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+_NAME_CHARS = re.compile(r"^[^\s/\\:*?\"<>|]+$")
+
+
+def _check_name(name: str, where: str) -> None:
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"{where}: name is {len(name)} characters long; a server name has at most {MAX_NAME}")
+    if not _NAME_CHARS.match(name):
+        raise ConfigError(f"{where}: name {name!r} contains a space or one of / \\ : * ? \" < > |")
+
+
+def _check_address(address: str, where: str) -> None:
+    """A host name or an IP address: no port, no scheme, no path (those are own keys)."""
+    try:
+        ipaddress.ip_address(address)
+        return
+    except ValueError:
+        pass
+    labels = address.removesuffix(".").split(".")
+    if len(address) <= MAX_NAME and all(_HOST_LABEL.match(label) for label in labels):
+        return
+    shown = repr(address) if len(address) <= 80 else f"{address[:40]!r}... ({len(address)} characters)"
+    hint = None
+    if ":" in address or "/" in address:
+        hint = "write only the host name or IP address; the port goes in `port`, http/https in `scheme`"
+    raise ConfigError(f"{where}: address {shown} is not a host name or an IP address", hint=hint)
+
+
 def _check_kerberos(address: str, username: str, where: str) -> None:
     """Kerberos names the server by its service principal HTTP/<host>: the host must be the
     FQDN of the computer account (an IP address or a bare name has no such principal), and
@@ -125,7 +157,9 @@ def _target(entry: dict[str, Any], defaults: dict[str, Any], where: str) -> Targ
     merged = {**defaults, **entry}
     name = _string(entry.get("name"), "name", where, required=True)
     assert name is not None
+    _check_name(name, where)
     address = _string(merged.get("address"), "address", where) or name
+    _check_address(address, where)
     auth = merged.get("auth", "ntlm")
     if auth not in AUTHS:
         raise ConfigError(f"{where}: auth must be one of {', '.join(AUTHS)}, not {auth!r}")

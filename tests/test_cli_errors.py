@@ -153,16 +153,19 @@ def test_click_usage_errors_exit_2_without_traceback(tmp_path: Path, args: tuple
 
 
 def test_report_of_an_unknown_run_on_an_empty_database(tmp_path: Path) -> None:
+    assert cas_audit(tmp_path, "db", "upgrade").returncode == 0  # an empty history
     line = usage_error(cas_audit(tmp_path, "report", "--run", "999", "--format", "json"))
     assert "999" in line
 
 
 def test_report_of_the_latest_run_on_an_empty_database(tmp_path: Path) -> None:
+    assert cas_audit(tmp_path, "db", "upgrade").returncode == 0  # an empty history
     line = usage_error(cas_audit(tmp_path, "report", "--format", "json"))
     assert "no scan" in line
 
 
 def test_report_run_must_be_a_number_or_latest(tmp_path: Path) -> None:
+    assert cas_audit(tmp_path, "db", "upgrade").returncode == 0  # an empty history
     line = usage_error(cas_audit(tmp_path, "report", "--run", "newest", "--format", "json"))
     assert "newest" in line
 

@@ -70,10 +70,12 @@ db_option = click.option(
 )
 
 
-def _open_store(db_url: str | None) -> Any:
+def _open_store(db_url: str | None, *, read_only: bool = False) -> Any:
+    """The history; `read_only` commands (report, history, diff, evidence) never create or
+    upgrade a database, and refuse one that is missing or not cas-audit's (exit 2)."""
     from scanner.store.repo import open_store
 
-    return open_store(db_url)
+    return open_store(db_url, read_only=read_only)
 
 
 SYSTEMD_CREDENTIAL = "cas-audit-password"

@@ -35,7 +35,7 @@ def history(db_url: str | None, server: str | None, protocol: str | None) -> Non
     """
     from scanner.report.history import timeline
 
-    store = _open_store(db_url)
+    store = _open_store(db_url, read_only=True)
     if server is None:
         if protocol is not None:
             raise ConfigError("--protocol needs --server")
@@ -87,7 +87,7 @@ def diff(db_url: str | None, run_a: int, run_b: int) -> None:
     """
     from scanner.report.history import diff as diff_runs
 
-    store = _open_store(db_url)
+    store = _open_store(db_url, read_only=True)
     entries = diff_runs(store, run_a, run_b)
     if not entries:
         out_console.print(f"no change between run {run_a} and run {run_b}")

@@ -44,7 +44,7 @@ def prune(db_url: str | None, before: str, apply: bool) -> None:
     from scanner.store.prune import prune as run_prune
 
     moment = _parse_before(before)
-    store = _open_store(db_url)
+    store = _open_store(db_url, read_only=not apply)  # a dry run never creates or upgrades
     result = run_prune(store, moment, apply=apply, now=datetime.now(UTC))
     verb = "removed" if apply else "would remove"
     if not apply:

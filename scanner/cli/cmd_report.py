@@ -61,7 +61,7 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
             raise ConfigError("--stale-days goes with --as-of", hint="cas-audit report --as-of now --stale-days 7")
         from scanner.report.build import build_report
 
-        store = _open_store(db_url)
+        store = _open_store(db_url, read_only=True)
         model = build_report(store, _resolve_run(store, run or "latest"), lang=lang)
     else:
         from scanner.report.organisation import DEFAULT_STALE_DAYS, build_organisation_report, parse_as_of
@@ -72,7 +72,7 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
             moment = parse_as_of(as_of)
         except ValueError as exc:
             raise ConfigError(f"--as-of: {exc}") from None
-        store = _open_store(db_url)
+        store = _open_store(db_url, read_only=True)
         model = build_organisation_report(
             store, moment, stale_days=DEFAULT_STALE_DAYS if stale_days is None else stale_days, lang=lang
         )
@@ -99,7 +99,7 @@ def evidence(db_url: str | None, server: str, protocol: str, run: str | None, ou
     """
     from scanner.report.evidence_file import write_evidence
 
-    store = _open_store(db_url)
+    store = _open_store(db_url, read_only=True)
     run_id = None if run is None else _resolve_run(store, run)
     digest, size = write_evidence(store, server, protocol, run_id, out, force=force)
     err_console.print(f"wrote {out} ({size} bytes, sha256 {digest})", highlight=False)

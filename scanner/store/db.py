@@ -18,11 +18,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from scanner.errors import StoreError
+from scanner.errors import ExitCode, StoreError
 from scanner.util.paths import data_dir, user_data_folder
 
 VERSION_TABLE = "cas_audit_schema_version"
@@ -33,6 +33,12 @@ PG_UPGRADE_LOCK_KEY = 0x6361_7361_7564_6974  # "casaudit"
 
 # Execution option that lets a SQLite transaction start with a plain (deferred) BEGIN.
 READ_ONLY_OPTION = "cas_audit_read_only"
+
+
+class NoHistoryError(StoreError):
+    """The database named is not a cas-audit history a reading command can use (exit 2)."""
+
+    exit_code = ExitCode.USAGE
 
 
 def default_url() -> str:
@@ -265,10 +271,87 @@ def prepare_sqlite_path(url: URL) -> None:
         raise StoreError(f"cannot create the folder {folder} for the history database: {exc.strerror}") from exc
 
 
-def open_engine(url: str | None = None) -> Engine:
-    """An Engine on `url` whose schema is at head; errors become StoreError."""
+def _sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL (None for memory databases and file: URIs)."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if not database or database == ":memory:" or database.startswith("file:") or url.query.get("mode") == "memory":
+        return None
+    return Path(database).expanduser()
+
+
+def _check_existing(engine: Engine) -> None:
+    """For a command that only reads: the database must hold a cas-audit history at head.
+
+    Nothing is created or upgraded: a missing or foreign database, or one at another
+    schema revision, is a NoHistoryError (exit 2)."""
+    shown = mask_url(engine.url)
+    with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
+        tables = set(inspect(conn).get_table_names())
+        if VERSION_TABLE not in tables:
+            if tables:
+                raise NoHistoryError(f"{shown} is not a cas-audit history (it holds other tables: "
+                                     f"{', '.join(sorted(tables)[:5])})", hint="check --db or CAS_AUDIT_DB")
+            raise NoHistoryError(f"no cas-audit history at {shown}",
+                                 hint="check --db or CAS_AUDIT_DB, or run `cas-audit scan` first")
+        current = current_revision(conn)
+    head = head_revision()
+    if current != head:
+        raise NoHistoryError(
+            f"the cas-audit history at {shown} is at schema revision {current}, this cas-audit reads {head}",
+            hint="run `cas-audit db upgrade` (a newer history needs a newer cas-audit)")
+
+
+def _refuse_foreign(engine: Engine) -> None:
+    """Never add our tables to a database that holds someone else's."""
+    with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
+        tables = set(inspect(conn).get_table_names())
+    if tables and VERSION_TABLE not in tables:
+        raise NoHistoryError(
+            f"{mask_url(engine.url)} is not a cas-audit history (it holds other tables: "
+            f"{', '.join(sorted(tables)[:5])}); refusing to add cas-audit's tables to it",
+            hint="give cas-audit a database of its own in --db or CAS_AUDIT_DB")
+
+
+def _peek_sqlite(path: Path, url: URL, *, read_only: bool) -> None:
+    """Look into an existing SQLite file without changing a byte of it (not even its
+    journal mode) and refuse it if it is not a cas-audit history."""
+    shown = mask_url(url)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the history database {shown}: {exc}",
+                         hint="check the path in --db or CAS_AUDIT_DB") from None
+    if VERSION_TABLE in tables:
+        return
+    if tables:
+        raise NoHistoryError(f"{shown} is not a cas-audit history (it holds other tables: "
+                             f"{', '.join(sorted(tables)[:5])}); cas-audit leaves it alone",
+                             hint="give cas-audit a database of its own in --db or CAS_AUDIT_DB")
+    if read_only:
+        raise NoHistoryError(f"no cas-audit history at {shown} (the file is empty)",
+                             hint="run `cas-audit scan` first")
+
+
+def open_engine(url: str | None = None, *, read_only: bool = False) -> Engine:
+    """An Engine on `url` whose schema is at head; errors become StoreError.
+
+    With `read_only` (report, history, diff, evidence) nothing is created or upgraded:
+    a missing database, a foreign one, or one at another schema revision is refused."""
     parsed = parse_url(url if url is not None else default_url())
-    prepare_sqlite_path(parsed)
+    sqlite_file = _sqlite_file(parsed)
+    if read_only and sqlite_file is not None and not sqlite_file.is_file():
+        raise NoHistoryError(f"no cas-audit history at {mask_url(parsed)}",
+                             hint="check --db or CAS_AUDIT_DB, or run `cas-audit scan` first")
+    if sqlite_file is not None and sqlite_file.is_file():
+        _peek_sqlite(sqlite_file, parsed, read_only=read_only)
+    if not read_only:
+        prepare_sqlite_path(parsed)
     engine = make_engine(parsed)
     try:
         try:
@@ -280,8 +363,13 @@ def open_engine(url: str | None = None) -> Engine:
                 if parsed.get_backend_name() == "sqlite"
                 else "check --db or CAS_AUDIT_DB, that the database server is reachable and the database exists",
             ) from exc
-        with store_errors(parsed, "upgrade the schema of the history database"):
-            upgrade(engine)
+        if read_only:
+            with store_errors(parsed, "read the schema of the history database"):
+                _check_existing(engine)
+        else:
+            with store_errors(parsed, "upgrade the schema of the history database"):
+                _refuse_foreign(engine)
+                upgrade(engine)
     except BaseException:
         engine.dispose()
         raise

@@ -918,6 +918,7 @@ def _rebuild(
     return result
 
 
-def open_store(url: str | None = None) -> Store:
-    """Open the history database (default_url() when None), creating or upgrading its schema."""
-    return Store(open_engine(url))
+def open_store(url: str | None = None, *, read_only: bool = False) -> Store:
+    """Open the history database (default_url() when None), creating or upgrading its schema;
+    with `read_only` only an existing history at the current schema is opened."""
+    return Store(open_engine(url, read_only=read_only))

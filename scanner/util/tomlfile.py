@@ -14,9 +14,14 @@ MAX_TOML_BYTES = 4 * 1024 * 1024
 
 
 def read_text(path: Path, what: str, max_bytes: int = MAX_TOML_BYTES) -> str:
-    """A user's UTF-8 file, size-capped; errors are ConfigError naming the file."""
+    """A user's UTF-8 file, size-capped before it is read (a device such as /dev/zero or
+    an endless pipe stops at the cap); a leading byte order mark is dropped, as editors on
+    Windows write one. Errors are ConfigError naming the file."""
     try:
-        data = path.read_bytes()
+        if path.is_dir():
+            raise ConfigError(f"{what} file {path} is a folder")
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise ConfigError(f"{what} file not found: {path}") from None
     except OSError as exc:
@@ -24,7 +29,7 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_TOML_BYTES) -> str:
     if len(data) > max_bytes:
         raise ConfigError(f"{what} file {path} is larger than {max_bytes // 1024} KiB")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} file {path} is not UTF-8 (byte {exc.start})") from None
 
@@ -95,7 +100,8 @@ def server_location(path: Path, text: str, name: str | None, index: int) -> str:
     if name is None:
         return f"{path}: server #{index + 1}"
     line = line_of(text, f'"{name}"') or line_of(text, f"'{name}'")
-    return f"{path}:{line}: server {name!r}" if line else f"{path}: server {name!r}"
+    shown = repr(name) if len(name) <= 80 else f"{name[:40]!r}... ({len(name)} characters)"
+    return f"{path}:{line}: server {shown}" if line else f"{path}: server {shown}"
 
 
 def check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
