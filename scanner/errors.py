@@ -13,6 +13,8 @@ class ExitCode(IntEnum):
     USAGE = 2
     UNSCANNED = 3
     INTERNAL = 4
+    INTERRUPTED = 130  # SIGINT (128 + 2); the run is recorded aborted
+    TERMINATED = 143  # SIGTERM (128 + 15); the run is recorded aborted
 
 
 class CasAuditError(Exception):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import getpass
 import logging
-import socket
+import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from scanner import __version__
+from scanner.collect import httpguard
 from scanner.collect.reader import read_collector_output
 from scanner.collect.winrm_client import collect_host
 from scanner.errors import CollectionError, ExitCode
@@ -20,6 +21,7 @@ from scanner.judge.catalog import Catalog
 from scanner.judge.evaluate import active_at_or_above, evaluate_run
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ServerObservation, failed, interpret
+from scanner.store.liveness import HEARTBEAT_S, this_process
 from scanner.store.repo import Store
 from scanner.util import testhooks
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT_S = 120.0
 FIRST_SCAN_EVENT_WINDOW = timedelta(days=30)
+ABANDON_S = 1.5  # after an interrupt, how long servers in flight get to notice
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,37 @@ def scan_one(target: Target, password: str | None, since: datetime, timeout_s: f
                       f"unexpected {type(exc).__name__} while {stage}: {detail}", started, _now())
 
 
+def _heartbeat(store: Store, run_id: int, done: threading.Event) -> None:
+    """Renew the run's heartbeat every HEARTBEAT_S seconds until `done` (liveness.py)."""
+    while not done.wait(HEARTBEAT_S):
+        try:
+            store.heartbeat(run_id)
+        except Exception as exc:  # the next one may succeed; the scan goes on
+            log.warning("cannot renew the heartbeat of run %d: %s", run_id, exc)
+
+
+def _abandon(pending: set[Future[ServerObservation]], futures: dict[Future[ServerObservation], Target],
+             record: Callable[[ServerObservation], None], reason: str) -> None:
+    """Cancel the servers not started; give those in flight ABANDON_S to notice (their
+    HTTP exchanges are shut down) and record each as not scanned (interrupted). Servers
+    never started stay unrecorded: reports show them as not scanned."""
+    in_flight = [f for f in pending if not f.cancel()]
+    httpguard.abort_all()
+    done, _late = wait(in_flight, timeout=ABANDON_S)
+    for future in in_flight:
+        target = futures[future]
+        observation = None
+        if future in done:
+            with contextlib.suppress(Exception):
+                observation = future.result()
+        if observation is None or observation.scan_status != "ok":
+            now = _now()
+            observation = failed(target.name, target.address, target.site, "interrupted",
+                                 f"not scanned: {reason}", now, now)
+        with contextlib.suppress(Exception):
+            record(observation)
+
+
 def run_scan(
     inventory: Inventory,
     *,
@@ -82,37 +116,58 @@ def run_scan(
     site_filter: str | None = None,
     on_result: Callable[[ServerObservation], None] | None = None,
     started_at: datetime | None = None,
+    stop: threading.Event | None = None,
+    stop_reason: Callable[[], str] | None = None,
 ) -> ScanOutcome:
     """Scan every target, store results, evaluate the rules, save findings; return the outcome.
 
     `password` is one password for every account, or one per user name (certificate
     auth needs none). `started_at` stamps the run (default: now); waivers are judged on
-    its UTC date.
+    its UTC date. When `stop` is set (SIGINT, SIGTERM) no more servers start, those in
+    flight are abandoned within ABANDON_S and the run is recorded aborted (`stop_reason()`
+    says why); the outcome then has status "aborted".
     """
     targets = inventory.targets
     started_at = started_at or _now()
+    owner = this_process()
     run_id = store.begin_run(
         planned=[(t.name, t.address, t.site) for t in targets],
         tool_version=__version__,
         catalog_version=catalog.version,
         operator=getpass.getuser(),
-        scanning_host=socket.gethostname(),
+        scanning_host=owner.host,
         inventory_sha256=inventory.sha256,
         policy_text=policy.source_text,
         site_filter=site_filter,
         organisation=inventory.organisation,
         started_at=started_at,
+        owner_pid=owner.pid,
+        owner_started=owner.started,
     )
     scanned = failed_count = internal = 0
     status = "aborted"
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cas-audit-scan")
     launches = store.launch_methods()
+    beating = threading.Event()
+    threading.Thread(target=_heartbeat, args=(store, run_id, beating), name="cas-audit-heartbeat",
+                     daemon=True).start()
 
     def learned(name: str, remembered: str | None) -> Callable[[str], None]:
         def remember(method: str) -> None:
             if method != remembered:
                 store.remember_launch(name, method)
         return remember
+
+    def record(observation: ServerObservation) -> None:
+        nonlocal scanned, failed_count, internal
+        store.record_server(run_id, observation)  # committed as it arrives
+        if observation.scan_status == "ok":
+            scanned += 1
+        else:
+            failed_count += 1
+            internal += observation.error_kind == "internal"
+        if on_result is not None:
+            on_result(observation)
 
     try:
         futures: dict[Future[ServerObservation], Target] = {}
@@ -125,31 +180,35 @@ def run_scan(
             remembered = launches.get(target.name.casefold())
             futures[pool.submit(scan_one, target, secret, since, timeout_s, launch=remembered or "env",
                                 on_launch=learned(target.name, remembered))] = target
-        for future in as_completed(futures):
-            observation = future.result()
-            store.record_server(run_id, observation)  # committed as it arrives
-            if observation.scan_status == "ok":
-                scanned += 1
-            else:
-                failed_count += 1
-                internal += observation.error_kind == "internal"
-            if on_result is not None:
-                on_result(observation)
-        status = "complete" if failed_count == 0 else "partial"
-    finally:
-        if status == "aborted":
+        pending = set(futures)
+        while pending and not (stop is not None and stop.is_set()):
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            for future in done:
+                record(future.result())
+        if pending:  # interrupted: start no more servers, abandon those in flight
+            reason = stop_reason() if stop_reason is not None else "interrupted"
+            _abandon(pending, futures, record, reason)
             pool.shutdown(wait=False, cancel_futures=True)
-        else:
-            pool.shutdown(wait=True)
-        store.finish_run(run_id, status, finished_at=max(_now(), started_at))
-    try:
+            beating.set()
+            store.finish_run(run_id, "aborted", finished_at=max(_now(), started_at), reason=reason)
+            return ScanOutcome(run_id, "aborted", scanned, failed_count, 0, ExitCode.INTERNAL)
+        pool.shutdown(wait=True)
+        status = "complete" if failed_count == 0 else "partial"
+        # findings first, then the status: a run is never complete without its findings
         evaluation = evaluate_run(store, run_id, policy, catalog)
         store.save_findings(run_id, evaluation.findings, evaluation.resolved)
-    except BaseException:
-        # a run without its findings must never read as a clean one
+    except BaseException as exc:
+        pool.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
-            store.finish_run(run_id, "aborted", finished_at=max(_now(), started_at))
+            store.finish_run(run_id, "aborted", finished_at=max(_now(), started_at),
+                             reason=f"the scan stopped on an error ({type(exc).__name__})")
         raise
+    finally:
+        beating.set()
+    status = store.finish_run(run_id, status, finished_at=max(_now(), started_at))
+    if status == "aborted":  # another command found no heartbeat and recorded it so
+        log.error("run %d was recorded as aborted while it ran (its heartbeat was lost)", run_id)
+        internal += 1
     over = len(active_at_or_above(evaluation.findings, fail_on))
     if internal:
         code = ExitCode.INTERNAL  # a bug of ours, logged with its traceback: never hidden behind 3

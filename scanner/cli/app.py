@@ -54,9 +54,9 @@ def handle_errors(func: F) -> F:
             # messages quote files such as "[lab]" and "[[server]]": never read as markup
             output.error(exc.message, hint=exc.hint, exit_code=int(exc.exit_code))
             sys.exit(int(exc.exit_code))
-        except KeyboardInterrupt:
-            output.error("interrupted", exit_code=int(ExitCode.INTERNAL))
-            sys.exit(int(ExitCode.INTERNAL))
+        except KeyboardInterrupt:  # Ctrl-C outside a scan's own handling (design: 130)
+            output.error("interrupted", exit_code=int(ExitCode.INTERRUPTED))
+            sys.exit(int(ExitCode.INTERRUPTED))
         except Exception as exc:
             sys.exit(internal_error(exc))
 

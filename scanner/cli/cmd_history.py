@@ -15,6 +15,7 @@ from scanner.cli.app import (
     handle_errors,
     out_console,
 )
+from scanner.cli.output import output
 from scanner.errors import ConfigError
 from scanner.facts import is_active
 from scanner.util.timefmt import display_utc
@@ -89,10 +90,16 @@ def diff(db_url: str | None, run_a: int, run_b: int) -> None:
 
     store = _open_store(db_url, read_only=True)
     entries = diff_runs(store, run_a, run_b)
+    status = {run_id: store.run(run_id).status for run_id in (run_a, run_b)}
+    shown = {run_id: f"run {run_id}" + ("" if status[run_id] == "complete" else f" ({status[run_id]})")
+             for run_id in (run_a, run_b)}
+    for run_id in (run_a, run_b):
+        if status[run_id] in ("aborted", "running"):
+            output.warning(f"run {run_id} is {status[run_id]}: servers it did not reach show as absent")
     if not entries:
-        out_console.print(f"no change between run {run_a} and run {run_b}")
+        out_console.print(f"no change between {shown[run_a]} and {shown[run_b]}")
         return
-    table = Table(title=f"run {run_a} -> run {run_b}")
+    table = Table(title=f"{shown[run_a]} -> {shown[run_b]}")
     columns = list(entries[0].as_dict().keys())
     for column in columns:
         table.add_column(column)

@@ -14,13 +14,17 @@ from scanner.cli.app import (
     err_console,
     handle_errors,
 )
+from scanner.cli.output import output
 from scanner.errors import ConfigError
 
 
 def _resolve_run(store: Any, run: str) -> int:
     if run == "latest":
-        run_id = store.latest_run_id()
+        run_id = store.latest_run_id(finished_only=True)  # never a running or aborted run
         if run_id is None:
+            if store.latest_run_id() is not None:
+                raise ConfigError("the history holds no finished scan yet (only running or aborted ones)",
+                                  hint="name one with --run ID; `cas-audit history` lists them")
             raise ConfigError("the history holds no scan yet", hint="run `cas-audit scan` first")
         return int(run_id)
     try:
@@ -63,6 +67,11 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
 
         store = _open_store(db_url, read_only=True)
         model = build_report(store, _resolve_run(store, run or "latest"), lang=lang)
+        shown = model.run
+        if shown is not None and shown.status in ("aborted", "running"):
+            why = f" ({shown.end_reason})" if shown.end_reason else ""
+            output.warning(f"run {shown.id} is {shown.status}{why}: it did not finish, its findings "
+                           "are incomplete and say nothing about the servers it did not reach")
     else:
         from scanner.report.organisation import DEFAULT_STALE_DAYS, build_organisation_report, parse_as_of
 

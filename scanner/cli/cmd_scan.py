@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +62,64 @@ def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, con
         if t.auth != "certificate":
             accounts[t.username] = accounts.get(t.username, True) and t.auth == "kerberos"
     password = {account: _password(account, kerberos=only) for account, only in accounts.items()}
-    outcome = _run_scan_with_progress(inventory, store=store, password=password, policy=policy,
-                                      catalog=catalog, concurrency=concurrency, timeout_s=timeout_s,
-                                      fail_on=fail_on, site_filter=site)
+    with Interrupts() as interrupts:
+        outcome = _run_scan_with_progress(inventory, store=store, password=password, policy=policy,
+                                          catalog=catalog, concurrency=concurrency, timeout_s=timeout_s,
+                                          fail_on=fail_on, site_filter=site, stop=interrupts.stop,
+                                          stop_reason=interrupts.reason)
+        if interrupts.code is not None:
+            output.error(f"run {outcome.run_id} aborted: {interrupts.reason()}; "
+                         f"{outcome.scanned + outcome.failed} server(s) recorded")
+            _exit_now(interrupts.code)
     _print_summary(store, outcome, fail_on)
     sys.exit(int(outcome.exit_code))
+
+
+class Interrupts:
+    """SIGINT and SIGTERM during a scan (design: exit 130 / 143, run recorded aborted).
+
+    The first signal sets `stop`: run_scan starts no more servers, abandons those in
+    flight and records the run aborted. A second signal exits at once (the next command
+    that opens the history records the run aborted, its process being gone)."""
+
+    SIGNALS = {signal.SIGINT: ("SIGINT", 130), signal.SIGTERM: ("SIGTERM", 143)}
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.code: int | None = None
+        self._name = ""
+        self._previous: dict[int, Any] = {}
+
+    def reason(self) -> str:
+        return f"interrupted by {self._name}" if self._name else "interrupted"
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        name, code = self.SIGNALS[signal.Signals(signum)]
+        if self.stop.is_set():
+            os.write(2, f"\n{name} again: exiting at once\n".encode())
+            os._exit(code)
+        self._name, self.code = name, code
+        self.stop.set()
+        os.write(2, f"\n{name}: abandoning the servers in flight (again to exit at once)\n".encode())
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def _exit_now(code: int) -> None:
+    """Exit with `code` without waiting for worker threads still stuck in a server
+    (the interpreter would join them at exit)."""
+    from scanner.cli.streams import final_flush
+
+    final_flush()
+    os._exit(code)
 
 
 EXIT_MEANING = {0: "clean", 1: "findings at or above --fail-on", 3: "a server could not be scanned",

@@ -110,6 +110,12 @@ class ScanRun(Base):
     policy_text: Mapped[str | None]
     site_filter: Mapped[str | None]
     organisation: Mapped[str | None]
+    # liveness (scanner/store/liveness.py): the owning process on `scanning_host`, and
+    # its last sign of life; why an aborted run ended
+    owner_pid: Mapped[int | None]
+    owner_started: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None]
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,10 @@ class RunRow:
     policy_text: str | None
     site_filter: str | None
     organisation: str | None = None
+    owner_pid: int | None = None  # the scanner's process on scanning_host
+    owner_started: datetime | None = None  # when that process started (tells a reused pid)
+    heartbeat_at: datetime | None = None  # the scanner's last sign of life
+    end_reason: str | None = None  # why an aborted run ended
 
 
 def run_row(run: ScanRun) -> RunRow:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import socket
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,6 +47,7 @@ from scanner.store.documents import (
     server_from_state,
     server_state,
 )
+from scanner.store.liveness import death_reason
 from scanner.store.models import (
     FINISHED_STATUSES,
     RUN_STATUSES,
@@ -74,6 +77,7 @@ __all__ = [
     "upgrade_database",
 ]
 
+log = logging.getLogger(__name__)
 _CHUNK = 500
 # "The newest scan of this server": ordered like the (server_id, run_id) index, so that the
 # planner walks that index for the one server instead of the run_id index backwards
@@ -222,11 +226,15 @@ class Store:
         catalog_version: str | None = None,
         policy_sha256: str | None = None,
         organisation: str | None = None,
+        owner_pid: int | None = None,
+        owner_started: datetime | None = None,
     ) -> int:
         """Record the start of a scan and its planned scope; returns the new run id.
 
         `planned` holds (name, address, inventory_site) in inventory order. Without
-        `policy_sha256`, the hash of `policy_text` (UTF-8) is stored.
+        `policy_sha256`, the hash of `policy_text` (UTF-8) is stored. `owner_pid` and
+        `owner_started` name the scanner's process on `scanning_host` (liveness.py); the
+        heartbeat starts now.
         """
         seen: set[str] = set()
         for name, _address, _site in planned:
@@ -252,6 +260,9 @@ class Store:
                 policy_text=policy_text,
                 site_filter=site_filter,
                 organisation=organisation,
+                owner_pid=owner_pid,
+                owner_started=owner_started,
+                heartbeat_at=_now(),
             )
             session.add(run)
             session.flush()
@@ -287,6 +298,8 @@ class Store:
         with self._write(f"record the scan of {obs.name}") as session:
             server_id = self._server_ids(session, [obs.name], run_id)[obs.name.casefold()]
             now = _now()
+            session.execute(update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
+                            .values(heartbeat_at=now))
             _insert_ignoring_duplicates(
                 session,
                 ConfigBlob,
@@ -326,12 +339,23 @@ class Store:
                         ],
                     )
 
-    def finish_run(self, run_id: int, status: str, finished_at: datetime | None = None) -> None:
-        """Close a run with `status`; counts scanned and failed servers from the stored results."""
+    def heartbeat(self, run_id: int) -> None:
+        """Renew the run's sign of life (its scanner is alive)."""
+        with self._write(f"renew the heartbeat of run {run_id}") as session:
+            session.execute(update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
+                            .values(heartbeat_at=_now()))
+
+    def finish_run(self, run_id: int, status: str, finished_at: datetime | None = None, *,
+                   reason: str | None = None) -> str:
+        """Close a run with `status` (`reason` says why an aborted run ended); counts scanned
+        and failed servers from the stored results. A run another command already recorded
+        as aborted (its scanner was presumed dead) stays aborted. Returns the status kept."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
         with self._write(f"finish scan run {run_id}") as session:
-            self._require_run(session, run_id)
+            current = self._require_run(session, run_id)
+            if current.status == "aborted" and status != "aborted":
+                status, reason = "aborted", current.end_reason
             counts = dict(
                 session.execute(
                     select(ServerScan.scan_status, func.count()).where(ServerScan.run_id == run_id).group_by(ServerScan.scan_status)
@@ -345,8 +369,39 @@ class Store:
                     finished_at=finished_at or _now(),
                     servers_scanned=counts.get("ok", 0),
                     servers_failed=counts.get("error", 0),
+                    end_reason=reason,
                 )
             )
+        return status
+
+    def abort_dead_runs(self, now: datetime | None = None) -> list[int]:
+        """Record every `running` run whose scanner is gone as `aborted` (liveness.py);
+        return their ids. Its results stored so far are kept and counted."""
+        now = now or _now()
+        here = socket.gethostname()
+        with self._read("look for scan runs whose scanner died") as session:
+            running = session.execute(
+                select(ScanRun.id, ScanRun.scanning_host, ScanRun.owner_pid, ScanRun.owner_started,
+                       ScanRun.heartbeat_at, ScanRun.started_at).where(ScanRun.status == "running")
+            ).all()
+        dead: list[int] = []
+        for run_id, host, pid, started, beat, run_started in running:
+            last = beat or run_started
+            reason = death_reason(host=host, pid=pid, started=started, heartbeat=last, now=now, here=here)
+            if reason is None:
+                continue
+            with self._write(f"record scan run {run_id} as aborted") as session:
+                counts = dict(session.execute(
+                    select(ServerScan.scan_status, func.count()).where(ServerScan.run_id == run_id)
+                    .group_by(ServerScan.scan_status)).all())
+                result = session.execute(
+                    update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
+                    .values(status="aborted", finished_at=max(last, run_started), end_reason=reason,
+                            servers_scanned=counts.get("ok", 0), servers_failed=counts.get("error", 0))
+                )
+            if getattr(result, "rowcount", 0):  # another command may have recorded it first
+                dead.append(run_id)
+        return dead
 
     def save_findings(
         self,
@@ -411,11 +466,14 @@ class Store:
 
     # -- reading ------------------------------------------------------------------
 
-    def latest_run_id(self, *, complete_only: bool = False) -> int | None:
-        """The newest run (only runs with status complete when `complete_only`)."""
+    def latest_run_id(self, *, complete_only: bool = False, finished_only: bool = False) -> int | None:
+        """The newest run (only runs with status complete when `complete_only`; only
+        complete or partial runs, never running or aborted ones, when `finished_only`)."""
         query = select(func.max(ScanRun.id))
         if complete_only:
             query = query.where(ScanRun.status == "complete")
+        elif finished_only:
+            query = query.where(ScanRun.status.in_(FINISHED_STATUSES))
         with self._read("find the latest scan run") as session:
             return session.scalar(query)
 
@@ -920,5 +978,14 @@ def _rebuild(
 
 def open_store(url: str | None = None, *, read_only: bool = False) -> Store:
     """Open the history database (default_url() when None), creating or upgrading its schema;
-    with `read_only` only an existing history at the current schema is opened."""
-    return Store(open_engine(url, read_only=read_only))
+    with `read_only` only an existing history at the current schema is opened.
+
+    Runs whose scanner died are recorded as aborted first (design: whatever command next
+    opens the history); if that write fails (e.g. a read-only file) a warning says so."""
+    store = Store(open_engine(url, read_only=read_only))
+    try:
+        for run_id in store.abort_dead_runs():
+            log.warning("scan run %d was still marked running but its scanner is gone: recorded as aborted", run_id)
+    except StoreError as exc:
+        log.warning("could not record dead scan runs as aborted: %s", exc.message)
+    return store
