@@ -8,5 +8,5 @@ set CAS_AUDIT_LOG_FORMAT=json
 if not exist C:\cas-audit\logs mkdir C:\cas-audit\logs
 C:\cas-audit\venv\Scripts\cas-audit.exe --quiet scan --inventory C:\cas-audit\cas.toml --policy C:\cas-audit\policy.toml >> C:\cas-audit\logs\scan.log 2>&1
 set SCAN_EXIT=%ERRORLEVEL%
-C:\cas-audit\venv\Scripts\cas-audit.exe --quiet report --format xlsx --out C:\cas-audit\reports\cas-audit-latest.xlsx >> C:\cas-audit\logs\scan.log 2>&1
+C:\cas-audit\venv\Scripts\cas-audit.exe --quiet report --format xlsx --force --out C:\cas-audit\reports\cas-audit-latest.xlsx >> C:\cas-audit\logs\scan.log 2>&1
 exit /b %SCAN_EXIT%
