@@ -13,7 +13,7 @@ import pytest
 
 from scanner.cli.output import Output, stream_safe
 from scanner.store.db import default_url
-from scanner.util.paths import user_data_folder
+from scanner.util.paths import log_folder, user_data_folder
 
 LOCAL_APPDATA = r"C:\Users\auditor\AppData\Local"
 KNOWN_FOLDERS = {  # what SHGetKnownFolderPath returns for the user "auditor" on Windows Server
@@ -35,6 +35,16 @@ def test_windows_history_database_is_in_local_appdata(windows: None) -> None:
     url = default_url()
     assert url.startswith("sqlite:///")
     assert PureWindowsPath(url.removeprefix("sqlite:///")) == PureWindowsPath(LOCAL_APPDATA, "cas-audit", "history.db")
+
+
+def test_windows_error_logs_are_beside_the_history(windows: None) -> None:
+    assert PureWindowsPath(str(log_folder())) == PureWindowsPath(LOCAL_APPDATA, "cas-audit", "Logs")
+
+
+def test_linux_error_logs_follow_xdg_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert log_folder() == tmp_path / "state" / "cas-audit" / "log"
 
 
 def test_cas_audit_db_wins_on_windows(windows: None, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,7 +45,8 @@ def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, con
     Example:
       CAS_AUDIT_PASSWORD=... cas-audit scan --inventory cas.toml --fail-on medium
     Exit codes: 0 clean, 1 findings at or above --fail-on, 3 a server could not be
-    scanned, 2 usage or configuration error, 4 internal or storage error.
+    scanned, 2 usage or configuration error, 4 internal or storage error, 130 / 143
+    interrupted by SIGINT / SIGTERM (the run is recorded aborted).
     """
     from scanner.inventory import load_inventory
     from scanner.judge.catalog import load_catalog
