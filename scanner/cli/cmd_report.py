@@ -106,9 +106,9 @@ def evidence(db_url: str | None, server: str, protocol: str, run: str | None, ou
     Example:
       cas-audit evidence --server CAS03 --protocol pop3 --run 1 --out Microsoft.Exchange.Pop3.exe.Config
     """
-    from scanner.report.evidence_file import write_evidence
+    from scanner.report.config_copy import write_config_copy
 
     store = _open_store(db_url, read_only=True)
     run_id = None if run is None else _resolve_run(store, run)
-    digest, size = write_evidence(store, server, protocol, run_id, out, force=force)
+    digest, size = write_config_copy(store, server, protocol, run_id, out, force=force)
     err_console.print(f"wrote {out} ({size} bytes, sha256 {digest})", highlight=False)

@@ -35,7 +35,7 @@ def stored_config(store: Store, server: str, protocol: str, run_id: int | None) 
                       if run_id is not None else f"server {server!r} was never scanned successfully")
 
 
-def write_evidence(store: Store, server: str, protocol: str, run_id: int | None, out: Path, *,
+def write_config_copy(store: Store, server: str, protocol: str, run_id: int | None, out: Path, *,
                    force: bool = False) -> tuple[str, int]:
     """Write the file byte for byte (an existing file only with `force`); return its sha256 and size."""
     content = stored_config(store, server, protocol, run_id)
