@@ -113,7 +113,7 @@ class Readiness:
         self.problems.append(Problem(what, hint))
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON of design.md, plus port, scheme, windows, winrm_stack,
+        """The JSON of docs/contracts.md, plus port, scheme, windows, winrm_stack,
         powershell_version and certificate."""
         return {
             "name": self.name,
