@@ -83,6 +83,12 @@ _CHUNK = 500
 # planner walks that index for the one server instead of the run_id index backwards
 # (PostgreSQL chose the latter before its statistics were collected: 10 s instead of 0.4 s).
 _NEWEST_SCAN = (ServerScan.server_id.desc(), ServerScan.run_id.desc())
+# What `_rebuild` reads of a server scan (select these, joined to Server for its name).
+_SCAN_COLUMNS = (
+    ServerScan.id, ServerScan.run_id, ServerScan.server_id, ServerScan.state_id, ServerScan.scan_status,
+    ServerScan.started_at, ServerScan.finished_at, ServerScan.error_kind, ServerScan.error_message,
+    ServerScan.events_since, Server.name,
+)
 T = TypeVar("T")
 
 
@@ -513,7 +519,7 @@ class Store:
         with self._read(f"read the results of run {run_id}") as session:
             self._require_run(session, run_id)
             query = (
-                select(ServerScan, Server.name)
+                select(*_SCAN_COLUMNS)
                 .join(Server, Server.id == ServerScan.server_id)
                 .outerjoin(RunServer, (RunServer.run_id == ServerScan.run_id) & (RunServer.server_id == ServerScan.server_id))
                 .where(ServerScan.run_id == run_id)
@@ -588,12 +594,12 @@ class Store:
                             scan_for[scan_id].append((key_of[server_id], protocol))
             for chunk in _chunks(sorted(scan_for)):
                 query = (
-                    select(ServerScan, Server.name)
+                    select(*_SCAN_COLUMNS)
                     .join(Server, Server.id == ServerScan.server_id)
                     .where(ServerScan.id.in_(chunk))
                 )
                 scans = session.execute(query).all()
-                for (scan, _name), rebuilt in zip(scans, _rebuild(session, scans), strict=True):
+                for scan, rebuilt in zip(scans, _rebuild(session, scans), strict=True):
                     for key in scan_for[scan.id]:
                         found[key] = rebuilt
         return found
@@ -681,13 +687,13 @@ class Store:
         result: dict[str, list[tuple[int, ServerObservation]]] = defaultdict(list)
         with self._read(f"read the scans of runs {first_run_id} to {up_to_run_id}") as session:
             in_window = session.execute(
-                select(ServerScan, Server.name)
+                select(*_SCAN_COLUMNS)
                 .join(Server, Server.id == ServerScan.server_id)
                 .where(ServerScan.run_id >= first_run_id, ServerScan.run_id <= up_to_run_id,
                        ServerScan.scan_status == "ok")
                 .order_by(ServerScan.run_id)
             ).all()
-            server_ids = sorted({scan.server_id for scan, _name in in_window})
+            server_ids = sorted({scan.server_id for scan in in_window})
             before: list[int] = []
             for chunk in _chunks(server_ids):
                 latest = (
@@ -704,7 +710,7 @@ class Store:
             earlier: list[Any] = []
             for chunk in _chunks(sorted(before)):
                 earlier += session.execute(
-                    select(ServerScan, Server.name).join(Server, Server.id == ServerScan.server_id)
+                    select(*_SCAN_COLUMNS).join(Server, Server.id == ServerScan.server_id)
                     .where(ServerScan.id.in_(chunk))
                 ).all()
             for run_id, obs in _rebuild(session, [*earlier, *in_window]):
@@ -739,7 +745,7 @@ class Store:
             result: list[tuple[int, ServerObservation]] = []
             for chunk in _chunks(sorted(chosen)):
                 scans = session.execute(
-                    select(ServerScan, Server.name)
+                    select(*_SCAN_COLUMNS)
                     .join(Server, Server.id == ServerScan.server_id)
                     .where(ServerScan.id.in_(chunk))
                 ).all()
@@ -755,7 +761,7 @@ class Store:
         """
         with self._read(f"read the history of {server_name}") as session:
             query = (
-                select(ServerScan, Server.name)
+                select(*_SCAN_COLUMNS)
                 .join(Server, Server.id == ServerScan.server_id)
                 .where(Server.name_key == server_name.casefold())
                 .order_by(ServerScan.run_id)
@@ -919,20 +925,25 @@ def _documents(session: Session, ids: Iterable[int]) -> dict[int, dict[str, Any]
 
 
 def _rebuild(
-    session: Session, scans: Sequence[tuple[ServerScan, str]], protocol: str | None = None
+    session: Session, scans: Sequence[Any], protocol: str | None = None
 ) -> list[tuple[int, ServerObservation]]:
-    """ServerObservations for stored scans (with their protocols, blobs and refused logons)."""
-    scan_ids = [scan.id for scan, _name in scans]
-    observations: dict[int, list[Observation]] = defaultdict(list)
+    """ServerObservations for stored scans, rows of `_SCAN_COLUMNS` (with their protocols,
+    blobs and refused logons). Plain rows, not ORM objects: a report reads thousands."""
+    scan_ids = [scan.id for scan in scans]
+    observations: dict[int, list[Any]] = defaultdict(list)
     for chunk in _chunks(scan_ids):
-        query = select(Observation).where(Observation.server_scan_id.in_(chunk)).order_by(Observation.id)
+        query = (
+            select(Observation.id, Observation.server_scan_id, Observation.protocol, Observation.state_id)
+            .where(Observation.server_scan_id.in_(chunk))
+            .order_by(Observation.id)
+        )
         if protocol is not None:
             query = query.where(Observation.protocol == protocol)
-        for row in session.scalars(query):
+        for row in session.execute(query):
             observations[row.server_scan_id].append(row)
     states = _documents(
         session,
-        [scan.state_id for scan, _name in scans] + [o.state_id for rows in observations.values() for o in rows],
+        [scan.state_id for scan in scans] + [o.state_id for rows in observations.values() for o in rows],
     )
     observation_ids = [o.id for rows in observations.values() for o in rows]
     refused: dict[int, list[RefusedLogonObservation]] = defaultdict(list)
@@ -949,7 +960,7 @@ def _rebuild(
         query_blobs = select(ConfigBlob.sha256, ConfigBlob.content).where(ConfigBlob.sha256.in_(hash_chunk))
         blobs.update((sha, content) for sha, content in session.execute(query_blobs))
     result = []
-    for scan, name in scans:
+    for scan in scans:
         protocols = {}
         for o in observations.get(scan.id, ()):
             state = states[o.state_id]
@@ -961,7 +972,7 @@ def _rebuild(
             (
                 scan.run_id,
                 server_from_state(
-                    name,
+                    scan.name,
                     states[scan.state_id],
                     scan_status=scan.scan_status,
                     started_at=scan.started_at,
