@@ -167,6 +167,9 @@ class Store:
         self._engine = engine
         self._reader = engine.execution_options(**{READ_ONLY_OPTION: True})
         self.url_display: str = mask_url(engine.url)
+        # casefolded name -> servers.id of servers known committed (rows are never deleted):
+        # record_server then needs no lookup per server (bench/README.md, "CPU per server")
+        self._server_id_cache: dict[str, int] = {}
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -285,7 +288,9 @@ class Store:
             ]
             for chunk in _chunks(rows):
                 session.execute(insert(RunServer), list(chunk))
-            return run.id
+            run_id = run.id
+        self._server_id_cache.update(ids)  # committed
+        return run_id
 
     def record_server(self, run_id: int, obs: ServerObservation) -> None:
         """Store one server's result (scan row, observations, config blobs, refused logons) at once."""
@@ -302,7 +307,9 @@ class Store:
         docs = [("server", dumps(server_state(obs)))]
         docs += [("protocol", dumps(protocol_state(proto, hashes[key]))) for key, proto in obs.protocols.items()]
         with self._write(f"record the scan of {obs.name}") as session:
-            server_id = self._server_ids(session, [obs.name], run_id)[obs.name.casefold()]
+            server_id = self._server_id_cache.get(obs.name.casefold())
+            if server_id is None:
+                server_id = self._server_ids(session, [obs.name], run_id)[obs.name.casefold()]
             now = _now()
             session.execute(update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
                             .values(heartbeat_at=now))
@@ -344,6 +351,7 @@ class Store:
                             for r in proto.refused_logons
                         ],
                     )
+        self._server_id_cache[obs.name.casefold()] = server_id  # committed
 
     def heartbeat(self, run_id: int) -> None:
         """Renew the run's sign of life (its scanner is alive)."""
