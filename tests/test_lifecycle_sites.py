@@ -11,7 +11,7 @@ from pathlib import Path
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import load_policy
-from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet import load_fleet, relocate_fleet
 from scanner.lab.serve import Lab
 from scanner.scan import run_scan
 from scanner.store.repo import FindingRow, open_store
@@ -28,7 +28,8 @@ def test_site_split_scans_keep_every_lifecycle(tmp_path: Path, store_url: str) -
     store = open_store(store_url)
     catalog = load_catalog()
     policy = load_policy(HERE / "three_scans_policy.toml")
-    with Lab(load_fleet(HERE / "three_scans.toml")) as lab:
+    # addresses of its own: three tests scan this organisation, each on a fixed port
+    with Lab(relocate_fleet(load_fleet(HERE / "three_scans.toml"), "127.0.18.1", 15985)) as lab:
         lab.write_inventory(tmp_path / "inventory.toml")
         inventory = load_inventory(tmp_path / "inventory.toml")
 

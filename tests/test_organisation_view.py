@@ -18,7 +18,7 @@ from test_store import server_obs
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import load_policy
-from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet import load_fleet, relocate_fleet
 from scanner.lab.serve import Lab
 from scanner.report.organisation import build_organisation_report, parse_as_of
 from scanner.report.write import render
@@ -45,7 +45,8 @@ def test_organisation_view_of_site_split_scans(tmp_path: Path, store_url: str) -
     store = open_store(store_url)
     catalog = load_catalog()
     policy = load_policy(HERE / "three_scans_policy.toml")
-    with Lab(load_fleet(HERE / "three_scans.toml")) as lab:
+    # addresses of its own: three tests scan this organisation, each on a fixed port
+    with Lab(relocate_fleet(load_fleet(HERE / "three_scans.toml"), "127.0.19.1", 15985)) as lab:
         lab.write_inventory(tmp_path / "inventory.toml")
         inventory = load_inventory(tmp_path / "inventory.toml")
 
