@@ -20,6 +20,8 @@ from labfleet import demo_fleet, running
 from rawhttp import raw_peer
 from test_cli_errors import one_run
 
+pytestmark = pytest.mark.slow  # each test runs the cas-audit command in a subprocess
+
 __all__ = ["one_run"]  # the fixture, used by name
 
 
@@ -64,7 +66,6 @@ def test_collect_a_peer_answering_no_xml_is_an_unscanned_server(tmp_path: Path) 
     assert "RAW: failed (protocol)" in result.stderr
 
 
-@pytest.mark.slow
 def test_parse_failure_exits_4_and_keeps_the_results(tmp_path: Path, lab_inventory: Path) -> None:
     result = run(tmp_path, "scan", "--inventory", str(lab_inventory), CAS_AUDIT_TEST_FAIL_STAGE="parse")
     log = internal(result, tmp_path)
@@ -83,7 +84,6 @@ def test_store_a_corrupt_database_file_exits_4(tmp_path: Path) -> None:
         assert "history database" in result.stderr
 
 
-@pytest.mark.slow
 def test_evaluate_a_damaged_history_exits_4_and_the_run_is_not_clean(tmp_path: Path, lab_inventory: Path) -> None:
     assert run(tmp_path, "scan", "--inventory", str(lab_inventory)).returncode in (1, 3)
     with sqlite3.connect(tmp_path / "history.db") as db:  # someone edits the history by hand

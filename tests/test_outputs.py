@@ -18,10 +18,11 @@ from test_cli_errors import cas_audit, db_url, one_run
 
 from scanner.store.repo import open_store
 
+pytestmark = pytest.mark.slow  # each test runs the cas-audit command in a subprocess
+
 __all__ = ["one_run"]  # the fixture, used by name
 
 
-@pytest.mark.slow
 def test_scan_into_a_closed_pipe_still_completes_the_run(tmp_path: Path) -> None:
     """`scan 2>&1 | head -1`: stderr closes after one line; the scan must go on to the end."""
     with running(demo_fleet("127.0.34.1"), tmp_path) as (_lab, inventory):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the cas-audit command in a subprocess against foreign database files
+
 READERS = [
     ("history",),
     ("report", "--format", "json"),

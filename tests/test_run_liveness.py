@@ -24,6 +24,8 @@ from test_cli_errors import cas_audit, db_url
 from scanner.store.liveness import STALE_AFTER, this_process
 from scanner.store.repo import Store, open_store
 
+pytestmark = pytest.mark.slow  # scanner and reader processes of the cas-audit command
+
 
 def _begin(store: Store, *, host: str, pid: int | None, names: tuple[str, ...] = ("CAS01", "CAS02")) -> int:
     observations = [server(name, value=False) for name in names]
@@ -126,7 +128,6 @@ def test_an_aborted_run_asked_for_by_id_is_shown_as_aborted(finished_then_dead: 
     assert "run 2 is aborted" in diff.stderr.decode()
 
 
-@pytest.mark.slow
 def test_kill_9_during_a_scan_leaves_an_aborted_run(tmp_path: Path) -> None:
     fleet = demo_fleet("127.0.36.1")
     fleet = replace(fleet, servers=tuple(replace(s, fault="slow") if s.name == "CAS03" else s
