@@ -47,7 +47,8 @@ from scanner.lab.fleet import (
 )
 from scanner.lab.serve import Lab, demo_fleet_path, serve
 from scanner.lab.simhost import HUGE_BYTES, SimulatedHost, path_combine
-from scanner.lab.wsman import CommandResult, ShellContext, WSManFault, encode_output
+from scanner.lab.wsman import CommandResult, ShellContext, encode_output
+from scanner.lab.wsman_faults import WSManFault
 from scanner.parse.events import read_refused_logon
 
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)

@@ -27,7 +27,8 @@ from winrm.protocol import Protocol
 
 from scanner.errors import ConfigError
 from scanner.lab.httpserver import HostConfig, LabServer, register_ntlm_user
-from scanner.lab.wsman import NS, SHELL_RESOURCE_URI, CommandResult, ShellContext
+from scanner.lab.wsman import CommandResult, ShellContext
+from scanner.lab.wsman_soap import NS, SHELL_RESOURCE_URI
 
 USER, PASSWORD = "auditor", "lab-password"
 _addresses = (f"127.0.77.{n}" for n in itertools.count(1))

@@ -21,7 +21,8 @@ from scanner.lab.fleet import Fleet, SimServer, load_fleet, relocate_fleet
 from scanner.lab.httpserver import HostConfig, LabServer
 from scanner.lab.platforms import platform
 from scanner.lab.simhost import SimulatedHost
-from scanner.lab.wsman import ANONYMOUS, NS, ShellContext, WSManService
+from scanner.lab.wsman import ShellContext, WSManService
+from scanner.lab.wsman_soap import ANONYMOUS, NS
 from scanner.store import open_store
 
 FLEET = Path(__file__).resolve().parent / "fleets" / "platforms.toml"

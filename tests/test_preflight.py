@@ -24,7 +24,7 @@ import scanner.collect as collector
 from scanner.collect.preflight import offered_schemes, parse_identify
 from scanner.lab.fleet import load_fleet
 from scanner.lab.platforms import PLATFORM_TABLE
-from scanner.lab.wsman import anonymous_product_version, identify_response, is_identify
+from scanner.lab.wsman_identify import anonymous_product_version, identify_response, is_identify
 
 FLEETS = Path(__file__).parent / "fleets"
 # name -> (winrm, os, powershell) as the fleet's platform table makes them

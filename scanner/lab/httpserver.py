@@ -54,16 +54,14 @@ import spnego
 
 from scanner.errors import ConfigError
 from scanner.lab.platforms import DEFAULT_PLATFORM, Platform, platform
-from scanner.lab.wsman import (
+from scanner.lab.wsman import CommandRunner, Reply, WSManService
+from scanner.lab.wsman_identify import (
     IDENTIFY_HEADER,
-    MAX_SOAP_BYTES,
-    CommandRunner,
-    Reply,
-    WSManService,
     anonymous_product_version,
     identify_response,
     is_identify,
 )
+from scanner.lab.wsman_soap import MAX_SOAP_BYTES
 
 log = logging.getLogger(__name__)
 

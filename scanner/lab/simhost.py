@@ -35,7 +35,8 @@ from scanner.collect import (
 from scanner.collect.collected import CONFIG_FILE_NAMES, SERVICE_NAMES
 from scanner.facts import PROTOCOLS
 from scanner.lab.fleet import Fleet, SimProtocol, SimServer, build_numbers
-from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, command_line, file_not_found_fault
+from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, command_line
+from scanner.lab.wsman_faults import file_not_found_fault
 from scanner.parse.builds import release_build
 from scanner.parse.events import event_message
 from scanner.util.timefmt import iso_utc, parse_iso_utc
