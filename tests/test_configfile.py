@@ -21,6 +21,7 @@ from scanner.parse.configfile import (
     parse_dotnet_bool,
     read_config,
 )
+from scanner.util import testhooks
 from scanner.util.xmlsafe import (
     MAX_XML_BYTES,
     UntrustedXMLError,
@@ -484,3 +485,10 @@ def test_damaged_real_files_never_raise(cut: int, junk: bytes, at: int) -> None:
 )
 def test_parse_dotnet_bool(text: str | None, expected: bool | None) -> None:
     assert parse_dotnet_bool(text) is expected
+
+
+def test_a_bug_in_the_evaluator_raises_instead_of_reading_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 7: the evaluator's own exception is not a property of the file."""
+    monkeypatch.setenv(testhooks.ENV, "config")
+    with pytest.raises(RuntimeError, match="stage 'config'"):
+        read_config(b'<?xml version="1.0"?><configuration><appSettings/></configuration>')

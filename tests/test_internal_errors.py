@@ -75,6 +75,17 @@ def test_parse_failure_exits_4_and_keeps_the_results(tmp_path: Path, lab_invento
     assert {s["error"].split(":")[0] for s in report["servers"]} >= {"internal"}
 
 
+def test_a_bug_in_the_config_evaluator_exits_4_and_is_no_finding(tmp_path: Path, lab_inventory: Path) -> None:
+    """An exception inside the config file evaluator is our bug: exit 4 with its traceback
+    in the error log, never an XS-006 "malformed" finding with exit 1 and no log line."""
+    result = run(tmp_path, "scan", "--inventory", str(lab_inventory), CAS_AUDIT_TEST_FAIL_STAGE="config")
+    log = internal(result, tmp_path)
+    assert "failure injected at stage 'config'" in log
+    report = json.loads(run(tmp_path, "report", "--format", "json").stdout)
+    assert not [f for f in report["findings"] if f["rule"] == "XS-006"]
+    assert {s["error"].split(":")[0] for s in report["servers"] if s["error"]} >= {"internal"}
+
+
 def test_store_a_corrupt_database_file_exits_4(tmp_path: Path) -> None:
     (tmp_path / "history.db").write_bytes(b"this is not a SQLite database" * 100)
     for command in (("history",), ("report", "--format", "json"), ("db", "upgrade")):

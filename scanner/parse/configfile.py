@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from scanner.util import testhooks
 from scanner.util.xmlsafe import MAX_XML_BYTES, UntrustedXMLError, parse_untrusted
 
 KEY = "AllowCrossSiteSessions"
@@ -519,6 +520,7 @@ def _lines(lines: list[int | None]) -> str:
 
 
 def _evaluate(root: etree._Element, encoding: str) -> ConfigReading:
+    testhooks.fail_at("config")
     try:
         scan = _scan_root(root)
         sections = scan.sections.get("appSettings", [])
@@ -586,7 +588,8 @@ def _reading(status: str, *, encoding: str | None = None, detail: str = "") -> C
 
 
 def read_config(content: bytes | None, *, exists: bool = True, error: str = "") -> ConfigReading:
-    """The effective AllowCrossSiteSessions of one collected config file. Never raises.
+    """The effective AllowCrossSiteSessions of one collected config file. Raises only for
+    a bug of its own (what a file can do is a status, never an exception).
 
     A missing file gives status "missing" with the value unknown (None): .NET itself
     would run on defaults without an .exe.config, but Exchange ships the file, so its
@@ -616,10 +619,7 @@ def read_config(content: bytes | None, *, exists: bool = True, error: str = "") 
         root = parse_untrusted(data, max_bytes=MAX_XML_BYTES, forbid_doctype=True)
     except UntrustedXMLError as exc:
         return _reading("malformed", encoding=encoding, detail=f"The file is not usable XML: {_printable(exc.reason, 240)}.")
-    try:
-        return _evaluate(root, encoding)
-    except Exception as exc:
-        return _reading(
-            "malformed", encoding=encoding,
-            detail=f"internal error while evaluating the file ({type(exc).__name__}); value unknown.",
-        )
+    # No catch-all: an exception here is a bug of ours, not a property of the file. It
+    # reaches the scan as an internal error (exit 4, traceback in the error log), never
+    # an XS-006 "malformed" finding.
+    return _evaluate(root, encoding)

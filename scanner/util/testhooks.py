@@ -1,8 +1,10 @@
-"""A test-only fault hook, for the one stage no real input can break.
+"""A test-only fault hook, for the stages no real input can break.
 
 Setting the environment variable CAS_AUDIT_TEST_FAIL_STAGE=parse makes the scan raise
 an unexpected RuntimeError while interpreting each server's result, so that tests can
-check what any bug there does (exit 4, the traceback in the error log). The collector's
+check what any bug there does (exit 4, the traceback in the error log);
+CAS_AUDIT_TEST_FAIL_STAGE=config raises inside the config file evaluator
+(scanner/parse/configfile.py), which must never turn its own bug into a finding. The collector's
 output is untrusted and handled, so no hostile server reaches that code with an
 unexpected error; the other stages are broken in tests through real inputs (a hostile
 peer, a corrupt database, a full disk). Documented in README.md, "Reliability".
