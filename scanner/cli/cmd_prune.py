@@ -41,7 +41,7 @@ def prune(db_url: str | None, before: str, apply: bool) -> None:
       cas-audit prune --before 2025-11-01
       cas-audit prune --before 2025-11-01 --apply
     """
-    from scanner.store.prune import prune as run_prune
+    from scanner.store.retention import prune as run_prune
 
     moment = _parse_before(before)
     store = _open_store(db_url, read_only=not apply)  # a dry run never creates or upgrades

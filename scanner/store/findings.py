@@ -1,0 +1,108 @@
+"""The findings of a run: saving them (each stored once as a shared document) and reading
+them back, with the findings the run resolved."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+
+from scanner.store.base import StoreBase, chunks
+from scanner.store.documents import finding_document, finding_fields
+from scanner.store.models import Document, Finding, ResolvedFinding
+from scanner.store.record import document_ids
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    """One finding of a run, as stored in the findings table.
+
+    `server_name` and `protocol` are None for findings about a site or the
+    organisation; `evidence` and `waiver` are JSON (datetimes are stored as ISO strings).
+    """
+
+    rule: str
+    severity: str
+    state: str  # new | persisting | waived | waiver-expired
+    server_name: str | None
+    site: str | None
+    protocol: str | None
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    first_seen_run_id: int | None = None
+    first_seen_at: datetime | None = None
+    waiver: dict[str, Any] | None = None
+    id: int | None = None  # set when read back
+    run_id: int | None = None  # set when read back: the run the finding belongs to
+
+
+class Findings(StoreBase):
+    """Writing and reading the findings of runs."""
+
+    def save_findings(
+        self,
+        run_id: int,
+        findings: Sequence[FindingRow],
+        resolved: Sequence[tuple[str, str | None, str | None]],
+    ) -> None:
+        """Store the findings and resolved findings of a run, replacing any saved before."""
+        with self._write(f"save the findings of run {run_id}") as session:
+            self._require_run(session, run_id)
+            session.execute(delete(Finding).where(Finding.run_id == run_id))
+            session.execute(delete(ResolvedFinding).where(ResolvedFinding.run_id == run_id))
+            keys = sorted({f.server_name.casefold() for f in findings if f.server_name})
+            ids = self._known_server_ids(session, keys)
+            docs = [
+                finding_document(
+                    rule=f.rule, severity=f.severity, state=f.state, server_name=f.server_name, site=f.site,
+                    protocol=f.protocol, message=f.message, evidence=f.evidence,
+                    first_seen_run_id=f.first_seen_run_id, first_seen_at=f.first_seen_at, waiver=f.waiver,
+                )
+                for f in findings
+            ]
+            body_ids = document_ids(session, [("finding", body) for body, _extra in docs])
+            rows = [
+                {
+                    "run_id": run_id,
+                    "server_id": ids.get(f.server_name.casefold()) if f.server_name else None,
+                    "body_id": body_id,
+                    "extra": extra,
+                }
+                for f, body_id, (_body, extra) in zip(findings, body_ids, docs, strict=True)
+            ]
+            for chunk in chunks(rows):
+                session.execute(insert(Finding), list(chunk))
+            resolved_rows = [
+                {"run_id": run_id, "rule": rule, "server_name": server, "protocol": protocol}
+                for rule, server, protocol in resolved
+            ]
+            for resolved_chunk in chunks(resolved_rows):
+                session.execute(insert(ResolvedFinding), list(resolved_chunk))
+
+    def findings(self, run_id: int) -> list[FindingRow]:
+        """The findings saved for a run, in the order they were saved."""
+        with self._read(f"read the findings of run {run_id}") as session:
+            self._require_run(session, run_id)
+            rows = session.execute(
+                select(Finding.id, Document.body, Finding.extra)
+                .join(Document, Document.id == Finding.body_id)
+                .where(Finding.run_id == run_id)
+                .order_by(Finding.id)
+            )
+            return [
+                FindingRow(**finding_fields(body, extra), id=finding_id, run_id=run_id) for finding_id, body, extra in rows
+            ]
+
+    def resolved(self, run_id: int) -> list[tuple[str, str | None, str | None]]:
+        """(rule, server_name, protocol) of the findings resolved in a run."""
+        with self._read(f"read the resolved findings of run {run_id}") as session:
+            self._require_run(session, run_id)
+            rows = session.execute(
+                select(ResolvedFinding.rule, ResolvedFinding.server_name, ResolvedFinding.protocol)
+                .where(ResolvedFinding.run_id == run_id)
+                .order_by(ResolvedFinding.id)
+            )
+            return [(rule, server, protocol) for rule, server, protocol in rows]
