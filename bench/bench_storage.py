@@ -24,7 +24,7 @@ from labfleet import demo_fleet
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import Policy
-from scanner.lab.fleet import server_addresses
+from scanner.lab.fleet_model import server_addresses
 from scanner.lab.serve import Lab
 from scanner.scan import run_scan
 from scanner.store.repo import open_store

@@ -35,7 +35,7 @@ from scanner.judge.catalog import load_catalog
 from scanner.judge.checks import CheckInput, Previous
 from scanner.judge.lifecycle import evaluate
 from scanner.judge.policy import Policy
-from scanner.lab.fleet import DEFAULT_CONFIG_TEXT
+from scanner.lab.fleet_model import DEFAULT_CONFIG_TEXT
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.store.db import make_engine
 from scanner.store.documents import digest, dumps, finding_document, protocol_state, server_state

@@ -41,7 +41,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from scanner.lab.fleet import load_fleet, relocate_fleet
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import relocate_fleet
 from scanner.lab.serve import Lab, demo_fleet_path
 
 PG_ADMIN = os.environ.get("CAS_AUDIT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -11,7 +11,8 @@ from pathlib import Path
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import load_policy
-from scanner.lab.fleet import Fleet, load_fleet, relocate_fleet, upgrade_server
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import Fleet, relocate_fleet, upgrade_server
 from scanner.lab.platforms import platform
 from scanner.lab.serve import Lab, demo_fleet_path
 from scanner.report.build import build_report

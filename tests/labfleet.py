@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from scanner.lab.fleet import Fleet, load_fleet, relocate_fleet
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import Fleet, relocate_fleet
 from scanner.lab.serve import Lab, demo_fleet_path
 
 
@@ -49,7 +50,7 @@ def cas_audit(*args: str, password: str | None = "lab-password", db: str | None 
 def many_servers(count: int, sites: tuple[str, ...], base_address: str, auth: str = "basic") -> Fleet:
     """`count` servers copied from the demo's clean CAS01, spread over `sites` in turn
     (names like BER007), on consecutive loopback addresses from `base_address`."""
-    from scanner.lab.fleet import server_addresses
+    from scanner.lab.fleet_model import server_addresses
 
     fleet = demo_fleet(base_address, auth)
     template = replace(fleet.server("CAS01"), fault="", computer="", fqdn="")

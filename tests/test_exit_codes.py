@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from labfleet import cas_audit
 
-from scanner.lab.fleet import load_fleet, relocate_fleet
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import relocate_fleet
 from scanner.lab.serve import Lab
 
 pytestmark = pytest.mark.slow  # scans of a running lab through the cas-audit subprocess

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from scanner.errors import ConfigError
-from scanner.lab.fleet import (
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import (
     DEFAULT_BUILD,
     DEFAULT_CONFIG_BYTES,
     DEFAULT_INSTALL_PATH,
     DEFAULT_STARTED,
-    load_fleet,
     relocate_fleet,
     upgrade_server,
 )

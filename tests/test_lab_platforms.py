@@ -8,7 +8,8 @@ import pytest
 from test_lab_fleet import LAB, one, write
 
 from scanner.errors import ConfigError
-from scanner.lab.fleet import listen_port, load_fleet, relocate_fleet
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import listen_port, relocate_fleet
 from scanner.lab.platforms import PLATFORM_TABLE, PLATFORMS, platform
 
 

@@ -37,14 +37,8 @@ from scanner.collect.reader import read_collector_output, read_discovery_output
 from scanner.errors import CollectorOutputError
 from scanner.facts import PROTOCOLS
 from scanner.inventory import load_inventory
-from scanner.lab.fleet import (
-    DEFAULT_CONFIG_BYTES,
-    Fleet,
-    SimServer,
-    load_fleet,
-    relocate_fleet,
-    upgrade_server,
-)
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import DEFAULT_CONFIG_BYTES, Fleet, SimServer, relocate_fleet, upgrade_server
 from scanner.lab.serve import Lab, demo_fleet_path, serve
 from scanner.lab.simhost import HUGE_BYTES, SimulatedHost, path_combine
 from scanner.lab.wsman import CommandResult, ShellContext, encode_output

@@ -26,7 +26,8 @@ from winrm.exceptions import (
 from winrm.protocol import Protocol
 
 from scanner.errors import ConfigError
-from scanner.lab.httpserver import HostConfig, LabServer, register_ntlm_user
+from scanner.lab.credentials import register_ntlm_user
+from scanner.lab.httpserver import HostConfig, LabServer
 from scanner.lab.wsman import CommandResult, ShellContext
 from scanner.lab.wsman_soap import NS, SHELL_RESOURCE_URI
 

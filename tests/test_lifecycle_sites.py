@@ -11,7 +11,8 @@ from pathlib import Path
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import load_policy
-from scanner.lab.fleet import load_fleet, relocate_fleet
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import relocate_fleet
 from scanner.lab.serve import Lab
 from scanner.scan import run_scan
 from scanner.store.repo import FindingRow, open_store

@@ -18,7 +18,8 @@ from test_store import server_obs
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import load_policy
-from scanner.lab.fleet import load_fleet, relocate_fleet
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import relocate_fleet
 from scanner.lab.serve import Lab
 from scanner.report.organisation import build_organisation_report, parse_as_of
 from scanner.report.write import render

@@ -17,7 +17,8 @@ from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError
 from winrm.protocol import Protocol
 
 from scanner import collect as collector
-from scanner.lab.fleet import Fleet, SimServer, load_fleet, relocate_fleet
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import Fleet, SimServer, relocate_fleet
 from scanner.lab.httpserver import HostConfig, LabServer
 from scanner.lab.platforms import platform
 from scanner.lab.simhost import SimulatedHost

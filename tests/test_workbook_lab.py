@@ -19,7 +19,8 @@ from openpyxl import load_workbook
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import Policy, load_policy
-from scanner.lab.fleet import Fleet, load_fleet, upgrade_server
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import Fleet, upgrade_server
 from scanner.lab.serve import Lab
 from scanner.report.build import build_report
 from scanner.report.labels import Labels

@@ -5,8 +5,8 @@ on a loopback address, authenticates like WinRM on Windows Server 2003/2008, dec
 [MS-WSMV] 2.2.9.1.1 multipart/encrypted bodies and hands the SOAP to `WSManService`.
 
 NTLM: pyspnego's acceptor reads user credentials from the file named by the environment
-variable NTLM_USER_FILE (Heimdal format, one `DOMAIN:USER:PASSWORD` a line). This module
-keeps ONE such file per process (mode 0600, in a private temp directory, removed at exit)
+variable NTLM_USER_FILE (Heimdal format, one `DOMAIN:USER:PASSWORD` a line).
+scanner/lab/credentials.py keeps ONE such file per process (mode 0600, in a private temp directory, removed at exit)
 holding every NTLM user of every LabServer started in the process, and points
 os.environ["NTLM_USER_FILE"] at it before any acceptor context exists. Several LabServers
 may therefore share one process; two servers that name the same DOMAIN\\USER must use the
@@ -17,7 +17,7 @@ a raw krb5 AP-REQ, mutual authentication), accepted by pyspnego through the keyt
 KRB5_KTNAME, for the service principal HTTP/<fqdn> of the host; message encryption as for
 NTLM ([MS-WSMV] 2.2.9.1.1, protocol application/HTTP-SPNEGO-session-encrypted as pywinrm's
 winrm/encryption.py sends it), but with the GSS wrap header (60 bytes for AES) in place of
-the 16-byte NTLM signature. Like NTLM_USER_FILE, KRB5_KTNAME is process-wide: every
+the 16-byte NTLM signature (scanner/lab/msgcrypt.py). Like NTLM_USER_FILE, KRB5_KTNAME is process-wide: every
 Kerberos LabServer of a process must use the same keytab. Only the lab account's principal
 (`username`, in realm `domain` when one is given) is let in; a lab with auth "kerberos"
 accepts no NTLM (a choice of the lab: it holds no password to check one against).
@@ -32,17 +32,13 @@ Handshake requests and rejected logons are counted in HostStats.actions["auth"].
 
 from __future__ import annotations
 
-import atexit
 import base64
 import binascii
 import collections
 import hmac
 import logging
-import os
-import shutil
 import socket
 import struct
-import tempfile
 import threading
 import time
 import typing
@@ -53,6 +49,8 @@ from urllib.parse import urlsplit
 import spnego
 
 from scanner.errors import ConfigError
+from scanner.lab.credentials import register_ntlm_user, use_keytab
+from scanner.lab.msgcrypt import ENCRYPTED_CONTENT_TYPE, SOAP_CONTENT_TYPE, decrypt, encrypt, is_encrypted
 from scanner.lab.platforms import DEFAULT_PLATFORM, Platform, platform
 from scanner.lab.wsman import CommandRunner, Reply, WSManService
 from scanner.lab.wsman_identify import (
@@ -70,10 +68,6 @@ AUTHS = ("basic", "ntlm", "kerberos")
 SLOW_DELAY_S = 60.0                 # fault "slow": each response waits this long (or until stop)
 MAX_HTTP_BODY = MAX_SOAP_BYTES + 8192   # encrypted framing adds a few hundred bytes
 MAX_DRAIN = 8 * 1024 * 1024         # larger bodies are not read: 413 and close
-ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
-BOUNDARY = b"--Encrypted Boundary"
-ENCRYPTED_CONTENT_TYPE = f'multipart/encrypted;protocol="{ENCRYPTED_PROTOCOL}";boundary="Encrypted Boundary"'
-SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 
 
 @dataclass
@@ -131,66 +125,6 @@ class HostStats:
         """Record the number of open shells."""
         with self._lock:
             self.shells_open = n
-
-
-# -- the process-wide NTLM user file -----------------------------------------------------
-
-_ntlm_lock = threading.Lock()
-_ntlm_users: dict[tuple[str, str], tuple[str, str, str]] = {}
-_ntlm_dir: str | None = None
-
-
-def register_ntlm_user(domain: str, username: str, password: str) -> str:
-    """Add a user to this process's NTLM_USER_FILE (created on first use); returns its path.
-
-    A user with a domain is also registered without one, so that both `DOMAIN\\user` and
-    `user` log on, as on Windows.
-    """
-    global _ntlm_dir
-    for value in (domain, username, password):
-        if ":" in value or "\n" in value or "\r" in value:
-            raise ConfigError("NTLM lab users cannot contain ':' or line breaks in domain, user or password")
-    if not username:
-        raise ConfigError("an NTLM lab host needs a username")
-    with _ntlm_lock:
-        entries = [(domain, username)] + ([("", username)] if domain else [])
-        for dom, user in entries:
-            key = (dom.upper(), user.upper())
-            known = _ntlm_users.get(key)
-            if known is not None and not hmac.compare_digest(known[2], password):
-                shown = f"{dom}\\{user}" if dom else user
-                raise ConfigError(f"NTLM lab user {shown} is already registered with another "
-                                  "password in this process")
-            _ntlm_users[key] = (dom, user, password)
-        if _ntlm_dir is None:
-            _ntlm_dir = tempfile.mkdtemp(prefix="cas-audit-lab-ntlm-")
-            atexit.register(shutil.rmtree, _ntlm_dir, True)
-        path = os.path.join(_ntlm_dir, "users")
-        staging = path + ".new"
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for dom, user, pw in _ntlm_users.values():
-                out.write(f"{dom}:{user}:{pw}\n")
-        os.replace(staging, path)
-        os.environ["NTLM_USER_FILE"] = path
-        return path
-
-
-_keytab_lock = threading.Lock()
-_keytab: str | None = None
-
-
-def use_keytab(path: str) -> None:
-    """Point this process's Kerberos acceptor at `path` (KRB5_KTNAME); one keytab per process."""
-    global _keytab
-    if not path:
-        raise ConfigError("a Kerberos lab host needs a keytab", hint="set keytab in the fleet file's [lab] table")
-    wanted = f"FILE:{os.path.abspath(path)}"
-    with _keytab_lock:
-        if _keytab is not None and _keytab != wanted:
-            raise ConfigError(f"this process already serves Kerberos with keytab {_keytab}",
-                              hint="every Kerberos lab host of one process must use the same keytab")
-        _keytab = os.environ["KRB5_KTNAME"] = wanted
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -354,11 +288,11 @@ class _Handler(BaseHTTPRequestHandler):
             lab.stats.action("auth")
             self._send(200, b"", {})
             return
-        if not self._is_encrypted():
+        if not is_encrypted(self.headers.get("Content-Type", "")):
             self._reject_unencrypted()
             return
         try:
-            plain = self._decrypt(body)
+            plain = decrypt(self._ctx, body, kerberos=self.server.lab.config.auth == "kerberos")
         except ValueError as exc:
             log.info("lab %s: rejected an encrypted body: %s", lab.config.name, exc)
             self._authenticated, self._ctx = False, None
@@ -369,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not reply.body:  # e.g. 413 for a request over MaxEnvelopeSizekb: nothing to seal
             self._send(reply.status, b"", {})
             return
-        self._send(reply.status, self._encrypt(reply.body), {"Content-Type": ENCRYPTED_CONTENT_TYPE})
+        self._send(reply.status, encrypt(self._ctx, reply.body, kerberos=self.server.lab.config.auth == "kerberos"), {"Content-Type": ENCRYPTED_CONTENT_TYPE})
 
     def _handshake(self, token_b64: str, body: bytes) -> None:
         lab = self.server.lab
@@ -419,67 +353,6 @@ class _Handler(BaseHTTPRequestHandler):
         lab.stats.add("auth_failures")
         self._ctx, self._authenticated = None, False
         self._send(401, b"", {"WWW-Authenticate": "Negotiate"})
-
-    def _is_encrypted(self) -> bool:
-        content_type = self.headers.get("Content-Type", "").lower()
-        return (content_type.startswith("multipart/encrypted")
-                and f'protocol="{ENCRYPTED_PROTOCOL.lower()}"' in content_type)
-
-    def _decrypt(self, body: bytes) -> bytes:
-        # [MS-WSMV] 2.2.9.1.1: two MIME parts, a header part with the plain length, then
-        # the octet stream: 4-byte little-endian signature length, signature, sealed data.
-        terminator = BOUNDARY + b"--\r\n"
-        if not body.startswith(BOUNDARY + b"\r\n") or not body.endswith(terminator):
-            raise ValueError("not a multipart/encrypted body")
-        second = body.find(BOUNDARY + b"\r\n", len(BOUNDARY) + 2)
-        if second < 0:
-            raise ValueError("missing second MIME part")
-        head = body[len(BOUNDARY) + 2:second]
-        if f"Content-Type: {ENCRYPTED_PROTOCOL}".encode().lower() not in head.lower():
-            raise ValueError("wrong encrypted protocol")
-        marker = b"Length="
-        at = head.find(marker)
-        digits = head[at + len(marker):].strip() if at >= 0 else b""
-        if not digits.isdigit() or len(digits) > 9:
-            raise ValueError("missing OriginalContent Length")
-        expected = int(digits)
-        part = body[second + len(BOUNDARY) + 2:len(body) - len(terminator)]
-        octet_header = b"\tContent-Type: application/octet-stream\r\n"
-        if not part.startswith(octet_header):
-            raise ValueError("missing octet-stream part")
-        stream = part[len(octet_header):]
-        if len(stream) < 4:
-            raise ValueError("truncated encrypted stream")
-        sig_len = struct.unpack("<I", stream[:4])[0]
-        kerberos = self.server.lab.config.auth == "kerberos"
-        if not (16 <= sig_len <= 1024 if kerberos else sig_len == 16) or len(stream) < 4 + sig_len:
-            raise ValueError("bad signature length")
-        signature, sealed = stream[4:4 + sig_len], stream[4 + sig_len:]
-        try:
-            if kerberos:   # the GSS wrap header (RFC 4121 token with its checksum) comes apart
-                plain = self._ctx.unwrap_winrm(signature, sealed)
-            else:
-                plain = self._ctx.unwrap(signature + sealed).data
-        except Exception as exc:
-            raise ValueError(f"unwrap failed: {type(exc).__name__}") from None
-        if len(plain) != expected:
-            raise ValueError("decrypted length differs from OriginalContent Length")
-        return typing.cast(bytes, plain)
-
-    def _encrypt(self, plain: bytes) -> bytes:
-        if self.server.lab.config.auth == "kerberos":
-            result = self._ctx.wrap_winrm(plain)
-            signature, sealed = bytes(result.header), bytes(result.data)
-        else:
-            wrapped: bytes = self._ctx.wrap(plain, encrypt=True).data
-            signature, sealed = wrapped[:16], wrapped[16:]
-        return (BOUNDARY + b"\r\n"
-                + f"\tContent-Type: {ENCRYPTED_PROTOCOL}\r\n".encode()
-                + f"\tOriginalContent: type={SOAP_CONTENT_TYPE};Length={len(plain)}\r\n".encode()
-                + BOUNDARY + b"\r\n"
-                + b"\tContent-Type: application/octet-stream\r\n"
-                + struct.pack("<I", len(signature)) + signature + sealed
-                + BOUNDARY + b"--\r\n")
 
     # -- response -----------------------------------------------------------------------
 

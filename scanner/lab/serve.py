@@ -13,7 +13,8 @@ from typing import TextIO
 import tomli_w
 
 from scanner.errors import ConfigError
-from scanner.lab.fleet import TRANSPORT_FAULTS, Fleet, listen_port, load_fleet
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import TRANSPORT_FAULTS, Fleet, listen_port
 from scanner.lab.httpserver import HostConfig, HostStats, LabServer
 from scanner.lab.simhost import SimulatedHost
 from scanner.util.safefile import write_file

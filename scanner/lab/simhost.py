@@ -34,7 +34,7 @@ from scanner.collect import (
 )
 from scanner.collect.collected import CONFIG_FILE_NAMES, SERVICE_NAMES
 from scanner.facts import PROTOCOLS
-from scanner.lab.fleet import Fleet, SimProtocol, SimServer, build_numbers
+from scanner.lab.fleet_model import Fleet, SimProtocol, SimServer, build_numbers
 from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, command_line
 from scanner.lab.wsman_faults import file_not_found_fault
 from scanner.parse.builds import release_build
