@@ -70,12 +70,13 @@ db_option = click.option(
 )
 
 
-def _open_store(db_url: str | None, *, read_only: bool = False) -> Any:
+def _open_store(db_url: str | None, *, read_only: bool = False, create: bool = True) -> Any:
     """The history; `read_only` commands (report, history, diff, evidence) never create or
-    upgrade a database, and refuse one that is missing or not cas-audit's (exit 2)."""
+    upgrade a database, and refuse one that is missing or not cas-audit's (exit 2); without
+    `create` (prune --apply) an existing history is upgraded, a missing one refused."""
     from scanner.store.repo import open_store
 
-    return open_store(db_url, read_only=read_only)
+    return open_store(db_url, read_only=read_only, create=create)
 
 
 SYSTEMD_CREDENTIAL = "cas-audit-password"

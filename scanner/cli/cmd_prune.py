@@ -17,7 +17,10 @@ def _parse_before(value: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(f"--before must be a date such as 2025-11-01, not {value!r}") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before the year 1 in UTC
+        raise ConfigError(f"--before {value} lies outside the years 1 to 9999 in UTC") from None
 
 
 def _iso(moment: datetime) -> str:
@@ -44,7 +47,8 @@ def prune(db_url: str | None, before: str, apply: bool) -> None:
     from scanner.store.retention import prune as run_prune
 
     moment = _parse_before(before)
-    store = _open_store(db_url, read_only=not apply)  # a dry run never creates or upgrades
+    # a dry run never creates or upgrades; --apply upgrades an older history, never creates one
+    store = _open_store(db_url, read_only=not apply, create=False)
     result = run_prune(store, moment, apply=apply, now=datetime.now(UTC))
     verb = "removed" if apply else "would remove"
     if not apply:

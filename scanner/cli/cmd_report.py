@@ -73,7 +73,12 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
             output.warning(f"run {shown.id} is {shown.status}{why}: it did not finish, its findings "
                            "are incomplete and say nothing about the servers it did not reach")
     else:
-        from scanner.report.organisation import DEFAULT_STALE_DAYS, build_organisation_report, parse_as_of
+        from scanner.report.organisation import (
+            DEFAULT_STALE_DAYS,
+            build_organisation_report,
+            parse_as_of,
+            stale_cutoff,
+        )
 
         if run is not None:
             raise ConfigError("--run and --as-of exclude each other: a run's report, or the organisation view")
@@ -81,10 +86,13 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
             moment = parse_as_of(as_of)
         except ValueError as exc:
             raise ConfigError(f"--as-of: {exc}") from None
+        stale = DEFAULT_STALE_DAYS if stale_days is None else stale_days
+        try:
+            stale_cutoff(moment, stale)
+        except ValueError as exc:
+            raise ConfigError(f"--as-of with --stale-days: {exc}") from None
         store = _open_store(db_url, read_only=True)
-        model = build_organisation_report(
-            store, moment, stale_days=DEFAULT_STALE_DAYS if stale_days is None else stale_days, lang=lang
-        )
+        model = build_organisation_report(store, moment, stale_days=stale, lang=lang)
     target = write_report(model, fmt, out, force=force)
     if target is not None:
         err_console.print(f"wrote {target}", highlight=False)

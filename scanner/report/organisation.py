@@ -11,7 +11,7 @@ of the run (README.md, "Organisation view").
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from scanner import __version__
 from scanner.judge.catalog import Catalog, load_catalog
@@ -32,11 +32,25 @@ def parse_as_of(value: str, now: datetime | None = None) -> datetime:
     try:
         if len(text) == 10:
             day = datetime.fromisoformat(text).replace(tzinfo=UTC)
+            if day.date() == date.max:
+                return datetime.max.replace(tzinfo=UTC)  # the end of 9999-12-31
             return day + timedelta(days=1) - timedelta(microseconds=1)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValueError(f"{value!r} is neither 'now' nor an ISO 8601 date or time such as 2026-12-01T08:00:00Z") from None
-    return as_utc(moment)
+    try:
+        return as_utc(moment)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+        raise ValueError(f"{value} lies outside the years 1 to 9999 in UTC") from None
+
+
+def stale_cutoff(as_of: datetime, stale_days: int) -> datetime:
+    """When an observation becomes stale as of `as_of`; ValueError when that is before the
+    year 1 (an --as-of or --stale-days no history can hold)."""
+    try:
+        return as_of - timedelta(days=stale_days)
+    except OverflowError:
+        raise ValueError(f"{stale_days} days before {as_of.date().isoformat()} is before the year 1") from None
 
 
 def build_organisation_report(
@@ -49,7 +63,7 @@ def build_organisation_report(
 ) -> RunReport:
     """The organisation view as of `as_of` (aware), in `lang`."""
     catalog = catalog or load_catalog()
-    cutoff = as_of - timedelta(days=stale_days)
+    cutoff = stale_cutoff(as_of, stale_days)
     latest = store.latest_observations(as_of)
     servers = tuple(obs for _run, obs in latest)
     sources = tuple(

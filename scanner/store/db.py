@@ -281,8 +281,9 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser()
 
 
-def _check_existing(engine: Engine) -> None:
-    """For a command that only reads: the database must hold a cas-audit history at head.
+def _check_existing(engine: Engine, *, any_revision: bool = False) -> None:
+    """For a command that only reads: the database must hold a cas-audit history at head
+    (at any revision this cas-audit knows with `any_revision`).
 
     Nothing is created or upgraded: a missing or foreign database, or one at another
     schema revision, is a NoHistoryError (exit 2)."""
@@ -296,6 +297,8 @@ def _check_existing(engine: Engine) -> None:
             raise NoHistoryError(f"no cas-audit history at {shown}",
                                  hint="check --db or CAS_AUDIT_DB, or run `cas-audit scan` first")
         current = current_revision(conn)
+    if any_revision:
+        return
     head = head_revision()
     if current != head:
         raise NoHistoryError(
@@ -338,19 +341,22 @@ def _peek_sqlite(path: Path, url: URL, *, read_only: bool) -> None:
                              hint="run `cas-audit scan` first")
 
 
-def open_engine(url: str | None = None, *, read_only: bool = False) -> Engine:
+def open_engine(url: str | None = None, *, read_only: bool = False, create: bool = True) -> Engine:
     """An Engine on `url` whose schema is at head; errors become StoreError.
 
     With `read_only` (report, history, diff, evidence) nothing is created or upgraded:
-    a missing database, a foreign one, or one at another schema revision is refused."""
+    a missing database, a foreign one, or one at another schema revision is refused.
+    Without `create` (prune --apply) an older schema is upgraded, but a database that
+    holds no cas-audit history is refused as with `read_only`: nothing is created."""
     parsed = parse_url(url if url is not None else default_url())
     sqlite_file = _sqlite_file(parsed)
-    if read_only and sqlite_file is not None and not sqlite_file.is_file():
+    must_exist = read_only or not create
+    if must_exist and sqlite_file is not None and not sqlite_file.is_file():
         raise NoHistoryError(f"no cas-audit history at {mask_url(parsed)}",
                              hint="check --db or CAS_AUDIT_DB, or run `cas-audit scan` first")
     if sqlite_file is not None and sqlite_file.is_file():
-        _peek_sqlite(sqlite_file, parsed, read_only=read_only)
-    if not read_only:
+        _peek_sqlite(sqlite_file, parsed, read_only=must_exist)
+    if not must_exist:
         prepare_sqlite_path(parsed)
     engine = make_engine(parsed)
     try:
@@ -367,6 +373,9 @@ def open_engine(url: str | None = None, *, read_only: bool = False) -> Engine:
             with store_errors(parsed, "read the schema of the history database"):
                 _check_existing(engine)
         else:
+            if not create:
+                with store_errors(parsed, "read the schema of the history database"):
+                    _check_existing(engine, any_revision=True)
             with store_errors(parsed, "upgrade the schema of the history database"):
                 _refuse_foreign(engine)
                 upgrade(engine)

@@ -43,13 +43,14 @@ class Store(Runs, Recording, Findings, Queries, Retention):
     """The history database of one installation (one Engine, a session per call)."""
 
 
-def open_store(url: str | None = None, *, read_only: bool = False) -> Store:
+def open_store(url: str | None = None, *, read_only: bool = False, create: bool = True) -> Store:
     """Open the history database (default_url() when None), creating or upgrading its schema;
-    with `read_only` only an existing history at the current schema is opened.
+    with `read_only` only an existing history at the current schema is opened; without
+    `create` only an existing history (upgraded when older) is.
 
     Runs whose scanner died are recorded as aborted first (design: whatever command next
     opens the history); if that write fails (e.g. a read-only file) a warning says so."""
-    store = Store(open_engine(url, read_only=read_only))
+    store = Store(open_engine(url, read_only=read_only, create=create))
     try:
         for run_id in store.abort_dead_runs():
             log.warning("scan run %d was still marked running but its scanner is gone: recorded as aborted", run_id)
