@@ -301,6 +301,9 @@ def test_the_retention_lines_run(tmp_path: Path, source: str) -> None:
     skip_if_pending("cas-audit prune")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_AUDIT_")}
     env["CAS_AUDIT_DB"] = f"sqlite:///{tmp_path / 'history.db'}"
+    from scanner.store.db import upgrade_database
+
+    upgrade_database(env["CAS_AUDIT_DB"])  # prune --apply refuses a missing history (exit 2)
     result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=120,
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
