@@ -76,8 +76,9 @@ EFFECTIVE = [
     ("xmlns_configuration.config", "ok", True, "file", "true"),
     ("location_dot.config", "ok", True, "file", "true"),
     ("location_other_path.config", "ok", False, "file", "false"),
-    ("file_attribute.config", "ok", False, "file", "false"),
-    ("config_source.config", "ok", None, "file", None),
+    # a referenced file that was not collected: unknown, never the main file's value
+    ("file_attribute.config", "unreadable", None, "file", None),
+    ("config_source.config", "unreadable", None, "file", None),
     ("utf8_bom.config", "ok", True, "file", "true"),
     ("utf16le_bom.config", "ok", True, "file", "true"),
     ("utf16be_bom.config", "ok", True, "file", "true"),
@@ -108,8 +109,8 @@ def test_effective_value(name: str, status: str, value: bool | None, source: str
         source,
         raw,
     )
-    # a sentence for every non-ok status or unknown value, and for an uncollected file= override
-    needs_detail = status != "ok" or value is None or any(n.startswith("file=") for n in reading.notes)
+    # a sentence for every non-ok status or unknown value
+    needs_detail = status != "ok" or value is None
     assert bool(reading.detail) == needs_detail
 
 
@@ -257,7 +258,9 @@ def test_protected_section_is_unknown_not_default() -> None:
         b"</appSettings></configuration>"
     )
     reading = read_config(data)
-    assert (reading.status, reading.value, reading.value_source) == ("ok", None, "file")
+    # an unknown value is never status ok: XS-006 carries the reason into every report
+    assert (reading.status, reading.value, reading.value_source) == ("unreadable", None, "file")
+    assert "encrypted" in reading.detail
     assert reading.notes == ("configProtectionProvider=DataProtectionConfigurationProvider",)
 
 

@@ -43,6 +43,21 @@ class Rollup:
 
 
 @dataclass(frozen=True)
+class CollectedReference:
+    """A file named by an appSettings `file=` or `configSource=` attribute of a config
+    file, as the collector fetched it (only inside the PopImap folder, size-capped)."""
+
+    attribute: str  # "file" | "configSource"
+    value: str  # the attribute value as the collector's XML reader gave it
+    path: str  # the full path it names; "" when the collector refused the value
+    exists: bool
+    length: int | None
+    modified: datetime | None  # LastWriteTimeUtc
+    error: str  # "" | "refused-path" | "too-large" | what stopped the read (an exception text)
+    content: bytes | None  # raw file bytes; None when not read
+
+
+@dataclass(frozen=True)
 class CollectedConfig:
     protocol: str
     path: str
@@ -51,6 +66,10 @@ class CollectedConfig:
     modified: datetime | None  # LastWriteTimeUtc
     error: str  # "" or what stopped the collector reading it ("too-large", an exception text)
     content: bytes | None  # raw file bytes; None when not read
+    # Files its appSettings elements name (file=/configSource=). None: the collector did
+    # not look (an older collector); () it looked and found none.
+    references: tuple[CollectedReference, ...] | None = None
+    references_error: str = ""  # why the collector could not look ("" when it could)
 
 
 @dataclass(frozen=True)

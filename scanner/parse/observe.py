@@ -79,8 +79,17 @@ def _pending_restart(service_status: str, started: datetime | None, modified: da
 def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObservation:
     config = host.configs[protocol]
     service = host.services[protocol]
-    reading = read_config(config.content, exists=config.exists, error=config.error)
+    reading = read_config(
+        config.content, exists=config.exists, error=config.error,
+        references=config.references, references_error=config.references_error,
+    )
     content = config.content
+    # a referenced file that was read counts like the config file for a pending restart
+    modified = [config.modified]
+    if reading.reference is not None and reading.reference.outcome == "applied":
+        modified += [r.modified for r in config.references or () if r.attribute == reading.reference.attribute
+                     and r.value == reading.reference.value]
+    latest = max((m for m in modified if m is not None), default=None)
     status = service.status if service.exists else "absent"
     logons = []
     for event in host.events:
@@ -103,7 +112,7 @@ def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObserva
         service=status,
         start_mode=service.start_mode or None if service.exists else None,
         service_started=service.started,
-        pending_restart=_pending_restart(status, service.started, config.modified),
+        pending_restart=_pending_restart(status, service.started, latest),
         refused_logons=tuple(logons),
         detail=reading.detail,
     )

@@ -17,6 +17,8 @@ def _protocol(p: ProtocolObservation) -> dict[str, Any]:
         "allow_cross_site": p.allow_cross_site,
         "value_source": p.value_source,
         "config_status": p.config_status,
+        # addition to the contract: why the value is unknown or the status not ok ("" when ok)
+        "config_detail": p.detail,
         "raw_value": p.raw_value,
         "config_sha256": p.config_sha256,
         "config_modified": iso(p.config_modified),

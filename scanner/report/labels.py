@@ -118,6 +118,7 @@ _EN: dict[str, str] = {
     "col.raw_value": "Value as written",
     "col.key_notes": "Key notes",
     "col.config_status": "Config status",
+    "col.config_detail": "Why the value is unknown or not usable",
     "method.winrm": "WinRM collector: [System.IO.File]::ReadAllBytes, base64",
     # waivers
     "col.scope": "Scope",
@@ -269,6 +270,7 @@ _DE: dict[str, str] = {
     "col.raw_value": "Wert wie geschrieben",
     "col.key_notes": "Hinweise zum Schlüssel",
     "col.config_status": "Zustand der Konfiguration",
+    "col.config_detail": "Warum der Wert unbekannt oder unbrauchbar ist",
     "method.winrm": "WinRM-Kollektor: [System.IO.File]::ReadAllBytes, Base64",
     "col.scope": "Geltungsbereich",
     "col.justification": "Begründung",
