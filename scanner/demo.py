@@ -58,36 +58,36 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
     db_path = out_dir / "demo-history.db"
     for stale in (db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")):
         stale.unlink(missing_ok=True)
-    store = open_store(f"sqlite:///{db_path}")
-    catalog = load_catalog()
-    policy = load_policy(demo_policy_path())
-    demo = load_fleet(demo_fleet_path())
-    # a free port per server: the demo never collides with a `lab serve` of the same fleet
-    fleet = relocate_fleet(demo, demo.lab.base_address, 0)
-    with Lab(fleet) as lab, tempfile.TemporaryDirectory(prefix="cas-audit-demo-") as tmp:
-        inventory_path = Path(tmp) / "inventory.toml"
-        lab.write_inventory(inventory_path)
-        inventory = load_inventory(inventory_path)
-        yield f"lab: {len(fleet.servers)} simulated CAS listening on loopback ({fleet.lab.auth})"
-        yield from (f"  {line}" for line in platform_mix(fleet))
-        for label in ("first scan", "second scan"):
-            outcome = run_scan(inventory, store=store, password=fleet.lab.password, policy=policy,
-                               catalog=catalog, concurrency=4, timeout_s=20)
-            yield (f"{label}: run {outcome.run_id} {outcome.status}, {outcome.scanned} scanned, "
-                   f"{outcome.failed} failed, {outcome.active_at_or_above} active finding(s) high or above")
-            yield from _finding_lines(store, outcome.run_id)
-            if label == "first scan":
-                fleet = upgrade_server(fleet, UPGRADED_SERVER, UPGRADE_BUILD, datetime.now(UTC))
-                lab.replace_fleet(fleet)
-                yield f"upgrade: {UPGRADED_SERVER} -> Exchange 2007 SP3 ({UPGRADE_BUILD}); setup reset its config files"
-    run_id = outcome.run_id
-    written = []
-    for report_lang in dict.fromkeys((lang, "en", "de")):
-        for fmt in ("xlsx", "json"):
-            model = build_report(store, run_id, lang=report_lang)
-            path = out_dir / f"cas-audit-run-{run_id}-{report_lang}.{fmt}"
-            write_file(path, render(model, fmt), force=True)  # the demo's own folder
-            written.append(str(path))
-    yield ""
-    yield from summary_lines(summarise(store, run_id, reports=written))
-    yield f"next: cas-audit history --db sqlite:///{db_path} --server {UPGRADED_SERVER}"
+    with open_store(f"sqlite:///{db_path}") as store:  # closed also when the caller stops early
+        catalog = load_catalog()
+        policy = load_policy(demo_policy_path())
+        demo = load_fleet(demo_fleet_path())
+        # a free port per server: the demo never collides with a `lab serve` of the same fleet
+        fleet = relocate_fleet(demo, demo.lab.base_address, 0)
+        with Lab(fleet) as lab, tempfile.TemporaryDirectory(prefix="cas-audit-demo-") as tmp:
+            inventory_path = Path(tmp) / "inventory.toml"
+            lab.write_inventory(inventory_path)
+            inventory = load_inventory(inventory_path)
+            yield f"lab: {len(fleet.servers)} simulated CAS listening on loopback ({fleet.lab.auth})"
+            yield from (f"  {line}" for line in platform_mix(fleet))
+            for label in ("first scan", "second scan"):
+                outcome = run_scan(inventory, store=store, password=fleet.lab.password, policy=policy,
+                                   catalog=catalog, concurrency=4, timeout_s=20)
+                yield (f"{label}: run {outcome.run_id} {outcome.status}, {outcome.scanned} scanned, "
+                       f"{outcome.failed} failed, {outcome.active_at_or_above} active finding(s) high or above")
+                yield from _finding_lines(store, outcome.run_id)
+                if label == "first scan":
+                    fleet = upgrade_server(fleet, UPGRADED_SERVER, UPGRADE_BUILD, datetime.now(UTC))
+                    lab.replace_fleet(fleet)
+                    yield f"upgrade: {UPGRADED_SERVER} -> Exchange 2007 SP3 ({UPGRADE_BUILD}); setup reset its config files"
+        run_id = outcome.run_id
+        written = []
+        for report_lang in dict.fromkeys((lang, "en", "de")):
+            for fmt in ("xlsx", "json"):
+                model = build_report(store, run_id, lang=report_lang)
+                path = out_dir / f"cas-audit-run-{run_id}-{report_lang}.{fmt}"
+                write_file(path, render(model, fmt), force=True)  # the demo's own folder
+                written.append(str(path))
+        yield ""
+        yield from summary_lines(summarise(store, run_id, reports=written))
+        yield f"next: cas-audit history --db sqlite:///{db_path} --server {UPGRADED_SERVER}"

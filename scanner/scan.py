@@ -146,11 +146,9 @@ def run_scan(
     )
     scanned = failed_count = internal = 0
     status = "aborted"
+    # from here on every failure ends the run (aborted) and the pool: see the except below
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cas-audit-scan")
-    launches = store.launch_methods()
     beating = threading.Event()
-    threading.Thread(target=_heartbeat, args=(store, run_id, beating), name="cas-audit-heartbeat",
-                     daemon=True).start()
 
     def learned(name: str, remembered: str | None) -> Callable[[str], None]:
         def remember(method: str) -> None:
@@ -170,6 +168,9 @@ def run_scan(
             on_result(observation)
 
     try:
+        launches = store.launch_methods()
+        threading.Thread(target=_heartbeat, args=(store, run_id, beating), name="cas-audit-heartbeat",
+                         daemon=True).start()
         futures: dict[Future[ServerObservation], Target] = {}
         last_scanned = store.last_successful_scan_times([t.name for t in targets])  # one query, not one per server
         for target in targets:
