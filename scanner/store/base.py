@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -32,6 +32,23 @@ class UnknownRunError(StoreError):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def heartbeat_clock(session: Session) -> Any:
+    """What a heartbeat is written with: the database server's clock on PostgreSQL (one
+    clock for every scanner host, liveness.py), this host's on SQLite (whose file has one)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.now()  # the time the transaction started, by the server's clock
+    return utcnow()
+
+
+def database_now(session: Session) -> datetime:
+    """The time on the clock heartbeats are written with (`heartbeat_clock`)."""
+    if session.get_bind().dialect.name == "postgresql":
+        moment = session.scalar(select(func.now()))
+        if isinstance(moment, datetime) and moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+    return utcnow()
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

@@ -9,6 +9,12 @@ scanner renews as servers complete and every HEARTBEAT_S seconds. A run is dead 
 - its last heartbeat (its start, for runs recorded before heartbeats) is older than
   STALE_AFTER, whichever host ran it.
 
+Heartbeats are written and judged with one clock, the database's: on PostgreSQL the
+server's `now()`, so that scanner and reader hosts whose clocks differ (by more than
+STALE_AFTER, even) never judge a live run dead or a dead one alive; on SQLite the clock of
+the host the file is on, the only host that may open it (SQLite is not for network
+shares). The run's own times (`started_at`, `finished_at`) stay the scanner's.
+
 The next command that opens the history records dead runs as `aborted`.
 On Windows the process probe is not used (os.kill would end the process): the heartbeat
 decides there.

@@ -11,7 +11,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from scanner.parse.observe import ServerObservation
-from scanner.store.base import StoreBase, chunks, insert_ignoring_duplicates, utcnow
+from scanner.store.base import StoreBase, chunks, heartbeat_clock, insert_ignoring_duplicates, utcnow
 from scanner.store.documents import digest as document_key
 from scanner.store.documents import dumps, protocol_state, server_state
 from scanner.store.models import (
@@ -49,7 +49,7 @@ class Recording(StoreBase):
                 server_id = self._server_ids(session, [obs.name], run_id)[obs.name.casefold()]
             now = utcnow()
             session.execute(update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
-                            .values(heartbeat_at=now))
+                            .values(heartbeat_at=heartbeat_clock(session)))
             insert_ignoring_duplicates(
                 session,
                 ConfigBlob,

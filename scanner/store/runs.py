@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 
 from scanner.errors import ConfigError
-from scanner.store.base import StoreBase, chunks, utcnow
+from scanner.store.base import StoreBase, chunks, database_now, heartbeat_clock, utcnow
 from scanner.store.liveness import death_reason
 from scanner.store.models import (
     FINISHED_STATUSES,
@@ -60,7 +60,7 @@ class Runs(StoreBase):
         `planned` holds (name, address, inventory_site) in inventory order. Without
         `policy_sha256`, the hash of `policy_text` (UTF-8) is stored. `owner_pid` and
         `owner_started` name the scanner's process on `scanning_host` (liveness.py); the
-        heartbeat starts now.
+        heartbeat starts now, by the database's clock.
         """
         seen: set[str] = set()
         for name, _address, _site in planned:
@@ -88,7 +88,7 @@ class Runs(StoreBase):
                 organisation=organisation,
                 owner_pid=owner_pid,
                 owner_started=owner_started,
-                heartbeat_at=utcnow(),
+                heartbeat_at=heartbeat_clock(session),
             )
             session.add(run)
             session.flush()
@@ -113,7 +113,7 @@ class Runs(StoreBase):
         """Renew the run's sign of life (its scanner is alive)."""
         with self._write(f"renew the heartbeat of run {run_id}") as session:
             session.execute(update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
-                            .values(heartbeat_at=utcnow()))
+                            .values(heartbeat_at=heartbeat_clock(session)))
 
     def finish_run(self, run_id: int, status: str, finished_at: datetime | None = None, *,
                    reason: str | None = None) -> str:
@@ -146,10 +146,11 @@ class Runs(StoreBase):
 
     def abort_dead_runs(self, now: datetime | None = None) -> list[int]:
         """Record every `running` run whose scanner is gone as `aborted` (liveness.py);
-        return their ids. Its results stored so far are kept and counted."""
-        now = now or utcnow()
+        return their ids. Its results stored so far are kept and counted. Heartbeats are
+        judged by the clock they were written with (`now`, default: the database's)."""
         here = socket.gethostname()
         with self._read("look for scan runs whose scanner died") as session:
+            now = now or database_now(session)
             running = session.execute(
                 select(ScanRun.id, ScanRun.scanning_host, ScanRun.owner_pid, ScanRun.owner_started,
                        ScanRun.heartbeat_at, ScanRun.started_at).where(ScanRun.status == "running")
