@@ -370,24 +370,69 @@ def _run_once(
             raise
         raise _translate(target, exc) from None
     finally:
-        _close(protocol, guard, shell_id, deadline)
+        _close(target, password, protocol, guard, shell_id, deadline)
 
 
-def _close(protocol: Protocol, guard: httpguard.Guard, shell_id: str | None, deadline: float) -> None:
-    """Delete the shell if one is open and time is left (past the deadline the server's idle
-    timeout ends it), close the connection and the guard; never raises."""
-    remaining = deadline - time.monotonic()
-    if shell_id is not None and remaining > 0 and guard.ended is None:
+#: A shell still open when the collection ends (its deadline passed, an exchange failed) is
+#: deleted on an exchange of its own, bounded by this: on WinRM 1.1 a shell not deleted
+#: counts against MaxShellsPerUser (5) until its idle timeout (docs/lab.md, [QUOTA-FAULT]).
+DELETE_TIMEOUT_S = 5.0
+
+
+def _close(target: Target, password: str | None, protocol: Protocol, guard: httpguard.Guard,
+           shell_id: str | None, deadline: float) -> None:
+    """Delete the shell if one is open (`_delete_shell`), close the connection and the
+    guard; never raises."""
+    try:
+        if shell_id is not None:
+            _delete_shell(target, password, protocol, guard, shell_id, deadline)
+    finally:
         try:
-            protocol.transport.read_timeout_sec = min(5.0, remaining)  # type: ignore[assignment]
-            protocol.close_shell(shell_id)
+            protocol.transport.close_session()
         except Exception:
             pass
+        guard.close()
+
+
+def _delete_shell(target: Target, password: str | None, protocol: Protocol, guard: httpguard.Guard,
+                  shell_id: str, deadline: float) -> None:
+    """Delete the shell on the collection's own connection while its deadline allows, else
+    (past the deadline, or that exchange broke) on a fresh connection bounded by
+    DELETE_TIMEOUT_S. A Delete that fails is logged with the server, the shell id and the
+    reason; never raises. After an interrupt no new exchange starts (the shell is logged)."""
+    where = f"{target.name} ({target.endpoint})"
+    remaining = deadline - time.monotonic()
+    if guard.ended is None and remaining > 0:
+        try:
+            protocol.transport.read_timeout_sec = min(DELETE_TIMEOUT_S, remaining)  # type: ignore[assignment]
+            protocol.close_shell(shell_id, close_session=False)
+            return
+        except Exception as exc:
+            if isinstance(exc, WSManFaultError):  # the server answered: a second try would get the same
+                log.warning("could not delete shell %s on %s: %s", shell_id, where, _translate(target, exc).message)
+                return
+    if guard.ended == "interrupted":
+        log.warning("shell %s on %s left open: the scan was interrupted (the server ends it after its idle "
+                    "timeout)", shell_id, where)
+        return
+    fresh_guard = httpguard.Guard(DELETE_TIMEOUT_S, max_body=1024 * 1024, what=target.endpoint)
+    fresh: Protocol | None = None
     try:
-        protocol.transport.close_session()
-    except Exception:
-        pass
-    guard.close()
+        fresh = _protocol(target, password, DELETE_TIMEOUT_S)
+        _guard(fresh, fresh_guard)
+        fresh.transport.read_timeout_sec = DELETE_TIMEOUT_S  # type: ignore[assignment]
+        fresh.close_shell(shell_id, close_session=False)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        log.warning("could not delete shell %s on %s: %s", shell_id, where, _translate(target, exc).message)
+    finally:
+        if fresh is not None:
+            try:
+                fresh.transport.close_session()
+            except Exception:
+                pass
+        fresh_guard.close()
 
 
 def collect_host(target: Target, password: str | None, *, since: datetime, timeout_s: float,
@@ -469,4 +514,4 @@ def probe_account(target: Target, password: str | None, *, timeout_s: float) -> 
             shell_error = _translate(target, exc)
         return AccountProbe(identify, shell_error)
     finally:
-        _close(protocol, guard, shell_id, deadline)
+        _close(target, password, protocol, guard, shell_id, deadline)

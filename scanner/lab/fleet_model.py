@@ -22,7 +22,7 @@ AUTHS = ("basic", "ntlm", "kerberos")
 #: Faults the WinRM transport (httpserver.py) simulates.
 TRANSPORT_FAULTS = ("refuse", "timeout", "reset", "auth", "soap-fault", "slow")
 #: Faults the simulated host itself simulates (simhost.py).
-APPLICATION_FAULTS = ("garbage", "truncate", "huge", "script-error")
+APPLICATION_FAULTS = ("garbage", "truncate", "huge", "script-error", "stuck")
 FAULTS = ("", *TRANSPORT_FAULTS, *APPLICATION_FAULTS)
 REGISTRY_KEYS = ("Setup", "v8.0\\Setup", "")
 ENCODINGS = ("utf-8", "utf-8-sig", "utf-16")

@@ -5,7 +5,7 @@ would: the collector (collect.ps1, started by the bootstrap with the script in
 $env:CASAUDIT_PS) gets exactly the document collect.ps1 prints on such a server
 (scanner/collect/schema.xsd), the discovery script gets Get-ExchangeServer's list for
 the whole fleet (discover.xsd), and anything else gets what cmd.exe or PowerShell 1.0
-would say. Application-level faults (garbage, truncate, huge, script-error) are
+would say. Application-level faults (garbage, truncate, huge, script-error, stuck) are
 simulated here; transport faults belong to httpserver.py.
 """
 
@@ -535,6 +535,8 @@ class SimulatedHost:
             return CommandResult("", COLLECTOR_SCRIPT_ERROR if kind == "collector" else DISCOVERY_SCRIPT_ERROR, 1)
         if fault == "garbage":
             return CommandResult(garbage_output(server), "", 0)
+        if fault == "stuck":  # a collector that never finishes (e.g. a hung event log query)
+            return CommandResult("", "", 0, delay_s=float("inf"))
         if fault == "huge":
             return CommandResult(_raw_utf8(huge_document(server, self._clock()), shell.codepage), "", 0)
         text = document()
