@@ -23,6 +23,7 @@ sentence each. 5 requests per collection: one empty POST carries the Kerberos to
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 import time
@@ -153,9 +154,23 @@ def _set_read_timeout(protocol: Protocol, deadline: float) -> None:
 _CLIXML_TEXT = re.compile(r'<S S="Error">(.*?)</S>', re.S)
 
 
-def stderr_summary(stderr: bytes, limit: int = 300) -> str:
-    """The first meaningful line of stderr (CLIXML error records unpacked), shortened."""
-    text = stderr.decode("utf-8", errors="replace")
+def shell_codec(codepage: int = collector.SHELL_CODEPAGE) -> str:
+    """The Python codec of a shell's code page (WINRS_CODEPAGE): 437 -> cp437, 65001 -> utf-8."""
+    if codepage == 65001:
+        return "utf-8"
+    try:
+        return codecs.lookup(f"cp{codepage}").name
+    except LookupError:
+        return "cp437"
+
+
+def stderr_summary(stderr: bytes, limit: int = 300, codepage: int = collector.SHELL_CODEPAGE) -> str:
+    """The first meaningful line of stderr (CLIXML error records unpacked), shortened.
+
+    Errors reach stderr as the console writes them: in the shell's code page (the OEM
+    code page WINRS_CODEPAGE asked for, 437), not UTF-8 (only the scripts' own stdout is
+    raw UTF-8, docs/launch.md)."""
+    text = stderr.decode(shell_codec(codepage), errors="replace")
     if text.startswith("#< CLIXML"):
         parts = [p.replace("_x000D__x000A_", " ") for p in _CLIXML_TEXT.findall(text)]
         text = " ".join(parts)
