@@ -97,27 +97,34 @@ def _systemd_credential(name: str) -> str | None:
     return text.removesuffix("\n").removesuffix("\r") or None
 
 
-def _stored_password(username: str) -> str | None:
+def _keyring_failure(exc: Exception) -> str:
+    """One sentence for a keyring that failed (locked, no backend, D-Bus unreachable)."""
+    detail = " ".join(str(exc).split())[:240] or "no detail given"
+    return f"the keyring failed ({type(exc).__name__}: {detail})"
+
+
+def _stored_password(username: str) -> tuple[str | None, str | None]:
     """CAS_AUDIT_PASSWORD, then the systemd credential `cas-audit-password`, then the OS
-    keyring (service 'cas-audit'; the Credential Manager on Windows); None if none has one."""
+    keyring (service 'cas-audit'; the Credential Manager on Windows): the password, or
+    None; and why the keyring could not be read (one sentence), if it could not."""
     value = os.environ.get("CAS_AUDIT_PASSWORD")
     if value:
         output.add_secret(value)
-        return value
+        return value, None
     credential = _systemd_credential(SYSTEMD_CREDENTIAL)
     if credential:
         output.add_secret(credential)
-        return credential
+        return credential, None
     try:
         import keyring
 
         stored = keyring.get_password("cas-audit", username)
-        if stored:
-            output.add_secret(stored)
-            return str(stored)
-    except Exception:
-        pass
-    return None
+    except Exception as exc:  # keyring's errors, and whatever a backend raises
+        return None, _keyring_failure(exc)
+    if stored:
+        output.add_secret(stored)
+        return str(stored), None
+    return None, None
 
 
 def _password(username: str, *, kerberos: bool = False) -> str | None:
@@ -125,16 +132,25 @@ def _password(username: str, *, kerberos: bool = False) -> str | None:
 
     The environment variable serves every account of the inventory; the keyring and the
     prompt are asked once per account. A Kerberos account needs none of them: without a
-    stored password its ticket comes from kinit's credential cache (None, no prompt)."""
-    stored = _stored_password(username)
-    if stored or kerberos:
+    stored password its ticket comes from kinit's credential cache (None, no prompt).
+    A keyring that fails is never taken for an empty one: its error is part of the
+    "no password" message, and a warning where a ticket or a prompt takes over."""
+    stored, keyring_error = _stored_password(username)
+    if stored:
         return stored
+    if kerberos:
+        if keyring_error:
+            output.warning(f"no password for {username} from the keyring: {keyring_error}; "
+                           "using kinit's ticket cache")
+        return None
     if sys.stdin.isatty():
+        if keyring_error:
+            output.warning(f"no password for {username} from the keyring: {keyring_error}")
         typed = str(click.prompt(f"Password for {username}", hide_input=True, err=True))
         output.add_secret(typed)
         return typed
     raise ConfigError(
-        f"no password for {username}",
+        f"no password for {username}" + (f": {keyring_error}" if keyring_error else ""),
         hint="set CAS_AUDIT_PASSWORD, store it with `keyring set cas-audit <user>` (on Windows: in the "
              "Credential Manager of the account that runs cas-audit), or run on a terminal",
     )
