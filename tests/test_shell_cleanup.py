@@ -18,7 +18,8 @@ from scanner import collect
 from scanner.collect import winrm_client
 from scanner.errors import CollectionError
 from scanner.inventory import Target
-from scanner.lab.fleet import Fleet, load_fleet, relocate_fleet
+from scanner.lab.fleet import load_fleet
+from scanner.lab.fleet_model import Fleet, relocate_fleet
 from scanner.lab.serve import Lab
 
 FLEET = Path(__file__).resolve().parent / "fleets" / "platforms.toml"
