@@ -36,6 +36,29 @@ function A($s) { [void]$sb.Append($s) }
 function U($d) { if ($d -eq $null) { '' } else { $d.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", $inv) } }
 # Err: record a trapped error for the current stage.
 function Err($e) { $last.m = [string]$e.Exception.Message; [void]$eb.Append('<error' + (T 'stage' $stage) + (T 'message' $last.m) + '/>') }
+# R: the file an appSettings file=/configSource= value $v names, as one <ref> element.
+# Only a plain name of a file in the config file's own folder $d is read: anything rooted,
+# with '/', ':', wildcards, control characters, a trailing dot or space, a device name,
+# leaving the folder or a reparse point is 'refused-path'. Own trap: a failure is this
+# reference's error, not the stage's. $budget caps the bytes of all referenced files.
+function R($d, $a, $v) {
+    $p = ''; $x = 'false'; $l = ''; $m = ''; $b = ''; $r = ''; $last.m = ''
+    trap { $last.m = [string]$_.Exception.Message; continue }
+    if ($v -eq '' -or $v -ne $v.Trim() -or $v -match '[/:*?"<>|\x00-\x1f]|[. ]$|(^|\\)(con|prn|aux|nul|com[0-9]|lpt[0-9])(\.[^\\]*)?$' -or [System.IO.Path]::IsPathRooted($v)) { $r = 'refused-path' }
+    if ($r -eq '') { $p = [System.IO.Path]::GetFullPath([System.IO.Path]::Combine($d, $v)) }
+    if ($r -eq '' -and ($last.m -ne '' -or [System.IO.Path]::GetDirectoryName($p) -ne $d)) { $r = 'refused-path'; $p = ''; $last.m = '' }
+    if ($r -eq '' -and [System.IO.File]::Exists($p)) {
+        $x = 'true'
+        $fi = New-Object System.IO.FileInfo $p
+        $l = [string]$fi.Length
+        $m = U $fi.LastWriteTimeUtc
+        if (([int]$fi.Attributes -band 1024) -ne 0) { $r = 'refused-path' }
+        elseif ($fi.Length -gt 1048576 -or $fi.Length -gt $budget.n) { $r = 'too-large' }
+        else { $b = [System.Convert]::ToBase64String([System.IO.File]::ReadAllBytes($p)); $budget.n = $budget.n - $fi.Length }
+    }
+    if ($last.m -ne '' -and $r -eq '') { $r = $last.m; $b = '' }
+    '<ref' + (T 'attribute' $a) + (T 'value' $v) + (T 'path' $p) + (T 'exists' $x) + (T 'length' $l) + (T 'modified' $m) + (T 'error' $r) + '>' + $b + '</ref>'
+}
 
 trap { Err $_; continue }
 
@@ -102,6 +125,38 @@ foreach ($c in @('pop3', 'imap4')) {
         if ($last.m -ne '') { $fr = $last.m; $fb = '' }
     }
     A ('<config' + (T 'protocol' $c) + (T 'path' $f) + (T 'exists' $fe) + (T 'length' $fl) + (T 'modified' $fm) + (T 'error' $fr) + '>' + $fb + '</config>')
+}
+
+# Files named by appSettings file=/configSource= (.NET reads them after or instead of
+# the section): candidates from every <appSettings> element of the config file, found by
+# an XmlReader that refuses DTDs and resolves nothing; the scanner decides which counts.
+# A failure to read the config file as XML is this element's error, not the stage's.
+$stage = 'configrefs'
+$budget = @{ n = 2097152 }
+foreach ($c in @('pop3', 'imap4')) {
+    $f = ''; $d = ''; $re = ''; $rs = ''; $doc = $null; $fs = $null
+    if ($ip -ne '') { $f = [System.IO.Path]::Combine($ip, 'ClientAccess\PopImap\Microsoft.Exchange.' + $fns[$c] + '.exe.Config') }
+    if ($f -ne '' -and [System.IO.File]::Exists($f) -and (New-Object System.IO.FileInfo $f).Length -le 1048576) {
+        $n = $eb.Length; $last.m = ''
+        $d = [System.IO.Path]::GetDirectoryName([System.IO.Path]::GetFullPath($f))
+        $xs = New-Object System.Xml.XmlReaderSettings
+        $xs.ProhibitDtd = $true
+        $xs.XmlResolver = $null
+        $fs = [System.IO.File]::OpenRead($f)
+        if ($last.m -eq '') { $doc = New-Object System.Xml.XmlDocument; $doc.Load([System.Xml.XmlReader]::Create($fs, $xs)) }
+        if ($fs -ne $null) { $fs.Close() }
+        if ($last.m -ne '') { $re = $last.m; $doc = $null; [void]$eb.Remove($n, $eb.Length - $n) }
+    }
+    if ($doc -ne $null) {
+        $seen = New-Object System.Collections.Hashtable
+        foreach ($e in @($doc.GetElementsByTagName('appSettings'))) {
+            foreach ($a in @('file', 'configSource')) {
+                $v = $e.GetAttribute($a)
+                if ($e.HasAttribute($a) -and $seen.Count -lt 4 -and -not $seen.ContainsKey($a + '|' + $v)) { $seen[$a + '|' + $v] = 1; $rs = $rs + (R $d $a $v) }
+            }
+        }
+    }
+    A ('<configrefs' + (T 'protocol' $c) + (T 'error' $re) + '>' + $rs + '</configrefs>')
 }
 
 $stage = 'service'

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from lxml import etree
@@ -15,6 +15,7 @@ from scanner.collect import END_MARKER, discovery_schema_path, schema_path
 from scanner.collect.collected import (
     CollectedConfig,
     CollectedHost,
+    CollectedReference,
     CollectedService,
     RefusedLogon,
     Rollup,
@@ -158,6 +159,20 @@ def _config(element: etree._Element) -> CollectedConfig:
     exists = _flag(element.get("exists"))
     length = _int(element.get("length", ""), f"the length of {where}")
     error = element.get("error", "")
+    content = _content(element, exists, error, length, where)
+    return CollectedConfig(
+        protocol=protocol,
+        path=element.get("path", ""),
+        exists=exists,
+        length=length,
+        modified=_utc(element.get("modified", ""), f"{where}'s modified time"),
+        error=error,
+        content=content,
+    )
+
+
+def _content(element: etree._Element, exists: bool, error: str, length: int | None, where: str) -> bytes | None:
+    """The base64 content of a <config> or <ref>, checked against what its attributes say."""
     encoded = element.text or ""
     content: bytes | None = None
     if encoded:
@@ -175,15 +190,30 @@ def _config(element: etree._Element) -> CollectedConfig:
         raise CollectorOutputError(
             f"The collector output's {where} decodes to {len(content)} bytes, but its length says {length}."
         )
-    return CollectedConfig(
-        protocol=protocol,
-        path=element.get("path", ""),
-        exists=exists,
-        length=length,
-        modified=_utc(element.get("modified", ""), f"{where}'s modified time"),
-        error=error,
-        content=content,
-    )
+    return content
+
+
+def _references(config: CollectedConfig, element: etree._Element | None) -> CollectedConfig:
+    """The config file with the files its appSettings elements name (<configrefs>)."""
+    if element is None:
+        return config  # an older collector: references stays None (not looked for)
+    refs = []
+    for ref in element.findall("ref"):
+        where = f"the {config.protocol} config's {ref.get('attribute', '')}= file"
+        exists = _flag(ref.get("exists"))
+        length = _int(ref.get("length", ""), f"the length of {where}")
+        error = ref.get("error", "")
+        refs.append(CollectedReference(
+            attribute=ref.get("attribute", ""),
+            value=ref.get("value", ""),
+            path=ref.get("path", ""),
+            exists=exists,
+            length=length,
+            modified=_utc(ref.get("modified", ""), f"{where}'s modified time"),
+            error=error,
+            content=_content(ref, exists, error, length, where),
+        ))
+    return replace(config, references=tuple(refs), references_error=element.get("error", ""))
 
 
 def _service(element: etree._Element) -> CollectedService:
@@ -206,6 +236,17 @@ def _event(element: etree._Element) -> RefusedLogon:
         insertions=tuple(child.text or "" for child in element.findall("insertion")),
         message=element.findtext("message") or "",
     )
+
+
+def _configs(root: etree._Element) -> dict[str, CollectedConfig]:
+    configs = {p: _config(e) for p, e in _by_protocol(root.findall("config"), "config").items()}
+    found: dict[str, etree._Element] = {}
+    for element in root.findall("configrefs"):
+        protocol = element.get("protocol", "")
+        if protocol in found:
+            raise CollectorOutputError(f"The collector output has two configrefs elements for {protocol}.")
+        found[protocol] = element
+    return {p: _references(c, found.get(p)) for p, c in configs.items()}
 
 
 def read_collector_output(stdout: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CollectedHost:
@@ -233,7 +274,7 @@ def read_collector_output(stdout: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) 
             exsetup_version=exsetup.get("version", ""),
         ),
         rollups=tuple(Rollup(name=r.get("name", ""), installed=r.get("installed", "")) for r in root.findall("rollup")),
-        configs={p: _config(e) for p, e in _by_protocol(root.findall("config"), "config").items()},
+        configs=_configs(root),
         services={p: _service(e) for p, e in _by_protocol(root.findall("service"), "service").items()},
         events_since=_utc(events.get("since", ""), "the events' cut-off"),
         events_truncated=_flag(events.get("truncated")),

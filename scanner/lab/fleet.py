@@ -34,6 +34,9 @@ Format notes beyond docs/contracts.md (all optional):
                       has no port, the platform's default HTTP port, 80 or 5985)
   [[server]] env_ignored = true  UNCONFIRMED behaviour switch: the server ignores the
                       shell's environment variables (whether WinRM 1.1 does is unknown)
+  [server.extra_files] "name.config" = '''...'''   further files in the PopImap folder
+                      (targets of appSettings file= / configSource=), exact text, UTF-8;
+                      served to the collector as Windows would (scanner/lab/simfiles.py)
   [server.pop3] newline = "crlf" | "lf"   line endings of `config` text (default: as the
                       TOML parser returns it, i.e. "\\n"; Windows files have CRLF).
   A protocol table left out entirely stands for the protocol as setup left it: the
@@ -54,7 +57,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from scanner.collect.collected import Rollup
+from scanner.collect.collected import CONFIG_FILE_NAMES, Rollup
 from scanner.errors import ConfigError
 from scanner.facts import PROTOCOLS
 from scanner.lab.fleet_model import (
@@ -95,11 +98,14 @@ _PLATFORM_KEYS = {"platform", "powershell", "account", "allow_unencrypted"}
 _LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port", "domain", "keytab",
              *_PLATFORM_KEYS}
 _SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
-                "computer", "fqdn", "roles", "system_root", "port", "env_ignored", *_PLATFORM_KEYS, *PROTOCOLS}
+                "computer", "fqdn", "roles", "system_root", "port", "env_ignored", "extra_files",
+                *_PLATFORM_KEYS, *PROTOCOLS}
 _SYSTEM_ROOT = re.compile(r'^[A-Za-z]:\\[^\\/:*?"<>|]+$')
 _PROTOCOL_KEYS = {"config", "config_file", "encoding", "newline", "modified", "service",
                   "start_mode", "started", "refused_logons"}
 _LOGON_KEYS = {"user", "at", "mailbox_site"}
+# A file name in the PopImap folder: what Windows allows in one path component.
+_FILE_NAME = re.compile(r'^[^\\/:*?"<>|\x00-\x1f]{1,255}$')
 _ROLLUP_KEYS = {"name", "installed"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 
@@ -327,6 +333,32 @@ def _protocol(table: Any, protocol: str, where: str, folder: Path) -> SimProtoco
     return proto
 
 
+def _extra_files(value: Any, where: str) -> dict[str, bytes]:
+    """[server.extra_files]: file name -> exact text, files beside the config files."""
+    if not isinstance(value, dict):
+        raise _fail(where, "extra_files", "must be a table of file name = text ([server.extra_files])")
+    files: dict[str, bytes] = {}
+    seen: dict[str, str] = {}
+    for name, text in value.items():
+        if not _FILE_NAME.match(name) or name in (".", "..") or name.endswith((" ", ".")):
+            raise _fail(where, f"extra_files.{name!r}", "must be a file name in the PopImap folder (no folder, "
+                                                        "no \\ / : * ? \" < > |, no trailing dot or space)")
+        if name.casefold() in {n.casefold() for n in CONFIG_FILE_NAMES.values()}:
+            raise _fail(where, f"extra_files.{name!r}", "is a protocol's config file: set it in [server.pop3] or "
+                                                        "[server.imap4]")
+        if name.casefold() in seen:
+            raise _fail(where, f"extra_files.{name!r}", f"names the same file as {seen[name.casefold()]!r} "
+                                                        "(Windows file names are case-insensitive)")
+        if not isinstance(text, str):
+            raise _fail(where, f"extra_files.{name!r}", "must be the file's exact text (a string)")
+        data = text.encode("utf-8")
+        if len(data) > MAX_CONFIG_BYTES:
+            raise _fail(where, f"extra_files.{name!r}", f"is larger than {MAX_CONFIG_BYTES} bytes")
+        seen[name.casefold()] = name
+        files[name] = data
+    return files
+
+
 def _rollups(value: Any, where: str) -> tuple[Rollup, ...]:
     if not isinstance(value, list):
         raise _fail(where, "rollups", "must be a list of { name, installed } tables")
@@ -409,6 +441,7 @@ def _server(table: Any, index: int, address: str, whereof: _Where, folder: Path,
         computer=_text(table, "computer", where, name),
         fqdn=_text(table, "fqdn", where, f"{name.lower()}.{DEFAULT_DNS_SUFFIX}"),
         roles=tuple(r for r in ROLES if r in roles),
+        extra_files=_extra_files(table.get("extra_files", {}), where),
         **_platform_fields(table, lab or _DEFAULT_LAB, where),
     )
 

@@ -134,6 +134,9 @@ class SimServer:
     system_root: str = ""  # %SystemRoot%; "" = the platform's default
     port: int | None = None  # own listening port; None = [lab] port (or the platform's)
     env_ignored: bool = False  # UNCONFIRMED switch: shell environment variables are ignored
+    # [server.extra_files]: further files in the PopImap folder (file=/configSource= targets),
+    # by file name as written, each the exact text encoded as UTF-8
+    extra_files: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def windows(self) -> Platform:

@@ -35,6 +35,7 @@ from scanner.collect import (
 from scanner.collect.collected import CONFIG_FILE_NAMES, SERVICE_NAMES
 from scanner.facts import PROTOCOLS
 from scanner.lab.fleet_model import Fleet, SimProtocol, SimServer, build_numbers
+from scanner.lab.simfiles import configrefs_elements
 from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, command_line
 from scanner.lab.wsman_faults import file_not_found_fault
 from scanner.parse.builds import release_build
@@ -231,6 +232,7 @@ def collector_document(server: SimServer, env: dict[str, str], now: datetime) ->
                  + _t("version", server.build if exsetup else "") + "/>")
     parts.extend("<rollup" + _t("name", r.name) + _t("installed", r.installed) + "/>" for r in server.rollups)
     parts.extend(_config(p, server.protocols[p], install_path) for p in PROTOCOLS)
+    parts.append(configrefs_elements(server, install_path))
     parts.extend(_service(server, p, server.protocols[p]) for p in PROTOCOLS)
     window = event_window(env)
     parts.append(_events(server, window))
