@@ -8,7 +8,13 @@ connection in one of these ways:
 - "stall": headers announcing 4096 bytes, 100 of them, then silence;
 - "endless": a chunked body that never ends, as fast as the client reads;
 - "huge-length": headers announcing 2 GiB, then the body as fast as the client reads;
-- "not-xml": a complete, small 200 response whose body is not XML.
+- "not-xml": a complete, small 200 response whose body is not XML;
+- "short": headers announcing 4096 bytes, 100 of them, then the connection closed;
+- "bad-challenge": every request of the connection answered 401 with a challenge
+  `WWW-Authenticate: Negotiate <hex>` that is no NTLM or SPNEGO token at all (hex digits
+  are valid base64, so it decodes to bytes no authentication library can read).
+
+`requested` is set once a request has been read in full (a test waits on it, not on time).
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-MODES = ("trickle", "stall", "endless", "huge-length", "not-xml")
+MODES = ("trickle", "stall", "endless", "huge-length", "not-xml", "short", "bad-challenge")
+#: The token of "bad-challenge": 64 hex digits, as random as any (fixed, so runs agree).
+BAD_TOKEN = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml;charset=UTF-8\r\n"
 
 
@@ -29,6 +37,7 @@ class RawPeer:
         assert mode in MODES, mode
         self.mode = mode
         self.sent = 0  # body and header bytes sent, all connections together
+        self.requested = threading.Event()
         self._stop = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
@@ -74,6 +83,7 @@ class RawPeer:
             if not chunk:
                 return False
             body += chunk
+        self.requested.set()
         return True
 
     def _send(self, conn: socket.socket, data: bytes) -> None:
@@ -100,6 +110,15 @@ class RawPeer:
                 chunk = f"{len(block):x}\r\n".encode() + block + b"\r\n"
                 while not self._stop.is_set():
                     self._send(conn, chunk)
+            elif self.mode == "short":
+                self._send(conn, _HEAD + b"Content-Length: 4096\r\n\r\n" + b"<" * 100)
+            elif self.mode == "bad-challenge":
+                challenge = (b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Negotiate " + BAD_TOKEN.encode()
+                             + b"\r\nContent-Length: 0\r\n\r\n")
+                while True:  # the same connection, as NTLM needs: the client hangs up
+                    self._send(conn, challenge)
+                    if not self._read_request(conn):
+                        return
             elif self.mode == "not-xml":
                 self._send(conn, _HEAD + b"Content-Length: 15\r\n\r\nthis is no XML.")
             else:

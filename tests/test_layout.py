@@ -165,3 +165,116 @@ def test_every_document_the_code_cites_is_in_the_repository() -> None:
                 assert outside not in text.replace("docs/", ""), f"{path.relative_to(root)} cites {outside}"
     missing = {doc: where for doc, where in cited.items() if not (root / doc).is_file()}
     assert cited and missing == {}
+
+
+# -- one module opens connections -------------------------------------------------------------
+
+#: The module that opens every connection to a server (TCP, TLS, HTTP): docs/architecture.md.
+CONNECTIONS = "scanner.collect.httpguard"
+#: Imported only there (the lab is the server side and listens; it is not checked).
+NETWORK_ONLY = ("ssl", "urllib3", "http.client", "http")
+#: Elsewhere `socket` may name this machine, and `requests` may name exception and session
+#: types (winrm_client translates pywinrm's errors), but neither may make a connection.
+SOCKET_ALLOWED = {"gethostname", "getfqdn", "gaierror"}
+REQUESTS_ALLOWED = {"exceptions", "Session", "PreparedRequest", "Response"}
+#: pywinrm makes its own requests Sessions: only winrm_client uses it, and mounts httpguard's
+#: adapter on every Session before its first request.
+WINRM_USER = "scanner.collect.winrm_client"
+
+
+def _annotation_nodes(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside annotations (a type named there is never called)."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            annotations = [a.annotation for a in [*args.posonlyargs, *args.args, *args.kwonlyargs,
+                                                  args.vararg, args.kwarg] if a is not None]
+            annotations.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            annotations = [node.annotation]
+        for annotation in annotations:
+            if annotation is not None:
+                inside.update(id(n) for n in ast.walk(annotation))
+    return inside
+
+
+def connection_uses(source: str) -> list[str]:
+    """What in `source` could open a connection outside the connections module."""
+    tree = ast.parse(source)
+    problems: list[str] = []
+    names: dict[str, str] = {}  # local name -> socket | requests
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                root = alias.name.split(".")[0]
+                if alias.name in NETWORK_ONLY or root in NETWORK_ONLY:
+                    problems.append(f"line {node.lineno}: import {alias.name}")
+                elif alias.name in ("socket", "requests"):
+                    names[alias.asname or alias.name] = alias.name
+                elif root in ("socket", "requests"):
+                    problems.append(f"line {node.lineno}: import {alias.name}")
+                elif root == "winrm":
+                    problems.append(f"line {node.lineno}: import {alias.name} (pywinrm opens connections)")
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            module = node.module or ""
+            root = module.split(".")[0]
+            if module in NETWORK_ONLY or root in NETWORK_ONLY:
+                problems.append(f"line {node.lineno}: from {module} import ...")
+            elif root == "winrm":
+                problems.append(f"line {node.lineno}: from {module} import ... (pywinrm opens connections)")
+            elif module == "socket":
+                problems += [f"line {node.lineno}: from socket import {a.name}" for a in node.names
+                             if a.name not in SOCKET_ALLOWED]
+            elif root == "requests" and module != "requests.exceptions":
+                problems.append(f"line {node.lineno}: from {module} import ...")
+    annotations = _annotation_nodes(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in names:
+            module = names[node.value.id]
+            allowed = SOCKET_ALLOWED if module == "socket" else REQUESTS_ALLOWED
+            if node.attr not in allowed:
+                problems.append(f"line {node.lineno}: {module}.{node.attr}")
+            elif module == "requests" and node.attr != "exceptions" and id(node) not in annotations:
+                problems.append(f"line {node.lineno}: requests.{node.attr} outside a type annotation")
+    return problems
+
+
+def test_one_module_opens_connections() -> None:
+    found = []
+    for name, path in _modules().items():
+        if name == CONNECTIONS or _stage(name) == "lab":
+            continue
+        problems = connection_uses(path.read_text(encoding="utf-8"))
+        if name == WINRM_USER:
+            problems = [p for p in problems if "pywinrm" not in p]
+        found += [f"{name} {p}" for p in problems]
+    assert found == [], "only scanner/collect/httpguard.py opens connections: " + "; ".join(found)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import socket\nsocket.create_connection(('h', 80))\n", "socket.create_connection"),
+        ("import socket as s\ns.socket()\n", "socket.socket"),
+        ("from socket import create_connection\n", "from socket import create_connection"),
+        ("import ssl\n", "import ssl"),
+        ("def f():\n    import urllib3\n", "import urllib3"),
+        ("from http.client import HTTPSConnection\n", "from http.client import"),
+        ("import http.client\n", "import http.client"),
+        ("import requests\nrequests.post('http://h')\n", "requests.post"),
+        ("import requests\ns = requests.Session()\n", "requests.Session outside a type annotation"),
+        ("from requests.adapters import HTTPAdapter\n", "from requests.adapters import"),
+        ("from winrm.protocol import Protocol\n", "pywinrm"),
+    ],
+)
+def test_the_connection_check_sees_each_way_to_connect(source: str, expected: str) -> None:
+    assert any(expected in problem for problem in connection_uses(source)), connection_uses(source)
+
+
+def test_the_connection_check_lets_names_and_types_pass() -> None:
+    source = ("import socket\nimport requests\nhere = socket.gethostname()\n"
+              "def f(s: requests.Session) -> requests.Session:\n"
+              "    try:\n        return s\n    except requests.exceptions.SSLError:\n        raise\n")
+    assert connection_uses(source) == []

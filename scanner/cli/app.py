@@ -156,6 +156,17 @@ def _password(username: str, *, kerberos: bool = False) -> str | None:
     )
 
 
+def warn_unverified_tls(targets: Any) -> None:
+    """One warning, in the command line's format, naming the https servers whose certificate
+    is not verified (verify_tls = false); urllib3's own warning is silenced (httpguard)."""
+    names = [t.name for t in targets if t.scheme == "https" and not t.verify_tls]
+    if not names:
+        return
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    output.warning(f"TLS certificates are not verified (verify_tls = false) for {len(names)} server(s): {shown}",
+                   event="tls-not-verified", servers=names)
+
+
 def _text(value: Any) -> str:
     from rich.markup import escape
 

@@ -10,7 +10,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from scanner.cli.app import _password, _text, cli, handle_errors, out_console
+from scanner.cli.app import _password, _text, cli, handle_errors, out_console, warn_unverified_tls
+from scanner.cli.cmd_scan import Interrupts, _exit_now
+from scanner.cli.output import output
 from scanner.errors import ExitCode
 
 
@@ -36,21 +38,39 @@ def preflight(inventory_path: Path, fmt: str, timeout_s: float, concurrency: int
     Example (for a script):
       cas-audit preflight --inventory cas.toml --format json --timeout 30
     Exit codes: 0 every server ready, 3 some server not ready, 2 usage or
-    configuration error, 4 internal error.
+    configuration error, 4 internal error (every server is still reported),
+    130 / 143 interrupted by SIGINT / SIGTERM (nothing is printed on stdout).
     """
     from scanner.collect.preflight import check_inventory
     from scanner.inventory import load_inventory
 
     inventory = load_inventory(inventory_path)
-    accounts = dict.fromkeys(t.username for t in inventory.targets if t.auth != "certificate")
-    passwords = {account: _password(account) for account in accounts}
-    results = check_inventory(inventory.targets, lambda t: passwords.get(t.username),
-                              timeout_s=timeout_s, concurrency=concurrency)
+    accounts: dict[str, bool] = {}  # user -> Kerberos only (then kinit's ticket may do), as scan does
+    for t in inventory.targets:
+        if t.auth != "certificate":
+            accounts[t.username] = accounts.get(t.username, True) and t.auth == "kerberos"
+    passwords = {account: _password(account, kerberos=only) for account, only in accounts.items()}
+    warn_unverified_tls(inventory.targets)
+    with Interrupts() as interrupts:
+        results = check_inventory(inventory.targets, lambda t: passwords.get(t.username),
+                                  timeout_s=timeout_s, concurrency=concurrency, stop=interrupts.stop)
+        if interrupts.code is not None:
+            output.error(f"preflight {interrupts.reason()}: {len(results)} of {len(inventory.targets)} "
+                         "server(s) checked; no report", exit_code=interrupts.code)
+            _exit_now(interrupts.code)  # without waiting for checks stuck in a server
     if fmt == "json":
         json.dump({"servers": [r.as_dict() for r in results]}, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
     else:
         _print_table(results)
+    internal = [r.name for r in results if r.internal]
+    if internal:
+        from scanner.util import crashlog
+
+        where = crashlog.current_path()
+        output.error(f"an internal error stopped the checks of {len(internal)} server(s): {', '.join(internal)}",
+                     hint=f"the traceback is in {where}" if where else None, exit_code=int(ExitCode.INTERNAL))
+        sys.exit(int(ExitCode.INTERNAL))
     sys.exit(int(ExitCode.OK if all(r.ready for r in results) else ExitCode.UNSCANNED))
 
 

@@ -18,6 +18,7 @@ from scanner.cli.app import (
     db_option,
     err_console,
     handle_errors,
+    warn_unverified_tls,
 )
 from scanner.cli.output import output
 from scanner.facts import SEVERITIES
@@ -63,6 +64,7 @@ def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, con
         if t.auth != "certificate":
             accounts[t.username] = accounts.get(t.username, True) and t.auth == "kerberos"
     password = {account: _password(account, kerberos=only) for account, only in accounts.items()}
+    warn_unverified_tls(inventory.targets)
     with Interrupts() as interrupts:
         outcome = _run_scan_with_progress(inventory, store=store, password=password, policy=policy,
                                           catalog=catalog, concurrency=concurrency, timeout_s=timeout_s,

@@ -1,30 +1,50 @@
-"""A wall-clock deadline and a size cap for every HTTP exchange with one server.
+"""The one place a connection to a server is opened: every TCP connection, TLS handshake
+and HTTP exchange of the scanner with the servers it audits, bounded by a wall-clock
+deadline and a size cap.
+
+pywinrm's HTTP (winrm_client.py) runs on a requests Session this module's adapter is
+mounted on (`install`), so its connections are opened here; preflight's own probes (a TCP
+connection, the TLS certificate, an unauthenticated POST) are `reach`, `peer_certificate`
+and `post`. No other module of `scanner/` outside the lab (the server side) imports
+socket, ssl, requests, urllib3 or http.client to open a connection
+(tests/test_layout.py checks it).
 
 requests' `timeout` bounds each socket read, not the exchange: a peer that sends one
 byte every half second, or a body that never ends, keeps a read going forever. A
 `Guard` holds one collection's deadline. While it is installed on a requests Session
-(`install`):
+(`install`), or passed to `reach`, `peer_certificate` or `post`:
 
-- every connection the session opens is registered with the guard, and a watchdog
-  timer shuts those sockets down at the deadline, so a read blocked on any peer
-  returns at once;
+- every connection opened is registered with the guard, and a watchdog timer shuts those
+  sockets down at the deadline, so a read blocked on any peer returns at once;
 - every response body is read as it streams and refused past `max_body` bytes, before
   more is buffered;
 - a request started after the deadline, or after `abort()`, fails at once.
 
 `abort_all()` ends every guarded exchange of the process (SIGINT/SIGTERM).
-Limitation: during a TLS handshake only the per-read timeout applies (the socket is
-registered once the handshake is done).
+What a failure of the network or of the peer raises is a CollectionError with its kind;
+anything else escaping these functions is a bug of ours. Limitations: name resolution
+(getaddrinfo) is bounded only by the system resolver's own timeout; during pywinrm's TLS
+handshakes only the per-read timeout applies (urllib3 registers the socket once the
+handshake is done; preflight's own handshakes are registered before they start).
+
+With verify_tls = false urllib3 would warn on every request (InsecureRequestWarning,
+printed raw on stderr): that warning is silenced here, and the command line says once,
+in its own format, which servers' certificates are not verified.
 """
 
 from __future__ import annotations
 
 import contextvars
+import http.client
 import socket
+import ssl
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import requests
@@ -42,6 +62,8 @@ MAX_CHALLENGE_BYTES = 64 * 1024
 _current: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("cas_audit_http_guard", default=None)
 _live: weakref.WeakSet[Guard] = weakref.WeakSet()
 _live_lock = threading.Lock()
+# verify_tls = false is the user's choice, said once by the command line (module docstring)
+warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
 
 
 class Guard:
@@ -52,7 +74,7 @@ class Guard:
         self.max_body = max_body
         self.what = what
         self._lock = threading.Lock()
-        self._connections: list[HTTPConnection] = []
+        self._connections: list[HTTPConnection | socket.socket] = []
         self._ended: str | None = None  # "timeout" | "interrupted"
         self._timer = threading.Timer(max(0.0, timeout_s), self.abort, args=("timeout",))
         self._timer.daemon = True
@@ -73,7 +95,7 @@ class Guard:
     def error(self) -> CollectionError:
         """The error for an exchange this guard ended."""
         if self._ended == "interrupted":
-            return CollectionError("interrupted", f"{self.what}: abandoned, the scan was interrupted")
+            return CollectionError("interrupted", f"{self.what}: abandoned, the command was interrupted")
         return CollectionError("timeout", f"{self.what} did not finish within the per-server time limit")
 
     def check(self) -> None:
@@ -100,7 +122,8 @@ class Guard:
         with _live_lock:
             _live.discard(self)
 
-    def _register(self, conn: HTTPConnection) -> None:
+    def _register(self, conn: HTTPConnection | socket.socket) -> None:
+        """Shut `conn` (a connection, or a bare socket) down with this guard's exchanges."""
         with self._lock:
             self._connections.append(conn)
             ended = self._ended is not None
@@ -108,13 +131,15 @@ class Guard:
             _shutdown(conn)
 
 
-def _shutdown(conn: HTTPConnection) -> None:
-    sock = getattr(conn, "sock", None)
+def _shutdown(conn: HTTPConnection | socket.socket) -> None:
+    sock = conn if isinstance(conn, socket.socket) else getattr(conn, "sock", None)
     if sock is None:
         return
     try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
+        # the plain socket's shutdown, also for a TLS socket: ssl.SSLSocket.shutdown would
+        # drop its TLS state under a thread still reading through it
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:  # already closed
         pass
 
 
@@ -253,3 +278,160 @@ def install(session: requests.Session, guard: Guard) -> None:
     adapter = GuardedAdapter(guard)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+
+
+# -- preflight's probes: a TCP connection, the TLS certificate, one POST -------------------------
+
+
+class Unreachable(CollectionError):
+    """No TCP connection: `reason` is "refused", "unresolved", "timeout" or "unreachable"."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__("timeout" if reason == "timeout" else "refused", message)
+        self.reason = reason
+
+
+def _per_step(guard: Guard, cap: float) -> float:
+    """A socket timeout for one step: at most `cap`, never past the guard's deadline."""
+    guard.check()
+    return max(0.1, min(cap, guard.remaining()))
+
+
+def _connect(address: str, port: int, guard: Guard, cap: float) -> socket.socket:
+    """A TCP connection registered with `guard` (its watchdog shuts it down at the deadline)."""
+    where = f"{address} port {port}"
+    try:
+        sock = socket.create_connection((address, port), timeout=_per_step(guard, cap))
+    except ConnectionRefusedError:
+        raise Unreachable("refused", f"nothing listens on {where} (connection refused)") from None
+    except socket.gaierror:
+        raise Unreachable("unresolved", f"cannot resolve {address}") from None
+    except TimeoutError:
+        guard.check()
+        raise Unreachable("timeout", f"no answer from {where} (connection timed out)") from None
+    except OSError as exc:
+        guard.check()
+        text = " ".join(str(exc.strerror or exc).split())[:200]
+        raise Unreachable("unreachable", f"cannot connect to {where}: {text}") from None
+    guard._register(sock)
+    return sock
+
+
+def reach(address: str, port: int, guard: Guard, *, cap: float = 10.0) -> None:
+    """Open a TCP connection to `address`:`port` and close it; Unreachable says why not."""
+    _connect(address, port, guard, cap).close()
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """The certificate a server sends, and whether this machine trusts it for `address`."""
+
+    der: bytes
+    verified: bool
+    error: str | None  # why verification failed
+    code: int  # OpenSSL's verify code (10 expired, 62 wrong host name), 0 when none
+
+
+def _handshake(address: str, port: int, guard: Guard, context: ssl.SSLContext, cap: float) -> bytes:
+    raw = _connect(address, port, guard, cap)
+    try:
+        # the TLS socket takes the descriptor over: registered before its handshake starts
+        with context.wrap_socket(raw, server_hostname=address, do_handshake_on_connect=False) as tls:
+            guard._register(tls)
+            tls.do_handshake()
+            return tls.getpeercert(binary_form=True) or b""
+    finally:
+        raw.close()
+
+
+def peer_certificate(address: str, port: int, guard: Guard, *, ca_file: str, cap: float = 10.0) -> PeerCertificate:
+    """Two handshakes: one that accepts any certificate, to see it as sent; one that verifies
+    it against `ca_file` and `address`, as the scan does. CollectionError("tls") when the
+    port does not complete a TLS handshake at all."""
+    plain = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    plain.check_hostname = False
+    plain.verify_mode = ssl.CERT_NONE
+    try:
+        der = _handshake(address, port, guard, plain, cap)
+    except (ssl.SSLError, OSError) as exc:
+        guard.check()
+        if isinstance(exc, Unreachable):
+            raise
+        text = " ".join(str(exc).split())[:200]
+        raise CollectionError("tls", f"no TLS handshake with {address} port {port}: {text}") from None
+    try:
+        _handshake(address, port, guard, ssl.create_default_context(cafile=ca_file), cap)
+    except ssl.SSLCertVerificationError as exc:
+        guard.check()
+        return PeerCertificate(der, False, str(exc.verify_message or exc), int(exc.verify_code or 0))
+    except (ssl.SSLError, OSError) as exc:
+        guard.check()
+        if isinstance(exc, Unreachable):
+            raise
+        return PeerCertificate(der, False, " ".join(str(exc).split())[:200], 0)
+    return PeerCertificate(der, True, None, 0)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, read within the guard: status, WWW-Authenticate values, body."""
+
+    status: int
+    challenges: tuple[str, ...]
+    body: bytes
+
+
+def post(url: str, body: bytes, headers: Mapping[str, str], guard: Guard, *, verify: bool | str) -> Answer:
+    """POST `body` to `url` through a guarded session (no redirect followed). An
+    authentication challenge's body is not read (its headers are the answer)."""
+    session = requests.Session()
+    install(session, guard)
+    try:
+        response = session.post(url, data=body, headers=dict(headers), verify=verify, allow_redirects=False,
+                                timeout=_per_step(guard, 15.0))
+        challenges = tuple(response.raw.headers.getlist("WWW-Authenticate")) if response.raw is not None else ()
+        answer = Answer(response.status_code, challenges,
+                        b"" if response.status_code in AUTH_CHALLENGES else response.content)
+        response.close()
+        return answer
+    except CollectionError:
+        raise
+    except requests.exceptions.SSLError:
+        raise CollectionError("tls", f"TLS with {url} failed: certificate not trusted or handshake refused") from None
+    except (requests.exceptions.Timeout, TimeoutError):
+        raise CollectionError("timeout", f"{url} did not answer in time") from None
+    except (requests.exceptions.ConnectionError, ConnectionError):
+        raise CollectionError("reset", f"{url} closed the connection or could not be reached") from None
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+            OSError) as exc:
+        raise CollectionError("protocol", f"HTTP with {url} failed: {type(exc).__name__}") from None
+    finally:
+        session.close()
+
+
+# -- an authentication library that cannot read what the server sent -------------------------
+
+#: Libraries that read the server's authentication tokens (NTLM, SPNEGO) for pywinrm.
+AUTH_LIBRARIES = ("spnego", "requests_ntlm", "ntlm_auth")
+
+
+def unreadable_auth_token(exc: BaseException, what: str) -> CollectionError | None:
+    """The server's fault, when `exc` was raised inside an authentication library below
+    the last frame of our own code: the library was reading the server's challenge (or
+    its encrypted answer) and could not, e.g. a KeyError from pyspnego for a 401 carrying
+    `Negotiate <random hex>`. None otherwise (a bug of ours stays one).
+
+    Only the frames after our last one count, so a bug in this module's adapter, which
+    the library calls back to send the next leg, is never blamed on the server."""
+    frames: list[str] = []
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        frames.append(str(tb.tb_frame.f_globals.get("__name__", "")))
+        tb = tb.tb_next
+    ours = [i for i, name in enumerate(frames) if name == "scanner" or name.startswith("scanner.")]
+    below = frames[ours[-1] + 1:] if ours else frames
+    if not any(name.split(".")[0] in AUTH_LIBRARIES for name in below):
+        return None
+    return CollectionError("protocol", f"{what} sent an authentication challenge that cannot be read "
+                           f"({type(exc).__name__} in the NTLM library): not a valid NTLM or Negotiate token",
+                           hint="check what answers on this port: WinRM sends a well-formed NTLM challenge")

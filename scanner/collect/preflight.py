@@ -15,30 +15,42 @@ collector, in the order a scan needs them, each problem with one remediation hin
    then a shell created and deleted (collect/winrm_client.py).
 6. PowerShell: psversion.ps1 started exactly as the collector is, printing $Host.Version.
 
-Everything a server sends is untrusted: responses are size-capped and parsed by the
-hardened parser; texts shown are shortened and stripped of control characters.
+Every connection, handshake and request goes through `httpguard`, the one module that
+opens connections, under one wall-clock deadline per server (`--timeout`): a peer that
+trickles or stalls is cut off at the deadline, and SIGINT/SIGTERM abandon every check in
+flight (`check_inventory`'s `stop`). Everything a server sends is untrusted: responses
+are size-capped while they stream and parsed by the hardened parser; texts shown are
+shortened and stripped of control characters.
+
+Whatever one server does, every other server is checked and reported. The I/O layer
+(httpguard, winrm_client) turns each failure of the network or of the peer into a
+CollectionError with its kind: that becomes the server's problem, with a hint. Any other
+exception is a bug of ours: it is logged with its traceback (the error log), the server
+is reported with an "internal error" problem, `internal` is set, and the command exits 4
+after printing the report of every server.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-import socket
-import ssl
-import time
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any
 
 import certifi
-import requests
 
 from scanner import collect as collector
-from scanner.collect import winrm_client
+from scanner.collect import httpguard, winrm_client
 from scanner.errors import CollectionError
 from scanner.inventory import DEFAULT_PORTS, Target
+from scanner.util import testhooks
 from scanner.util.xmlsafe import UntrustedXMLError, parse_untrusted
+
+log = logging.getLogger(__name__)
 
 NS_WSMID = "http://schemas.dmtf.org/wbem/wsman/identity/1/wsmanidentity.xsd"
 MAX_RESPONSE = 64 * 1024
@@ -85,6 +97,7 @@ class Readiness:
     powershell_version: str | None = None  # $Host.Version as printed ("1.0.0.0", "2.0")
     certificate: Certificate | None = None
     problems: list[Problem] = field(default_factory=list)
+    internal: bool = False  # a bug of ours stopped the checks (logged with its traceback)
 
     @property
     def ready(self) -> bool:
@@ -152,26 +165,23 @@ def _quickconfig_hint(scheme: str) -> str:
             f"WinRM 2.0 on {v2}); if it listens elsewhere, set port in the inventory")
 
 
-def _reach(target: Target, result: Readiness, deadline: float) -> int:
+def _reach(target: Target, result: Readiness, guard: httpguard.Guard) -> int:
     refused: list[int] = []
     for port in target.candidate_ports:
         try:
-            with socket.create_connection((target.address, port), timeout=_remaining(deadline, 10.0)):
-                return port
-        except ConnectionRefusedError:
-            refused.append(port)
-            continue
-        except socket.gaierror:
-            result.problem(f"cannot resolve {target.address}",
-                           "check the server's address in the inventory and this machine's DNS")
-            raise _Stop from None
-        except TimeoutError:
-            result.problem(f"no answer from {target.address} port {port} (connection timed out)",
-                           f"check that firewalls let TCP port {port} through to the server")
-            raise _Stop from None
-        except OSError as exc:
-            result.problem(f"cannot connect to {target.address} port {port}: {_clip(exc.strerror or str(exc))}",
-                           "check the address in the inventory and the network route to the server")
+            httpguard.reach(target.address, port, guard)
+            return port
+        except httpguard.Unreachable as exc:
+            if exc.reason == "refused":
+                refused.append(port)
+                continue
+            if exc.reason == "unresolved":
+                hint = "check the server's address in the inventory and this machine's DNS"
+            elif exc.reason == "timeout":
+                hint = f"check that firewalls let TCP port {port} through to the server"
+            else:
+                hint = "check the address in the inventory and the network route to the server"
+            result.problem(_clip(exc.message), hint)
             raise _Stop from None
     ports = " or ".join(str(p) for p in refused)
     result.problem(f"nothing listens on {target.address} port {ports} (connection refused)",
@@ -179,11 +189,10 @@ def _reach(target: Target, result: Readiness, deadline: float) -> int:
     raise _Stop
 
 
-def _remaining(deadline: float, cap: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("the per-server time limit is used up")
-    return max(0.5, min(cap, left))
+def _left(guard: httpguard.Guard, cap: float) -> float:
+    """The time a step may take: at most `cap`, never past the server's deadline."""
+    guard.check()
+    return max(0.5, min(cap, guard.remaining()))
 
 
 # -- 2. TLS ------------------------------------------------------------------------------------
@@ -206,39 +215,26 @@ def _describe(der: bytes) -> tuple[str | None, str | None, str | None]:
     return _clip(cert.subject.rfc4514_string()), _clip(cert.issuer.rfc4514_string()), expiry
 
 
-def _tls(target: Target, result: Readiness, deadline: float) -> None:
-    # The certificate as sent, whatever this machine thinks of it.
-    plain = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    plain.check_hostname = False
-    plain.verify_mode = ssl.CERT_NONE
+def _tls(target: Target, result: Readiness, guard: httpguard.Guard) -> None:
+    assert target.port is not None
     try:
-        with socket.create_connection((target.address, target.port), timeout=_remaining(deadline, 10.0)) as raw, \
-                plain.wrap_socket(raw, server_hostname=target.address) as tls:
-            der = tls.getpeercert(binary_form=True) or b""
-    except (OSError, ssl.SSLError) as exc:
-        result.problem(f"no TLS handshake with {target.address} port {target.port}: {_clip(str(exc))}",
+        seen = httpguard.peer_certificate(target.address, target.port, guard, ca_file=_ca_file(target))
+    except CollectionError as exc:
+        if exc.kind != "tls":
+            raise
+        result.problem(_clip(exc.message),
                        "the port does not speak https: use scheme = \"http\", or create an HTTPS listener "
                        "(`winrm quickconfig -transport:https`)")
         raise _Stop from None
-    subject, issuer, not_after = _describe(der)
-    error: str | None = None
-    code = 0
-    try:
-        context = ssl.create_default_context(cafile=_ca_file(target))
-        with socket.create_connection((target.address, target.port), timeout=_remaining(deadline, 10.0)) as raw, \
-                context.wrap_socket(raw, server_hostname=target.address):
-            pass
-    except ssl.SSLCertVerificationError as exc:
-        error, code = _clip(exc.verify_message or str(exc)), exc.verify_code
-    except (OSError, ssl.SSLError) as exc:
-        error = _clip(str(exc))
-    result.certificate = Certificate(error is None, error, subject, issuer, not_after)
-    if error is None or not target.verify_tls:
+    subject, issuer, not_after = _describe(seen.der)
+    error = _clip(seen.error) if seen.error is not None else None
+    result.certificate = Certificate(seen.verified, error, subject, issuer, not_after)
+    if seen.verified or not target.verify_tls:
         return
     what = f"the TLS certificate of {target.address} is not trusted: {error}"
-    if code == 10:
+    if seen.code == 10:
         hint = "renew the WinRM HTTPS listener's certificate on the server"
-    elif code == 62:
+    elif seen.code == 62:
         hint = "address the server by a name its certificate carries (address in the inventory)"
     else:
         hint = ("trust the CA that issued it on this machine, or set ca_bundle = \"path/to/ca.pem\" in the "
@@ -250,15 +246,11 @@ def _tls(target: Target, result: Readiness, deadline: float) -> None:
 # -- 3. and 4. Identify and the challenge -----------------------------------------------------
 
 
-def _post(target: Target, headers: dict[str, str], body: bytes, deadline: float) -> requests.Response:
+def _post(target: Target, headers: dict[str, str], guard: httpguard.Guard) -> httpguard.Answer:
+    """An Identify through the guarded exchange (the scan's deadline and size cap)."""
     verify: bool | str = _ca_file(target) if target.verify_tls else False
-    response = requests.post(target.endpoint, data=body, headers={"Content-Type": "application/soap+xml;charset=UTF-8",
-                                                                  **headers},
-                             timeout=_remaining(deadline, 15.0), verify=verify, stream=True, allow_redirects=False)
-    with response:
-        content = response.raw.read(MAX_RESPONSE + 1, decode_content=True)
-    response._content = content[: MAX_RESPONSE]
-    return response
+    return httpguard.post(target.endpoint, winrm_client.IDENTIFY_REQUEST.encode("utf-8"),
+                          {"Content-Type": "application/soap+xml;charset=UTF-8", **headers}, guard, verify=verify)
 
 
 def parse_identify(body: bytes) -> tuple[str | None, str | None]:
@@ -278,15 +270,14 @@ def parse_identify(body: bytes) -> tuple[str | None, str | None]:
     return f"{os_version} SP {sp}", stack
 
 
-def _identify_anonymously(target: Target, result: Readiness, deadline: float) -> None:
-    response = _post(target, {"WSMANIDENTIFY": "unauthenticated"},
-                     winrm_client.IDENTIFY_REQUEST.encode("utf-8"), deadline)
-    if response.status_code == 404:
+def _identify_anonymously(target: Target, result: Readiness, guard: httpguard.Guard) -> None:
+    response = _post(target, {"WSMANIDENTIFY": "unauthenticated"}, guard)
+    if response.status == 404:
         result.problem(f"{target.address} port {target.port} answers HTTP, but WS-Management is not at "
                        f"{target.path} (HTTP 404)", _quickconfig_hint(target.scheme))
         raise _Stop
-    if response.status_code == 200:
-        _, stack = parse_identify(response.content)
+    if response.status == 200:
+        _, stack = parse_identify(response.body)
         result.winrm_stack = stack
     # 401: this server answers Identify only after logon (step 5 asks again)
 
@@ -307,12 +298,11 @@ def offered_schemes(values: list[str]) -> list[str]:
     return names[:10]
 
 
-def _challenge(target: Target, result: Readiness, deadline: float) -> None:
-    response = _post(target, {}, winrm_client.IDENTIFY_REQUEST.encode("utf-8"), deadline)
-    values = response.raw.headers.getlist("WWW-Authenticate") if response.raw is not None else []
-    result.auth_offered = offered_schemes(list(values))
+def _challenge(target: Target, result: Readiness, guard: httpguard.Guard) -> None:
+    response = _post(target, {}, guard)
+    result.auth_offered = offered_schemes(list(response.challenges))
     wanted = SCHEMES_FOR_AUTH.get(target.auth)
-    if response.status_code != 401 or wanted is None:
+    if response.status != 401 or wanted is None:
         return
     if not any(name.casefold() in wanted for name in result.auth_offered):
         offered = ", ".join(result.auth_offered) or "nothing"
@@ -349,10 +339,12 @@ def _shell_hint(error: CollectionError) -> str:
     return "run `winrm get winrm/config/winrs` on the server: remote shell access must be allowed (AllowRemoteShellAccess)"
 
 
-def _account(target: Target, password: str | None, result: Readiness, deadline: float) -> None:
+def _account(target: Target, password: str | None, result: Readiness, guard: httpguard.Guard) -> None:
     try:
-        probe = winrm_client.probe_account(target, password, timeout_s=_remaining(deadline, 60.0))
+        probe = winrm_client.probe_account(target, password, timeout_s=_left(guard, 60.0))
     except CollectionError as exc:
+        if exc.kind in ("internal", "interrupted"):
+            raise  # a bug of ours, or an interrupt: check_server says it
         if exc.kind == "auth":
             result.problem(f"the server refused the logon of {target.username or 'the account'} "
                            f"({target.auth})", _auth_hint(target))
@@ -374,13 +366,15 @@ def _account(target: Target, password: str | None, result: Readiness, deadline: 
 # -- 6. PowerShell ---------------------------------------------------------------------------
 
 
-def _powershell(target: Target, password: str | None, result: Readiness, deadline: float) -> None:
+def _powershell(target: Target, password: str | None, result: Readiness, guard: httpguard.Guard) -> None:
     hint = ("Windows PowerShell 1.0 (KB926139) or 2.0 (Windows Management Framework) must be installed; run "
             "`winrs -r:<server> powershell -NoProfile -Command $Host.Version` to see the error")
     try:
         output = winrm_client.run_collector(target, password, script=collector.version_script(), env={},
-                                            timeout_s=_remaining(deadline, 60.0), max_output=64 * 1024)
+                                            timeout_s=_left(guard, 60.0), max_output=64 * 1024)
     except CollectionError as exc:
+        if exc.kind in ("internal", "interrupted"):
+            raise
         result.problem(f"PowerShell did not start through WinRS: {_clip(exc.message)}", hint)
         return
     lines = output.stdout.decode("utf-8", errors="replace").splitlines()
@@ -396,39 +390,76 @@ def _powershell(target: Target, password: str | None, result: Readiness, deadlin
 
 
 def check_server(target: Target, password: str | None, *, timeout_s: float) -> Readiness:
-    """Every check for one server, within `timeout_s`; never raises for the server's faults."""
-    deadline = time.monotonic() + timeout_s
+    """Every check for one server, within `timeout_s`; never raises for the server's faults
+    nor for a bug of ours (`internal`, module docstring)."""
     result = Readiness(target.name, target.address, target.scheme)
+    guard = httpguard.Guard(timeout_s, max_body=MAX_RESPONSE, what=target.address)
     try:
-        result.port = _reach(target, result, deadline)
+        result.port = _reach(target, result, guard)
         reached = replace(target, port=result.port, port_given=True)
+        testhooks.fail_at("preflight")
         if reached.scheme == "https":
-            _tls(reached, result, deadline)
-        _identify_anonymously(reached, result, deadline)
-        _challenge(reached, result, deadline)
-        _account(reached, password, result, deadline)
-        _powershell(reached, password, result, deadline)
+            _tls(reached, result, guard)
+        _identify_anonymously(reached, result, guard)
+        _challenge(reached, result, guard)
+        _account(reached, password, result, guard)
+        _powershell(reached, password, result, guard)
     except _Stop:
         pass
-    except TimeoutError:
-        result.problem(f"no complete answer from {target.address} within {timeout_s:g} s",
-                       "raise --timeout, or check the server's load and the network")
-    except requests.exceptions.SSLError as exc:
-        result.problem(f"TLS with {target.address} failed: {_clip(str(exc))}",
-                       "trust the CA that issued the certificate, or set ca_bundle in the inventory")
-    except requests.exceptions.Timeout:
-        result.problem(f"{target.address} port {result.port} did not answer in time",
-                       "raise --timeout, or check the server's load and the network")
-    except requests.exceptions.RequestException as exc:
-        result.problem(f"HTTP with {target.address} port {result.port} failed: {type(exc).__name__}",
-                       "check that WinRM, not another service, listens on this port (`winrm enumerate "
-                       "winrm/config/listener`)")
+    except CollectionError as exc:
+        _failed(target, result, exc, timeout_s)
+    except Exception as exc:
+        log.error("internal error while checking %s", target.name, exc_info=exc)
+        _internal(result, f"{type(exc).__name__}: {exc}")
+    finally:
+        guard.close()
     return result
 
 
+def _internal(result: Readiness, detail: str) -> None:
+    result.internal = True
+    result.problem(f"internal error while checking this server ({_clip(detail)})",
+                   "a bug of cas-audit, not of the server: report it with the error log")
+
+
+def _failed(target: Target, result: Readiness, exc: CollectionError, timeout_s: float) -> None:
+    """The server's problem for what the I/O layer raised (a bug of ours for kind "internal",
+    which winrm_client logged with its traceback)."""
+    where = f"{target.address} port {result.port}"
+    if exc.kind == "internal":
+        _internal(result, exc.message)
+    elif exc.kind == "timeout":
+        result.problem(f"no complete answer from {target.address} within {timeout_s:g} s",
+                       "raise --timeout, or check the server's load and the network")
+    elif exc.kind == "interrupted":
+        result.problem(f"not checked: {_clip(exc.message)}", "run preflight again")
+    elif exc.kind == "tls":
+        result.problem(_clip(exc.message),
+                       "trust the CA that issued the certificate, or set ca_bundle in the inventory")
+    else:
+        result.problem(f"HTTP with {where} failed: {_clip(exc.message)}",
+                       exc.hint or "check that WinRM, not another service, listens on this port (`winrm enumerate "
+                       "winrm/config/listener`)")
+
+
 def check_inventory(targets: tuple[Target, ...], password: Callable[[Target], str | None], *,
-                    timeout_s: float, concurrency: int = 8) -> list[Readiness]:
-    """check_server for every target, `concurrency` at once, in inventory order."""
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets)))) as pool:
-        futures = [pool.submit(check_server, t, password(t), timeout_s=timeout_s) for t in targets]
-        return [f.result() for f in futures]
+                    timeout_s: float, concurrency: int = 8,
+                    stop: threading.Event | None = None) -> list[Readiness]:
+    """check_server for every target, `concurrency` at once, in inventory order.
+
+    When `stop` is set (SIGINT, SIGTERM), no more servers start, the exchanges in flight
+    are shut down (httpguard.abort_all) and only the servers finished by then are returned;
+    the workers still running are not waited for (the caller exits)."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets))),
+                              thread_name_prefix="cas-audit-preflight")
+    futures: list[Future[Readiness]] = [pool.submit(check_server, t, password(t), timeout_s=timeout_s)
+                                        for t in targets]
+    pending = set(futures)
+    while pending and not (stop is not None and stop.is_set()):
+        _done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+    if pending:
+        httpguard.abort_all()
+        pool.shutdown(wait=False, cancel_futures=True)
+        return [f.result() for f in futures if f.done() and not f.cancelled()]
+    pool.shutdown(wait=True)
+    return [f.result() for f in futures]

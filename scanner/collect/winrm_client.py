@@ -1,6 +1,7 @@
-"""The one place a byte leaves this machine: run the collector on one CAS over WinRM.
+"""Run the collector on one CAS over WinRM.
 
-Only this module imports `winrm`. The launch is described in docs/launch.md and
+Only this module imports `winrm`; every connection pywinrm opens is opened by
+`httpguard`'s transport adapter, the one place a byte leaves for a server. The launch is described in docs/launch.md and
 `scanner.collect`. Common path ("env"): Create (shell with the script in an environment
 variable), Command (through cmd.exe, PowerShell by its %SystemRoot% path, stdin closed),
 Receive until Done, Delete: 4 HTTP requests with Basic or Kerberos, 7 with NTLM on a fresh
@@ -281,6 +282,9 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
         return CollectionError("protocol", f"{where} answered something that is not WS-Management XML")
     if isinstance(exc, requests.exceptions.RequestException):
         return CollectionError("protocol", f"HTTP error talking to {where}: {type(exc).__name__}")
+    unreadable = httpguard.unreadable_auth_token(exc, where)  # e.g. a malformed NTLM challenge
+    if unreadable is not None:
+        return unreadable
     log.error("unexpected %s while talking to %s", type(exc).__name__, where, exc_info=exc)
     return CollectionError("internal", f"unexpected {type(exc).__name__} while talking to {where}")
 
