@@ -210,6 +210,19 @@ def test_scan_with_a_kinit_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:
         {"CAS01": 5, "CAS02": 5}
 
 
+def test_preflight_with_a_kinit_ticket_and_no_password(krb_lab: KerberosLab, tmp_path: Path) -> None:
+    """Preflight of a Kerberos-only inventory asks for no password: kinit's ticket logs on
+    (before: exit 2, "no password for auditor@...")."""
+    ccache = tmp_path / "ccache"
+    krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
+    run = cas_audit(krb_lab, "preflight", "--inventory", str(krb_lab.inventory), "--format", "json",
+                    ccache=ccache, prefix=("env", "PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    servers = {s["name"]: s for s in json.loads(run.stdout)["servers"]}
+    assert {name: (s["ready"], s["problems"]) for name, s in servers.items()} == {
+        "CAS01": (True, []), "CAS02": (True, [])}
+
+
 def test_scan_with_a_password_gets_its_own_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:
     db = tmp_path / "history.db"
     empty = tmp_path / "no-ccache"       # no kinit: the password is the only way in
