@@ -77,6 +77,7 @@ def document(
     root_attrs: str = ' version="1" psversion="1.0.0.0" collected="2026-11-22T12:00:00Z"',
     head: str = "",
     marker: str = END_MARKER + "\r\n",
+    events_attrs: str = ' truncated="false" window="10000" full="false" error=""',
 ) -> bytes:
     """A collector output as collect.ps1 writes it."""
     if configs is None:
@@ -92,7 +93,7 @@ def document(
         '<rollup name="Update Rollup 10 for Exchange Server 2007 Service Pack 1" installed="20260105"/>'
         + "".join(configs)
         + "".join(services)
-        + f'<events since="2026-11-20T00:00:00Z" max="200" truncated="false">{events}</events>'
+        + f'<events since="2026-11-20T00:00:00Z" max="200"{events_attrs}>{events}</events>'
         + errors
         + "<end/></casaudit>\r\n"
         + marker

@@ -88,6 +88,12 @@ def test_defaults_of_a_bare_server(tmp_path: Path) -> None:
         assert proto.config_bytes == DEFAULT_CONFIG_BYTES
         assert (proto.service, proto.start_mode, proto.started) == ("Stopped", "Manual", None)
     assert read_config(DEFAULT_CONFIG_BYTES).value is False
+    assert (server.language, server.application_log) == ("en", "readable")
+
+
+def test_event_language_and_application_log_access_are_read(tmp_path: Path) -> None:
+    server = one(tmp_path, 'language = "de"\napplication_log = "denied"\n')
+    assert (server.language, server.application_log) == ("de", "denied")
 
 
 def test_missing_file_and_running_service_defaults(tmp_path: Path) -> None:
@@ -148,6 +154,8 @@ def test_servers_get_consecutive_addresses(tmp_path: Path) -> None:
     ('registry_key = "v14\\\\Setup"\n', "registry_key"),
     ('install_path = "Exchange"\n', "install_path"),
     ('roles = ["Mailbox"]\n', "roles"),
+    ('language = "fr"\n', "language"),
+    ('application_log = "hidden"\n', "application_log"),
     ('rollups = [ { name = "RU1", installed = "2017-03-21" } ]\n', "installed"),
     ('[server.pop3]\nconfig = "<c/>"\nencoding = "latin-1"\n', "pop3.encoding"),
     ('[server.pop3]\nservice = "Sleeping"\n', "pop3.service"),

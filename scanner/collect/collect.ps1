@@ -176,21 +176,26 @@ foreach ($c in @('pop3', 'imap4')) {
 }
 
 # Event 1008 (filtered on EventID, not InstanceId) within the newest $win entries of
-# the Application log. If that window is full and its oldest entry is still newer
-# than the cut-off, older matches may exist: truncated="true" says so.
+# the Application log (Get-EventLog -Newest walks back from the newest entry and stops).
+# If that window is full and its oldest entry is still newer than the cut-off (or there
+# is no cut-off), older matches may exist: full="true" and truncated="true" say so; more
+# matches than $max also set truncated. error= says why the log could not be read at
+# all (then nothing about refused logons is known).
 $stage = 'events'
 $win = 10000
-$max = 200; $since = $null; $sc = ''; $tr = 'false'; $all = @(); $h = @()
+$max = 200; $since = $null; $sc = ''; $tr = 'false'; $fu = 'false'; $lr = ''; $all = @(); $h = @()
 if ([string]$env:CASAUDIT_MAX_EVENTS -ne '') { $max = [int]$env:CASAUDIT_MAX_EVENTS }
 if ([string]$env:CASAUDIT_SINCE -ne '') {
     $since = [DateTime]::ParseExact($env:CASAUDIT_SINCE, "yyyy-MM-dd'T'HH:mm:ss'Z'", $inv, [System.Globalization.DateTimeStyles]'AssumeUniversal, AdjustToUniversal')
     $sc = U $since
 }
+$last.m = ''
 $all = @(Get-EventLog -LogName Application -Newest $win)
+if ($last.m -ne '') { $lr = $last.m; $all = @() }
 $h = @($all | Where-Object { $_.EventID -eq 1008 -and ($_.Source -eq 'MSExchangePOP3' -or $_.Source -eq 'MSExchangeIMAP4') -and ($since -eq $null -or $_.TimeGenerated.ToUniversalTime() -gt $since) })
 if ($h.Count -gt $max) { $tr = 'true' }
-if ($since -ne $null -and $all.Count -ge $win -and $all[$all.Count - 1].TimeGenerated.ToUniversalTime() -gt $since) { $tr = 'true' }
-A ('<events' + (T 'since' $sc) + (T 'max' $max) + (T 'truncated' $tr) + '>')
+if ($all.Count -ge $win -and ($since -eq $null -or $all[$all.Count - 1].TimeGenerated.ToUniversalTime() -gt $since)) { $tr = 'true'; $fu = 'true' }
+A ('<events' + (T 'since' $sc) + (T 'max' $max) + (T 'truncated' $tr) + (T 'window' $win) + (T 'full' $fu) + (T 'error' $lr) + '>')
 for ($i = 0; $i -lt $h.Count -and $i -lt $max; $i++) {
     $e = $h[$i]
     $es = ''; $ei = ''; $ea = ''; $em = ''; $rs = $null

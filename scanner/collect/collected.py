@@ -108,6 +108,10 @@ class CollectedHost:
     configs: dict[str, CollectedConfig]  # by protocol
     services: dict[str, CollectedService]  # by protocol
     events_since: datetime | None
-    events_truncated: bool
+    events_truncated: bool  # more events 1008 may exist than are listed
     events: tuple[RefusedLogon, ...]
     errors: tuple[tuple[str, str], ...] = field(default=())  # (stage, message)
+    events_max: int | None = None  # at most this many events are listed
+    events_window: int | None = None  # the newest entries of the Application log read
+    events_window_full: bool = False  # that window was full: older events may exist
+    events_error: str = ""  # why the Application log could not be read; "" when it was

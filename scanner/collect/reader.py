@@ -8,6 +8,7 @@ import binascii
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from lxml import etree
 
@@ -280,7 +281,21 @@ def read_collector_output(stdout: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) 
         events_truncated=_flag(events.get("truncated")),
         events=tuple(_event(e) for e in events.findall("event")),
         errors=tuple((e.get("stage", ""), e.get("message", "")) for e in root.findall("error")),
+        **_event_window(events),
     )
+
+
+def _event_window(events: etree._Element) -> dict[str, Any]:
+    """What the events element says about how much of the Application log was read."""
+    error = events.get("error", "")
+    if error and len(events):
+        raise CollectorOutputError("The collector output lists events from an Application log it says it could not read.")
+    return {
+        "events_max": _int(events.get("max", ""), "the events' max") if events.get("max", "").isdigit() else None,
+        "events_window": _int(events.get("window", ""), "the events' window"),
+        "events_window_full": _flag(events.get("full")),
+        "events_error": error,
+    }
 
 
 def read_discovery_output(stdout: bytes, *, max_bytes: int = DISCOVERY_MAX_BYTES) -> list[DiscoveredServer]:

@@ -412,10 +412,14 @@ def check_refused_logons(inp: CheckInput) -> list[RawFinding]:
     """XS-010: event 1008 (refused cross-site logon) collected in this scan.
 
     The event query's cut-off may overlap the previous scan; events already reported with
-    the previous successful observation are not counted again.
+    the previous successful observation are not counted again. A server whose Application
+    log could not be read is not evaluated (the report says so, with the reason); where the
+    collector read only part of the matches, the count is a lower bound ("lower_bound").
     """
     out = []
     for planned, obs in inp.scanned():
+        if not obs.events_read:
+            continue
         site = server_site(planned, obs)
         for protocol, p in _protocols(obs):
             prev = inp.previous.get((planned.name.casefold(), protocol))
@@ -427,8 +431,9 @@ def check_refused_logons(inp: CheckInput) -> list[RawFinding]:
             sites = sorted({_clip(r.mailbox_site) for r in logons if r.mailbox_site}, key=str.casefold)
             times = sorted(r.at for r in logons if r.at is not None)
             fields = common_fields(planned.name, site, obs, protocol)
+            at_least = "+" if obs.events_truncated else ""  # a lower bound: "200+"
             fields.update(
-                count=str(len(logons)),
+                count=f"{len(logons)}{at_least}",
                 users=_listed(users) or "?",
                 mailbox_sites=_listed(sites) or "?",
                 since=iso(obs.events_since),
@@ -439,6 +444,7 @@ def check_refused_logons(inp: CheckInput) -> list[RawFinding]:
                 "users": users,
                 "mailbox_sites": sites,
                 "since": iso(obs.events_since),
+                **({"lower_bound": obs.events_truncated, "limit": obs.events_limit} if obs.events_truncated else {}),
                 "first_at": iso(times[0]) if times else None,
                 "last_at": iso(times[-1]) if times else None,
                 "events": [
@@ -447,7 +453,7 @@ def check_refused_logons(inp: CheckInput) -> list[RawFinding]:
                 ],
             }
             out.append(RawFinding("XS-010", planned.name, site, protocol, fields, evidence,
-                                  observed=str(len(logons))))
+                                  observed=f"{len(logons)}{at_least}"))
     return out
 
 

@@ -69,6 +69,12 @@ def evaluate(
         for p in inp.planned
         if (obs := inp.observation(p.name)) is None or obs.scan_status != "ok"
     }
+    # XS-010 is not evaluated where the Application log could not be read: its last
+    # finding is neither resolved nor carried (the report says "not evaluated").
+    log_unread = {
+        p.name.casefold() for p in inp.planned if (obs := inp.observation(p.name)) is not None and
+        obs.scan_status == "ok" and not obs.events_read
+    }
     planned_sites = set()
     for p in inp.planned:
         site = server_site(p, inp.observation(p.name))
@@ -84,6 +90,8 @@ def evaluate(
                 continue  # out of this run's scope
             if name in unscanned and row.rule != "XS-011":
                 carried.append(row)
+                continue
+            if name in log_unread and row.rule == "XS-010":
                 continue
         elif (row.site or "").casefold() not in planned_sites:
             continue

@@ -34,6 +34,8 @@ Format notes beyond docs/contracts.md (all optional):
                       has no port, the platform's default HTTP port, 80 or 5985)
   [[server]] env_ignored = true  UNCONFIRMED behaviour switch: the server ignores the
                       shell's environment variables (whether WinRM 1.1 does is unknown)
+  [[server]] language = "en" | "de"   language of event messages (default en; lab/eventlog.py)
+  [[server]] application_log = "readable" | "denied"   may the account read it (default readable)
   [server.extra_files] "name.config" = '''...'''   further files in the PopImap folder
                       (targets of appSettings file= / configSource=), exact text, UTF-8;
                       served to the collector as Windows would (scanner/lab/simfiles.py)
@@ -62,6 +64,7 @@ from scanner.errors import ConfigError
 from scanner.facts import PROTOCOLS
 from scanner.lab.fleet_model import (
     ACCOUNTS,
+    APPLICATION_LOG_ACCESS,
     AUTHS,
     BUILD_PATTERN,
     DEFAULT_BUILD,
@@ -73,6 +76,7 @@ from scanner.lab.fleet_model import (
     DEFAULT_START_MODE,
     DEFAULT_STARTED,
     ENCODINGS,
+    EVENT_LANGUAGES,
     FAULTS,
     MAX_CONFIG_BYTES,
     NEWLINES,
@@ -99,7 +103,7 @@ _LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port
              *_PLATFORM_KEYS}
 _SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
                 "computer", "fqdn", "roles", "system_root", "port", "env_ignored", "extra_files",
-                *_PLATFORM_KEYS, *PROTOCOLS}
+                "language", "application_log", *_PLATFORM_KEYS, *PROTOCOLS}
 _SYSTEM_ROOT = re.compile(r'^[A-Za-z]:\\[^\\/:*?"<>|]+$')
 _PROTOCOL_KEYS = {"config", "config_file", "encoding", "newline", "modified", "service",
                   "start_mode", "started", "refused_logons"}
@@ -443,6 +447,8 @@ def _server(table: Any, index: int, address: str, whereof: _Where, folder: Path,
         roles=tuple(r for r in ROLES if r in roles),
         extra_files=_extra_files(table.get("extra_files", {}), where),
         **_platform_fields(table, lab or _DEFAULT_LAB, where),
+        language=_choice(table, "language", where, EVENT_LANGUAGES, "en"),
+        application_log=_choice(table, "application_log", where, APPLICATION_LOG_ACCESS, "readable"),
     )
 
 

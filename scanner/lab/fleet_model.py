@@ -63,6 +63,10 @@ DEFAULT_CONFIG_TEXT = (
 DEFAULT_CONFIG_BYTES = DEFAULT_CONFIG_TEXT.encode("utf-8")
 
 ACCOUNTS = ("local", "domain")
+#: [[server]] language: the language Windows renders event messages in (scanner/lab/eventlog.py).
+EVENT_LANGUAGES = ("en", "de")
+#: [[server]] application_log: whether the scan account may read the Application log.
+APPLICATION_LOG_ACCESS = ("readable", "denied")
 BUILD_PATTERN = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,5}\.\d{1,4}$")
 
 
@@ -137,6 +141,8 @@ class SimServer:
     # [server.extra_files]: further files in the PopImap folder (file=/configSource= targets),
     # by file name as written, each the exact text encoded as UTF-8
     extra_files: dict[str, bytes] = field(default_factory=dict)
+    language: str = "en"  # en | de: the language of its event messages
+    application_log: str = "readable"  # readable | denied: may the scan account read it
 
     @property
     def windows(self) -> Platform:

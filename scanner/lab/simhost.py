@@ -34,12 +34,12 @@ from scanner.collect import (
 )
 from scanner.collect.collected import CONFIG_FILE_NAMES, SERVICE_NAMES
 from scanner.facts import PROTOCOLS
+from scanner.lab.eventlog import WINDOW, event_message, events_element
 from scanner.lab.fleet_model import Fleet, SimProtocol, SimServer, build_numbers
 from scanner.lab.simfiles import configrefs_elements
 from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, command_line
 from scanner.lab.wsman_faults import file_not_found_fault
 from scanner.parse.builds import release_build
-from scanner.parse.events import event_message
 from scanner.util.timefmt import iso_utc, parse_iso_utc
 
 Clock = Callable[[], datetime]
@@ -53,7 +53,6 @@ COLLECTOR_FILE_CAP = 1_048_576
 DEFAULT_MAX_EVENTS = 200
 #: Size of the "huge" fault's output: far above any reader's cap, small enough to hold twice.
 HUGE_BYTES = 20 * 1024 * 1024
-EVENT_SOURCES = {"pop3": "MSExchangePOP3", "imap4": "MSExchangeIMAP4"}
 PS_BANNER = "Windows PowerShell\r\nCopyright (C) 2006 Microsoft Corporation. All rights reserved.\r\n\r\n"
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -165,25 +164,9 @@ def event_window(env: dict[str, str]) -> EventWindow:
     return EventWindow(since, max_events, tuple(errors))
 
 
-def _events(server: SimServer, window: EventWindow) -> str:
-    found = []
-    for protocol in PROTOCOLS:
-        for logon in server.protocols[protocol].refused_logons:
-            at = logon.at.replace(microsecond=0)  # the event log keeps whole seconds
-            if window.since is None or at > window.since:
-                found.append((at, protocol, logon))
-    found.sort(key=lambda item: item[0], reverse=True)  # Get-EventLog -Newest: newest first
-    truncated = len(found) > window.max_events
-    parts = ["<events", _t("since", _u(window.since)), _t("max", window.max_events),
-             _t("truncated", "true" if truncated else "false"), ">"]
-    cas = server.computer or server.name
-    for at, protocol, logon in found[: max(window.max_events, 0)]:
-        insertions = (logon.user, logon.mailbox_site, cas)
-        parts.append("<event" + _t("source", EVENT_SOURCES[protocol]) + _t("id", "1008") + _t("at", _u(at)) + ">")
-        parts.extend(f"<insertion>{escape(s)}</insertion>" for s in insertions)
-        parts.append(f"<message>{escape(event_message(*insertions))}</message></event>")
-    parts.append("</events>")
-    return "".join(parts)
+def _events(server: SimServer, window: EventWindow) -> tuple[str, tuple[str, ...]]:
+    """The <events> element and the trap messages of reading the log (eventlog.py)."""
+    return events_element(server, window.since, window.max_events, _t, escape, _u)
 
 
 def _config(protocol: str, proto: SimProtocol, install_path: str) -> str:
@@ -235,8 +218,9 @@ def collector_document(server: SimServer, env: dict[str, str], now: datetime) ->
     parts.append(configrefs_elements(server, install_path))
     parts.extend(_service(server, p, server.protocols[p]) for p in PROTOCOLS)
     window = event_window(env)
-    parts.append(_events(server, window))
-    parts.extend("<error" + _t("stage", "events") + _t("message", m) + "/>" for m in window.errors)
+    events, log_errors = _events(server, window)
+    parts.append(events)
+    parts.extend("<error" + _t("stage", "events") + _t("message", m) + "/>" for m in window.errors + log_errors)
     parts.append("<end/></casaudit>\n" + END_MARKER + "\n")
     return "".join(parts)
 
@@ -264,9 +248,10 @@ def huge_document(server: SimServer, now: datetime, size: int = HUGE_BYTES) -> s
     user = "CONTOSO\\flood"
     one = ("<event" + _t("source", "MSExchangePOP3") + _t("id", "1008") + _t("at", _u(now)) + ">"
            + "".join(f"<insertion>{escape(s)}</insertion>" for s in (user, "Hamburg", cas))
-           + "<message>" + escape(event_message(user, "Hamburg", cas)) + "</message></event>")
+           + "<message>" + escape(event_message(user, "Hamburg", cas, server.language)) + "</message></event>")
     count = max(1, size // len(one.encode("utf-8")))
-    return (head + '<events since="" max="' + str(count) + '" truncated="false">' + one * count
+    return (head + '<events since="" max="' + str(count) + '" truncated="false" window="' + str(WINDOW)
+            + '" full="false" error="">' + one * count
             + "</events>" + tail)
 
 

@@ -69,6 +69,19 @@ class ServerObservation:
     events_since: datetime | None = None
     collector_errors: tuple[tuple[str, str], ...] = field(default=())
     protocols: dict[str, ProtocolObservation] = field(default_factory=dict)
+    # The Application log (event 1008, XS-010): None when it was read; else why not, and
+    # then refused logons are unknown (never "none").
+    events_error: str | None = None
+    # Refused logons are a lower bound: "max" (more matched than the `events_limit` listed)
+    # or "window" (the newest `events_limit` entries of the log were all newer than the
+    # cut-off, so older ones were not read); None when every match was read.
+    events_truncated: str | None = None
+    events_limit: int | None = None
+
+    @property
+    def events_read(self) -> bool:
+        """Whether the Application log was read (refused logons are known)."""
+        return self.events_error is None
 
 
 def _pending_restart(service_status: str, started: datetime | None, modified: datetime | None) -> bool:
@@ -153,7 +166,17 @@ def interpret(
         events_since=host.events_since,
         collector_errors=host.errors,
         protocols={p: _protocol_observation(host, p) for p in PROTOCOLS if p in host.configs},
+        events_error=host.events_error or None,
+        events_truncated=_truncated(host),
+        events_limit=(host.events_window if host.events_window_full else host.events_max) if _truncated(host) else None,
     )
+
+
+def _truncated(host: CollectedHost) -> str | None:
+    """Why the refused logons of a read log are a lower bound: "window", "max" or None."""
+    if host.events_error or not host.events_truncated:
+        return None
+    return "window" if host.events_window_full else "max"
 
 
 def failed(

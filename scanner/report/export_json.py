@@ -9,10 +9,11 @@ from scanner.facts import PROTOCOLS
 from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.report.model import RunReport
+from scanner.report.notes import json_application_log
 from scanner.util.timefmt import iso
 
 
-def _protocol(p: ProtocolObservation) -> dict[str, Any]:
+def _protocol(p: ProtocolObservation, s: ServerObservation) -> dict[str, Any]:
     return {
         "allow_cross_site": p.allow_cross_site,
         "value_source": p.value_source,
@@ -26,7 +27,10 @@ def _protocol(p: ProtocolObservation) -> dict[str, Any]:
         "start_mode": p.start_mode,
         "service_started": iso(p.service_started),
         "pending_restart": p.pending_restart,
-        "refused_logons": len(p.refused_logons),
+        # null when the Application log could not be read: XS-010 not evaluated, never "none"
+        "refused_logons": len(p.refused_logons) if s.events_error is None else None,
+        # addition to the contract: the count is a lower bound (application_log says why)
+        "refused_logons_lower_bound": s.events_truncated is not None,
     }
 
 
@@ -45,7 +49,10 @@ def _server(s: ServerObservation) -> dict[str, Any]:
         # additions to the contract: the registry's Patches list as a second opinion
         "rollup_listed": s.rollup_listed,
         "build_check": rollup_check(s.build, s.rollup_listed) if s.scan_status == "ok" else None,
-        "protocols": {p: _protocol(s.protocols[p]) for p in PROTOCOLS if p in s.protocols},
+        "protocols": {p: _protocol(s.protocols[p], s) for p in PROTOCOLS if p in s.protocols},
+        # additions to the contract: what the scan did not establish (report/notes.py)
+        "application_log": json_application_log(s),
+        "collector_errors": [{"stage": stage, "message": message} for stage, message in s.collector_errors],
     }
 
 

@@ -180,6 +180,22 @@ _EN: dict[str, str] = {
     "yes": "yes",
     "no": "no",
     "protocol.pop3": "POP3",
+    # what a scan did not establish (scanner/report/notes.py)
+    "col.application_log": "Application log",
+    "col.collector_errors": "Collector errors",
+    "log.read": "read",
+    "log.not_read": "not read: {reason}",
+    "log.window": "read in part: only the newest {limit} entries (counts are lower bounds)",
+    "log.max": "read; more than {limit} events 1008 matched (counts are lower bounds)",
+    "note.not_evaluated": "not evaluated",
+    "note.lower_bound": "lower bound",
+    "note.collector_error": "collector error",
+    "note.collector_error_title": "Collector error",
+    "note.log_unread": "Refused cross-site logons (XS-010) were not evaluated on {server}: the Application log could not be read: {reason}",
+    "note.log_unread_fix": "Give the scan account read access to the Application log (Windows Server 2003: the log's CustomSD, docs/quickstart.md), then scan again.",
+    "note.window": "The refused cross-site logons of {server} are a lower bound: only the newest {limit} entries of the Application log were read and all are newer than the cut-off, so older events 1008 may exist.",
+    "note.max": "The refused cross-site logons of {server} are a lower bound: more than {limit} events 1008 matched and {limit} were read.",
+    "note.stage_error": "The collector failed at stage '{stage}' on {server}: {message}",
     "protocol.imap4": "IMAP4",
 }
 
@@ -329,6 +345,22 @@ _DE: dict[str, str] = {
     "no": "nein",
     "protocol.pop3": "POP3",
     "protocol.imap4": "IMAP4",
+    # was ein Scan nicht feststellen konnte (scanner/report/notes.py)
+    "col.application_log": "Anwendungsprotokoll",
+    "col.collector_errors": "Fehler des Sammlers",
+    "log.read": "gelesen",
+    "log.not_read": "nicht gelesen: {reason}",
+    "log.window": "teilweise gelesen: nur die neuesten {limit} Einträge (Anzahlen sind Untergrenzen)",
+    "log.max": "gelesen; mehr als {limit} Ereignisse 1008 gefunden (Anzahlen sind Untergrenzen)",
+    "note.not_evaluated": "nicht ausgewertet",
+    "note.lower_bound": "Untergrenze",
+    "note.collector_error": "Fehler des Sammlers",
+    "note.collector_error_title": "Fehler des Sammlers",
+    "note.log_unread": "Abgewiesene standortübergreifende Anmeldungen (XS-010) wurden auf {server} nicht ausgewertet: das Anwendungsprotokoll konnte nicht gelesen werden: {reason}",
+    "note.log_unread_fix": "Dem Scan-Konto Lesezugriff auf das Anwendungsprotokoll geben (Windows Server 2003: CustomSD des Protokolls, docs/quickstart.md), dann erneut scannen.",
+    "note.window": "Die abgewiesenen standortübergreifenden Anmeldungen von {server} sind eine Untergrenze: nur die neuesten {limit} Einträge des Anwendungsprotokolls wurden gelesen, alle neuer als der Stichtag; ältere Ereignisse 1008 kann es geben.",
+    "note.max": "Die abgewiesenen standortübergreifenden Anmeldungen von {server} sind eine Untergrenze: mehr als {limit} Ereignisse 1008 wurden gefunden, {limit} davon gelesen.",
+    "note.stage_error": "Der Sammler scheiterte auf {server} im Schritt '{stage}': {message}",
 }
 
 _TABLES: dict[str, Mapping[str, str]] = {"en": _EN, "de": _DE}

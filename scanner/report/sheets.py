@@ -21,6 +21,13 @@ from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ServerObservation
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport
+from scanner.report.notes import (
+    application_log_text,
+    collector_errors_text,
+    note_rows,
+    refused_logons_cell,
+    server_notes,
+)
 from scanner.util.timefmt import utc_naive
 
 CellValue = str | int | datetime | date | None
@@ -294,6 +301,15 @@ def findings_rows(report: RunReport, labels: Labels) -> Iterator[Row]:
             _waiver_text(f.waiver),
             _evidence_text(f.evidence),
         )
+    yield from _note_rows(report, labels)
+
+
+def _note_rows(report: RunReport, labels: Labels) -> Iterator[Row]:
+    """After the findings: what the scans did not establish (report/notes.py)."""
+    titles = {r.id: r.title for r in report.rules}
+    notes = [n for s in report.servers for n in server_notes(s)]
+    for row in note_rows(notes, labels, titles):
+        yield tuple(clean(v) if isinstance(v, str) else v for v in row)
 
 
 def findings_sheet(report: RunReport, labels: Labels) -> Sheet:
@@ -327,6 +343,8 @@ def servers_sheet(report: RunReport, labels: Labels) -> Sheet:
         Column(labels("col.rollup"), 12),
         Column(labels("col.rollup_listed"), 12),
         Column(labels("col.build_check"), 24),
+        Column(labels("col.application_log"), 30),
+        Column(labels("col.collector_errors"), 40),
     ]
     for protocol in PROTOCOLS:
         shown = labels.word("protocol", protocol)
@@ -351,6 +369,8 @@ def servers_sheet(report: RunReport, labels: Labels) -> Sheet:
                 clean(s.rollup_listed),
                 clean(labels.word("build_check", rollup_check(s.build, s.rollup_listed)))
                 if s.scan_status == "ok" else None,
+                clean(application_log_text(labels, s)),
+                clean(collector_errors_text(s)),
             ]
             for protocol in PROTOCOLS:
                 p = s.protocols.get(protocol)
@@ -364,7 +384,7 @@ def servers_sheet(report: RunReport, labels: Labels) -> Sheet:
                     clean(p.service) or None,
                     clean(p.start_mode),
                     _yes_no(labels, p.pending_restart),
-                    len(p.refused_logons),
+                    refused_logons_cell(labels, s, p),
                 ]
             if view is not None:
                 source = view.sources[index]

@@ -77,6 +77,10 @@ def server_state(obs: ServerObservation) -> dict[str, Any]:
         "setup_key": obs.setup_key,
         "ps_version": obs.ps_version,
         "collector_errors": [list(pair) for pair in obs.collector_errors],
+        # written only when set, so a server whose log was read whole keeps its document
+        **({"events_error": obs.events_error} if obs.events_error is not None else {}),
+        **({"events_truncated": obs.events_truncated, "events_limit": obs.events_limit}
+           if obs.events_truncated is not None else {}),
     }
 
 
@@ -163,6 +167,9 @@ def server_from_state(
         events_since=events_since,
         collector_errors=tuple((str(a), str(b)) for a, b in state["collector_errors"]),
         protocols=protocols,
+        events_error=state.get("events_error"),
+        events_truncated=state.get("events_truncated"),
+        events_limit=state.get("events_limit"),
     )
 
 
