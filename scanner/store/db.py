@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -33,6 +34,13 @@ PG_UPGRADE_LOCK_KEY = 0x6361_7361_7564_6974  # "casaudit"
 
 # Execution option that lets a SQLite transaction start with a plain (deferred) BEGIN.
 READ_ONLY_OPTION = "cas_audit_read_only"
+# Execution option holding the message of a wait for a schema upgrade: a SQLite transaction
+# begun with it waits for the write lock as long as it takes (an upgrade of a large history
+# holds it for minutes), saying so once after UPGRADE_NOTICE_AFTER_S.
+UPGRADE_WAIT_OPTION = "cas_audit_wait_for_upgrade"
+UPGRADE_NOTICE_AFTER_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class NoHistoryError(StoreError):
@@ -146,10 +154,34 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         # A deferred BEGIN that reads and then writes fails at once under WAL (BUSY_SNAPSHOT);
         # IMMEDIATE takes the write lock up front and honours the busy timeout.
-        if conn.get_execution_options().get(READ_ONLY_OPTION):
+        options = conn.get_execution_options()
+        if options.get(READ_ONLY_OPTION):
             conn.exec_driver_sql("BEGIN")
+        elif options.get(UPGRADE_WAIT_OPTION):
+            _begin_immediate_patiently(conn.connection.driver_connection, str(options[UPGRADE_WAIT_OPTION]))
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _begin_immediate_patiently(driver: Any, notice: str) -> None:
+    """BEGIN IMMEDIATE on a SQLite connection, waiting for the write lock without the busy
+    timeout's limit; `notice` is logged once if it is not free within UPGRADE_NOTICE_AFTER_S
+    (PostgreSQL waits on its advisory lock the same way, `upgrade`)."""
+    driver.execute(f"PRAGMA busy_timeout = {int(UPGRADE_NOTICE_AFTER_S * 1000)}")
+    told = False
+    try:
+        while True:
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+            if not told:
+                log.warning(notice)
+                told = True
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _set_wal(cursor: Any) -> None:
@@ -229,7 +261,8 @@ def upgrade(engine: Engine) -> None:
             "which this cas-audit does not know: it was written by a newer version",
             hint="upgrade cas-audit on this machine",
         )
-    with engine.connect() as conn:
+    notice = _upgrade_notice(engine, current, head)
+    with engine.connect().execution_options(**{UPGRADE_WAIT_OPTION: notice}) as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
             # SQLite batch migrations copy and drop tables; with foreign keys on, dropping
@@ -237,9 +270,10 @@ def upgrade(engine: Engine) -> None:
             # effect outside a transaction, so it goes to the driver connection directly.
             conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
         try:
-            with conn.begin():  # SQLite: BEGIN IMMEDIATE serialises concurrent upgraders
+            # SQLite: BEGIN IMMEDIATE serialises concurrent upgraders, waiting as long as it takes
+            with conn.begin():
                 if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_UPGRADE_LOCK_KEY})
+                    _pg_upgrade_lock(conn, notice, shared=False)
                 if current_revision(conn) == head:
                     return
                 command.upgrade(alembic_config(conn), "head")
@@ -248,6 +282,37 @@ def upgrade(engine: Engine) -> None:
         finally:
             if sqlite:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
+
+
+def _upgrade_notice(engine: Engine, current: str | None, head: str | None) -> str:
+    return (f"waiting for the schema upgrade of the history at {mask_url(engine.url)} "
+            f"(revision {current or 'none'} to {head}) that another cas-audit process is running; "
+            "a large history takes minutes")
+
+
+def _pg_upgrade_lock(conn: Connection, notice: str, *, shared: bool) -> None:
+    """Take the upgrade's advisory lock for the transaction (shared: only wait for an upgrade),
+    logging `notice` when another process holds it."""
+    kind = "_shared" if shared else ""
+    key = {"key": PG_UPGRADE_LOCK_KEY}
+    if not conn.execute(text(f"SELECT pg_try_advisory_xact_lock{kind}(:key)"), key).scalar():
+        log.warning(notice)
+        conn.execute(text(f"SELECT pg_advisory_xact_lock{kind}(:key)"), key)
+
+
+def _wait_for_upgrade(engine: Engine, current: str | None, head: str | None) -> None:
+    """For a command that only reads a history at an older revision: wait until no upgrade
+    of its schema runs (an upgrader holds SQLite's write lock, or PostgreSQL's advisory lock,
+    to the end). Nothing is written. A SQLite file this process may not write is not waited for."""
+    notice = _upgrade_notice(engine, current, head)
+    try:
+        with engine.connect().execution_options(**{UPGRADE_WAIT_OPTION: notice}) as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                _pg_upgrade_lock(conn, notice, shared=True)
+    except SQLAlchemyError as exc:
+        if engine.dialect.name != "sqlite":
+            raise
+        log.debug("not waiting for an upgrade of %s: %s", mask_url(engine.url), _driver_message(exc, engine.url))
 
 
 def _known_revision(scripts: ScriptDirectory, revision: str) -> bool:
@@ -300,6 +365,10 @@ def _check_existing(engine: Engine, *, any_revision: bool = False) -> None:
     if any_revision:
         return
     head = head_revision()
+    if current != head and current is not None and _known_revision(ScriptDirectory(str(migrations_dir())), current):
+        _wait_for_upgrade(engine, current, head)  # an upgrade may be running: read what it leaves
+        with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
+            current = current_revision(conn)
     if current != head:
         raise NoHistoryError(
             f"the cas-audit history at {shown} is at schema revision {current}, this cas-audit reads {head}",
