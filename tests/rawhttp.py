@@ -12,7 +12,9 @@ connection in one of these ways:
 - "short": headers announcing 4096 bytes, 100 of them, then the connection closed;
 - "bad-challenge": every request of the connection answered 401 with a challenge
   `WWW-Authenticate: Negotiate <hex>` that is no NTLM or SPNEGO token at all (hex digits
-  are valid base64, so it decodes to bytes no authentication library can read).
+  are valid base64, so it decodes to bytes no authentication library can read);
+- "tls-trickle": for https: after the client's first bytes (its TLS ClientHello), a TLS
+  record header announcing 16 KiB of handshake, then one byte every 0.5 s, for ever.
 
 `requested` is set once a request has been read in full (a test waits on it, not on time).
 """
@@ -24,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-MODES = ("trickle", "stall", "endless", "huge-length", "not-xml", "short", "bad-challenge")
+MODES = ("trickle", "stall", "endless", "huge-length", "not-xml", "short", "bad-challenge", "tls-trickle")
 #: The token of "bad-challenge": 64 hex digits, as random as any (fixed, so runs agree).
 BAD_TOKEN = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml;charset=UTF-8\r\n"
@@ -93,6 +95,13 @@ class RawPeer:
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(1.0)
         try:
+            if self.mode == "tls-trickle":
+                if conn.recv(65536):  # the ClientHello
+                    self.requested.set()
+                    self._send(conn, b"\x16\x03\x03\x40\x00")  # handshake record, 16 KiB
+                    while not self._stop.wait(0.5):
+                        self._send(conn, b"\x02")
+                return
             if not self._read_request(conn):
                 return
             if self.mode == "trickle":

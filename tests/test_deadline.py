@@ -12,6 +12,7 @@ import pytest
 from labfleet import cas_audit
 from rawhttp import raw_peer
 
+from scanner.collect.preflight import check_server
 from scanner.collect.winrm_client import collect_host
 from scanner.errors import CollectionError
 from scanner.inventory import Target
@@ -23,16 +24,16 @@ TIMEOUT_S = 2.0
 BOUND_S = TIMEOUT_S + 10
 
 
-def _target(port: int) -> Target:
+def _target(port: int, scheme: str = "http") -> Target:
     return Target(name="RAW", address="127.0.0.1", site=None, username="auditor", auth="basic",
-                  scheme="http", port=port, verify_tls=True, ca_bundle=None, allow_insecure=True,
+                  scheme=scheme, port=port, verify_tls=True, ca_bundle=None, allow_insecure=True,
                   cert_pem=None, cert_key_pem=None)
 
 
-def _collect(port: int) -> tuple[CollectionError, float]:
+def _collect(port: int, scheme: str = "http") -> tuple[CollectionError, float]:
     started = time.monotonic()
     with pytest.raises(CollectionError) as caught:
-        collect_host(_target(port), "pw", since=datetime.now(UTC), timeout_s=TIMEOUT_S)
+        collect_host(_target(port, scheme), "pw", since=datetime.now(UTC), timeout_s=TIMEOUT_S)
     return caught.value, time.monotonic() - started
 
 
@@ -69,3 +70,18 @@ def test_scan_of_a_trickling_peer_ends_within_its_timeout(tmp_path: Path) -> Non
     assert scan.returncode == 3, scan.stderr
     assert "RAW: failed (timeout)" in scan.stderr
     assert elapsed < 3 + 15, elapsed
+
+
+def test_a_trickled_tls_handshake_ends_at_the_deadline() -> None:
+    """A peer trickling its ServerHello is cut at the deadline, in the scan (urllib3's
+    handshake: Python's ssl bounds the whole handshake by the socket timeout, which the
+    guard keeps within the time left) and in preflight's own certificate check."""
+    with raw_peer("tls-trickle") as peer:
+        error, elapsed = _collect(peer.port, "https")
+        started = time.monotonic()
+        readiness = check_server(_target(peer.port, "https"), "pw", timeout_s=TIMEOUT_S)
+        preflight_elapsed = time.monotonic() - started
+    assert error.kind == "timeout", error
+    assert elapsed < BOUND_S, elapsed
+    assert [p.what for p in readiness.problems] == [f"no complete answer from 127.0.0.1 within {TIMEOUT_S:g} s"]
+    assert preflight_elapsed < BOUND_S, preflight_elapsed

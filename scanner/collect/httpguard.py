@@ -22,10 +22,12 @@ byte every half second, or a body that never ends, keeps a read going forever. A
 
 `abort_all()` ends every guarded exchange of the process (SIGINT/SIGTERM).
 What a failure of the network or of the peer raises is a CollectionError with its kind;
-anything else escaping these functions is a bug of ours. Limitations: name resolution
-(getaddrinfo) is bounded only by the system resolver's own timeout; during pywinrm's TLS
-handshakes only the per-read timeout applies (urllib3 registers the socket once the
-handshake is done; preflight's own handshakes are registered before they start).
+anything else escaping these functions is a bug of ours. A TLS handshake is bounded
+too, although urllib3 registers its socket only once the handshake is done: Python's ssl
+applies a socket's timeout to the whole handshake, not to each read, and every timeout
+here is at most the time left (tests/test_deadline.py, a trickled ServerHello).
+Limitation: name resolution (getaddrinfo) is bounded only by the system resolver's own
+timeout.
 
 With verify_tls = false urllib3 would warn on every request (InsecureRequestWarning,
 printed raw on stderr): that warning is silenced here, and the command line says once,
