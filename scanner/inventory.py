@@ -44,6 +44,7 @@ class Target:
     cert_key_pem: str | None
     path: str = "/wsman"
     port_given: bool = True  # False: the inventory names no port; `candidate_ports` are tried
+    delegate: bool = False   # Kerberos only: pass a forwardable ticket on (`inventory discover --from`)
 
     @property
     def candidate_ports(self) -> tuple[int, ...]:
@@ -133,6 +134,13 @@ def _check_address(address: str, where: str) -> None:
     if ":" in address or "/" in address:
         hint = "write only the host name or IP address; the port goes in `port`, http/https in `scheme`"
     raise ConfigError(f"{where}: address {shown} is not a host name or an IP address", hint=hint)
+
+
+def check_server_entry(name: str, address: str, where: str) -> None:
+    """ConfigError when `name` or `address` could not stand in an inventory: the rules
+    load_inventory applies, for inventories written from what a server or directory said."""
+    _check_name(name, where)
+    _check_address(address, where)
 
 
 def _check_kerberos(address: str, username: str, where: str) -> None:

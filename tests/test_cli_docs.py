@@ -43,7 +43,7 @@ DESIGN: dict[str, tuple[set[str], list[str]]] = {
     "history": ({"--db", "--server", "--protocol"}, []),
     "diff": ({"--db"}, ["run_a", "run_b"]),
     "evidence": ({"--db", "--server", "--protocol", "--run", "--out"}, []),
-    "inventory discover": ({"--from", "--out"}, []),
+    "inventory discover": ({"--from", "--ldap", "--base", "--out"}, []),
     "rules": (set(), []),
     "db upgrade": ({"--db"}, []),
     "lab serve": ({"--inventory-out"}, ["fleet"]),

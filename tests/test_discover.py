@@ -1,42 +1,46 @@
-"""`inventory discover`: Get-ExchangeServer on one management host of the lab, over NTLM,
-becomes an inventory that lists every CAS with its site and no password."""
+"""`inventory discover`: the command line's choice of source, and `--from` only where it can
+work. Get-ExchangeServer on a management host reads Active Directory with the WinRM logon's
+credentials, which only a delegated Kerberos ticket carries on (the second hop): every other
+`--from` logon is refused before connecting, and a failure on the host names the second hop.
+The directory itself (`--ldap`) is tested against a real DC in tests/test_discover_ldap.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit, demo_fleet, running
+from click.testing import CliRunner, Result
 
+from scanner.cli import cli
+from scanner.collect import END_MARKER
 from scanner.collect.discovery import discover_inventory
-from scanner.errors import ConfigError
-from scanner.inventory import load_inventory
-
-pytestmark = pytest.mark.slow  # a running lab and the cas-audit subprocess
+from scanner.collect.reader import read_discovery_output
+from scanner.errors import CollectionError, ConfigError
 
 
-def test_discover_writes_an_inventory_of_every_cas(tmp_path: Path) -> None:
-    with running(demo_fleet("127.0.17.1", "ntlm"), tmp_path) as (lab, _inventory):
-        port = lab.port("CAS01")
-        out = tmp_path / "discovered.toml"
-        result = cas_audit("inventory", "discover", "--from", "127.0.17.1", "--username", "CONTOSO\\auditor",
-                           "--scheme", "http", "--port", str(port), "--out", str(out))
-        assert result.returncode == 0, result.stderr
-        assert "9 Client Access Server(s)" in result.stderr
-        refused = cas_audit("inventory", "discover", "--from", "127.0.17.1", "--username", "CONTOSO\\auditor",
-                            "--scheme", "http", "--port", str(port), "--out", str(tmp_path / "x.toml"),
-                            password="wrong")
-    inventory = load_inventory(out)
-    assert [(t.name, t.site) for t in inventory.targets] == [
-        ("CAS01", "Berlin"), ("CAS02", "Berlin"), ("CAS03", "Berlin"), ("CAS04", "Berlin"),
-        ("CAS05", "Hamburg"), ("CAS06", "Hamburg"), ("CAS07", "Hamburg"), ("CAS08", "Hamburg"),
-        ("CAS09", "Berlin")]
-    assert inventory.targets[0].address == "cas01.contoso.lab"  # the Fqdn Exchange reports
-    assert {(t.auth, t.scheme, t.username) for t in inventory.targets} == {("ntlm", "http", "CONTOSO\\auditor")}
-    assert "lab-password" not in out.read_text(encoding="utf-8")
-    assert refused.returncode == 3  # the host could not be reached as asked
-    assert "rejected the credentials" in refused.stderr
-    assert not (tmp_path / "x.toml").exists()
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["inventory", "discover", *args], env={"CAS_AUDIT_PASSWORD": "secret"},
+                              prog_name="cas-audit")
+
+
+@pytest.mark.parametrize("auth", ["ntlm", "basic"])
+def test_from_without_a_delegated_ticket_is_refused_naming_the_second_hop(tmp_path: Path, auth: str) -> None:
+    out = tmp_path / "cas.toml"
+    result = run("--from", "127.0.17.9", "--port", "1", "--username", "CONTOSO\\auditor", "--auth", auth,
+                 "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert "second hop" in result.output
+    assert "inventory discover --ldap DC" in result.output
+    assert not out.exists()
+
+
+def test_from_with_kerberos_needs_delegate(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Kerberos without delegation") as caught:
+        discover_inventory("exmgmt01.contoso.local", tmp_path / "cas.toml", username="auditor@CONTOSO.LOCAL",
+                           auth="kerberos", scheme="https", port=1, allow_insecure=False, verify_tls=True,
+                           password="secret", timeout_s=5)
+    assert "second hop" in caught.value.message
+    assert caught.value.hint is not None and "--delegate" in caught.value.hint
 
 
 def test_discover_refuses_basic_over_plain_http_before_connecting(tmp_path: Path) -> None:
@@ -46,3 +50,49 @@ def test_discover_refuses_basic_over_plain_http_before_connecting(tmp_path: Path
                            allow_insecure=False, verify_tls=True, password="secret", timeout_s=5)
     assert caught.value.hint is not None and "--allow-insecure" in caught.value.hint
     assert not out.exists()
+
+
+def _discovery_output(stage: str, message: str) -> bytes:
+    document = f'<casdiscovery><error stage="{stage}" message="{message}"/><end/></casdiscovery>'
+    return f"{document}\n{END_MARKER}\n".encode()
+
+
+def test_get_exchangeserver_failing_on_the_host_names_the_second_hop() -> None:
+    output = _discovery_output("servers", "Active Directory server is not available")
+    with pytest.raises(CollectionError, match="stage 'servers'") as caught:
+        read_discovery_output(output)
+    assert caught.value.hint is not None
+    assert "second hop" in caught.value.hint and "inventory discover --ldap DC" in caught.value.hint
+
+
+def test_missing_management_tools_are_not_blamed_on_the_second_hop() -> None:
+    with pytest.raises(CollectionError) as caught:
+        read_discovery_output(_discovery_output("snapin", "No snap-ins have been registered"))
+    assert caught.value.hint is not None and "management tools" in caught.value.hint
+    assert "second hop" not in caught.value.hint
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    ((), "either --ldap DC"),
+    (("--ldap", "dc01.contoso.local", "--from", "exmgmt01.contoso.local"), "either --ldap DC"),
+    (("--from", "exmgmt01.contoso.local", "--base", "CN=Services,CN=Configuration,DC=contoso,DC=local"),
+     "go with --ldap"),
+    (("--ldap", "dc01.contoso.local", "--delegate"), "--delegate goes with --from"),
+    (("--ldap", "dc01.contoso.local", "--ldap-auth", "ntlm", "--username", "auditor@CONTOSO.LOCAL"),
+     "DOMAIN\\user"),
+    (("--ldap", "dc01.contoso.local", "--ldap-auth", "kerberos"), "user@REALM"),
+])
+def test_usage_errors_exit_2_before_any_connection(tmp_path: Path, args: tuple[str, ...], words: str) -> None:
+    out = tmp_path / "cas.toml"
+    user = () if "--username" in args else ("--username", "CONTOSO\\auditor")
+    result = run(*args, *user, "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    assert not out.exists()
+
+
+def test_ldap_transport_has_no_plaintext_choice(tmp_path: Path) -> None:
+    result = run("--ldap", "dc01.contoso.local", "--ldap-transport", "none", "--username", "CONTOSO\\auditor",
+                 "--out", str(tmp_path / "cas.toml"))
+    assert result.exit_code == 2
+    assert "'ldaps'" in result.output and "'starttls'" in result.output

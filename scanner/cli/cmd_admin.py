@@ -24,37 +24,96 @@ def inventory() -> None:
 
     \b
     Example:
-      cas-audit inventory discover --from exmgmt01.contoso.local --username 'CONTOSO\\auditor' --out cas.toml
+      cas-audit inventory discover --ldap dc01.contoso.local --username 'CONTOSO\\auditor' --out cas.toml
     """
 
 
 @inventory.command("discover")
-@click.option("--from", "host", required=True, help="Exchange management host (name or address).")
+@click.option("--ldap", "ldap_host", default=None, metavar="DC",
+              help="Domain controller to read the Exchange servers from (LDAPS, from this host: no second hop).")
+@click.option("--base", default=None, metavar="DN",
+              help="With --ldap: the DN to search under (default: CN=Microsoft Exchange,CN=Services of the "
+                   "configuration partition).")
+@click.option("--from", "host", default=None,
+              help="Exchange management host to run Get-ExchangeServer on (needs --auth kerberos --delegate).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--username", required=True, help="Account, e.g. 'CONTOSO\\auditor'.")
-@click.option("--auth", type=click.Choice(["ntlm", "kerberos", "basic"]), default="ntlm", show_default=True)
+@click.option("--username", required=True, help="Account, e.g. 'CONTOSO\\auditor' or auditor@CONTOSO.COM.")
+@click.option("--auth", type=click.Choice(["ntlm", "kerberos", "basic"]), default="ntlm", show_default=True,
+              help="How the scan logs on to each CAS (written to the inventory; also --from's logon).")
 @click.option("--scheme", type=click.Choice(["http", "https"]), default="https", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=None)
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="WinRM port of the CAS (default: try 5986/5985, then 443/80).")
 @click.option("--allow-insecure", is_flag=True, help="Permit Basic over plain http (labs only).")
-@click.option("--no-verify-tls", is_flag=True, help="Do not validate the server certificate (labs only).")
+@click.option("--no-verify-tls", is_flag=True, help="Do not validate the WinRM certificates (labs only).")
+@click.option("--ldap-auth", type=click.Choice(["ntlm", "kerberos", "simple"]), default=None,
+              help="Bind to the directory with (default: kerberos for --auth kerberos, simple for basic, else ntlm).")
+@click.option("--ldap-transport", type=click.Choice(["ldaps", "starttls"]), default="ldaps", show_default=True,
+              help="TLS from the first byte (port 636) or StartTLS (port 389); the certificate is always checked.")
+@click.option("--ldap-port", type=click.IntRange(1, 65535), default=None, help="Default: 636 (ldaps), 389 (starttls).")
+@click.option("--ldap-ca-bundle", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM file of the CAs that issue the domain controllers' certificates (default: the system's).")
+@click.option("--delegate", is_flag=True, help="With --from and --auth kerberos: delegate the ticket to the host.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=120.0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @handle_errors
-def inventory_discover(host: str, out: Path, username: str, auth: str, scheme: str, port: int | None,
-                       allow_insecure: bool, no_verify_tls: bool, timeout_s: float, force: bool) -> None:
-    """Ask one Exchange management host for every CAS and its AD site (Get-ExchangeServer).
+def inventory_discover(ldap_host: str | None, base: str | None, host: str | None, out: Path, username: str,
+                       auth: str, scheme: str, port: int | None, allow_insecure: bool, no_verify_tls: bool,
+                       ldap_auth: str | None, ldap_transport: str, ldap_port: int | None,
+                       ldap_ca_bundle: str | None, delegate: bool, timeout_s: float, force: bool) -> None:
+    """Write an inventory of every Client Access Server and its AD site.
+
+    --ldap DC reads the Exchange server objects (msExchExchangeServer with the Client
+    Access role) and their sites from the directory, from this host. --from HOST asks
+    Get-ExchangeServer on a management host over WinRM, which then needs a delegated
+    Kerberos ticket to reach the directory (the second hop). The password comes from
+    CAS_AUDIT_PASSWORD, the keyring or a prompt.
 
     \b
     Example:
-      cas-audit inventory discover --from exmgmt01.contoso.local --username 'CONTOSO\\auditor' --out cas.toml
+      cas-audit inventory discover --ldap dc01.contoso.local --username 'CONTOSO\\auditor' --out cas.toml
+      cas-audit inventory discover --ldap dc01.contoso.local --username auditor@CONTOSO.LOCAL --auth kerberos --ldap-ca-bundle contoso-ca.pem --out cas.toml
+      cas-audit inventory discover --from exmgmt01.contoso.local --username auditor@CONTOSO.LOCAL --auth kerberos --delegate --out cas.toml
     """
-    from scanner.collect.discovery import discover_inventory
+    from scanner.collect.discovery import InventorySettings, discover_inventory, discover_inventory_ldap
+    from scanner.collect.ldapclient import DEFAULT_PORTS, DirectoryAccess
+    from scanner.errors import CollectionError, ConfigError
 
-    count = discover_inventory(host, out, username=username, auth=auth, scheme=scheme, port=port,
-                               allow_insecure=allow_insecure, verify_tls=not no_verify_tls,
-                               password=_password(username, kerberos=auth == "kerberos"), timeout_s=timeout_s,
-                               force=force)
-    err_console.print(f"wrote {out} with {count} Client Access Server(s)", highlight=False)
+    if bool(ldap_host) == bool(host):
+        raise ConfigError("give either --ldap DC (read the directory from here) or --from HOST",
+                          hint="--ldap needs no second hop: cas-audit inventory discover --ldap DC --username USER --out FILE")
+    if ldap_host is None:
+        if base or ldap_auth or ldap_port or ldap_ca_bundle:
+            raise ConfigError("--base and the --ldap-* options go with --ldap, not --from")
+        assert host is not None
+        count = discover_inventory(host, out, username=username, auth=auth, scheme=scheme, port=port,
+                                   allow_insecure=allow_insecure, verify_tls=not no_verify_tls,
+                                   password=_password(username, kerberos=auth == "kerberos"), timeout_s=timeout_s,
+                                   force=force, delegate=delegate)
+        err_console.print(f"wrote {out} with {count} Client Access Server(s)", highlight=False)
+        return
+    if delegate:
+        raise ConfigError("--delegate goes with --from: --ldap reads the directory from this host")
+    bind = ldap_auth or {"kerberos": "kerberos", "basic": "simple"}.get(auth, "ntlm")
+    access = DirectoryAccess(host=ldap_host, port=ldap_port or DEFAULT_PORTS[ldap_transport],
+                             transport=ldap_transport, bind=bind, username=username, ca_bundle=ldap_ca_bundle)
+    settings = InventorySettings(username, auth, scheme, port, allow_insecure, not no_verify_tls)
+    from scanner.inventory import refuse_basic_over_http
+
+    refuse_basic_over_http(auth, scheme, allow_insecure, "the inventory written", "pass --allow-insecure")
+    from scanner.collect.ldapclient import check_access
+
+    check_access(access)
+    result = discover_inventory_ldap(access, out, settings=settings,
+                                     password=_password(username, kerberos=bind == "kerberos"), base=base,
+                                     timeout_s=timeout_s, force=force)
+    for note in result.notes:
+        err_console.print(f"note: {note}", highlight=False, markup=False)
+    for skipped in result.skipped:
+        err_console.print(f"left out: {skipped}", highlight=False, markup=False)
+    err_console.print(f"wrote {out} with {result.count} Client Access Server(s)", highlight=False, markup=False)
+    if result.skipped:
+        raise CollectionError("output", f"{len(result.skipped)} Client Access Server entr"
+                                        f"{'y was' if len(result.skipped) == 1 else 'ies were'} left out of {out}",
+                              hint="each is named above with the reason; fix the directory or add them by hand")
 
 
 @cli.command("rules")

@@ -58,7 +58,7 @@ def realm_of(principal: str) -> str | None:
     return realm if at else None
 
 
-def explain(detail: str, codes: set[int], *, user: str, host: str) -> str:
+def explain(detail: str, codes: set[int], *, user: str, host: str, service: str = "HTTP") -> str:
     """One sentence for a Kerberos failure, from its error codes (and text when no code fits)."""
     realm = realm_of(user) or "the default realm of krb5.conf"
     if AP_ERR_SKEW in codes or "clock skew" in detail.lower():
@@ -79,7 +79,7 @@ def explain(detail: str, codes: set[int], *, user: str, host: str) -> str:
     if KDC_ERR_C_PRINCIPAL_UNKNOWN in codes:
         return f"the KDC of realm {realm} does not know the user {user}: check the user name and its realm"
     if KDC_ERR_S_PRINCIPAL_UNKNOWN in codes:
-        return (f"the KDC knows no service principal HTTP/{host}: address the server by the FQDN of its computer "
+        return (f"the KDC knows no service principal {service}/{host}: address the server by the FQDN of its computer "
                 "account (not an IP address or alias) and check the [domain_realm] mapping of krb5.conf")
     if KDC_ERR_KEY_EXPIRED in codes:
         return f"the password of {user} has expired: change it in Active Directory"
@@ -105,9 +105,10 @@ def codes_in(text: str) -> set[int]:
     return {n - (1 << 32) if n >= 1 << 31 else n for n in map(int, _CODE.findall(text))}
 
 
-def failure(detail: str, *, user: str, host: str) -> CollectionError:
-    """A CollectionError of kind "auth" with the sentence for this failure."""
-    return CollectionError("auth", explain(detail, codes_in(detail), user=user, host=host))
+def failure(detail: str, *, user: str, host: str, service: str = "HTTP") -> CollectionError:
+    """A CollectionError of kind "auth" with the sentence for this failure (`service`: the
+    first part of the server's principal, HTTP for WinRM, ldap for a domain controller)."""
+    return CollectionError("auth", explain(detail, codes_in(detail), user=user, host=host, service=service))
 
 
 def ensure_ticket(principal: str, password: str | None, *, host: str) -> None:

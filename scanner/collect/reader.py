@@ -309,10 +309,17 @@ def read_discovery_output(stdout: bytes, *, max_bytes: int = DISCOVERY_MAX_BYTES
     errors = root.findall("error")
     if errors:
         stage, message = errors[0].get("stage", ""), errors[0].get("message", "")
+        if stage == "snapin":
+            hint = "Run it on a host with the Exchange 2007 management tools installed."
+        else:   # Get-ExchangeServer reads AD from the host: the second hop
+            hint = ("Get-ExchangeServer reads Active Directory from the management host with the credentials of "
+                    "the WinRM logon; without a delegated Kerberos ticket (the second hop: a forwardable ticket "
+                    "and a host trusted for delegation) it cannot reach a domain controller. "
+                    "`cas-audit inventory discover --ldap DC` reads the directory from this host instead.")
         raise CollectionError(
             "script-error",
             f"Discovery failed on the management host at stage {stage!r}: {_clip(message, 160)}",
-            hint="Run it from a host with the Exchange 2007 management tools and an account that may read the organisation.",
+            hint=hint,
         )
     servers = []
     for element in root.findall("server"):

@@ -113,6 +113,9 @@ def _protocol(target: Target, password: str | None, timeout_s: float) -> Protoco
         # already became a ticket above; pywinrm's Kerberos reads only the credential cache.
         kwargs["kerberos_hostname_override"] = None
         kwargs["password"] = None
+        # Delegation (GSS_C_DELEG_FLAG) hands the server a forwardable ticket, so what runs
+        # there may reach a domain controller in the user's name: `inventory discover --from`.
+        kwargs["kerberos_delegation"] = target.delegate
     try:
         return Protocol(**kwargs)  # type: ignore[arg-type]  # kwargs built from the inventory
     except WinRMError as exc:
