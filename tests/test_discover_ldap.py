@@ -32,7 +32,7 @@ from scanner.collect.discovery import InventorySettings, discover_inventory_ldap
 from scanner.collect.ldapclient import DirectoryAccess
 from scanner.errors import CollectionError
 from scanner.inventory import load_inventory
-from scanner.lab.fleet import relocate_fleet
+from scanner.lab.fleet_model import relocate_fleet
 from scanner.lab.serve import Lab
 
 pytestmark = pytest.mark.slow   # one Samba provision per session (about 10 s of CPU)

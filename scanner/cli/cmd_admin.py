@@ -49,7 +49,7 @@ def inventory() -> None:
 @click.option("--ldap-transport", type=click.Choice(["ldaps", "starttls"]), default="ldaps", show_default=True,
               help="TLS from the first byte (port 636) or StartTLS (port 389); the certificate is always checked.")
 @click.option("--ldap-port", type=click.IntRange(1, 65535), default=None, help="Default: 636 (ldaps), 389 (starttls).")
-@click.option("--ldap-ca-bundle", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--ldap-ca-bundle", type=click.Path(dir_okay=False), default=None,
               help="PEM file of the CAs that issue the domain controllers' certificates (default: the system's).")
 @click.option("--delegate", is_flag=True, help="With --from and --auth kerberos: delegate the ticket to the host.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=120.0, show_default=True)
@@ -92,6 +92,8 @@ def inventory_discover(ldap_host: str | None, base: str | None, host: str | None
         return
     if delegate:
         raise ConfigError("--delegate goes with --from: --ldap reads the directory from this host")
+    if ldap_ca_bundle and not Path(ldap_ca_bundle).is_file():
+        raise ConfigError(f"--ldap-ca-bundle {ldap_ca_bundle}: no such file", hint="a PEM file of CA certificates")
     bind = ldap_auth or {"kerberos": "kerberos", "basic": "simple"}.get(auth, "ntlm")
     access = DirectoryAccess(host=ldap_host, port=ldap_port or DEFAULT_PORTS[ldap_transport],
                              transport=ldap_transport, bind=bind, username=username, ca_bundle=ldap_ca_bundle)

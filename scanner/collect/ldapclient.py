@@ -18,8 +18,8 @@ decides what they mean.
 
 from __future__ import annotations
 
+import ipaddress
 import math
-import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,14 +160,14 @@ def _connection(access: DirectoryAccess, password: str | None, timeout_s: float)
 def _sni(host: str) -> str | None:
     """The server name sent in the TLS handshake: a host name, never an address."""
     try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        ipaddress.ip_address(host)
         return None
-    except OSError:
+    except ValueError:
         return host
 
 
 def _socket_error(exc: OSError, where: str) -> CollectionError:
-    if isinstance(exc, (TimeoutError, socket.timeout)):
+    if isinstance(exc, TimeoutError):
         return CollectionError("timeout", f"the domain controller {where} did not answer in time")
     if isinstance(exc, ConnectionRefusedError):
         return CollectionError("refused", f"the domain controller {where} refused the connection",
