@@ -254,3 +254,17 @@ def test_file_merge_matches_a_dictionary_model(
     # what decided the value is named, with its file
     if reading.value is True:
         assert reading.decided_by and reading.decided_by[-1].value == "true"
+
+
+@pytest.mark.parametrize(
+    ("data", "refs"),
+    [
+        (main(' configSource="sub/cs.config"'), ()),
+        (main(' configSource="cs.config"'), (ref("configSource", "cs.config", exists=False),)),
+        (main(' file="x.config"'), (ref("file", "x.config", b"<other/>"),)),
+    ],
+)
+def test_a_refused_reference_is_named_in_the_reading(data: bytes, refs: tuple[CollectedReference, ...]) -> None:
+    reading = read(data, *refs)
+    assert reading.status == "malformed"
+    assert reading.reference is not None and reading.reference.outcome == "refused"

@@ -4,12 +4,14 @@ collector as Windows would, read back by the reader, applied by the parser, and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import openpyxl
 import pytest
 from labfleet import cas_audit, running
 
@@ -159,6 +161,28 @@ def test_scan_reports_referenced_values_and_unknowns_with_their_reason(tmp_path:
     assert "outside the PopImap folder" in messages[("XS-006", "REF02", "imap4")]
     # pop3 and imap4 of REF02/REF03 are not compared where one side is unknown
     assert not {s for r, s, _p in findings if r == "XS-008"} & {"REF02", "REF03"}
+    # the referenced file as collected: what it is, what became of it, its hash
+    applied = servers["REF01"]["protocols"]["pop3"]["config_reference"]
+    extra = EXTRA["REF01"]["appSettings.extra.config"].encode()
+    assert (applied["attribute"], applied["value"], applied["outcome"], applied["sha256"]) == (
+        "file", "appSettings.extra.config", "applied", hashlib.sha256(extra).hexdigest())
+    refused = servers["REF02"]["protocols"]["imap4"]["config_reference"]
+    assert (refused["outcome"], refused["error"], refused["sha256"]) == ("unknown", "refused-path", None)
+    assert servers["REF03"]["protocols"]["pop3"]["config_reference"]["outcome"] == "refused"
+
+    # the reason in the other formats and the other language
+    book = tmp_path / "report.xlsx"
+    assert cas_audit("report", "--format", "xlsx", "--lang", "de", "--out", str(book), db=db).returncode == 0
+    sheet = openpyxl.load_workbook(book, read_only=True)["Nachweise"]
+    rows = [[str(c) if c is not None else "" for c in row] for row in sheet.iter_rows(values_only=True)]
+    header = rows[0]
+    ref02 = next(r for r in rows if r[0] == "REF02" and r[2] == "IMAP4")
+    assert "outside the PopImap folder" in ref02[header.index("Warum der Wert unbekannt oder unbrauchbar ist")]
+    assert "keine Datei im Ordner PopImap selbst" in ref02[header.index("Mit file= / configSource= genannte Datei")]
+    csv_de = cas_audit("report", "--format", "csv", "--lang", "de", "--out", "-", db=db)
+    assert csv_de.returncode == 0, csv_de.stderr
+    line = next(row for row in csv_de.stdout.splitlines() if "XS-006" in row and "REF02" in row)
+    assert "outside the PopImap folder" in line
 
 
 def _document(tmp_path: Path, name: str = "REF01") -> str:

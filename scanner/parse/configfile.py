@@ -199,6 +199,7 @@ def _apply_section(section: etree._Element, head: SectionHead, out: _Outcome,
     if head.config_source is not None:
         source = head.config_source
         out.notes.append(f"configSource={printable(source)}")
+        out.reference = Reference("configSource", source, head.line, "unknown")  # refused if .NET refuses it
         _check_config_source(source)
         ref = _find(references, "configSource", source)
         if ref is None or ref.error or (ref.exists and ref.content is None):
@@ -207,6 +208,7 @@ def _apply_section(section: etree._Element, head: SectionHead, out: _Outcome,
             out.unknown_status = "unreadable"
             return
         if not ref.exists:
+            out.reference = Reference("configSource", source, head.line, "unknown", ref.path)
             raise Refused(f"the configSource file {printable(source)!r} does not exist (Unable to open configSource file)")
         out.reference = Reference("configSource", source, head.line, "applied", ref.path)
         root = _parse_target(ref, "configSource")

@@ -10,10 +10,10 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from scanner.collect.collected import CollectedHost
+from scanner.collect.collected import CollectedConfig, CollectedHost
 from scanner.facts import PROTOCOLS
 from scanner.parse.builds import build_from_registry, parse_build, rollup_from_names
-from scanner.parse.configfile import read_config
+from scanner.parse.configfile import ConfigReading, read_config
 from scanner.parse.events import read_refused_logon
 
 
@@ -22,6 +22,23 @@ class RefusedLogonObservation:
     at: datetime | None
     user: str
     mailbox_site: str
+
+
+@dataclass(frozen=True)
+class ReferenceObservation:
+    """The appSettings file= or configSource= of the section in force, and its file as
+    collected (issue 16 edits the file that decides the value)."""
+
+    attribute: str  # "file" | "configSource"
+    value: str  # as written in the config file
+    line: int | None  # line of the <appSettings> element that names it
+    outcome: str  # applied | absent (file= target missing: ignored) | unknown (not read) | refused (.NET refuses)
+    path: str  # full path the collector resolved; "" when it did not
+    sha256: str | None  # of content
+    length: int | None
+    modified: datetime | None  # LastWriteTimeUtc
+    error: str = ""  # the collector's: "" | refused-path | too-large | its exception text (Windows' language)
+    content: bytes | None = None  # exactly as collected (stored once per sha256, like the config file)
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,7 @@ class ProtocolObservation:
     pending_restart: bool  # running service started before the file was last written
     refused_logons: tuple[RefusedLogonObservation, ...] = field(default=())
     detail: str = ""  # human sentence for a non-ok config_status
+    config_reference: ReferenceObservation | None = None  # file=/configSource= of the section in force
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,23 @@ def _pending_restart(service_status: str, started: datetime | None, modified: da
     return service_status == "Running" and started is not None and modified is not None and modified > started
 
 
+def _reference(reading: ConfigReading, config: CollectedConfig) -> ReferenceObservation | None:
+    ref = reading.reference
+    if ref is None:
+        return None
+    found = next((r for r in config.references or () if r.attribute == ref.attribute and r.value == ref.value), None)
+    content = found.content if found is not None else None
+    return ReferenceObservation(
+        attribute=ref.attribute, value=ref.value, line=ref.line, outcome=ref.outcome,
+        path=found.path if found is not None else ref.path,
+        sha256=hashlib.sha256(content).hexdigest() if content is not None else None,
+        length=found.length if found is not None else None,
+        modified=found.modified if found is not None else None,
+        error=found.error if found is not None else "",
+        content=content,
+    )
+
+
 def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObservation:
     config = host.configs[protocol]
     service = host.services[protocol]
@@ -97,11 +132,11 @@ def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObserva
         references=config.references, references_error=config.references_error,
     )
     content = config.content
+    reference = _reference(reading, config)
     # a referenced file that was read counts like the config file for a pending restart
     modified = [config.modified]
-    if reading.reference is not None and reading.reference.outcome == "applied":
-        modified += [r.modified for r in config.references or () if r.attribute == reading.reference.attribute
-                     and r.value == reading.reference.value]
+    if reference is not None and reference.outcome == "applied":
+        modified.append(reference.modified)
     latest = max((m for m in modified if m is not None), default=None)
     status = service.status if service.exists else "absent"
     logons = []
@@ -128,6 +163,7 @@ def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObserva
         pending_restart=_pending_restart(status, service.started, latest),
         refused_logons=tuple(logons),
         detail=reading.detail,
+        config_reference=reference,
     )
 
 

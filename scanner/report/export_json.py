@@ -7,7 +7,7 @@ from typing import Any, TextIO
 
 from scanner.facts import PROTOCOLS
 from scanner.parse.builds import rollup_check
-from scanner.parse.observe import ProtocolObservation, ServerObservation
+from scanner.parse.observe import ProtocolObservation, ReferenceObservation, ServerObservation
 from scanner.report.model import RunReport
 from scanner.report.notes import json_application_log
 from scanner.util.timefmt import iso
@@ -31,7 +31,16 @@ def _protocol(p: ProtocolObservation, s: ServerObservation) -> dict[str, Any]:
         "refused_logons": len(p.refused_logons) if s.events_error is None else None,
         # addition to the contract: the count is a lower bound (application_log says why)
         "refused_logons_lower_bound": s.events_truncated is not None,
+        # addition to the contract: the file=/configSource= file of the section in force
+        "config_reference": _reference(p.config_reference),
     }
+
+
+def _reference(ref: ReferenceObservation | None) -> dict[str, Any] | None:
+    if ref is None:
+        return None
+    return {"attribute": ref.attribute, "value": ref.value, "outcome": ref.outcome, "path": ref.path,
+            "sha256": ref.sha256, "length": ref.length, "modified": iso(ref.modified), "error": ref.error}
 
 
 def _server(s: ServerObservation) -> dict[str, Any]:

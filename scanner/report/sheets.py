@@ -18,7 +18,7 @@ from typing import Any
 
 from scanner.facts import PROTOCOLS, SEVERITIES
 from scanner.parse.builds import rollup_check
-from scanner.parse.observe import ServerObservation
+from scanner.parse.observe import ReferenceObservation, ServerObservation
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport
 from scanner.report.notes import (
@@ -28,7 +28,7 @@ from scanner.report.notes import (
     refused_logons_cell,
     server_notes,
 )
-from scanner.util.timefmt import utc_naive
+from scanner.util.timefmt import iso, utc_naive
 
 CellValue = str | int | datetime | date | None
 Row = tuple[CellValue, ...]
@@ -118,6 +118,18 @@ def severity_word(labels: Labels, severity: str) -> SeverityWord:
 
 def _protocol(labels: Labels, protocol: str | None) -> str | None:
     return clean(labels.word("protocol", protocol))
+
+
+def reference_text(labels: Labels, ref: ReferenceObservation | None) -> str | None:
+    """The file=/configSource= file of the section in force, in one line: what it is, what
+    became of it, and the file as collected (path, SHA-256, LastWriteTimeUtc)."""
+    if ref is None:
+        return None
+    parts = [f"{ref.attribute}={ref.value}: {labels.word('reference', ref.outcome)}"]
+    if ref.error:
+        parts.append(labels.word("collector", ref.error) or ref.error)
+    parts += [p for p in (ref.path, f"SHA-256 {ref.sha256}" if ref.sha256 else "", iso(ref.modified) or "") if p]
+    return "; ".join(parts)
 
 
 def _protocols_of(server: ServerObservation) -> list[str]:
@@ -443,6 +455,7 @@ def evidence_sheet(report: RunReport, labels: Labels) -> Sheet:
         Column(labels("col.encoding"), 12),
         Column(labels("col.raw_value"), 14),
         Column(labels("col.key_notes"), 40),
+        Column(labels("col.reference"), 60),
     ]
     method = labels("method.winrm")
 
@@ -465,6 +478,7 @@ def evidence_sheet(report: RunReport, labels: Labels) -> Sheet:
                     clean(p.config_encoding),
                     clean(p.raw_value),
                     clean("; ".join(p.key_notes)) or None,
+                    clean(reference_text(labels, p.config_reference)),
                 )
 
     return Sheet("evidence", labels.sheet("evidence"), columns, rows())

@@ -20,7 +20,12 @@ import json
 from datetime import UTC, date, datetime
 from typing import Any
 
-from scanner.parse.observe import ProtocolObservation, RefusedLogonObservation, ServerObservation
+from scanner.parse.observe import (
+    ProtocolObservation,
+    ReferenceObservation,
+    RefusedLogonObservation,
+    ServerObservation,
+)
 
 KINDS: tuple[str, ...] = ("server", "protocol", "finding")
 #: Evidence keys whose values differ on every scan although the finding did not change
@@ -86,7 +91,7 @@ def server_state(obs: ServerObservation) -> dict[str, Any]:
 
 def protocol_state(p: ProtocolObservation, config_sha256: str | None) -> dict[str, Any]:
     """What one protocol looked like (refused logons are rows of their own: they change)."""
-    return {
+    state: dict[str, Any] = {
         "allow_cross_site": p.allow_cross_site,
         "value_source": p.value_source,
         "config_status": p.config_status,
@@ -103,6 +108,37 @@ def protocol_state(p: ProtocolObservation, config_sha256: str | None) -> dict[st
         "pending_restart": p.pending_restart,
         "detail": p.detail,
     }
+    if p.config_reference is not None:  # only then: unchanged states keep their stored text
+        state["config_reference"] = _reference_state(p.config_reference)
+    return state
+
+
+def _reference_state(ref: ReferenceObservation | None) -> dict[str, Any] | None:
+    """The file=/configSource= reference without its bytes (those are a config blob)."""
+    if ref is None:
+        return None
+    return {
+        "attribute": ref.attribute, "value": ref.value, "line": ref.line, "outcome": ref.outcome,
+        "path": ref.path, "sha256": ref.sha256, "length": ref.length, "modified": _when(ref.modified),
+        "error": ref.error,
+    }
+
+
+def reference_sha256(state: dict[str, Any]) -> str | None:
+    """The blob key of a protocol state's referenced file, if one was stored."""
+    ref = state.get("config_reference")
+    return ref.get("sha256") if isinstance(ref, dict) else None
+
+
+def _reference_from_state(state: dict[str, Any], content: bytes | None) -> ReferenceObservation | None:
+    ref = state.get("config_reference")  # absent in states stored before it existed
+    if not isinstance(ref, dict):
+        return None
+    return ReferenceObservation(
+        attribute=ref["attribute"], value=ref["value"], line=ref["line"], outcome=ref["outcome"], path=ref["path"],
+        sha256=ref["sha256"], length=ref["length"], modified=_parse_when(ref["modified"]), error=ref["error"],
+        content=content,
+    )
 
 
 def protocol_from_state(
@@ -110,6 +146,7 @@ def protocol_from_state(
     state: dict[str, Any],
     config_bytes: bytes | None,
     refused: tuple[RefusedLogonObservation, ...],
+    reference_bytes: bytes | None = None,
 ) -> ProtocolObservation:
     return ProtocolObservation(
         protocol=protocol,
@@ -130,6 +167,7 @@ def protocol_from_state(
         pending_restart=state["pending_restart"],
         refused_logons=refused,
         detail=state["detail"],
+        config_reference=_reference_from_state(state, reference_bytes),
     )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from scanner.parse.observe import RefusedLogonObservation, ServerObservation
 from scanner.store.base import chunks
-from scanner.store.documents import protocol_from_state, server_from_state
+from scanner.store.documents import protocol_from_state, reference_sha256, server_from_state
 from scanner.store.models import ConfigBlob, Document, Observation, RefusedLogon, Server, ServerScan
 
 # What `rebuild` reads of a server scan (select these, joined to Server for its name).
@@ -62,7 +62,8 @@ def rebuild(
         ):
             refused[logon.observation_id].append(RefusedLogonObservation(logon.at, logon.user_name, logon.mailbox_site))
     hashes = sorted(
-        {sha for rows in observations.values() for o in rows if (sha := states[o.state_id]["config_sha256"])}
+        {sha for rows in observations.values() for o in rows
+         for sha in (states[o.state_id]["config_sha256"], reference_sha256(states[o.state_id])) if sha}
     )
     blobs: dict[str, bytes] = {}
     for hash_chunk in chunks(hashes):
@@ -74,8 +75,10 @@ def rebuild(
         for o in observations.get(scan.id, ()):
             state = states[o.state_id]
             sha = state["config_sha256"]
+            ref_sha = reference_sha256(state)
             protocols[o.protocol] = protocol_from_state(
-                o.protocol, state, blobs.get(sha) if sha else None, tuple(refused.get(o.id, ()))
+                o.protocol, state, blobs.get(sha) if sha else None, tuple(refused.get(o.id, ())),
+                blobs.get(ref_sha) if ref_sha else None,
             )
         result.append(
             (

@@ -40,6 +40,11 @@ class Recording(StoreBase):
                 blobs[digest] = proto.config_bytes
             if proto.config_sha256 is not None and proto.config_sha256.lower() != digest:
                 raise ValueError(f"{obs.name} {key}: config_sha256 does not match config_bytes")
+            ref = proto.config_reference
+            if ref is not None and ref.content is not None:  # a file=/configSource= target, kept like the file
+                if ref.sha256 != hashlib.sha256(ref.content).hexdigest():
+                    raise ValueError(f"{obs.name} {key}: the referenced file's sha256 does not match its bytes")
+                blobs[ref.sha256] = ref.content
             hashes[key] = digest
         docs = [("server", dumps(server_state(obs)))]
         docs += [("protocol", dumps(protocol_state(proto, hashes[key]))) for key, proto in obs.protocols.items()]

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from scanner.parse.observe import ServerObservation
 from scanner.store.base import StoreBase, chunks
 from scanner.store.db import store_errors
+from scanner.store.documents import reference_sha256
 from scanner.store.findings import FindingRow
 from scanner.store.models import (
     ConfigBlob,
@@ -173,7 +174,8 @@ def _delete_runs(session: Session, run_ids: Sequence[int]) -> dict[str, int]:
     counts["documents"] = len(orphans)
     files = {
         sha for body in session.scalars(select(Document.body).where(Document.kind == "protocol"))
-        if (sha := json.loads(body).get("config_sha256"))
+        for state in (json.loads(body),)
+        for sha in (state.get("config_sha256"), reference_sha256(state)) if sha
     }
     unused = [sha for sha in session.scalars(select(ConfigBlob.sha256)) if sha not in files]
     for sha_chunk in chunks(unused):
