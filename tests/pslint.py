@@ -154,9 +154,22 @@ def _command_findings(node: Any) -> Iterator[str]:
                 yield f"{name} without a script block (-{p}) is PowerShell 3.0 syntax"
 
 
+#: Why a shipped script may not hold a `%` anywhere (code, strings, comments: the script
+#: travels whole in a shell environment variable).
+PERCENT_REASON = ("% in a shipped script: it travels in a shell environment variable and WinRM refuses a Create "
+                  "whose value holds a % (fault 87, rundeck-plugins/py-winrm-plugin#74); write ForEach-Object "
+                  "for the % alias, $a - [Math]::Floor($a / $b) * $b for the modulus")
+
+
+def percent_signs(source: str) -> list[LintFinding]:
+    """Every line with a `%` (not a syntax question: the text as sent)."""
+    return [LintFinding(number, line.strip()[:60], PERCENT_REASON)
+            for number, line in enumerate(source.splitlines(), 1) if "%" in line]
+
+
 def lint(source: str) -> list[LintFinding]:
-    """Every PowerShell-2.0-or-later construct found in `source`."""
-    found: list[LintFinding] = []
+    """Every PowerShell-2.0-or-later construct found in `source`, and every `%`."""
+    found: list[LintFinding] = percent_signs(source)
 
     def add(node: Any, reason: str) -> None:
         found.append(LintFinding(node.start_point[0] + 1, node_text(node)[:60], reason))

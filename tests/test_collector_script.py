@@ -58,6 +58,15 @@ def test_script_passes_the_powershell_1_lint(name: str) -> None:
     assert pslint.lint(source(name)) == []
 
 
+@pytest.mark.parametrize("script", [collector.collector_script, collector.discover_script, collector.version_script])
+def test_no_percent_sign_travels_in_an_environment_value(script) -> None:  # type: ignore[no-untyped-def]
+    """WinRM refuses a Create whose environment value holds a % (docs/launch.md): every
+    shipped script as sent, and the values beside it, are free of it."""
+    assert pslint.percent_signs(script()) == []
+    env = collector.shell_environment(script(), datetime(2026, 11, 20, tzinfo=UTC))
+    assert not any("%" in value for value in env.values())
+
+
 BAD_SAMPLES = {
     "try { Get-Item x } catch { 1 }": "try/catch",
     "$x | ConvertTo-Json": "ConvertTo-Json",
@@ -82,6 +91,10 @@ BAD_SAMPLES = {
     "Get-Service | Where-Object Status -eq Running": "script block",
     "New-Object PSObject -Property @{ a = 1 }": "-Property",
     "<# note #>\n$x = 1": "block comments",
+    "Get-Service | % { $_.Name }": "% in a shipped script",
+    "$odd = $n % 2": "% in a shipped script",
+    "$s = '100%'": "% in a shipped script",
+    "# 100% of the servers": "% in a shipped script",
 }
 
 
@@ -211,8 +224,9 @@ def test_launch_runs_powershell_by_full_path_through_cmd_with_stdin_closed() -> 
     assert line.split()[1:5] == ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"]
     text = _encoded_text(line)
     assert "$env:CASAUDIT_PS" in text and "NewScriptBlock" in text and collector.NOENV_MARKER in text
+    assert collector.BADSCRIPT_MARKER in text and "SHA1CryptoServiceProvider" in text
     assert pslint.lint(text) == [] and pslint.syntax_errors(text) == []
-    assert len(line) < CMD_LINE_LIMIT // 8
+    assert len(line) < CMD_LINE_LIMIT // 4
     words = line.split()[1:6]
     assert collector.decode_bootstrap(words) == text
     assert collector.decode_bootstrap([" ".join(words)]) == text  # as pywinrm joins them
@@ -226,10 +240,14 @@ def test_stdin_launch_sets_the_inputs_and_reads_the_script_from_stdin() -> None:
     text = _encoded_text(line)
     assert pslint.lint(text) == [] and pslint.syntax_errors(text) == []
     assert "$input" in text and collector.collector_script()[:40] not in text
-    assert collector.parse_stdin_bootstrap(text) == {"CASAUDIT_SINCE": "2026-11-20T00:00:00Z",
-                                                     "CASAUDIT_MAX_EVENTS": "7"}
-    assert collector.parse_stdin_bootstrap("$env:CASAUDIT_PS = 'x'; " + collector.STDIN_RUN) is None
+    sent = collector.stdin_text(collector.collector_script())
+    assert collector.parse_stdin_bootstrap(text) == (
+        {"CASAUDIT_SINCE": "2026-11-20T00:00:00Z", "CASAUDIT_MAX_EVENTS": "7"},
+        collector.script_length(sent), collector.script_digest(sent))
+    assert collector.BADSCRIPT_MARKER in text
+    assert collector.parse_stdin_bootstrap("$env:CASAUDIT_PS = 'x'; " + text.split("; ", 2)[2]) is None
     assert collector.parse_stdin_bootstrap("Get-Process") is None
+    assert collector.parse_env_bootstrap(text) is None
     with pytest.raises(ValueError):
         collector.launch_command("wmi")
 

@@ -20,6 +20,7 @@ from lxml import etree
 from winrm.protocol import Protocol
 
 from scanner.collect import (
+    BADSCRIPT_MARKER,
     END_MARKER,
     MAX_EVENTS_ENV_VAR,
     NOENV_EXIT_CODE,
@@ -233,7 +234,8 @@ def test_script_error_is_a_powershell_error_record(fleet: Fleet) -> None:
 
 def test_discovery_lists_every_cas_of_the_fleet(fleet: Fleet) -> None:
     env = shell_environment(discover_script(), SINCE)
-    result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), launch_command("env"), [], False)
+    result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), launch_command("env", script=discover_script()),
+                                                             [], False)
     schema_valid(result.stdout, discovery_schema_path())
     found = {s.name: s for s in read_discovery_output(result.stdout.encode("utf-8"))}
     assert list(found) == [s.name for s in fleet.servers]
@@ -261,9 +263,13 @@ def test_other_powershell_scripts_fail_like_powershell(fleet: Fleet) -> None:
     encoded = base64.b64encode("Get-Mailbox | fl".encode("utf-16-le")).decode()
     result = host.run(shell(), "powershell", ["-encodedcommand", encoded, "< NUL"], False)
     assert result.exit_code == 1 and "The term 'Get-Mailbox' is not recognized" in result.stderr
-    line = launch_command("env")
-    other = host.run(shell({SCRIPT_ENV_VAR: "Remove-Item C:\\ -Recurse"}), line, [], False)
+    other_script = "Remove-Item C:\\ -Recurse"
+    other = host.run(shell({SCRIPT_ENV_VAR: other_script}), launch_command("env", script=other_script), [], False)
     assert other.exit_code == 1 and other.stdout == ""
+    line = launch_command("env")
+    # the bootstrap runs only the script it was made for: any other value is refused unrun
+    changed = host.run(shell({SCRIPT_ENV_VAR: other_script}), line, [], False)
+    assert (changed.stdout, changed.exit_code) == (BADSCRIPT_MARKER, NOENV_EXIT_CODE)
     nothing = host.run(shell(), line, [], False)
     assert (nothing.stdout, nothing.exit_code) == (NOENV_MARKER, NOENV_EXIT_CODE)
     # A full path starts without cmd.exe, but then nothing closes PowerShell 2.0's stdin.

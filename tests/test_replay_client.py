@@ -183,6 +183,9 @@ def test_stdin_launch_sends_the_script_and_closes_stdin() -> None:
     assert sends and all(s is not None and s.get("Name") == "stdin" for s in sends)
     assert (sends[-1].get("End") or "").lower() == "true"  # type: ignore[union-attr]
     assert b"Write-Output hi" in b"".join(base64.b64decode(s.text or "") for s in sends)  # type: ignore[union-attr]
+    # stdin is a pipe, not a console ([MS-WSMV] 3.1.4.11; Ansible's WinRM connection does the same)
+    command = next(parse(b) for b in replay.sent if replaylib.action_of(b) == "Command")
+    assert replaylib.options(command)["WINRS_CONSOLEMODE_STDIN"] == "FALSE"
 
 
 # -- pywinrm's Protocol as the client builds it ---------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import importlib.resources
 import re
 from datetime import datetime
@@ -53,16 +54,66 @@ CMD_LINE_LIMIT = 8191
 #: %SystemRoot% to the server's own system root.
 POWERSHELL_PATH = "%SystemRoot%\\system32\\WindowsPowerShell\\v1.0\\powershell.exe"
 _FLAGS = ("-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand")
-#: The env bootstrap: runs $env:CASAUDIT_PS on PowerShell 1.0 ([ScriptBlock]::Create is
-#: 2.0), after checking that the variable arrived.
-BOOTSTRAP = (f"if ([string]$env:{SCRIPT_ENV_VAR} -eq '') {{ [Console]::Out.Write('{NOENV_MARKER}'); "
-             f"exit {NOENV_EXIT_CODE} }}; "
-             f"& $ExecutionContext.InvokeCommand.NewScriptBlock($env:{SCRIPT_ENV_VAR})")
-#: The stdin bootstrap's last statement: the script is PowerShell's pipeline input.
-STDIN_RUN = "& $ExecutionContext.InvokeCommand.NewScriptBlock([string]::Join([string][char]10, [string[]]@($input)))"
-_ASSIGN = re.compile(r"^\$env:(CASAUDIT_[A-Z_]+) = '((?:[^']|'')*)'$")
+#: Printed by a bootstrap whose script arrived changed (its length or SHA-1 differ from
+#: what was sent: a value cut short on the way, or stdin not read); exit NOENV_EXIT_CODE.
+BADSCRIPT_MARKER = "##CASAUDIT-BADSCRIPT##"
+#: The bootstraps' variable for the script text (a name collect.ps1 does not use).
+_VAR = "$casauditScript"
+_RUN = f"& $ExecutionContext.InvokeCommand.NewScriptBlock({_VAR})"
+#: The stdin bootstrap reads the script: PowerShell's pipeline input (the stdin lines).
+STDIN_READ = f"{_VAR} = [string]::Join([string][char]10, [string[]]@($input))"
+_ASSIGN = re.compile(r"\$env:(CASAUDIT_[A-Z_]+) = '((?:[^']|'')*)'; ")
+_CHECK = re.compile(r"\$casauditScript\.Length -ne (\d{1,9}) -or .*? -ne '((?:[0-9A-F]{2}-){19}[0-9A-F]{2})'\)")
 #: Values the stdin bootstrap may set itself (short, from this program, never the script).
 _BOOTSTRAP_VARS = (SINCE_ENV_VAR, MAX_EVENTS_ENV_VAR)
+
+
+def script_length(text: str) -> int:
+    """The script's length as PowerShell counts it ([string].Length: UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def script_digest(text: str) -> str:
+    """SHA-1 of the script's UTF-8 bytes as [BitConverter]::ToString writes it ("AB-CD-...").
+    SHA1CryptoServiceProvider is in .NET 2.0 and FIPS-validated (SHA256Managed throws where
+    the FIPS policy is on, SHA256CryptoServiceProvider is .NET 3.5): a check against a value
+    cut short or mangled on the way, not against an attacker (who would own the server)."""
+    return "-".join(f"{b:02X}" for b in hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).digest())
+
+
+def script_matches(text: str, length: int, digest: str) -> bool:
+    """What a bootstrap's check decides: same length and same SHA-1 (-ne ignores case)."""
+    return script_length(text) == length and script_digest(text).upper() == digest.upper()
+
+
+def _check(length: int, digest: str) -> str:
+    return (f"if ({_VAR}.Length -ne {length} -or [System.BitConverter]::ToString((New-Object "
+            f"System.Security.Cryptography.SHA1CryptoServiceProvider).ComputeHash("
+            f"[System.Text.Encoding]::UTF8.GetBytes({_VAR}))) -ne '{digest}') "
+            f"{{ [Console]::Out.Write('{BADSCRIPT_MARKER}'); exit {NOENV_EXIT_CODE} }}")
+
+
+def _env_bootstrap(length: int, digest: str) -> str:
+    return "; ".join([
+        f"{_VAR} = [string]$env:{SCRIPT_ENV_VAR}",
+        f"if ({_VAR} -eq '') {{ [Console]::Out.Write('{NOENV_MARKER}'); exit {NOENV_EXIT_CODE} }}",
+        _check(length, digest),
+        _RUN,
+    ])
+
+
+def env_bootstrap(script: str) -> str:
+    """The env bootstrap for `script` (PowerShell 1.0 syntax; [ScriptBlock]::Create is 2.0):
+    NOENV_MARKER if $env:CASAUDIT_PS is empty, BADSCRIPT_MARKER if its length or SHA-1
+    differ from `script`'s (never half a script), else it runs it."""
+    return _env_bootstrap(script_length(script), script_digest(script))
+
+
+def stdin_text(script: str) -> str:
+    """What the stdin bootstrap reads of `script`: its lines joined with "\n" ($input
+    splits stdin into lines; the last newline ends a line and adds none)."""
+    text = script.replace("\r\n", "\n")
+    return text[:-1] if text.endswith("\n") else text
 
 
 def _resource(name: str) -> Traversable:
@@ -106,20 +157,23 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def stdin_bootstrap(env: dict[str, str]) -> str:
-    """The stdin bootstrap: sets the collector's small inputs, then runs its stdin."""
+def stdin_bootstrap(env: dict[str, str], script: str | None = None) -> str:
+    """The stdin bootstrap: sets the collector's small inputs, reads the script from stdin,
+    checks its length and SHA-1 (BADSCRIPT_MARKER if they differ), then runs it."""
+    text = stdin_text(collector_script() if script is None else script)
     parts = [f"$env:{name} = {_quote(env[name])}" for name in _BOOTSTRAP_VARS if name in env]
-    return "; ".join([*parts, STDIN_RUN])
+    return "; ".join([*parts, STDIN_READ, _check(script_length(text), script_digest(text)), _RUN])
 
 
-def launch_command(method: str, env: dict[str, str] | None = None) -> str:
-    """The command line (run through cmd.exe, not WINRS_SKIP_CMD_SHELL) for `method`:
-    "env" reads the script from $env:CASAUDIT_PS with stdin closed; "stdin" reads it
-    from stdin, which the caller sends and closes."""
+def launch_command(method: str, env: dict[str, str] | None = None, script: str | None = None) -> str:
+    """The command line (run through cmd.exe, not WINRS_SKIP_CMD_SHELL) for `method` and
+    `script` (default: the collector): "env" reads the script from $env:CASAUDIT_PS with
+    stdin closed; "stdin" reads it from stdin, which the caller sends and closes."""
+    script = collector_script() if script is None else script
     if method == "env":
-        return f'"{POWERSHELL_PATH}" {" ".join(_FLAGS)} {_encode(BOOTSTRAP)} < NUL'
+        return f'"{POWERSHELL_PATH}" {" ".join(_FLAGS)} {_encode(env_bootstrap(script))} < NUL'
     if method == "stdin":
-        line = f'"{POWERSHELL_PATH}" {" ".join(_FLAGS)} {_encode(stdin_bootstrap(env or {}))}'
+        line = f'"{POWERSHELL_PATH}" {" ".join(_FLAGS)} {_encode(stdin_bootstrap(env or {}, script))}'
         if len(line) > CMD_LINE_LIMIT:
             raise ValueError("the stdin bootstrap is longer than cmd.exe's command line")
         return line
@@ -153,18 +207,39 @@ def decode_bootstrap(arguments: list[str]) -> str | None:
         return None
 
 
-def parse_stdin_bootstrap(text: str) -> dict[str, str] | None:
-    """The variables a stdin bootstrap sets, if `text` is one (else None)."""
-    *assignments, last = text.split("; ")
-    if last != STDIN_RUN:
+def _found_check(text: str) -> tuple[int, str] | None:
+    m = _CHECK.search(text)
+    return (int(m.group(1)), m.group(2)) if m is not None else None
+
+
+def parse_env_bootstrap(text: str) -> tuple[int, str] | None:
+    """The length and SHA-1 an env bootstrap checks $env:CASAUDIT_PS against, if `text`
+    is one (else None)."""
+    check = _found_check(text)
+    if check is None or _env_bootstrap(*check) != text:
+        return None
+    return check
+
+
+def parse_stdin_bootstrap(text: str) -> tuple[dict[str, str], int, str] | None:
+    """The variables a stdin bootstrap sets, and the length and SHA-1 it checks the script
+    read from stdin against, if `text` is one (else None)."""
+    head, sep, rest = text.partition(STDIN_READ + "; ")
+    if not sep or not rest.endswith("; " + _RUN):
+        return None
+    check = _found_check(rest)
+    if check is None or rest != f"{_check(*check)}; {_RUN}":
         return None
     env: dict[str, str] = {}
-    for assignment in assignments:
-        m = _ASSIGN.match(assignment)
-        if m is None or m.group(1) not in _BOOTSTRAP_VARS:
+    consumed = 0
+    for m in _ASSIGN.finditer(head):
+        if m.start() != consumed or m.group(1) not in _BOOTSTRAP_VARS:
             return None
         env[m.group(1)] = m.group(2).replace("''", "'")
-    return env
+        consumed = m.end()
+    if consumed != len(head):
+        return None
+    return env, check[0], check[1]
 
 
 def schema_path() -> Traversable:
@@ -178,7 +253,7 @@ def discovery_schema_path() -> Traversable:
 
 
 __all__ = [
-    "BOOTSTRAP",
+    "BADSCRIPT_MARKER",
     "END_MARKER",
     "LAUNCH_METHODS",
     "MAX_EVENTS_ENV_VAR",
@@ -190,6 +265,12 @@ __all__ = [
     "SINCE_ENV_VAR",
     "collector_script",
     "decode_bootstrap",
+    "env_bootstrap",
+    "parse_env_bootstrap",
+    "script_digest",
+    "script_length",
+    "script_matches",
+    "stdin_text",
     "launch_command",
     "parse_stdin_bootstrap",
     "stdin_bootstrap",

@@ -24,9 +24,7 @@ sentence each. 5 requests per collection: one empty POST carries the Kerberos to
 
 from __future__ import annotations
 
-import codecs
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -46,9 +44,11 @@ from winrm.protocol import Protocol
 
 from scanner import collect as collector
 from scanner.collect import httpguard, kerberos
+from scanner.collect.shelltext import fault_message, printable
+from scanner.collect.shelltext import shell_codec as shell_codec
+from scanner.collect.shelltext import stderr_summary as stderr_summary
 from scanner.errors import CollectionError, CollectorOutputError
 from scanner.inventory import Target
-from scanner.util.xmlsafe import UntrustedXMLError, parse_untrusted
 
 log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 8 * 1024 * 1024
@@ -155,58 +155,7 @@ def _set_read_timeout(protocol: Protocol, deadline: float) -> None:
     protocol.transport.read_timeout_sec = max(0.5, min(float(protocol.read_timeout_sec), remaining))  # type: ignore[assignment]
 
 
-_CLIXML_TEXT = re.compile(r'<S S="Error">(.*?)</S>', re.S)
-
-
-def shell_codec(codepage: int = collector.SHELL_CODEPAGE) -> str:
-    """The Python codec of a shell's code page (WINRS_CODEPAGE): 437 -> cp437, 65001 -> utf-8."""
-    if codepage == 65001:
-        return "utf-8"
-    try:
-        return codecs.lookup(f"cp{codepage}").name
-    except LookupError:
-        return "cp437"
-
-
-def stderr_summary(stderr: bytes, limit: int = 300, codepage: int = collector.SHELL_CODEPAGE) -> str:
-    """The first meaningful line of stderr (CLIXML error records unpacked), shortened.
-
-    Errors reach stderr as the console writes them: in the shell's code page (the OEM
-    code page WINRS_CODEPAGE asked for, 437), not UTF-8 (only the scripts' own stdout is
-    raw UTF-8, docs/launch.md)."""
-    text = stderr.decode(shell_codec(codepage), errors="replace")
-    if text.startswith("#< CLIXML"):
-        parts = [p.replace("_x000D__x000A_", " ") for p in _CLIXML_TEXT.findall(text)]
-        text = " ".join(parts)
-    text = " ".join(text.split())
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text[:limit] + ("..." if len(text) > limit else "")
-
-
-_NS_WSMANFAULT = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
 _FAULT_TEXT_LIMIT = 500
-
-
-def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
-
-
-def _fault_message(response: object) -> str:
-    """The text of a fault's f:WSManFault/f:Message (a shell plugin's or a nested fault's
-    message included), which often says more than s:Reason: e.g. "...a command identifier
-    that does not exist" under the generic "invalid selectors" reason
-    (tests/replay/winrs_bad_cmd_id.toml)."""
-    if not isinstance(response, (str, bytes)) or not response:
-        return ""
-    data = response.encode("utf-8", errors="replace") if isinstance(response, str) else response
-    try:
-        root = parse_untrusted(data, max_bytes=256 * 1024)
-    except UntrustedXMLError:
-        return ""
-    message = root.find(f".//{{{_NS_WSMANFAULT}}}WSManFault/{{{_NS_WSMANFAULT}}}Message")
-    if message is None:
-        return ""
-    return _printable(" ".join("".join(message.itertext()).split()))
 
 
 class ConnectionRefused(CollectionError):
@@ -250,8 +199,8 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
                                hint="check the user name, CAS_AUDIT_PASSWORD and the auth method")
     if isinstance(exc, WSManFaultError):
         code = f" (code {exc.wsman_fault_code})" if exc.wsman_fault_code is not None else ""
-        reason = _printable(" ".join(str(exc.reason or "").split()))
-        detail = _fault_message(exc.response)
+        reason = printable(" ".join(str(exc.reason or "").split()))
+        detail = fault_message(exc.response)
         if detail and detail not in reason:
             reason = f"{reason} {detail}".strip()
         reason = reason[:_FAULT_TEXT_LIMIT] + ("..." if len(reason) > _FAULT_TEXT_LIMIT else "")
@@ -313,16 +262,37 @@ def _receive_all(protocol: Protocol, shell_id: str, command_id: str, deadline: f
             return b"".join(stdout), b"".join(stderr), exit_code
 
 
-def _env_ignored(stdout: bytes, exit_code: int) -> bool:
-    """Whether the env bootstrap reported an empty $env:CASAUDIT_PS."""
-    return exit_code == collector.NOENV_EXIT_CODE and stdout.strip() == collector.NOENV_MARKER.encode("ascii")
+def _undelivered(stdout: bytes, exit_code: int) -> bool:
+    """Whether a bootstrap reported that the script did not arrive (an empty
+    $env:CASAUDIT_PS) or arrived changed (its length or SHA-1 differ: cut short on the way,
+    or nothing read from stdin): then the other launch method is tried."""
+    markers = (collector.NOENV_MARKER.encode("ascii"), collector.BADSCRIPT_MARKER.encode("ascii"))
+    return exit_code == collector.NOENV_EXIT_CODE and stdout.strip() in markers
+
+
+def _environment_refused(exc: WSManFaultError) -> bool:
+    """Whether a fault on a Create that carried environment variables is about them: WinRM
+    answers fault 87, w:InvalidParameter, "The parameter is incorrect." for a value with a
+    `%` (rundeck-plugins/py-winrm-plugin#74; docs/launch.md), and for one that is too long."""
+    return exc.wsman_fault_code == 87 or str(exc.fault_subcode or "").endswith(":InvalidParameter")
+
+
+def _run_env(protocol: Protocol, shell_id: str, script: str, deadline: float, target: Target,
+             max_output: int) -> tuple[bytes, bytes, int]:
+    """The common launch in a shell created with the script in its environment."""
+    _set_read_timeout(protocol, deadline)
+    command_id = protocol.run_command(shell_id, collector.launch_command("env", script=script))
+    return _receive_all(protocol, shell_id, command_id, deadline, target, max_output)
 
 
 def _run_stdin(protocol: Protocol, shell_id: str, script: str, env: dict[str, str], deadline: float,
                target: Target, max_output: int) -> tuple[bytes, bytes, int]:
-    """The fallback launch in an open shell: the script on PowerShell's stdin."""
+    """The fallback launch in an open shell: the script on PowerShell's stdin, a pipe
+    (WINRS_CONSOLEMODE_STDIN=FALSE: [MS-WSMV] 3.1.4.11, TRUE means a console; Ansible's
+    WinRM connection sends FALSE whenever it pipes input)."""
     _set_read_timeout(protocol, deadline)
-    command_id = protocol.run_command(shell_id, collector.launch_command("stdin", env))
+    command_id = protocol.run_command(shell_id, collector.launch_command("stdin", env, script),
+                                      console_mode_stdin=False)
     data = script.encode("ascii")  # the shipped scripts are ASCII (tests/test_collector_script.py)
     offset = 0
     while True:
@@ -333,6 +303,43 @@ def _run_stdin(protocol: Protocol, shell_id: str, script: str, env: dict[str, st
         if offset >= len(data):
             break
     return _receive_all(protocol, shell_id, command_id, deadline, target, max_output)
+
+
+class _Shells:
+    """The shell a collection holds open (at most one at a time), for `_close`."""
+
+    def __init__(self, protocol: Protocol, target: Target, deadline: float) -> None:
+        self.protocol, self.target, self.deadline = protocol, target, deadline
+        self.shell_id: str | None = None
+
+    def open(self, env: dict[str, str] | None) -> str:
+        _set_read_timeout(self.protocol, self.deadline)
+        self.shell_id = self.protocol.open_shell(env_vars=env, codepage=collector.SHELL_CODEPAGE, noprofile=True)
+        return self.shell_id
+
+    def open_with_script(self, script: str, env: dict[str, str]) -> str | None:
+        """A shell whose environment carries the script; None if the server refused that
+        environment (a Create fault about it, `_environment_refused`)."""
+        try:
+            return self.open({collector.SCRIPT_ENV_VAR: script, **env})
+        except WSManFaultError as exc:
+            if not _environment_refused(exc):
+                raise
+            log.info("%s refused the shell's environment (%s): the script goes through stdin",
+                     self.target.name, _translate(self.target, exc).message)
+            return None
+
+    def delete(self) -> None:
+        """Delete the open shell before another is created (quota: docs/launch.md)."""
+        if self.shell_id is not None:
+            _set_read_timeout(self.protocol, self.deadline)
+            self.protocol.close_shell(self.shell_id, close_session=False)
+            self.shell_id = None
+
+
+def _not_delivered(target: Target) -> CollectionError:
+    return CollectionError("script-error", f"the collector did not reach PowerShell intact on {target.name}, "
+                           "neither in the shell's environment nor on stdin (docs/launch.md)")
 
 
 def run_collector(
@@ -374,25 +381,42 @@ def _run_once(
     protocol = _protocol(target, password, timeout_s)
     guard = httpguard.Guard(timeout_s, max_body=max(MAX_RESPONSE_BYTES, max_output * 2), what=target.endpoint)
     _guard(protocol, guard)
-    shell_id: str | None = None
+    shells = _Shells(protocol, target, deadline)
     try:
-        _set_read_timeout(protocol, deadline)
-        shell_env = {collector.SCRIPT_ENV_VAR: script, **env} if method == "env" else None
-        shell_id = protocol.open_shell(env_vars=shell_env, codepage=collector.SHELL_CODEPAGE, noprofile=True)
         if method == "env":
-            _set_read_timeout(protocol, deadline)
-            command_id = protocol.run_command(shell_id, collector.launch_command("env"))
-            out, err, code = _receive_all(protocol, shell_id, command_id, deadline, target, max_output)
-            if not _env_ignored(out, code):
-                return CommandOutput(out, err, code, "env")
+            shell_id = shells.open_with_script(script, env)
+            if shell_id is not None:
+                out, err, code = _run_env(protocol, shell_id, script, deadline, target, max_output)
+                if not _undelivered(out, code):
+                    return CommandOutput(out, err, code, "env")
+            else:  # the environment was refused: a shell without it
+                shell_id = shells.open(None)
+            out, err, code = _run_stdin(protocol, shell_id, script, env, deadline, target, max_output)
+            if _undelivered(out, code):
+                raise _not_delivered(target)
+            return CommandOutput(out, err, code, "stdin")
+        # "stdin" remembered: if it no longer delivers the script, the env launch in a new
+        # shell (the caller then remembers "env")
+        shell_id = shells.open(None)
         out, err, code = _run_stdin(protocol, shell_id, script, env, deadline, target, max_output)
-        return CommandOutput(out, err, code, "stdin")
+        if not _undelivered(out, code):
+            return CommandOutput(out, err, code, "stdin")
+        log.info("%s: the remembered stdin launch did not deliver the script; trying the environment",
+                 target.name)
+        shells.delete()
+        shell_id = shells.open_with_script(script, env)
+        if shell_id is None:
+            raise _not_delivered(target)
+        out, err, code = _run_env(protocol, shell_id, script, deadline, target, max_output)
+        if _undelivered(out, code):
+            raise _not_delivered(target)
+        return CommandOutput(out, err, code, "env")
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise _translate(target, exc) from None
     finally:
-        _close(target, password, protocol, guard, shell_id, deadline)
+        _close(target, password, protocol, guard, shells.shell_id, deadline)
 
 
 #: A shell still open when the collection ends (its deadline passed, an exchange failed) is

@@ -39,6 +39,10 @@ Format notes beyond docs/contracts.md (all optional):
   [server.extra_files] "name.config" = '''...'''   further files in the PopImap folder
                       (targets of appSettings file= / configSource=), exact text, UTF-8;
                       served to the collector as Windows would (scanner/lab/simfiles.py)
+  [[server]] env_value_limit = 2048  UNCONFIRMED switch: PowerShell sees each shell
+                      environment value cut to this many characters (0: whole)
+  [[server]] stdin_ignored = true  UNCONFIRMED switch: PowerShell's $input stays empty
+                      (whether PowerShell 1.0 reads stdin under -EncodedCommand is unknown)
   [server.pop3] newline = "crlf" | "lf"   line endings of `config` text (default: as the
                       TOML parser returns it, i.e. "\\n"; Windows files have CRLF).
   A protocol table left out entirely stands for the protocol as setup left it: the
@@ -103,7 +107,7 @@ _LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port
              *_PLATFORM_KEYS}
 _SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
                 "computer", "fqdn", "roles", "system_root", "port", "env_ignored", "extra_files",
-                "language", "application_log", *_PLATFORM_KEYS, *PROTOCOLS}
+                "language", "application_log", "env_value_limit", "stdin_ignored", *_PLATFORM_KEYS, *PROTOCOLS}
 _SYSTEM_ROOT = re.compile(r'^[A-Za-z]:\\[^\\/:*?"<>|]+$')
 _PROTOCOL_KEYS = {"config", "config_file", "encoding", "newline", "modified", "service",
                   "start_mode", "started", "refused_logons"}
@@ -382,7 +386,8 @@ def _rollups(value: Any, where: str) -> tuple[Rollup, ...]:
 
 
 def _platform_fields(table: dict[str, Any], lab: LabSettings, where: str) -> dict[str, Any]:
-    """platform, powershell, account, allow_unencrypted, system_root, port, env_ignored."""
+    """platform, powershell, account, allow_unencrypted, system_root, port and the
+    unconfirmed switches env_ignored, env_value_limit, stdin_ignored."""
     plat = _choice(table, "platform", where, PLATFORMS, lab.platform)
     windows = platform(plat)
     default_ps = lab.powershell if lab.powershell in windows.powershells else windows.default_powershell
@@ -399,6 +404,8 @@ def _platform_fields(table: dict[str, Any], lab: LabSettings, where: str) -> dic
         "platform": plat, "powershell": powershell, "account": account,
         "allow_unencrypted": _bool(table, "allow_unencrypted", where, lab.allow_unencrypted),
         "system_root": system_root, "port": port, "env_ignored": _bool(table, "env_ignored", where, False),
+        "env_value_limit": _int(table, "env_value_limit", where, 0, 0, 32_767),
+        "stdin_ignored": _bool(table, "stdin_ignored", where, False),
     }
 
 

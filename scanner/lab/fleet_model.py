@@ -143,6 +143,8 @@ class SimServer:
     extra_files: dict[str, bytes] = field(default_factory=dict)
     language: str = "en"  # en | de: the language of its event messages
     application_log: str = "readable"  # readable | denied: may the scan account read it
+    env_value_limit: int = 0  # UNCONFIRMED switch: PowerShell sees each env value cut to this length
+    stdin_ignored: bool = False  # UNCONFIRMED switch: PowerShell's $input stays empty
 
     @property
     def windows(self) -> Platform:

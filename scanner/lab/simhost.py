@@ -12,6 +12,7 @@ simulated here; transport faults belong to httpserver.py.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import threading
 import zlib
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from scanner.collect import (
-    BOOTSTRAP,
+    BADSCRIPT_MARKER,
     END_MARKER,
     MAX_EVENTS_ENV_VAR,
     NOENV_EXIT_CODE,
@@ -29,7 +30,10 @@ from scanner.collect import (
     SINCE_ENV_VAR,
     collector_script,
     discover_script,
+    parse_env_bootstrap,
     parse_stdin_bootstrap,
+    script_matches,
+    strip_script,
     version_script,
 )
 from scanner.collect.collected import CONFIG_FILE_NAMES, SERVICE_NAMES
@@ -394,6 +398,9 @@ class SimulatedHost:
         """What `command arguments` prints in `shell` on this host."""
         with self._lock:
             server, fleet = self._server, self._fleet
+        if server.env_value_limit:  # UNCONFIRMED switch (docs/lab.md): values arrive cut short
+            limit = server.env_value_limit
+            shell = dataclasses.replace(shell, env={name: value[:limit] for name, value in shell.env.items()})
         line = command_line(command, arguments)
         if skip_cmd_shell:
             # CreateProcess with the program as written: no PATH search, no expansion.
@@ -477,13 +484,17 @@ class SimulatedHost:
                                              "-EncodedCommand is not properly encoded. The value must be Base64 "
                                              "encoded.\r\n", 1)
                 break
-        if text == BOOTSTRAP:
+        env_check = parse_env_bootstrap(text) if text is not None else None
+        if env_check is not None:
             script = shell.env.get(SCRIPT_ENV_VAR, "")
             if script == "":
                 return CommandResult(NOENV_MARKER, "", NOENV_EXIT_CODE)
+            if not script_matches(script, *env_check):  # the bootstrap's length and SHA-1 check
+                return CommandResult(BADSCRIPT_MARKER, "", NOENV_EXIT_CODE)
             return self._run_script(server, fleet, shell, script, shell.env)
-        inputs = parse_stdin_bootstrap(text) if text is not None else None
-        if inputs is not None:
+        stdin_bootstrap = parse_stdin_bootstrap(text) if text is not None else None
+        if stdin_bootstrap is not None:
+            inputs, length, digest = stdin_bootstrap
             env = {**shell.env, **inputs}
 
             def on_stdin(data: bytes) -> CommandResult:
@@ -491,7 +502,12 @@ class SimulatedHost:
                 lines = data.decode("cp437").replace("\r\n", "\n").split("\n")
                 if lines and lines[-1] == "":
                     lines.pop()
-                return self._run_script(server, fleet, shell, "\n".join(lines), env)
+                if server.stdin_ignored:  # UNCONFIRMED switch (docs/lab.md)
+                    lines = []
+                script = "\n".join(lines)
+                if not script_matches(script, length, digest):
+                    return CommandResult(BADSCRIPT_MARKER, "", NOENV_EXIT_CODE)
+                return self._run_script(server, fleet, shell, script, env)
             if stdin_closed:
                 return on_stdin(b"")
             return CommandResult("", "", 0, stdin=on_stdin)
@@ -505,7 +521,9 @@ class SimulatedHost:
 
     def _run_script(self, server: SimServer, fleet: Fleet, shell: ShellContext, script: str,
                     env: dict[str, str]) -> CommandResult:
-        """What a script run by a bootstrap prints: the lab runs only the shipped scripts."""
+        """What a script run by a bootstrap prints: the lab runs only the shipped scripts
+        (as PowerShell runs them: comment lines, blank lines and indentation change nothing)."""
+        script = strip_script(script)
         if script.rstrip("\n") == collector_script().rstrip("\n"):
             return self._script(server, shell, "collector", lambda: collector_document(server, env, self._clock()))
         if script.rstrip("\n") == discover_script().rstrip("\n"):

@@ -254,6 +254,11 @@ class WSManService:
                 if not name:
                     raise schema_fault("An rsp:Variable has no Name.")
                 env[name] = el_text(variable, strip=False)
+                if "%" in env[name]:
+                    # WinRM refuses a Create whose environment value holds a %: fault 87,
+                    # s:Sender / w:InvalidParameter, "The parameter is incorrect." (docs/lab.md, [ENV-PERCENT])
+                    raise WSManFault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ",
+                                     ERROR_INVALID_PARAMETER)
                 if len(name) + 1 + len(env[name]) > ENV_VARIABLE_LIMIT:
                     # Windows caps one environment variable (name=value) at 32,767 characters;
                     # the shell cannot be created with it (exact WinRM fault unconfirmed).
