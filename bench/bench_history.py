@@ -34,6 +34,7 @@ from history_gen import generate
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from scanner.facts import is_active
 from scanner.judge.catalog import load_catalog
 from scanner.judge.evaluate import evaluate_run
 from scanner.judge.policy import Policy
@@ -124,6 +125,33 @@ def measure(label: str, long_url: str, short_url: str, args: argparse.Namespace)
     print(f"[{label}] size {size / 1e6:.1f} MB for {scans} server scans: {size / scans:.0f} bytes per server scan")
 
 
+def measure_runs_list(label: str, url: str, args: argparse.Namespace) -> None:
+    """`cas-audit history` without --server: the runs with their active findings, counted
+    in one query (issue 14), against the former one findings read per run."""
+    store = open_store(url)
+    try:
+        runs = store.runs()
+        for run in runs:  # the generator leaves the newest run without findings
+            if not store.findings(run.id) and run.id == runs[0].id:
+                result = evaluate_run(store, run.id, Policy.default(), load_catalog())
+                store.save_findings(run.id, result.findings, result.resolved)
+
+        def one_query() -> dict[int, int]:
+            counts = store.active_finding_counts()
+            return {run.id: counts.get(run.id, 0) for run in store.runs()}
+
+        def per_run() -> dict[int, int]:
+            return {run.id: sum(1 for f in store.findings(run.id) if is_active(f.state)) for run in store.runs()}
+
+        assert one_query() == per_run()
+        new = [timed(one_query)[0] for _ in range(args.repeats)]
+        old = [timed(per_run)[0] for _ in range(args.repeats)]
+        print(f"[{label}] history (list of {len(runs)} runs x {args.servers} servers, active findings): "
+              f"one query {median(new)}; one findings read per run (before issue 14) {median(old)}")
+    finally:
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="issue 9 history benchmark")
     parser.add_argument("--servers", type=int, default=1000)
@@ -133,8 +161,13 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="folder for the SQLite files (default: a temporary one)")
     parser.add_argument("--pg", default=None, help="PostgreSQL URL of an existing database with CREATE DATABASE rights")
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--runs-list", action="store_true",
+                        help="measure only `history` (the list of runs) on a history of --days runs")
     args = parser.parse_args()
     folder = Path(args.dir or tempfile.mkdtemp(prefix="cas-audit-bench-"))
+    if args.runs_list:
+        runs_list_only(folder, args)
+        return
     if not args.skip_sqlite:
         urls = {}
         for key, days in (("long", args.days), ("short", args.short_days)):
@@ -162,6 +195,28 @@ def main() -> None:
             with admin.connect() as conn:
                 for name in names:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def runs_list_only(folder: Path, args: argparse.Namespace) -> None:
+    if not args.skip_sqlite:
+        path = folder / f"history-{args.servers}x{args.days}.db"
+        path.unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+        generate(url, args.servers, args.days, quiet=True)
+        measure_runs_list("sqlite", url, args)
+    if args.pg:
+        admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
+        name = f"cas_audit_bench_{uuid.uuid4().hex[:10]}"
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            url = admin.url.set(database=name).render_as_string(hide_password=False)
+            generate(url, args.servers, args.days, quiet=True)
+            measure_runs_list("postgresql", url, args)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
 
 

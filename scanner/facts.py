@@ -16,7 +16,10 @@ def severity_rank(severity: str) -> int:
     return len(SEVERITIES) - 1 - SEVERITIES.index(severity) if severity in SEVERITIES else 0
 
 
+INACTIVE_STATES: tuple[str, ...] = ("waived",)  # finding states that do not count
+
+
 def is_active(state: str) -> bool:
     """Whether a finding in `state` counts (for --fail-on, summaries, trends): every state but
     waived. A finding whose waiver expired is active again."""
-    return state != "waived"
+    return state not in INACTIVE_STATES

@@ -17,7 +17,6 @@ from scanner.cli.app import (
 )
 from scanner.cli.output import output
 from scanner.errors import ConfigError
-from scanner.facts import is_active
 from scanner.util.timefmt import display_utc
 
 
@@ -65,8 +64,9 @@ def _print_runs(store: Any) -> None:
     for column in ("run", "started (UTC)", "status", "planned", "scanned", "failed", "active findings",
                    "site", "operator"):
         table.add_column(column)
+    active_findings = store.active_finding_counts()  # one query, not one read per run
     for run in runs:
-        active = sum(1 for f in store.findings(run.id) if is_active(f.state))
+        active = active_findings.get(run.id, 0)
         table.add_row(str(run.id), display_utc(run.started_at), run.status,
                       str(run.servers_planned), str(run.servers_scanned), str(run.servers_failed),
                       str(active), _text(run.site_filter), _text(run.operator))

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import JSON, cast, delete, func, insert, select, type_coerce
 
+from scanner.facts import INACTIVE_STATES
 from scanner.store.base import StoreBase, chunks
 from scanner.store.documents import finding_document, finding_fields
 from scanner.store.models import Document, Finding, ResolvedFinding
@@ -95,6 +96,19 @@ class Findings(StoreBase):
             return [
                 FindingRow(**finding_fields(body, extra), id=finding_id, run_id=run_id) for finding_id, body, extra in rows
             ]
+
+    def active_finding_counts(self) -> dict[int, int]:
+        """How many active findings (`facts.is_active`) every run saved, by run id (runs
+        without one are left out). One query: each finding document's state is read once,
+        in the database, however many runs share it."""
+        with self._read("count the active findings of the runs") as session:
+            postgresql = session.get_bind().dialect.name == "postgresql"
+            body = cast(Document.body, JSON) if postgresql else type_coerce(Document.body, JSON)
+            active = select(Document.id).where(Document.kind == "finding",
+                                               body["state"].as_string().not_in(INACTIVE_STATES))
+            query = (select(Finding.run_id, func.count()).where(Finding.body_id.in_(active))
+                     .group_by(Finding.run_id))
+            return {run_id: int(count) for run_id, count in session.execute(query)}
 
     def resolved(self, run_id: int) -> list[tuple[str, str | None, str | None]]:
         """(rule, server_name, protocol) of the findings resolved in a run."""
