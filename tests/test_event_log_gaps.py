@@ -32,6 +32,7 @@ from scanner.lab.fleet_model import Fleet, RefusedLogonFact
 from scanner.lab.serve import Lab
 from scanner.report.build import build_report
 from scanner.report.labels import Labels
+from scanner.report.summary import summarise, summary_lines
 from scanner.report.write import render
 from scanner.scan import run_scan
 from scanner.store.repo import open_store
@@ -76,7 +77,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 lab.replace_fleet(replace(fleet, servers=(fleet.servers[0], denied, full)))
             outcome = run_scan(inventory, store=store, password="lab-password", policy=Policy.default(),
                                catalog=load_catalog(), concurrency=3, timeout_s=30)
-    out: dict[str, Any] = {"first": json.loads(render(build_report(store, outcome.run_id - 1), "json"))}
+    out: dict[str, Any] = {"first": json.loads(render(build_report(store, outcome.run_id - 1), "json")),
+                           "summary": summary_lines(summarise(store, outcome.run_id))}
     for lang in ("en", "de"):
         report = build_report(store, outcome.run_id, lang=lang)
         out[f"json-{lang}"] = json.loads(render(report, "json"))
@@ -163,3 +165,9 @@ def assert_gap_rows(findings: list[dict[str, Any]], labels: Labels) -> None:
     assert unread[labels("col.severity")] in (None, "")
     assert not [r for r in findings if r[labels("col.server")] == "DE01" and r[labels("col.state")] in (
         labels("note.not_evaluated"), labels("note.lower_bound"), labels("note.collector_error"))]
+
+
+def test_the_end_of_scan_summary_names_the_incomplete_servers(reports: dict[str, Any]) -> None:
+    (line,) = [line for line in reports["summary"] if line.startswith("  incomplete: ")]
+    assert "DENY (Application log not read (XS-010 not evaluated); 1 collector error(s))" in line
+    assert "FULL (refused logons a lower bound)" in line and "DE01" not in line

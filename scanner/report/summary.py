@@ -25,6 +25,8 @@ class ScanSummary:
     previous_run_id: int | None
     history: str  # the database, password masked
     reports: list[str] = field(default_factory=list)
+    # (server, what) of each scanned server whose result has a gap (report/notes.py)
+    incomplete: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as a JSON-ready mapping (the `scan-summary` event of --log-format json)."""
@@ -35,6 +37,7 @@ class ScanSummary:
             "active_findings": self.active, "new_findings": self.new, "waived_findings": self.waived,
             "resolved_findings": self.resolved, "previous_run": self.previous_run_id,
             "history": self.history, "reports": self.reports,
+            "incomplete": [{"server": name, "gap": gap} for name, gap in self.incomplete],
         }
 
 
@@ -50,6 +53,11 @@ def summarise(store: Store, run_id: int, reports: list[str] | None = None) -> Sc
         (obs.name, obs.error_kind or "error")
         for obs in store.server_observations(run_id) if obs.scan_status != "ok"
     )
+    incomplete = sorted(
+        (obs.name, _gap(obs.events_error is not None, obs.events_truncated is not None, len(obs.collector_errors)))
+        for obs in store.server_observations(run_id)
+        if obs.scan_status == "ok" and (obs.events_error is not None or obs.events_truncated or obs.collector_errors)
+    )
     previous = [r.id for r in store.runs() if r.id < run_id]
     return ScanSummary(
         run_id=run_id, status=run.status, planned=run.servers_planned, scanned=run.servers_scanned,
@@ -58,8 +66,17 @@ def summarise(store: Store, run_id: int, reports: list[str] | None = None) -> Sc
         waived=sum(1 for f in findings if not is_active(f.state)),
         resolved=len(store.resolved(run_id)),
         previous_run_id=max(previous) if previous else None,
-        history=store.url_display, reports=list(reports or []),
+        history=store.url_display, reports=list(reports or []), incomplete=incomplete,
     )
+
+
+def _gap(unread: bool, lower_bound: bool, errors: int) -> str:
+    """What a server's result lacks, in a few words."""
+    what = ["Application log not read (XS-010 not evaluated)" if unread else
+            "refused logons a lower bound" if lower_bound else ""]
+    if errors:
+        what.append(f"{errors} collector error(s)")
+    return "; ".join(w for w in what if w)
 
 
 def summary_lines(summary: ScanSummary) -> list[str]:
@@ -70,6 +87,10 @@ def summary_lines(summary: ScanSummary) -> list[str]:
         shown = ", ".join(f"{name} ({kind})" for name, kind in s.unscanned[:8])
         more = f" and {len(s.unscanned) - 8} more" if len(s.unscanned) > 8 else ""
         lines.append(f"  not scanned: {shown}{more}")
+    if s.incomplete:
+        shown = ", ".join(f"{name} ({gap})" for name, gap in s.incomplete[:4])
+        more = f" and {len(s.incomplete) - 4} more" if len(s.incomplete) > 4 else ""
+        lines.append(f"  incomplete: {shown}{more}")
     counts = ", ".join(f"{n} {severity}" for severity, n in s.active.items() if n) or "none"
     since = f"run {s.previous_run_id}" if s.previous_run_id is not None else "first scan"
     lines.append(f"  active findings: {counts}")
