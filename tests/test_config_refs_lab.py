@@ -216,3 +216,60 @@ def test_the_reader_refuses_inconsistent_references(tmp_path: Path, old: str, ne
         tampered = head + tail.replace(old, new, 1)
     with pytest.raises(CollectorOutputError, match=fragment):
         read_collector_output(tampered.encode())
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "exists"),
+    [
+        ("ok.config", "", True),
+        ("OK.CONFIG", "", True),  # NTFS names are case-insensitive
+        ("sub\\..\\ok.config", "", True),  # GetFullPath leaves it in the folder
+        ("..\\PopImap\\ok.config", "", True),
+        ("absent.config", "", False),
+        ("..\\ok.config", "refused-path", False),
+        ("sub\\ok.config", "refused-path", False),  # a subfolder: not the folder itself
+        ("C:\\ok.config", "refused-path", False),
+        ("\\\\server\\share\\ok.config", "refused-path", False),
+        ("\\ok.config", "refused-path", False),
+        ("ok.config:stream", "refused-path", False),
+        ("a/ok.config", "refused-path", False),
+        ("ok.config ", "refused-path", False),
+        ("ok.config.", "refused-path", False),
+        (" ok.config", "refused-path", False),
+        ("nul.config", "refused-path", False),
+        ("COM1", "refused-path", False),
+        ("ok*.config", "refused-path", False),
+        ("", "refused-path", False),
+    ],
+)
+def test_the_lab_reads_only_files_of_the_popimap_folder(tmp_path: Path, value: str, error: str, exists: bool) -> None:
+    fleet = load_fleet(fleet_file(tmp_path))
+    server = fleet.server("REF03")
+    text = config(f' file="{value}"', setting("false")).encode()
+    server = replace(server, extra_files={"ok.config": b"<appSettings/>"},
+                     protocols={**server.protocols, "pop3": replace(server.protocols["pop3"], config_bytes=text)})
+    host = read_collector_output(collector_document(server, {}, NOW).encode())
+    [ref] = host.configs["pop3"].references or ()
+    assert (ref.value, ref.error, ref.exists) == (value, error, exists)
+    assert (ref.content is not None) == (exists and not error)
+    if ref.path:
+        assert ref.path.lower().startswith(server.install_path.lower().rstrip("\\") + "\\clientaccess\\popimap\\")
+
+
+def test_referenced_files_share_a_budget(tmp_path: Path) -> None:
+    fleet = load_fleet(fleet_file(tmp_path))
+    server = fleet.server("REF03")
+    big = b"<appSettings><!--" + b"x" * 900_000 + b"--></appSettings>"
+    protocols = {p: replace(server.protocols[p], config_bytes=config(f' file="{p}.config"').encode())
+                 for p in ("pop3", "imap4")}
+    # pop3's config names two files (the second in another element: a candidate too), imap4's one
+    protocols["pop3"] = replace(protocols["pop3"], config_bytes=(
+        b'<?xml version="1.0"?>\n<configuration><appSettings file="pop3.config"/>'
+        b'<x><appSettings file="third.config"/></x></configuration>'))
+    extra = {"pop3.config": big, "third.config": big, "imap4.config": big + b"<!-- -->"}
+    server = replace(server, extra_files=extra, protocols={**server.protocols, **protocols})
+    host = read_collector_output(collector_document(server, {}, NOW).encode())
+    read = [r for c in host.configs.values() for r in c.references or () if r.content is not None]
+    refused = [r for c in host.configs.values() for r in c.references or () if r.error == "too-large"]
+    assert len(read) == 2 and sum(len(r.content or b"") for r in read) <= 2_097_152
+    assert refused and all(r.exists and r.length for r in refused)
