@@ -339,3 +339,21 @@ def test_the_lab_refuses_kerberos_without_message_encryption(krb_lab: KerberosLa
                         ca_trust_path=None)
     with pytest.raises(InvalidCredentialsError):
         protocol.open_shell()
+
+
+def test_discover_from_a_management_host_with_a_delegated_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:
+    """`inventory discover --from` only with what makes Get-ExchangeServer's second hop work:
+    Kerberos with delegation (a forwardable ticket, `kinit -f`; pywinrm's kerberos_delegation)."""
+    ccache = tmp_path / "ccache"
+    krb_lab.realm._run("kinit", "-f", "-c", f"FILE:{ccache}", f"{USER}@{REALM}", stdin=PASSWORD + "\n")
+    out = tmp_path / "cas.toml"
+    done = cas_audit(krb_lab, "inventory", "discover", "--from", f"cas01.{DOMAIN}", "--auth", "kerberos",
+                     "--delegate", "--scheme", "http", "--port", str(krb_lab.lab.port("CAS01")),
+                     "--username", f"{USER}@{REALM}", "--out", str(out), ccache=ccache)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text(encoding="utf-8")
+    assert 'auth = "kerberos"' in text and f'address = "cas02.{DOMAIN}"' in text and 'site = "Hamburg"' in text
+    refused = cas_audit(krb_lab, "inventory", "discover", "--from", f"cas01.{DOMAIN}", "--auth", "kerberos",
+                        "--scheme", "http", "--port", str(krb_lab.lab.port("CAS01")), "--username",
+                        f"{USER}@{REALM}", "--out", str(tmp_path / "x.toml"), ccache=ccache)
+    assert refused.returncode == 2 and "second hop" in refused.stderr

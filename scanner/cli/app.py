@@ -173,9 +173,9 @@ def _text(value: Any) -> str:
     return "" if value is None else escape(str(value))
 
 
-# Libraries whose versions matter when a scan misbehaves: WinRM and authentication,
+# Libraries whose versions matter when a scan misbehaves: WinRM, LDAP and authentication,
 # history database, XML and workbook.
-KEY_LIBRARIES = ("pywinrm", "pyspnego", "requests-ntlm", "SQLAlchemy", "alembic", "lxml", "openpyxl")
+KEY_LIBRARIES = ("pywinrm", "pyspnego", "requests-ntlm", "ldap3", "SQLAlchemy", "alembic", "lxml", "openpyxl")
 
 
 def version_text() -> str:

@@ -16,6 +16,7 @@ from scanner.cli.app import (
     handle_errors,
     out_console,
 )
+from scanner.cli.output import output
 
 
 @cli.group()
@@ -108,10 +109,10 @@ def inventory_discover(ldap_host: str | None, base: str | None, host: str | None
                                      password=_password(username, kerberos=bind == "kerberos"), base=base,
                                      timeout_s=timeout_s, force=force)
     for note in result.notes:
-        err_console.print(f"note: {note}", highlight=False, markup=False)
+        output.warning(f"unknown: {note}", event="discover-unknown")
     for skipped in result.skipped:
-        err_console.print(f"left out: {skipped}", highlight=False, markup=False)
-    err_console.print(f"wrote {out} with {result.count} Client Access Server(s)", highlight=False, markup=False)
+        output.warning(f"left out: {skipped}", event="discover-left-out")
+    output.info(f"wrote {out} with {result.count} Client Access Server(s)", event="discover-written")
     if result.skipped:
         raise CollectionError("output", f"{len(result.skipped)} Client Access Server entr"
                                         f"{'y was' if len(result.skipped) == 1 else 'ies were'} left out of {out}",
