@@ -1,13 +1,14 @@
-"""The one place a connection to a server is opened: every TCP connection, TLS handshake
-and HTTP exchange of the scanner with the servers it audits, bounded by a wall-clock
-deadline and a size cap.
+"""The one place a connection to a server under audit is opened: every TCP connection,
+TLS handshake and HTTP exchange of the scanner with the servers it audits, bounded by a
+wall-clock deadline and a size cap.
 
 pywinrm's HTTP (winrm_client.py) runs on a requests Session this module's adapter is
 mounted on (`install`), so its connections are opened here; preflight's own probes (a TCP
 connection, the TLS certificate, an unauthenticated POST) are `reach`, `peer_certificate`
 and `post`. No other module of `scanner/` outside the lab (the server side) imports
-socket, ssl, requests, urllib3 or http.client to open a connection
-(tests/test_layout.py checks it).
+socket, ssl, requests, urllib3 or http.client to open a connection (tests/test_layout.py
+checks it); the one other connection, to a domain controller for `inventory discover
+--ldap`, is ldap3's in ldapclient.py.
 
 requests' `timeout` bounds each socket read, not the exchange: a peer that sends one
 byte every half second, or a body that never ends, keeps a read going forever. A
