@@ -19,7 +19,7 @@ from scanner.lab.fleet import load_fleet
 from scanner.lab.fleet_model import RefusedLogonFact, SimServer
 from scanner.lab.serve import demo_fleet_path
 from scanner.lab.simhost import collector_document
-from scanner.parse.observe import ServerObservation, interpret
+from scanner.parse.observe import MAX_EVENTS_ERROR, ServerObservation, interpret
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -85,3 +85,10 @@ def test_the_collector_and_the_lab_agree_on_the_window() -> None:
     assert re.search(r"\$last\.m = ''\s*\n\$all = @\(Get-EventLog -LogName Application -Newest \$win\)\s*\n"
                      r"if \(\$last\.m -ne ''\) \{ \$lr = \$last\.m", stage)
     assert "(T 'error' $lr)" in stage and "(T 'full' $fu)" in stage
+
+
+def test_a_huge_reason_is_kept_short() -> None:
+    text = collector_document(server(application_log="denied"), {}, NOW).replace(DENIED_MESSAGE, "x" * 100_000)
+    host = read_collector_output(text.encode("utf-8"))
+    obs = interpret("CAS01", "127.0.0.1", None, host, NOW, NOW)
+    assert obs.events_error == "x" * MAX_EVENTS_ERROR

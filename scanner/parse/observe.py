@@ -16,6 +16,9 @@ from scanner.parse.builds import build_from_registry, parse_build, rollup_from_n
 from scanner.parse.configfile import ConfigReading, read_config
 from scanner.parse.events import read_refused_logon
 
+#: Characters kept of the server's reason for not reading its Application log.
+MAX_EVENTS_ERROR = 1000
+
 
 @dataclass(frozen=True)
 class RefusedLogonObservation:
@@ -202,7 +205,7 @@ def interpret(
         events_since=host.events_since,
         collector_errors=host.errors,
         protocols={p: _protocol_observation(host, p) for p in PROTOCOLS if p in host.configs},
-        events_error=host.events_error or None,
+        events_error=host.events_error[:MAX_EVENTS_ERROR] or None,
         events_truncated=_truncated(host),
         events_limit=(host.events_window if host.events_window_full else host.events_max) if _truncated(host) else None,
     )
