@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomli_w
 from kdc import Realm, find_tool, hosts_entries, missing_tools, resolves_to
 
 from scanner.lab.fleet import load_fleet
@@ -35,8 +36,11 @@ DOMAIN = "krb.cas-audit.test"
 USER = "auditor"
 PASSWORD = "krb-Passw0rd"
 OTHER_USER = "intruder"   # a valid principal of the realm, but not the lab's account
+OPERATOR = "operator"     # a second account with a lab of its own (CAS04): the mixed inventory
+OPERATOR_PASSWORD = "op-Passw0rd"
 HOSTS = {f"cas01.{DOMAIN}": "127.0.12.1", f"cas02.{DOMAIN}": "127.0.12.2",
-         f"cas03.{DOMAIN}": "127.0.13.1"}   # CAS03: the lab with its clock moved (its own process)
+         f"cas03.{DOMAIN}": "127.0.13.1",   # CAS03: the lab with its clock moved (its own process)
+         f"cas04.{DOMAIN}": "127.0.146.1"}  # CAS04: the operator's lab
 FLEET = f"""
 [lab]
 username = "{USER}"
@@ -55,6 +59,20 @@ fqdn = "cas01.{DOMAIN}"
 name = "CAS02"
 site = "Hamburg"
 fqdn = "cas02.{DOMAIN}"
+"""
+OPERATOR_FLEET = f"""
+[lab]
+username = "{OPERATOR}"
+domain = "{REALM}"
+auth = "kerberos"
+keytab = "http.keytab"
+base_address = "127.0.146.1"
+port = 0
+
+[[server]]
+name = "CAS04"
+site = "Berlin"
+fqdn = "cas04.{DOMAIN}"
 """
 SKEWED_FLEET = f"""
 [lab]
@@ -111,10 +129,12 @@ def krb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosLab]:
     realm.create()
     realm.add_user(USER, PASSWORD)
     realm.add_user(OTHER_USER, PASSWORD)
+    realm.add_user(OPERATOR, OPERATOR_PASSWORD)
     for fqdn in HOSTS:
         realm.add_service(fqdn)
     (folder / "fleet.toml").write_text(FLEET, encoding="utf-8")
     (folder / "skewed.toml").write_text(SKEWED_FLEET, encoding="utf-8")
+    (folder / "operator.toml").write_text(OPERATOR_FLEET, encoding="utf-8")
     (folder / "http.keytab").write_bytes(realm.keytab.read_bytes())
     saved = {key: os.environ.get(key) for key in realm.env}
     os.environ.update(realm.env)   # the in-process lab's acceptor reads this krb5.conf
@@ -142,10 +162,12 @@ def krb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosLab]:
 
 
 def cas_audit(krb: KerberosLab, *args: str, ccache: Path, password: str | None = None,
-              db: Path | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+              db: Path | None = None, prefix: tuple[str, ...] = (),
+              extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real command line in a child process with the realm's krb5.conf and `ccache`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAS_AUDIT_", "KRB5"))}
     env.update(krb.realm.env)
+    env.update(extra_env or {})
     env["KRB5CCNAME"] = f"FILE:{ccache}"
     if password is not None:
         env["CAS_AUDIT_PASSWORD"] = password
@@ -231,6 +253,41 @@ def test_scan_with_a_password_gets_its_own_ticket(krb_lab: KerberosLab, tmp_path
     assert scan.returncode == 0, scan.stdout + scan.stderr
     assert PASSWORD not in scan.stdout + scan.stderr
     assert not empty.exists()            # the ticket went to a private cache, not the user's
+
+
+def test_an_inventory_mixing_a_kinit_account_and_a_password_account_scans_completely(
+        krb_lab: KerberosLab, tmp_path: Path) -> None:
+    """auditor logs on with kinit's cache, operator with a password from the keyring (a real
+    file keyring, keyrings.alt): the password account's private ticket cache is its own
+    thread's business, so the kinit account, scanned after it, still finds kinit's ticket.
+    (Before: the private cache was put into KRB5CCNAME for the whole process, and CAS01 and
+    CAS02 failed with "there is no Kerberos ticket for auditor".)"""
+    ccache = tmp_path / "ccache"
+    krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
+    keyring_env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+                   "XDG_DATA_HOME": str(tmp_path / "data")}
+    stored = subprocess.run([sys.executable, "-c", "import keyring, sys; keyring.set_password('cas-audit', "
+                             "sys.argv[1], sys.stdin.read())", f"{OPERATOR}@{REALM}"],
+                            input=OPERATOR_PASSWORD, text=True, capture_output=True, timeout=60,
+                            env={**os.environ, **keyring_env})
+    assert stored.returncode == 0, stored.stderr
+    with Lab(load_fleet(krb_lab.folder / "operator.toml")) as operator_lab:
+        servers = [{"name": "CAS04", "address": f"cas04.{DOMAIN}", "site": "Berlin",
+                    "port": operator_lab.port("CAS04"), "username": f"{OPERATOR}@{REALM}"}]
+        servers += [{"name": name, "address": f"{name.lower()}.{DOMAIN}", "site": "Berlin",
+                     "port": krb_lab.lab.port(name)} for name in ("CAS01", "CAS02")]
+        inventory = tmp_path / "mixed.toml"
+        inventory.write_text(tomli_w.dumps({"defaults": {"username": f"{USER}@{REALM}", "auth": "kerberos",
+                                                         "scheme": "http"}, "server": servers}), encoding="utf-8")
+        db = tmp_path / "history.db"
+        # one at a time, the password account first: every kinit collection comes after it
+        scan = cas_audit(krb_lab, "scan", "--inventory", str(inventory), "--concurrency", "1", ccache=ccache, db=db,
+                         extra_env=keyring_env)
+        operator_requests = operator_lab.stats("CAS04").requests
+    assert scan.returncode in (0, 1), scan.stdout + scan.stderr
+    assert "3 scanned, 0 failed" in scan.stderr, scan.stderr
+    assert OPERATOR_PASSWORD not in scan.stdout + scan.stderr
+    assert operator_requests == 5
 
 
 def test_no_ticket_and_no_password_says_run_kinit(krb_lab: KerberosLab, tmp_path: Path) -> None:

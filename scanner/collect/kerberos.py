@@ -4,10 +4,19 @@ pywinrm's `kerberos` transport (pykerberos, from the `kerberos` extra) takes the
 ticket from the credential cache: whatever `kinit` left there (KRB5CCNAME or the default
 cache), found by the principal the inventory names. When a password is given instead
 (CAS_AUDIT_PASSWORD or the keyring), `ensure_ticket()` asks the KDC for a ticket with it
-(python-gssapi, also from the `kerberos` extra) and keeps it in a private cache collection
-of this process (a DIR: collection in a 0700 temporary folder, removed at exit), which
-KRB5CCNAME then names for the rest of the process. The password never reaches a file, an
-argument or the environment.
+(python-gssapi, also from the `kerberos` extra) and keeps it in a private credential cache
+of this process, one per principal (FILE: caches in a 0700 temporary folder, removed at
+exit). The password never reaches a file, an argument or the environment.
+
+Which cache a collection uses is set for its own thread only, never in the process
+environment: `ensure_ticket()` names the principal's private cache, or (no password)
+resets to kinit's cache, with gss_krb5_ccache_name (python-gssapi's `krb5_ccache_name`),
+which MIT keeps per thread and applies to every credential pykerberos acquires in that
+thread (both use the same libgssapi_krb5). It names one cache, not a collection: MIT
+searches a thread's DIR: collection for a principal's cache only when the environment
+names it (tested: "No credentials cache found"). Setting KRB5CCNAME from a worker thread would race with the
+other workers' getenv inside libkrb5, and would point an account that relies on kinit's
+cache at the private one (an inventory mixing both failed; tests/test_kerberos.py).
 
 The realm comes from the user name (`auditor@CONTOSO.COM`) or krb5.conf's default_realm;
 the KDC and the host-to-realm mapping from krb5.conf (KRB5_CONFIG names another file).
@@ -50,6 +59,7 @@ _CODE = re.compile(r"-17653\d{5}|\b25296\d{5}\b|\b\d{5,7}\b")
 _lock = threading.Lock()
 _cache_dir: str | None = None
 _tickets: dict[str, float] = {}      # principal -> monotonic time its ticket ends
+_caches: dict[str, str] = {}         # principal -> its private credential cache ("FILE:...")
 
 
 def realm_of(principal: str) -> str | None:
@@ -111,35 +121,54 @@ def failure(detail: str, *, user: str, host: str, service: str = "HTTP") -> Coll
     return CollectionError("auth", explain(detail, codes_in(detail), user=user, host=host, service=service))
 
 
+def use_cache(name: str | None) -> None:
+    """Make `name` (e.g. "DIR:/tmp/x") this thread's Kerberos credential cache, or with None
+    the one KRB5CCNAME or krb5.conf names (kinit's): MIT's gss_krb5_ccache_name is per thread."""
+    try:
+        from gssapi.raw import krb5_ccache_name
+    except ImportError:
+        if name is None:
+            return  # without python-gssapi no private cache was ever named
+        raise CollectionError("internal", "Kerberos with a password needs python-gssapi: install cas-audit's "
+                              "kerberos extra (pip install 'cas-audit[kerberos]') or use kinit") from None
+    krb5_ccache_name(name.encode() if name is not None else None)
+
+
 def ensure_ticket(principal: str, password: str | None, *, host: str) -> None:
-    """With a password, make sure this process holds a current ticket of `principal` (see the
-    module text); without one, the existing credential cache (kinit) is used as it is."""
-    if not password or sys.platform == "win32":
+    """Point this thread's Kerberos at the right cache before a collection: with a password,
+    a current ticket of `principal` in this process's private collection (see the module
+    text); without one, the existing credential cache (kinit) as it is."""
+    if sys.platform == "win32":
         # Windows: pywinrm's Kerberos (winkerberos, SSPI) is the logged-on account's; a
         # password cannot be handed to it, and python-gssapi does not exist there.
+        return
+    if not password:
+        use_cache(None)
         return
     global _cache_dir
     with _lock:
         ends = _tickets.get(principal)
-        if ends is not None and ends - time.monotonic() > 60:
-            return
-        try:
-            import gssapi
-            import gssapi.raw
-        except ImportError:
-            raise CollectionError("internal", "Kerberos with a password needs python-gssapi: install cas-audit's "
-                                  "kerberos extra (pip install 'cas-audit[kerberos]') or use kinit") from None
-        try:
-            name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
-            creds = gssapi.raw.acquire_cred_with_password(name, password.encode("utf-8"), usage="initiate")
-            if _cache_dir is None:
-                _cache_dir = tempfile.mkdtemp(prefix="cas-audit-krb5-")
-                atexit.register(shutil.rmtree, _cache_dir, True)
-            # the collection keeps one cache per principal (MIT picks or creates it)
-            gssapi.raw.store_cred_into({b"ccache": f"DIR:{_cache_dir}".encode()}, creds.creds,
-                                       usage="initiate", overwrite=True, set_default=False)
-        except gssapi.raw.GSSError as exc:
-            detail = f"{exc.gen_message()} ({exc.maj_code}, {exc.min_code})"
-            raise failure(detail, user=principal, host=host) from None
-        os.environ["KRB5CCNAME"] = f"DIR:{_cache_dir}"
-        _tickets[principal] = time.monotonic() + (creds.lifetime or 0)
+        if ends is None or ends - time.monotonic() <= 60:
+            try:
+                import gssapi
+                import gssapi.raw
+            except ImportError:
+                raise CollectionError("internal", "Kerberos with a password needs python-gssapi: install "
+                                      "cas-audit's kerberos extra (pip install 'cas-audit[kerberos]') or use "
+                                      "kinit") from None
+            try:
+                name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
+                creds = gssapi.raw.acquire_cred_with_password(name, password.encode("utf-8"), usage="initiate")
+                if _cache_dir is None:
+                    _cache_dir = tempfile.mkdtemp(prefix="cas-audit-krb5-")
+                    atexit.register(shutil.rmtree, _cache_dir, True)
+                cache = _caches.get(principal) or f"FILE:{os.path.join(_cache_dir, f'cc{len(_caches)}')}"
+                gssapi.raw.store_cred_into({b"ccache": cache.encode()}, creds.creds,
+                                           usage="initiate", overwrite=True, set_default=False)
+            except gssapi.raw.GSSError as exc:
+                detail = f"{exc.gen_message()} ({exc.maj_code}, {exc.min_code})"
+                raise failure(detail, user=principal, host=host) from None
+            _caches[principal] = cache
+            _tickets[principal] = time.monotonic() + (creds.lifetime or 0)
+        cache = _caches[principal]
+    use_cache(cache)
