@@ -5,12 +5,18 @@ referenced file was not read."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rules_fixtures import T0, inputs, proto, server
 
 from scanner.collect.collected import CollectedReference
+from scanner.judge.checks import CHECKS
 from scanner.parse.configfile import KEY, ConfigReading, KeyEntry, read_config
+from scanner.parse.observe import ReferenceObservation
 
 SECTION_LINE = 3
 
@@ -268,3 +274,15 @@ def test_a_refused_reference_is_named_in_the_reading(data: bytes, refs: tuple[Co
     reading = read(data, *refs)
     assert reading.status == "malformed"
     assert reading.reference is not None and reading.reference.outcome == "refused"
+
+
+def test_xs005_names_the_referenced_file_written_after_the_start() -> None:
+    written = T0 - timedelta(days=1)
+    ref = ReferenceObservation(attribute="file", value="extra.config", line=3, outcome="applied",
+                               path="C:\\Exchange\\ClientAccess\\PopImap\\extra.config", sha256="0" * 64,
+                               length=10, modified=written)
+    p = replace(proto("pop3", True, pending=True), config_reference=ref)
+    [finding] = CHECKS["XS-005"].run(inputs([server(pop3=p)]))
+    assert finding.fields["config_file"] == "extra.config"
+    assert finding.fields["config_modified"] == "2026-11-19T10:00:00Z"  # not the config file's older time
+    assert finding.evidence["config_reference_modified"] == finding.fields["config_modified"]

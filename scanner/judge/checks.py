@@ -300,6 +300,12 @@ def check_pending_restart(inp: CheckInput) -> list[RawFinding]:
                 service_started=iso(p.service_started),
             )
             evidence = {**_state(p), "service": p.service, "service_started": iso(p.service_started)}
+            ref = p.config_reference
+            if (ref is not None and ref.outcome == "applied" and ref.modified is not None
+                    and (p.config_modified is None or ref.modified > p.config_modified)):
+                # the file= / configSource= file was written last: name it, not the config file
+                fields.update(config_file=ref.path.rsplit("\\", 1)[-1] or ref.value, config_modified=iso(ref.modified))
+                evidence["config_reference_modified"] = iso(ref.modified)
             out.append(RawFinding("XS-005", planned.name, site, protocol, fields, evidence,
                                   observed=value_text(p.allow_cross_site)))
     return out
