@@ -151,6 +151,17 @@ def test_the_entry_cap_stops_a_directory_that_lists_too_many(samba_dc: SambaDC, 
     assert not (tmp_path / "cas.toml").exists()
 
 
+def test_the_byte_cap_stops_a_directory_that_sends_too_much(samba_dc: SambaDC, tmp_path: Path) -> None:
+    access = DirectoryAccess(host=samba_dc.address, port=636, transport="ldaps", bind="simple", username=USER,
+                             ca_bundle=str(samba_dc.ca_pem))
+    settings = InventorySettings(USER, "ntlm", "https", None, False, True)
+    with pytest.raises(CollectionError, match=f"{samba_dc.address}:636 sent more than 1500 bytes") as caught:
+        discover_inventory_ldap(access, tmp_path / "cas.toml", settings=settings, password=PASSWORD, base=None,
+                                timeout_s=30, max_bytes=1500)
+    assert caught.value.kind == "output"
+    assert not (tmp_path / "cas.toml").exists()
+
+
 def _cas_audit_env(dc: SambaDC, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAS_AUDIT_", "KRB5"))}
     return {**env, **dc.env, "CAS_AUDIT_PASSWORD": PASSWORD, **extra}

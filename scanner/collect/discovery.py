@@ -92,10 +92,12 @@ def refuse_second_hop(host: str, auth: str, delegate: bool) -> None:
 
 def discover_inventory_ldap(access: DirectoryAccess, out: Path, *, settings: InventorySettings,
                             password: str | None, base: str | None, timeout_s: float, force: bool = False,
-                            max_entries: int | None = None) -> DiscoveryResult:
+                            max_entries: int | None = None, max_bytes: int | None = None) -> DiscoveryResult:
     """Write an inventory of every CAS the directory lists (an existing file only with
     `force`). CollectionError when the directory cannot be read or lists no CAS."""
     limits = {"max_entries": max_entries} if max_entries else {}
+    if max_bytes:
+        limits["max_bytes"] = max_bytes
     answer = read_exchange_servers(access, password, base=base, timeout_s=timeout_s, **limits)
     found = client_access_servers(answer)
     if not found.servers:

@@ -10,7 +10,8 @@ accepts), Kerberos (SASL GSSAPI, with the ticket from kinit's cache or from the 
 collect/kerberos.py). The password never leaves this process except inside the bind.
 
 What the directory sends is untrusted: referrals are not followed, entries outside the
-base are dropped, the search is paged and stops at `max_entries`, and each attribute keeps
+base are dropped, one connection reads at most `max_bytes` (ldap3 reads an LDAP message
+whole, whatever length it declares), the search is paged and stops at `max_entries`, and each attribute keeps
 at most MAX_VALUES values of at most MAX_VALUE_BYTES bytes (an entry with more is reported,
 not truncated into a plausible value). The values stay bytes here; exchange_directory.py
 decides what they mean.
@@ -38,6 +39,9 @@ MAX_VALUES = 32            # Exchange setup writes 6 networkAddress values
 MAX_VALUE_BYTES = 1024     # a DN in AD is at most 255 characters per RDN; a host name 253
 MAX_DN_BYTES = 2048
 DEFAULT_MAX_ENTRIES = 5000
+#: Everything the domain controller may send on one connection (ldap3 reads each LDAP
+#: message whole, whatever length it declares): 5,000 server objects are about 10 MB.
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 PAGE_SIZE = 500            # under AD's default MaxPageSize of 1000
 _PAGED_RESULTS = "1.2.840.113556.1.4.319"   # RFC 2696
 
@@ -84,14 +88,15 @@ def check_access(access: DirectoryAccess) -> None:
 
 
 def read_exchange_servers(access: DirectoryAccess, password: str | None, *, base: str | None,
-                          timeout_s: float, max_entries: int = DEFAULT_MAX_ENTRIES) -> DirectoryAnswer:
+                          timeout_s: float, max_entries: int = DEFAULT_MAX_ENTRIES,
+                          max_bytes: int = DEFAULT_MAX_BYTES) -> DirectoryAnswer:
     """Every msExchExchangeServer object under `base` (default: CN=Microsoft
     Exchange,CN=Services in the configuration partition the rootDSE names) and the cn of
     every AD site they reference. CollectionError when the directory cannot be read."""
     check_access(access)
     if access.bind != "kerberos" and not password:
         raise ConfigError(f"a {access.bind} bind needs the password of {access.username}")
-    with _connection(access, password, timeout_s) as conn:
+    with _connection(access, password, timeout_s, max_bytes) as conn:
         if base is None:
             config_nc = _config_naming_context(conn, access)
             base = f"CN=Microsoft Exchange,CN=Services,{config_nc}"
@@ -115,7 +120,7 @@ def _ldap3() -> Any:
 
 
 @contextmanager
-def _connection(access: DirectoryAccess, password: str | None, timeout_s: float) -> Iterator[Any]:
+def _connection(access: DirectoryAccess, password: str | None, timeout_s: float, max_bytes: int) -> Iterator[Any]:
     ldap3 = _ldap3()
     from ldap3.core import exceptions as lx
 
@@ -140,8 +145,12 @@ def _connection(access: DirectoryAccess, password: str | None, timeout_s: float)
             conn.open(read_server_info=False)
             if access.transport == "starttls":
                 conn.start_tls(read_server_info=False)
+            # ldap3 reads only through conn.socket; the budget is kept beside it, since ldap3
+            # drops the socket after a failed read
+            conn.socket = conn.cas_audit_budget = _Budget(conn.socket, max_bytes, where)
             conn.bind(read_server_info=False)
         except lx.LDAPException as exc:
+            _over_budget(conn)
             raise _bind_error(exc, access, where) from None
         except OSError as exc:
             raise _socket_error(exc, where) from None
@@ -155,6 +164,38 @@ def _connection(access: DirectoryAccess, password: str | None, timeout_s: float)
             conn.unbind()
         except Exception:  # closing a connection that may already be gone
             pass
+
+
+class _Budget:
+    """The socket ldap3 reads from, counting what arrives: beyond `limit` bytes the read
+    fails (ldap3 reports it as a receive error; `_over_budget` names the reason)."""
+
+    def __init__(self, sock: Any, limit: int, where: str) -> None:
+        self._sock = sock
+        self.left = limit
+        self.limit = limit
+        self.where = where
+        self.exceeded = False
+
+    def recv(self, size: int, *args: Any) -> bytes:
+        data: bytes = self._sock.recv(size, *args)
+        self.left -= len(data)
+        if self.left < 0:
+            self.exceeded = True
+            raise OSError(f"more than {self.limit} bytes from {self.where}")
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _over_budget(conn: Any) -> None:
+    """CollectionError when the connection's byte budget ended the last read."""
+    budget = getattr(conn, "cas_audit_budget", None)
+    if isinstance(budget, _Budget) and budget.exceeded:
+        raise CollectionError("output", f"the domain controller {budget.where} sent more than {budget.limit} bytes",
+                              hint="no directory answer to this search is that large; check --base, or the "
+                                   "domain controller") from None
 
 
 def _sni(host: str) -> str | None:
@@ -286,6 +327,7 @@ def _search(conn: Any, access: DirectoryAccess, base: str, search_filter: str, a
         except lx.LDAPSizeLimitExceededResult:
             raise _too_many(access, base, max_entries) from None
         except lx.LDAPException as exc:
+            _over_budget(conn)
             raise _read_error(exc, access, what) from None
         for item in conn.response or ():
             if item.get("type") != "searchResEntry":
