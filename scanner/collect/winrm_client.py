@@ -140,6 +140,10 @@ def _guard(protocol: Protocol, guard: httpguard.Guard) -> None:
         session = transport.session
         if session is None:
             session = build_session()
+            # build_session resolved the environment's proxy for this endpoint into
+            # session.proxies once; requests would look it up again on every request
+            # (a third of a collection's CPU: bench/README.md, "CPU per server")
+            session.trust_env = False
         httpguard.install(session, guard)
         return session
 
