@@ -1,4 +1,4 @@
-"""`cas-audit scan`: collect from every CAS concurrently, store each result as it arrives."""
+"""`cas-audit scan`: collect from every CAS concurrently, store the results in small batches as they arrive."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import getpass
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT_S = 120.0
 FIRST_SCAN_EVENT_WINDOW = timedelta(days=30)
 ABANDON_S = 1.5  # after an interrupt, how long servers in flight get to notice
+# Results are committed in batches of at most BATCH_SERVERS, and none waits longer than
+# about BATCH_S (+ the main loop's 0.25 s): a killed scan loses at most those (docs/architecture.md).
+BATCH_SERVERS = 50
+BATCH_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,37 @@ def scan_one(target: Target, password: str | None, since: datetime, timeout_s: f
                       f"unexpected {type(exc).__name__} while {stage}: {detail}", started, _now())
 
 
+class _Batch:
+    """Server results waiting to be committed together (one transaction per batch).
+
+    `on_commit` hears each result once it is committed, never before: what the scan
+    reports as done is in the history."""
+
+    def __init__(self, store: Store, run_id: int, on_commit: Callable[[ServerObservation], None]) -> None:
+        self._store, self._run_id, self._on_commit = store, run_id, on_commit
+        self._waiting: list[ServerObservation] = []
+        self._since = 0.0
+
+    def add(self, observation: ServerObservation) -> None:
+        if not self._waiting:
+            self._since = time.monotonic()
+        self._waiting.append(observation)
+        if len(self._waiting) >= BATCH_SERVERS:
+            self.commit()
+
+    def due(self) -> bool:
+        """Whether the oldest waiting result has waited BATCH_S."""
+        return bool(self._waiting) and time.monotonic() - self._since >= BATCH_S
+
+    def commit(self) -> None:
+        if not self._waiting:
+            return
+        waiting, self._waiting = self._waiting, []
+        self._store.record_servers(self._run_id, waiting)
+        for observation in waiting:
+            self._on_commit(observation)
+
+
 def _heartbeat(store: Store, run_id: int, done: threading.Event) -> None:
     """Renew the run's heartbeat every HEARTBEAT_S seconds until `done` (liveness.py)."""
     while not done.wait(HEARTBEAT_S):
@@ -82,10 +118,11 @@ def _heartbeat(store: Store, run_id: int, done: threading.Event) -> None:
 
 
 def _abandon(pending: set[Future[ServerObservation]], futures: dict[Future[ServerObservation], Target],
-             record: Callable[[ServerObservation], None], reason: str) -> None:
+             batch: _Batch, reason: str) -> None:
     """Cancel the servers not started; give those in flight ABANDON_S to notice (their
-    HTTP exchanges are shut down) and record each as not scanned (interrupted). Servers
-    never started stay unrecorded: reports show them as not scanned."""
+    HTTP exchanges are shut down) and record each as not scanned (interrupted), with the
+    results still waiting in `batch`. Servers never started stay unrecorded: reports show
+    them as not scanned."""
     in_flight = [f for f in pending if not f.cancel()]
     httpguard.abort_all()
     done, _late = wait(in_flight, timeout=ABANDON_S)
@@ -99,8 +136,9 @@ def _abandon(pending: set[Future[ServerObservation]], futures: dict[Future[Serve
             now = _now()
             observation = failed(target.name, target.address, target.site, "interrupted",
                                  f"not scanned: {reason}", now, now)
-        with contextlib.suppress(Exception):
-            record(observation)
+        batch.add(observation)
+    with contextlib.suppress(Exception):
+        batch.commit()
 
 
 def run_scan(
@@ -156,9 +194,8 @@ def run_scan(
                 store.remember_launch(name, method)
         return remember
 
-    def record(observation: ServerObservation) -> None:
+    def committed(observation: ServerObservation) -> None:
         nonlocal scanned, failed_count, internal
-        store.record_server(run_id, observation)  # committed as it arrives
         if observation.scan_status == "ok":
             scanned += 1
         else:
@@ -167,6 +204,7 @@ def run_scan(
         if on_result is not None:
             on_result(observation)
 
+    batch = _Batch(store, run_id, committed)
     try:
         launches = store.launch_methods()
         threading.Thread(target=_heartbeat, args=(store, run_id, beating), name="cas-audit-heartbeat",
@@ -185,14 +223,17 @@ def run_scan(
         while pending and not (stop is not None and stop.is_set()):
             done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             for future in done:
-                record(future.result())
+                batch.add(future.result())
+            if batch.due():
+                batch.commit()
         if pending:  # interrupted: start no more servers, abandon those in flight
             reason = stop_reason() if stop_reason is not None else "interrupted"
-            _abandon(pending, futures, record, reason)
+            _abandon(pending, futures, batch, reason)
             pool.shutdown(wait=False, cancel_futures=True)
             beating.set()
             store.finish_run(run_id, "aborted", finished_at=max(_now(), started_at), reason=reason)
             return ScanOutcome(run_id, "aborted", scanned, failed_count, 0, ExitCode.INTERNAL)
+        batch.commit()
         pool.shutdown(wait=True)
         status = "complete" if failed_count == 0 else "partial"
         # findings first, then the status: a run is never complete without its findings
@@ -200,6 +241,8 @@ def run_scan(
         store.save_findings(run_id, evaluation.findings, evaluation.resolved)
     except BaseException as exc:
         pool.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            batch.commit()  # keep what was collected (if the store still takes it)
         with contextlib.suppress(Exception):
             store.finish_run(run_id, "aborted", finished_at=max(_now(), started_at),
                              reason=f"the scan stopped on an error ({type(exc).__name__})")

@@ -384,3 +384,28 @@ def test_recording_into_an_unknown_run_fails_and_stores_nothing(store: Store) ->
     assert "[SQL" not in str(caught.value)
     assert store.history("CAS01") == []
     assert store.config_blob(hashlib.sha256(CONFIG_UTF16).hexdigest()) is None
+
+
+def test_a_batch_of_results_is_stored_in_order_with_shared_files_once(store: Store) -> None:
+    """record_servers (a scan's batch): every result as record_server would store it."""
+    run_id = new_run(store, ("CAS01", "CAS02", "CAS03"))
+    only_pop3 = server_obs("CAS03", protocols={"pop3": protocol_obs("pop3", refused_logons=())})
+    batch = [server_obs("CAS01"), failed_obs("CAS02"), only_pop3]
+    store.record_servers(run_id, batch)
+    assert store.server_observations(run_id) == batch
+    with store._engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(ConfigBlob)) == 2  # CAS01's two files, shared
+    store.finish_run(run_id, "partial")
+    assert (store.run(run_id).servers_scanned, store.run(run_id).servers_failed) == (2, 1)
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(store: Store) -> None:
+    run_id = new_run(store, ("CAS01", "CAS02"))
+    refused = replace(failed_obs("CAS02"), scan_status="bogus")  # the database's CHECK refuses it
+    with pytest.raises(StoreError, match="cannot record the scans of 2 servers"):
+        store.record_servers(run_id, [server_obs("CAS01"), refused])
+    assert store.server_observations(run_id) == []
+    assert store.config_blob(hashlib.sha256(CONFIG_UTF16).hexdigest()) is None
+    store.record_servers(run_id, [server_obs("CAS01")])  # the store is usable afterwards
+    assert [o.name for o in store.server_observations(run_id)] == ["CAS01"]
+

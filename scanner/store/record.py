@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -31,69 +32,86 @@ class Recording(StoreBase):
 
     def record_server(self, run_id: int, obs: ServerObservation) -> None:
         """Store one server's result (scan row, observations, config blobs, refused logons) at once."""
+        self.record_servers(run_id, [obs])
+
+    def record_servers(self, run_id: int, observations: Sequence[ServerObservation]) -> None:
+        """Store the results of several servers of a run in one transaction: all or none.
+
+        A scan commits its results in small batches (scan.py): each statement here serves
+        the whole batch (bench/README.md, "CPU per server")."""
+        if not observations:
+            return
         blobs: dict[str, bytes] = {}
-        hashes: dict[str, str | None] = {}
-        for key, proto in obs.protocols.items():
-            digest = None
-            if proto.config_bytes is not None:
-                digest = hashlib.sha256(proto.config_bytes).hexdigest()
-                blobs[digest] = proto.config_bytes
-            if proto.config_sha256 is not None and proto.config_sha256.lower() != digest:
-                raise ValueError(f"{obs.name} {key}: config_sha256 does not match config_bytes")
-            ref = proto.config_reference
-            if ref is not None and ref.content is not None:  # a file=/configSource= target, kept like the file
-                if ref.sha256 != hashlib.sha256(ref.content).hexdigest():
-                    raise ValueError(f"{obs.name} {key}: the referenced file's sha256 does not match its bytes")
-                blobs[ref.sha256] = ref.content
-            hashes[key] = digest
-        docs = [("server", dumps(server_state(obs)))]
-        docs += [("protocol", dumps(protocol_state(proto, hashes[key]))) for key, proto in obs.protocols.items()]
-        with self._write(f"record the scan of {obs.name}") as session:
-            server_id = self._server_id_cache.get(obs.name.casefold())
-            if server_id is None:
-                server_id = self._server_ids(session, [obs.name], run_id)[obs.name.casefold()]
+        docs: list[tuple[str, str]] = []
+        for obs in observations:
+            hashes: dict[str, str | None] = {}
+            for key, proto in obs.protocols.items():
+                digest = None
+                if proto.config_bytes is not None:
+                    digest = hashlib.sha256(proto.config_bytes).hexdigest()
+                    blobs[digest] = proto.config_bytes
+                if proto.config_sha256 is not None and proto.config_sha256.lower() != digest:
+                    raise ValueError(f"{obs.name} {key}: config_sha256 does not match config_bytes")
+                ref = proto.config_reference
+                if ref is not None and ref.content is not None:  # a file=/configSource= target, kept like the file
+                    if ref.sha256 != hashlib.sha256(ref.content).hexdigest():
+                        raise ValueError(f"{obs.name} {key}: the referenced file's sha256 does not match its bytes")
+                    blobs[ref.sha256] = ref.content
+                hashes[key] = digest
+            docs.append(("server", dumps(server_state(obs))))
+            docs += [("protocol", dumps(protocol_state(proto, hashes[key]))) for key, proto in obs.protocols.items()]
+        names = [obs.name for obs in observations]
+        doing = (f"record the scan of {names[0]}" if len(names) == 1
+                 else f"record the scans of {len(names)} servers ({', '.join(names[:3])}, ...)")
+        with self._write(doing) as session:
+            server_ids = {key: self._server_id_cache[key] for name in names
+                          if (key := name.casefold()) in self._server_id_cache}
+            unknown = [name for name in names if name.casefold() not in server_ids]
+            if unknown:
+                server_ids.update(self._server_ids(session, unknown, run_id))
             now = utcnow()
             session.execute(update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
                             .values(heartbeat_at=heartbeat_clock(session)))
-            insert_ignoring_duplicates(
-                session,
-                ConfigBlob,
-                [{"sha256": h, "content": b, "size": len(b), "first_seen_at": now} for h, b in sorted(blobs.items())],
-                "sha256",
-            )
-            ids = document_ids(session, docs)
-            scan_id = session.execute(
-                insert(ServerScan).returning(ServerScan.id),
-                [
-                    {
-                        "run_id": run_id,
-                        "server_id": server_id,
-                        "scan_status": obs.scan_status,
-                        "error_kind": obs.error_kind,
-                        "error_message": obs.error,
-                        "started_at": obs.started_at,
-                        "finished_at": obs.finished_at,
-                        "events_since": obs.events_since,
-                        "site": obs.site,
-                        "state_id": ids[0],
-                    }
-                ],
-            ).scalar_one()
-            for index, proto in enumerate(obs.protocols.values(), start=1):
-                observation_id = session.execute(
-                    insert(Observation).returning(Observation.id),
-                    [{"server_scan_id": scan_id, "protocol": proto.protocol, "state_id": ids[index]}],
-                ).scalar_one()
-                if proto.refused_logons:
-                    session.execute(
-                        insert(RefusedLogon),
-                        [
-                            {"observation_id": observation_id, "at": r.at, "user_name": r.user,
-                             "mailbox_site": r.mailbox_site}
-                            for r in proto.refused_logons
-                        ],
-                    )
-        self._server_id_cache[obs.name.casefold()] = server_id  # committed
+            _store_blobs(session, blobs, now)
+            ids = iter(document_ids(session, docs))
+            scan_rows = []
+            observations_of_scan: list[list[dict[str, Any]]] = []
+            for obs in observations:
+                scan_rows.append({
+                    "run_id": run_id,
+                    "server_id": server_ids[obs.name.casefold()],
+                    "scan_status": obs.scan_status,
+                    "error_kind": obs.error_kind,
+                    "error_message": obs.error,
+                    "started_at": obs.started_at,
+                    "finished_at": obs.finished_at,
+                    "events_since": obs.events_since,
+                    "site": obs.site,
+                    "state_id": next(ids),
+                })
+                observations_of_scan.append(
+                    [{"protocol": proto.protocol, "state_id": next(ids)} for proto in obs.protocols.values()]
+                )
+            scan_ids = session.scalars(
+                insert(ServerScan).returning(ServerScan.id, sort_by_parameter_order=True), scan_rows
+            ).all()
+            observation_rows = [
+                {"server_scan_id": scan_id, **row}
+                for scan_id, rows in zip(scan_ids, observations_of_scan, strict=True)
+                for row in rows
+            ]
+            observation_ids = session.scalars(
+                insert(Observation).returning(Observation.id, sort_by_parameter_order=True), observation_rows
+            ).all() if observation_rows else []
+            protocols = [proto for obs in observations for proto in obs.protocols.values()]
+            refused_rows = [
+                {"observation_id": observation_id, "at": r.at, "user_name": r.user, "mailbox_site": r.mailbox_site}
+                for observation_id, proto in zip(observation_ids, protocols, strict=True)
+                for r in proto.refused_logons
+            ]
+            for chunk in chunks(refused_rows):
+                session.execute(insert(RefusedLogon), list(chunk))
+        self._server_id_cache.update(server_ids)  # committed
 
     def launch_methods(self) -> dict[str, str]:
         """The remembered launch method of every server that has one, by casefolded name."""
@@ -112,6 +130,21 @@ class Recording(StoreBase):
                                         [{"server_id": server_id, "method": method, "learned_at": at}], "server_id")
             session.execute(update(LaunchMethod).where(LaunchMethod.server_id == server_id)
                             .values(method=method, learned_at=at))
+
+
+def _store_blobs(session: Session, blobs: dict[str, bytes], now: datetime) -> None:
+    """Store the config files the history lacks (looked up by hash first: a file seen before
+    is not sent to the database again)."""
+    wanted = sorted(blobs)
+    stored: set[str] = set()
+    for chunk in chunks(wanted):
+        stored.update(session.scalars(select(ConfigBlob.sha256).where(ConfigBlob.sha256.in_(chunk))))
+    insert_ignoring_duplicates(
+        session,
+        ConfigBlob,
+        [{"sha256": h, "content": blobs[h], "size": len(blobs[h]), "first_seen_at": now} for h in wanted if h not in stored],
+        "sha256",
+    )
 
 
 def document_ids(session: Session, docs: Sequence[tuple[str, str]]) -> list[int]:
