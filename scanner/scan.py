@@ -52,13 +52,15 @@ def _now() -> datetime:
 
 
 def scan_one(target: Target, password: str | None, since: datetime, timeout_s: float, *,
-             launch: str = "env", on_launch: Callable[[str], None] | None = None) -> ServerObservation:
+             launch: str = "env", on_launch: Callable[[str], None] | None = None,
+             clock: Callable[[], datetime] = _now) -> ServerObservation:
     """Collect, read and interpret one server; never raises for a server-side problem.
 
     `launch` is the launch method to try first (remembered in the history); `on_launch`
-    hears the one that delivered the collector (docs/launch.md).
+    hears the one that delivered the collector (docs/launch.md). `clock` stamps the
+    result's start and end.
     """
-    started = _now()
+    started = clock()
     stage = "collecting"
     try:
         stdout = collect_host(target, password, since=since, timeout_s=timeout_s, method=launch,
@@ -67,14 +69,14 @@ def scan_one(target: Target, password: str | None, since: datetime, timeout_s: f
         host = read_collector_output(stdout)
         stage = "interpreting the result"
         testhooks.fail_at("parse")
-        return interpret(target.name, target.address, target.site, host, started, _now())
+        return interpret(target.name, target.address, target.site, host, started, clock())
     except CollectionError as exc:
-        return failed(target.name, target.address, target.site, exc.kind, exc.message, started, _now())
+        return failed(target.name, target.address, target.site, exc.kind, exc.message, started, clock())
     except Exception as exc:
         log.exception("internal error while %s of %s", stage, target.name)
         detail = "".join(ch if ch.isprintable() else "?" for ch in str(exc))[:200]
         return failed(target.name, target.address, target.site, "internal",
-                      f"unexpected {type(exc).__name__} while {stage}: {detail}", started, _now())
+                      f"unexpected {type(exc).__name__} while {stage}: {detail}", started, clock())
 
 
 class _Batch:
@@ -118,7 +120,7 @@ def _heartbeat(store: Store, run_id: int, done: threading.Event) -> None:
 
 
 def _abandon(pending: set[Future[ServerObservation]], futures: dict[Future[ServerObservation], Target],
-             batch: _Batch, reason: str) -> None:
+             batch: _Batch, reason: str, clock: Callable[[], datetime]) -> None:
     """Cancel the servers not started; give those in flight ABANDON_S to notice (their
     HTTP exchanges are shut down) and record each as not scanned (interrupted), with the
     results still waiting in `batch`. Servers never started stay unrecorded: reports show
@@ -133,7 +135,7 @@ def _abandon(pending: set[Future[ServerObservation]], futures: dict[Future[Serve
             with contextlib.suppress(Exception):
                 observation = future.result()
         if observation is None or observation.scan_status != "ok":
-            now = _now()
+            now = clock()
             observation = failed(target.name, target.address, target.site, "interrupted",
                                  f"not scanned: {reason}", now, now)
         batch.add(observation)
@@ -156,6 +158,7 @@ def run_scan(
     started_at: datetime | None = None,
     stop: threading.Event | None = None,
     stop_reason: Callable[[], str] | None = None,
+    clock: Callable[[], datetime] = _now,
 ) -> ScanOutcome:
     """Scan every target, store results, evaluate the rules, save findings; return the outcome.
 
@@ -163,10 +166,12 @@ def run_scan(
     auth needs none). `started_at` stamps the run (default: now); waivers are judged on
     its UTC date. When `stop` is set (SIGINT, SIGTERM) no more servers start, those in
     flight are abandoned within ABANDON_S and the run is recorded aborted (`stop_reason()`
-    says why); the outcome then has status "aborted".
+    says why); the outcome then has status "aborted". `clock` is what time it is for the
+    scan (the run's start and end, each server's, the first scan's event window); the
+    store stamps its heartbeats with its own.
     """
     targets = inventory.targets
-    started_at = started_at or _now()
+    started_at = started_at or clock()
     owner = this_process()
     run_id = store.begin_run(
         planned=[(t.name, t.address, t.site) for t in targets],
@@ -212,13 +217,13 @@ def run_scan(
         futures: dict[Future[ServerObservation], Target] = {}
         last_scanned = store.last_successful_scan_times([t.name for t in targets])  # one query, not one per server
         for target in targets:
-            since = last_scanned.get(target.name.casefold()) or (_now() - FIRST_SCAN_EVENT_WINDOW)
+            since = last_scanned.get(target.name.casefold()) or (clock() - FIRST_SCAN_EVENT_WINDOW)
             secret = password.get(target.username) if isinstance(password, Mapping) else password
             if target.auth == "certificate":
                 secret = None
             remembered = launches.get(target.name.casefold())
             futures[pool.submit(scan_one, target, secret, since, timeout_s, launch=remembered or "env",
-                                on_launch=learned(target.name, remembered))] = target
+                                on_launch=learned(target.name, remembered), clock=clock)] = target
         pending = set(futures)
         while pending and not (stop is not None and stop.is_set()):
             done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
@@ -228,10 +233,10 @@ def run_scan(
                 batch.commit()
         if pending:  # interrupted: start no more servers, abandon those in flight
             reason = stop_reason() if stop_reason is not None else "interrupted"
-            _abandon(pending, futures, batch, reason)
+            _abandon(pending, futures, batch, reason, clock)
             pool.shutdown(wait=False, cancel_futures=True)
             beating.set()
-            store.finish_run(run_id, "aborted", finished_at=max(_now(), started_at), reason=reason)
+            store.finish_run(run_id, "aborted", finished_at=max(clock(), started_at), reason=reason)
             return ScanOutcome(run_id, "aborted", scanned, failed_count, 0, ExitCode.INTERNAL)
         batch.commit()
         pool.shutdown(wait=True)
@@ -244,12 +249,12 @@ def run_scan(
         with contextlib.suppress(Exception):
             batch.commit()  # keep what was collected (if the store still takes it)
         with contextlib.suppress(Exception):
-            store.finish_run(run_id, "aborted", finished_at=max(_now(), started_at),
+            store.finish_run(run_id, "aborted", finished_at=max(clock(), started_at),
                              reason=f"the scan stopped on an error ({type(exc).__name__})")
         raise
     finally:
         beating.set()
-    status = store.finish_run(run_id, status, finished_at=max(_now(), started_at))
+    status = store.finish_run(run_id, status, finished_at=max(clock(), started_at))
     if status == "aborted":  # another command found no heartbeat and recorded it so
         log.error("run %d was recorded as aborted while it ran (its heartbeat was lost)", run_id)
         internal += 1

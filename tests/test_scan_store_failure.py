@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from scanner.judge.policy import Policy
 from scanner.scan import run_scan
 from scanner.store.repo import open_store
 
+T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 INVENTORY = """
 [defaults]
 username = 'CONTOSO\\\\auditor'
@@ -41,9 +43,9 @@ def test_a_store_error_after_the_run_began_records_it_aborted(tmp_path: Path, sq
     with open_store(sqlite_url) as store:
         with pytest.raises(StoreError, match="launch methods"):
             run_scan(inventory, store=store, password="x", policy=Policy.default(), catalog=load_catalog(),
-                     timeout_s=5)
+                     timeout_s=5, clock=lambda: T0)
         [run] = store.runs()
     assert run.status == "aborted"
     assert run.end_reason == "the scan stopped on an error (StoreError)"
-    assert run.finished_at is not None
+    assert (run.started_at, run.finished_at) == (T0, T0)  # the scan's clock
     assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []

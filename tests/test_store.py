@@ -409,3 +409,37 @@ def test_a_batch_is_stored_whole_or_not_at_all(store: Store) -> None:
     store.record_servers(run_id, [server_obs("CAS01")])  # the store is usable afterwards
     assert [o.name for o in store.server_observations(run_id)] == ["CAS01"]
 
+
+def test_a_runs_default_start_and_end_are_the_stores_clock(history_url: str) -> None:
+    """The clock seam: a store stamps times with the clock it was given (tests never wait)."""
+    now = T0
+
+    def clock() -> datetime:
+        return now
+
+    with open_store(history_url, clock=clock) as store:
+        run_id = new_run(store)
+        assert store.run(run_id).started_at == T0
+        now = T0 + timedelta(minutes=3)
+        store.finish_run(run_id, "complete")
+        assert store.run(run_id).finished_at == now
+
+
+def test_heartbeats_and_liveness_read_the_stores_clock_on_sqlite(sqlite_url: str) -> None:
+    """SQLite: the store's clock (PostgreSQL: the database server's, tests/test_liveness_clock.py)."""
+    now = T0
+
+    def clock() -> datetime:
+        return now
+
+    with open_store(sqlite_url, clock=clock) as store:
+        run_id = new_run(store)  # scanned from "admin01", another host: only the heartbeat counts
+        assert store.run(run_id).heartbeat_at == T0
+        now = T0 + timedelta(minutes=9)
+        store.record_server(run_id, server_obs())
+        assert store.run(run_id).heartbeat_at == now
+        now += timedelta(minutes=9)  # 9 minutes since the last heartbeat: still alive
+        assert store.abort_dead_runs() == []
+        now += timedelta(minutes=2)
+        assert store.abort_dead_runs() == [run_id]
+        assert store.run(run_id).finished_at == T0 + timedelta(minutes=9)  # its last sign of life

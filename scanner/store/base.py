@@ -6,7 +6,7 @@ or `scanner.parse.observe` types, so a `Store` can be shared by the worker threa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
@@ -34,21 +34,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def heartbeat_clock(session: Session) -> Any:
+def heartbeat_clock(session: Session, clock: Callable[[], datetime] = utcnow) -> Any:
     """What a heartbeat is written with: the database server's clock on PostgreSQL (one
-    clock for every scanner host, liveness.py), this host's on SQLite (whose file has one)."""
+    clock for every scanner host, liveness.py), this host's (the store's `clock`) on SQLite
+    (whose file has one)."""
     if session.get_bind().dialect.name == "postgresql":
         return func.now()  # the time the transaction started, by the server's clock
-    return utcnow()
+    return clock()
 
 
-def database_now(session: Session) -> datetime:
+def database_now(session: Session, clock: Callable[[], datetime] = utcnow) -> datetime:
     """The time on the clock heartbeats are written with (`heartbeat_clock`)."""
     if session.get_bind().dialect.name == "postgresql":
         moment = session.scalar(select(func.now()))
         if isinstance(moment, datetime) and moment.tzinfo is not None:
             return moment.astimezone(UTC)
-    return utcnow()
+    return clock()
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -80,13 +81,17 @@ def insert_ignoring_duplicates(session: Session, model: type, rows: list[dict[st
 class StoreBase:
     """The history database of one installation (one Engine, a session per call)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._engine = engine
+        self._clock = clock  # what "now" is when the store stamps a time (tests pass a fixed one)
         self._reader = engine.execution_options(**{READ_ONLY_OPTION: True})
         self.url_display: str = mask_url(engine.url)
         # casefolded name -> servers.id of servers known committed (rows are never deleted):
         # record_server then needs no lookup per server (bench/README.md, "CPU per server")
         self._server_id_cache: dict[str, int] = {}
+
+    def _now(self) -> datetime:
+        return self._clock()
 
     @contextmanager
     def _write(self, doing: str) -> Iterator[Session]:

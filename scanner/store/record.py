@@ -12,7 +12,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from scanner.parse.observe import ServerObservation
-from scanner.store.base import StoreBase, chunks, heartbeat_clock, insert_ignoring_duplicates, utcnow
+from scanner.store.base import StoreBase, chunks, heartbeat_clock, insert_ignoring_duplicates
 from scanner.store.documents import digest as document_key
 from scanner.store.documents import dumps, protocol_state, server_state
 from scanner.store.models import (
@@ -69,9 +69,9 @@ class Recording(StoreBase):
             unknown = [name for name in names if name.casefold() not in server_ids]
             if unknown:
                 server_ids.update(self._server_ids(session, unknown, run_id))
-            now = utcnow()
+            now = self._now()
             session.execute(update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
-                            .values(heartbeat_at=heartbeat_clock(session)))
+                            .values(heartbeat_at=heartbeat_clock(session, self._clock)))
             _store_blobs(session, blobs, now)
             ids = iter(document_ids(session, docs))
             scan_rows = []
@@ -122,7 +122,7 @@ class Recording(StoreBase):
 
     def remember_launch(self, server_name: str, method: str, at: datetime | None = None) -> None:
         """Remember that `method` ("env" | "stdin") delivered the collector to the server."""
-        at = at or utcnow()
+        at = at or self._now()
         with self._write(f"remember the launch method of {server_name}") as session:
             server_id = self._server_ids(session, [server_name], None)[server_name.casefold()]
             # insert-or-nothing, then update: safe when two scans write at once

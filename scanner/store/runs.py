@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 
 from scanner.errors import ConfigError
-from scanner.store.base import StoreBase, chunks, database_now, heartbeat_clock, utcnow
+from scanner.store.base import StoreBase, chunks, database_now, heartbeat_clock
 from scanner.store.liveness import death_reason
 from scanner.store.models import (
     FINISHED_STATUSES,
@@ -71,7 +71,7 @@ class Runs(StoreBase):
             policy_sha256 = hashlib.sha256(policy_text.encode("utf-8")).hexdigest()
         with self._write("record the start of a scan run") as session:
             run = ScanRun(
-                started_at=started_at or utcnow(),
+                started_at=started_at or self._now(),
                 finished_at=None,
                 status="running",
                 servers_planned=len(planned),
@@ -88,7 +88,7 @@ class Runs(StoreBase):
                 organisation=organisation,
                 owner_pid=owner_pid,
                 owner_started=owner_started,
-                heartbeat_at=heartbeat_clock(session),
+                heartbeat_at=heartbeat_clock(session, self._clock),
             )
             session.add(run)
             session.flush()
@@ -113,7 +113,7 @@ class Runs(StoreBase):
         """Renew the run's sign of life (its scanner is alive)."""
         with self._write(f"renew the heartbeat of run {run_id}") as session:
             session.execute(update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
-                            .values(heartbeat_at=heartbeat_clock(session)))
+                            .values(heartbeat_at=heartbeat_clock(session, self._clock)))
 
     def finish_run(self, run_id: int, status: str, finished_at: datetime | None = None, *,
                    reason: str | None = None) -> str:
@@ -136,7 +136,7 @@ class Runs(StoreBase):
                 .where(ScanRun.id == run_id)
                 .values(
                     status=status,
-                    finished_at=finished_at or utcnow(),
+                    finished_at=finished_at or self._now(),
                     servers_scanned=counts.get("ok", 0),
                     servers_failed=counts.get("error", 0),
                     end_reason=reason,
@@ -150,7 +150,7 @@ class Runs(StoreBase):
         judged by the clock they were written with (`now`, default: the database's)."""
         here = socket.gethostname()
         with self._read("look for scan runs whose scanner died") as session:
-            now = now or database_now(session)
+            now = now or database_now(session, self._clock)
             running = session.execute(
                 select(ScanRun.id, ScanRun.scanning_host, ScanRun.owner_pid, ScanRun.owner_started,
                        ScanRun.heartbeat_at, ScanRun.started_at).where(ScanRun.status == "running")
