@@ -150,6 +150,8 @@ def _servers(hostile: str | None) -> tuple[ServerObservation, ...]:
             finished_at=t0 + timedelta(seconds=11),
             computer=_t(hostile, "CAS02"),
             reported_site=_t(hostile, "Berlin"),
+            site_source="SiteName",
+            inventory_site=_t(hostile, "Berlin"),
             build=_t(hostile, "8.3.83.6"),
             service_pack=_t(hostile, "SP3"),
             rollup=hostile,

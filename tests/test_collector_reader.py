@@ -86,7 +86,7 @@ def document(
         services = [service("pop3"), service("imap4", status="Stopped", processid="", started="", startmode="Manual")]
     text = (
         f"{head}<casaudit{root_attrs}>"
-        '<host computer="CAS01" site=""/>'
+        '<host computer="CAS01" site="" sitesource=""/>'
         f'<setup key="Setup" installpath={quoteattr(INSTALL)} productmajor="8" productminor="1"'
         ' buildmajor="240" buildminor="6"/>'
         f'<exsetup path={quoteattr(EXSETUP)} exists="true" version="08.01.0240.006"/>'

@@ -301,7 +301,7 @@ def test_waivers_scope_and_rules_sheets_equal_the_model(lang_book) -> None:
 OUTSIDE_COLUMNS: dict[int, list[str]] = {
     1: ["col.rule", "col.title", "col.server", "col.site", "col.protocol", "col.observed",
         "col.expected", "col.message", "col.remediation"],
-    2: ["col.server", "col.site", "col.address", "col.computer", "col.reported_site",
+    2: ["col.server", "col.site", "col.address", "col.computer", "col.reported_site", "col.inventory_site",
         "col.build", "col.service_pack", "col.rollup",
         "col.p.service|POP3", "col.p.start_mode|POP3", "col.p.service|IMAP4",
         "col.p.start_mode|IMAP4"],

@@ -35,13 +35,13 @@ from scanner.collect import (
 )
 from scanner.collect.collected import CONFIG_FILE_NAMES, CollectedHost
 from scanner.collect.reader import read_collector_output, read_discovery_output
-from scanner.errors import CollectorOutputError
+from scanner.errors import CollectionError, CollectorOutputError
 from scanner.facts import PROTOCOLS
 from scanner.inventory import load_inventory
 from scanner.lab.fleet import load_fleet
 from scanner.lab.fleet_model import DEFAULT_CONFIG_BYTES, Fleet, SimServer, relocate_fleet, upgrade_server
 from scanner.lab.serve import Lab, demo_fleet_path, serve
-from scanner.lab.simhost import HUGE_BYTES, SimulatedHost, path_combine
+from scanner.lab.simhost import HUGE_BYTES, SimulatedHost, collector_document, path_combine
 from scanner.lab.wsman import CommandResult, ShellContext, encode_output
 from scanner.lab.wsman_faults import WSManFault
 from scanner.parse.events import read_refused_logon
@@ -229,10 +229,59 @@ def test_script_error_is_a_powershell_error_record(fleet: Fleet) -> None:
     assert "\r\nAt line:1 char:" in result.stderr
 
 
+# -- the domain around the CAS: Netlogon's site, the second hop -------------------------------
+
+
+def host_of(server: SimServer, fleet: Fleet) -> CollectedHost:
+    return read_collector_output(collect(SimulatedHost(server, fleet)).stdout.encode("utf-8"))
+
+
+@pytest.mark.parametrize("value", ["SiteName", "DynamicSiteName"])
+def test_the_site_comes_from_the_netlogon_value_that_holds_it(fleet: Fleet, value: str) -> None:
+    server = replace(fleet.server("CAS05"), site_value=value)
+    host = host_of(server, fleet)
+    assert (host.site, host.site_source, host.errors) == ("Hamburg", value, ())
+
+
+def test_without_either_netlogon_value_the_site_is_unknown_with_the_reason(fleet: Fleet) -> None:
+    host = host_of(replace(fleet.server("CAS05"), site_value="none"), fleet)
+    assert (host.site, host.site_source) == ("", "")
+    [(stage, message)] = host.errors
+    assert stage == "site" and "SiteName or DynamicSiteName" in message and "unknown" in message
+
+
+def test_getcomputersite_in_a_session_without_delegation_gets_the_operations_error(fleet: Fleet) -> None:
+    # The collector as it was before it read Netlogon: it asked a domain controller.
+    old = collector_script().replace(
+        "$site = ''; $sf = ''", "$site = [System.DirectoryServices.ActiveDirectory.ActiveDirectorySite]"
+        "::GetComputerSite().Name; $sf = ''")
+    server = fleet.server("CAS01")
+    text = collector_document(server, {}, NOW, script=old, delegated=False)
+    assert '<host computer="CAS01" site=""/>' in text
+    assert ('<error stage="site" message="Exception calling &quot;GetComputerSite&quot; with &quot;0&quot; '
+            'argument(s): &quot;An operations error occurred.\r\n&quot;"/>') in text
+    assert '<host computer="CAS01" site="Berlin"/>' in collector_document(server, {}, NOW, script=old, delegated=True)
+
+
+def test_get_exchangeserver_without_delegated_credentials_lists_nothing(fleet: Fleet) -> None:
+    assert not fleet.lab.delegation  # every lab session, unless the fleet says the ticket is delegated
+    env = shell_environment(discover_script(), SINCE)
+    result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), launch_command("env"), [], False)
+    schema_valid(result.stdout, discovery_schema_path())
+    with pytest.raises(CollectionError, match="stage 'servers': An operations error occurred"):
+        read_discovery_output(result.stdout.encode("utf-8"))
+
+
 # -- discovery and other commands ------------------------------------------------------------
 
 
+def delegated(fleet: Fleet) -> Fleet:
+    """The fleet behind Kerberos with a delegated ticket ([lab] delegation, docs/lab.md)."""
+    return replace(fleet, lab=replace(fleet.lab, auth="kerberos", delegation=True))
+
+
 def test_discovery_lists_every_cas_of_the_fleet(fleet: Fleet) -> None:
+    fleet = delegated(fleet)
     env = shell_environment(discover_script(), SINCE)
     result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), launch_command("env", script=discover_script()),
                                                              [], False)

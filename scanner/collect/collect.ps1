@@ -66,11 +66,23 @@ A ('<casaudit' + (T 'version' '1') + (T 'psversion' $Host.Version) + (T 'collect
 
 $stage = 'host'
 $cn = [string]$env:COMPUTERNAME
-$site = ''
+
+# The AD site as the local Netlogon service keeps it: SiteName (set by an administrator)
+# wins over DynamicSiteName (what Netlogon found). A local registry read: asking a domain
+# controller (GetComputerSite) fails in a WinRS session without delegated credentials.
+# $sf names the value that gave the site; a value is cut at its first NUL, as C reads it.
+# Neither value (and no read error): a stage error says the site is unknown.
 $stage = 'site'
-[void][System.Reflection.Assembly]::LoadWithPartialName('System.DirectoryServices')
-$site = [string][System.DirectoryServices.ActiveDirectory.ActiveDirectorySite]::GetComputerSite().Name
-A ('<host' + (T 'computer' $cn) + (T 'site' $site) + '/>')
+$site = ''; $sf = ''; $nr = $null; $last.m = ''
+$nk = 'HKLM:\SYSTEM\CurrentControlSet\Services\Netlogon\Parameters'
+if (Test-Path $nk) { $nr = Get-ItemProperty $nk }
+foreach ($v in @('SiteName', 'DynamicSiteName')) {
+    $sv = ''
+    if ($nr -ne $null -and $sf -eq '') { $sv = ([string]$nr.$v).Split([char]0)[0].Trim() }
+    if ($sv -ne '') { $site = $sv; $sf = $v }
+}
+if ($sf -eq '' -and $last.m -eq '') { throw ('Netlogon has no SiteName or DynamicSiteName value under ' + $nk + ': the site is unknown.') }
+A ('<host' + (T 'computer' $cn) + (T 'site' $site) + (T 'sitesource' $sf) + '/>')
 
 # Setup key: prefer the one holding MsiInstallPath, Setup before v8.0\Setup.
 $stage = 'setup'

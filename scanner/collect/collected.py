@@ -115,3 +115,4 @@ class CollectedHost:
     events_window: int | None = None  # the newest entries of the Application log read
     events_window_full: bool = False  # that window was full: older events may exist
     events_error: str = ""  # why the Application log could not be read; "" when it was
+    site_source: str = ""  # the Netlogon value that gave `site`: SiteName | DynamicSiteName | ""

@@ -282,6 +282,7 @@ def read_collector_output(stdout: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) 
         events=tuple(_event(e) for e in events.findall("event")),
         errors=tuple((e.get("stage", ""), e.get("message", "")) for e in root.findall("error")),
         **_event_window(events),
+        site_source=host.get("sitesource", ""),
     )
 
 

@@ -67,6 +67,10 @@ ACCOUNTS = ("local", "domain")
 EVENT_LANGUAGES = ("en", "de")
 #: [[server]] application_log: whether the scan account may read the Application log.
 APPLICATION_LOG_ACCESS = ("readable", "denied")
+#: Where the server's Netlogon keeps its AD site (HKLM\SYSTEM\CurrentControlSet\Services\
+#: Netlogon\Parameters): SiteName (set by an administrator), DynamicSiteName (what Netlogon
+#: found), or neither value ("none": the site cannot be read locally). docs/lab.md, "The domain".
+SITE_VALUES = ("SiteName", "DynamicSiteName", "none")
 BUILD_PATTERN = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,5}\.\d{1,4}$")
 
 
@@ -86,6 +90,10 @@ class LabSettings:
     account: str | None = None
     allow_unencrypted: bool = False
     keytab: str = ""  # auth "kerberos": the keytab with HTTP/<fqdn> of every server
+    #: The scanner's Kerberos ticket is delegated to the servers (auth "kerberos" only): a
+    #: session may then reach a domain controller. Otherwise every lab session lacks network
+    #: credentials, as WinRS with NTLM, Basic or undelegated Kerberos does (the second hop).
+    delegation: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ class SimServer:
 
     name: str
     address: str  # loopback address it listens on
-    site: str
+    site: str  # the AD site the server's Netlogon reports
     build: str  # ExSetup.exe FileVersion, exactly as written in the fleet
     install_path: str  # MsiInstallPath exactly (real hosts end it with "\\")
     registry_key: str  # Setup | v8.0\Setup | "" (neither key exists)
@@ -145,6 +153,7 @@ class SimServer:
     application_log: str = "readable"  # readable | denied: may the scan account read it
     env_value_limit: int = 0  # UNCONFIRMED switch: PowerShell sees each env value cut to this length
     stdin_ignored: bool = False  # UNCONFIRMED switch: PowerShell's $input stays empty
+    site_value: str = "SiteName"  # the Netlogon value holding `site` (SITE_VALUES)
 
     @property
     def windows(self) -> Platform:

@@ -201,12 +201,62 @@ def _service(server: SimServer, protocol: str, proto: SimProtocol) -> str:
             + _t("status", status) + _t("startmode", mode) + _t("processid", pid) + _t("started", started) + "/>")
 
 
-def collector_document(server: SimServer, env: dict[str, str], now: datetime) -> str:
-    """Everything collect.ps1 prints on `server`: the document, then the end marker line."""
+# -- the domain around the CAS (docs/lab.md, "The domain") ----------------------------------
+
+#: What a .NET call that binds to a domain controller throws in a session without network
+#: credentials (the LDAP bind is anonymous): System.DirectoryServices' COMException
+#: 0x80072020, "An operations error occurred." (Crypt32/PSPKI#171, zjorz/Public-AD-Scripts#35),
+#: as PowerShell reports a failed method call.
+OPERATIONS_ERROR = "An operations error occurred.\r\n"
+
+
+def method_error(method: str, arguments: int, message: str) -> str:
+    """A MethodInvocationException's message as PowerShell 1.0 words it."""
+    return f'Exception calling "{method}" with "{arguments}" argument(s): "{message}"'
+
+
+def asks_domain_controller(script: str, call: str) -> bool:
+    """Whether `script` (its code, comments removed) makes the domain-controller lookup `call`."""
+    code = "\n".join(line.split("#", 1)[0] for line in script.splitlines())
+    return call.casefold() in code.casefold()
+
+
+def netlogon_site(server: SimServer) -> tuple[str, str, str | None]:
+    """(site, the Netlogon value that gave it, stage error) as collect.ps1 reads them from
+    HKLM\\SYSTEM\\CurrentControlSet\\Services\\Netlogon\\Parameters: SiteName wins over
+    DynamicSiteName; neither value gives no site and an error."""
+    if server.site_value == "none" or not server.site:
+        return "", "", ("Netlogon has no SiteName or DynamicSiteName value under "
+                        "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\Netlogon\\Parameters: the site is unknown.")
+    return server.site, server.site_value, None
+
+
+def host_element(server: SimServer, script: str, delegated: bool) -> tuple[str, list[str]]:
+    """The <host> element `script` prints on `server` and its 'site' stage errors. A script
+    that asks a domain controller for the site (GetComputerSite) gets the operations error
+    unless the session's credentials were delegated; one that reads Netlogon locally gets
+    what the registry holds."""
+    computer = server.computer or server.name
+    if asks_domain_controller(script, "GetComputerSite"):
+        if delegated:
+            return "<host" + _t("computer", computer) + _t("site", server.site) + "/>", []
+        return ("<host" + _t("computer", computer) + _t("site", "") + "/>",
+                [method_error("GetComputerSite", 0, OPERATIONS_ERROR)])
+    site, source, error = netlogon_site(server)
+    element = "<host" + _t("computer", computer) + _t("site", site) + _t("sitesource", source) + "/>"
+    return element, [error] if error else []
+
+
+def collector_document(server: SimServer, env: dict[str, str], now: datetime, *,
+                       script: str | None = None, delegated: bool = False) -> str:
+    """Everything collect.ps1 (or `script`, a version of it) prints on `server`: the
+    document, then the end marker line. `delegated`: the session holds delegated
+    credentials (only then does a domain-controller lookup succeed)."""
     install_path = server.install_path if server.registry_key else ""
     ps_version = PS_VERSIONS.get(server.powershell, PS_VERSION)
     parts = ["<casaudit", _t("version", "1"), _t("psversion", ps_version), _t("collected", _u(now)), ">"]
-    parts.append("<host" + _t("computer", server.computer or server.name) + _t("site", server.site) + "/>")
+    host, site_errors = host_element(server, collector_script() if script is None else script, delegated)
+    parts.append(host)
     if server.registry_key:
         numbers = [str(n) for n in setup_numbers(server.build)]
     else:
@@ -224,13 +274,20 @@ def collector_document(server: SimServer, env: dict[str, str], now: datetime) ->
     window = event_window(env)
     events, log_errors = _events(server, window)
     parts.append(events)
+    parts.extend("<error" + _t("stage", "site") + _t("message", m) + "/>" for m in site_errors)
     parts.extend("<error" + _t("stage", "events") + _t("message", m) + "/>" for m in window.errors + log_errors)
     parts.append("<end/></casaudit>\n" + END_MARKER + "\n")
     return "".join(parts)
 
 
-def discovery_document(fleet: Fleet) -> str:
-    """Everything discover.ps1 prints: every CAS of the fleet, then the end marker line."""
+def discovery_document(fleet: Fleet, *, delegated: bool | None = None) -> str:
+    """Everything discover.ps1 prints: every CAS of the fleet, then the end marker line.
+    Get-ExchangeServer reads Active Directory: without delegated credentials (the fleet's
+    [lab] delegation, unless `delegated` says otherwise) it fails with the operations
+    error, which the script's trap records for stage 'servers', and lists nothing."""
+    if not (fleet.lab.delegation if delegated is None else delegated):
+        return ("<casdiscovery>" + "<error" + _t("stage", "servers") + _t("message", OPERATIONS_ERROR) + "/>"
+                + "<end/></casdiscovery>\n" + END_MARKER + "\n")
     parts = ["<casdiscovery>"]
     for server in fleet.servers:
         parts.append("<server" + _t("name", server.name) + _t("fqdn", server.fqdn) + _t("site", server.site)
@@ -525,7 +582,8 @@ class SimulatedHost:
         (as PowerShell runs them: comment lines, blank lines and indentation change nothing)."""
         script = strip_script(script)
         if script.rstrip("\n") == collector_script().rstrip("\n"):
-            return self._script(server, shell, "collector", lambda: collector_document(server, env, self._clock()))
+            return self._script(server, shell, "collector", lambda: collector_document(
+                server, env, self._clock(), script=script, delegated=fleet.lab.delegation))
         if script.rstrip("\n") == discover_script().rstrip("\n"):
             return self._script(server, shell, "discovery", lambda: discovery_document(fleet))
         if script.rstrip("\n") == version_script().rstrip("\n"):  # preflight: $Host.Version, the end marker

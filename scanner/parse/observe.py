@@ -71,7 +71,11 @@ class ProtocolObservation:
 class ServerObservation:
     name: str  # as in the inventory
     address: str
-    site: str | None  # inventory site, else the server's own
+    #: The server's AD site as its Netlogon reports it (the fact, which wins over the
+    #: inventory's plan); None when the server was read but its site could not be (the
+    #: collector's 'site' stage error says why). A server that could not be scanned keeps
+    #: the inventory's site (docs/contracts.md, "Sites").
+    site: str | None
     scan_status: str  # ok | error
     started_at: datetime
     finished_at: datetime
@@ -98,11 +102,19 @@ class ServerObservation:
     # cut-off, so older ones were not read); None when every match was read.
     events_truncated: str | None = None
     events_limit: int | None = None
+    site_source: str | None = None  # the Netlogon value that gave the site: SiteName | DynamicSiteName
+    inventory_site: str | None = None  # the site the inventory planned, when it names one
 
     @property
     def events_read(self) -> bool:
         """Whether the Application log was read (refused logons are known)."""
         return self.events_error is None
+
+    @property
+    def site_differs(self) -> bool:
+        """The inventory plans a site and the server reports another (or none at all)."""
+        return (self.scan_status == "ok" and self.inventory_site is not None
+                and (self.site or "").casefold() != self.inventory_site.casefold())
 
 
 def _pending_restart(service_status: str, started: datetime | None, modified: datetime | None) -> bool:
@@ -188,7 +200,7 @@ def interpret(
     return ServerObservation(
         name=name,
         address=address,
-        site=inventory_site or host.site or None,
+        site=host.site or None,
         scan_status="ok",
         started_at=started_at,
         finished_at=finished_at,
@@ -208,6 +220,8 @@ def interpret(
         events_error=host.events_error[:MAX_EVENTS_ERROR] or None,
         events_truncated=_truncated(host),
         events_limit=(host.events_window if host.events_window_full else host.events_max) if _truncated(host) else None,
+        site_source=host.site_source or None,
+        inventory_site=inventory_site or None,
     )
 
 
@@ -232,6 +246,7 @@ def failed(
         name=name,
         address=address,
         site=inventory_site,
+        inventory_site=inventory_site or None,
         scan_status="error",
         started_at=started_at,
         finished_at=finished_at,

@@ -62,6 +62,10 @@ def _server(s: ServerObservation) -> dict[str, Any]:
         # additions to the contract: what the scan did not establish (report/notes.py)
         "application_log": json_application_log(s),
         "collector_errors": [{"stage": stage, "message": message} for stage, message in s.collector_errors],
+        # where the site comes from: the server's Netlogon value (SiteName | DynamicSiteName),
+        # and the site the inventory planned when it differs from the server's (docs/contracts.md)
+        "site_source": s.site_source,
+        "inventory_site": s.inventory_site if s.site_differs else None,
     }
 
 

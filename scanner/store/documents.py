@@ -86,6 +86,8 @@ def server_state(obs: ServerObservation) -> dict[str, Any]:
         **({"events_error": obs.events_error} if obs.events_error is not None else {}),
         **({"events_truncated": obs.events_truncated, "events_limit": obs.events_limit}
            if obs.events_truncated is not None else {}),
+        **({"site_source": obs.site_source} if obs.site_source is not None else {}),
+        **({"inventory_site": obs.inventory_site} if obs.inventory_site is not None else {}),
     }
 
 
@@ -208,6 +210,8 @@ def server_from_state(
         events_error=state.get("events_error"),
         events_truncated=state.get("events_truncated"),
         events_limit=state.get("events_limit"),
+        site_source=state.get("site_source"),  # absent from documents stored before 2026-12
+        inventory_site=state.get("inventory_site"),
     )
 
 

@@ -1,0 +1,69 @@
+"""The site comes from the server itself (issue 15, item 1): collect.ps1 reads Netlogon's
+SiteName, then DynamicSiteName, from the local registry, so a WinRS session without
+delegated credentials (every NTLM session) needs no domain controller. Scanned through the
+real pywinrm against an NTLM lab and stored in a real SQLite history."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import tomli_w
+from labfleet import many_servers
+
+from scanner.inventory import load_inventory
+from scanner.judge.catalog import load_catalog
+from scanner.judge.policy import Policy
+from scanner.lab.fleet_model import Fleet
+from scanner.lab.serve import Lab
+from scanner.parse.observe import ServerObservation
+from scanner.scan import run_scan
+from scanner.store.repo import open_store
+
+
+def scan(fleet: Fleet, tmp_path: Path, sites: dict[str, str]) -> dict[str, ServerObservation]:
+    """Scan `fleet` over NTLM with an inventory that names only the sites in `sites`."""
+    assert fleet.lab.auth == "ntlm" and not fleet.lab.delegation
+    with Lab(fleet) as lab:
+        written = lab.inventory()
+        for entry in written["server"]:
+            entry.pop("site")
+            if entry["name"] in sites:
+                entry["site"] = sites[entry["name"]]
+        path = tmp_path / "inventory.toml"
+        path.write_text(tomli_w.dumps(written), encoding="utf-8")
+        inventory = load_inventory(path)
+        with open_store(f"sqlite:///{tmp_path / 'history.db'}") as store:
+            outcome = run_scan(inventory, store=store, password="lab-password", policy=Policy.default(),
+                               catalog=load_catalog(), concurrency=4, timeout_s=20)
+            return {obs.name: obs for obs in store.server_observations(outcome.run_id)}
+
+
+def test_an_ntlm_lab_without_sites_in_the_inventory_gets_every_site_right(tmp_path: Path) -> None:
+    fleet = many_servers(4, ("Berlin", "Hamburg"), "127.0.43.1", auth="ntlm")
+    servers = list(fleet.servers)
+    servers[3] = replace(servers[3], site_value="DynamicSiteName")  # what Netlogon found itself
+    found = scan(replace(fleet, servers=tuple(servers)), tmp_path, sites={})
+    for server in servers:
+        obs = found[server.name]
+        assert obs.scan_status == "ok", obs.error
+        assert (obs.site, obs.reported_site, obs.inventory_site) == (server.site, server.site, None)
+        assert obs.site_source == server.site_value
+        assert [stage for stage, _ in obs.collector_errors if stage == "site"] == []
+        assert not obs.site_differs
+
+
+def test_the_server_site_wins_over_the_inventory_and_an_unreadable_site_stays_unknown(tmp_path: Path) -> None:
+    fleet = many_servers(3, ("Berlin",), "127.0.44.1", auth="ntlm")
+    first, second, third = fleet.servers
+    fleet = replace(fleet, servers=(first, second, replace(third, site_value="none")))
+    found = scan(fleet, tmp_path, sites={first.name: "Berlin", second.name: "Hamburg", third.name: "Berlin"})
+    agreed, moved, unread = found[first.name], found[second.name], found[third.name]
+    assert (agreed.site, agreed.inventory_site, agreed.site_differs) == ("Berlin", "Berlin", False)
+    # the inventory planned Hamburg; the server's Netlogon says Berlin: the fact wins, and it shows
+    assert (moved.site, moved.inventory_site, moved.site_differs) == ("Berlin", "Hamburg", True)
+    # neither Netlogon value: unknown with the collector's reason, never the inventory's plan
+    assert (unread.site, unread.site_source, unread.inventory_site, unread.site_differs) == (
+        None, None, "Berlin", True)
+    [(stage, message)] = unread.collector_errors
+    assert stage == "site" and "no SiteName or DynamicSiteName" in message
