@@ -38,6 +38,7 @@ from scanner.collect import (
 )
 from scanner.collect.collected import CONFIG_FILE_NAMES, SERVICE_NAMES
 from scanner.facts import PROTOCOLS
+from scanner.lab.domain import OPERATIONS_ERROR, site_stage
 from scanner.lab.eventlog import WINDOW, event_message, events_element
 from scanner.lab.fleet_model import Fleet, SimProtocol, SimServer, build_numbers
 from scanner.lab.simfiles import configrefs_elements
@@ -201,50 +202,14 @@ def _service(server: SimServer, protocol: str, proto: SimProtocol) -> str:
             + _t("status", status) + _t("startmode", mode) + _t("processid", pid) + _t("started", started) + "/>")
 
 
-# -- the domain around the CAS (docs/lab.md, "The domain") ----------------------------------
-
-#: What a .NET call that binds to a domain controller throws in a session without network
-#: credentials (the LDAP bind is anonymous): System.DirectoryServices' COMException
-#: 0x80072020, "An operations error occurred." (Crypt32/PSPKI#171, zjorz/Public-AD-Scripts#35),
-#: as PowerShell reports a failed method call.
-OPERATIONS_ERROR = "An operations error occurred.\r\n"
-
-
-def method_error(method: str, arguments: int, message: str) -> str:
-    """A MethodInvocationException's message as PowerShell 1.0 words it."""
-    return f'Exception calling "{method}" with "{arguments}" argument(s): "{message}"'
-
-
-def asks_domain_controller(script: str, call: str) -> bool:
-    """Whether `script` (its code, comments removed) makes the domain-controller lookup `call`."""
-    code = "\n".join(line.split("#", 1)[0] for line in script.splitlines())
-    return call.casefold() in code.casefold()
-
-
-def netlogon_site(server: SimServer) -> tuple[str, str, str | None]:
-    """(site, the Netlogon value that gave it, stage error) as collect.ps1 reads them from
-    HKLM\\SYSTEM\\CurrentControlSet\\Services\\Netlogon\\Parameters: SiteName wins over
-    DynamicSiteName; neither value gives no site and an error."""
-    if server.site_value == "none" or not server.site:
-        return "", "", ("Netlogon has no SiteName or DynamicSiteName value under "
-                        "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\Netlogon\\Parameters: the site is unknown.")
-    return server.site, server.site_value, None
-
-
 def host_element(server: SimServer, script: str, delegated: bool) -> tuple[str, list[str]]:
-    """The <host> element `script` prints on `server` and its 'site' stage errors. A script
-    that asks a domain controller for the site (GetComputerSite) gets the operations error
-    unless the session's credentials were delegated; one that reads Netlogon locally gets
-    what the registry holds."""
-    computer = server.computer or server.name
-    if asks_domain_controller(script, "GetComputerSite"):
-        if delegated:
-            return "<host" + _t("computer", computer) + _t("site", server.site) + "/>", []
-        return ("<host" + _t("computer", computer) + _t("site", "") + "/>",
-                [method_error("GetComputerSite", 0, OPERATIONS_ERROR)])
-    site, source, error = netlogon_site(server)
-    element = "<host" + _t("computer", computer) + _t("site", site) + _t("sitesource", source) + "/>"
-    return element, [error] if error else []
+    """The <host> element `script` prints on `server` and its 'site' stage errors
+    (scanner/lab/domain.py: Netlogon read locally, or a domain controller asked)."""
+    site, source, errors = site_stage(server, script, delegated)
+    attrs = _t("computer", server.computer or server.name) + _t("site", site)
+    if source is not None:  # a collector that reads Netlogon says which value gave the site
+        attrs += _t("sitesource", source)
+    return "<host" + attrs + "/>", errors
 
 
 def collector_document(server: SimServer, env: dict[str, str], now: datetime, *,
