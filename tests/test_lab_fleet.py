@@ -190,8 +190,6 @@ def test_server_errors_name_file_server_and_field(tmp_path: Path, server: str, f
     ('base_address = "127.255.255.254"\n', "base_address"),
     ('latency_ms = "fast"\n', "latency_ms"),
     ('mode = "x"\n', "mode"),
-    ('delegation = true\n', "delegation"),  # NTLM carries no credentials to pass on
-    ('auth = "basic"\ndelegation = true\n', "delegation"),
 ])
 def test_lab_errors_name_the_field(tmp_path: Path, lab: str, field: str) -> None:
     body = '[[server]]\nname = "CAS01"\n[[server]]\nname = "CAS02"\n'
@@ -200,14 +198,10 @@ def test_lab_errors_name_the_field(tmp_path: Path, lab: str, field: str) -> None
     assert "fleet.toml" in str(caught.value) and "[lab]" in str(caught.value) and field in str(caught.value)
 
 
-def test_netlogon_site_value_and_delegation(tmp_path: Path) -> None:
+def test_netlogon_site_value(tmp_path: Path) -> None:
     assert one(tmp_path, 'site = "Hamburg"\n').site_value == "SiteName"
     assert one(tmp_path, 'site = "Hamburg"\nsite_value = "DynamicSiteName"\n').site_value == "DynamicSiteName"
     assert one(tmp_path, 'site_value = "none"\n').site_value == "none"
-    kerberos = LAB + 'auth = "kerberos"\nkeytab = "http.keytab"\ndomain = "CONTOSO.COM"\n'
-    fleet = load_fleet(write(tmp_path, '[[server]]\nname = "CAS01"\n', kerberos + "delegation = true\n"))
-    assert fleet.lab.delegation
-    assert not load_fleet(write(tmp_path, '[[server]]\nname = "CAS01"\n', kerberos)).lab.delegation
 
 
 def test_duplicate_server_names_are_refused_whatever_the_case(tmp_path: Path) -> None:

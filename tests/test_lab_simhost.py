@@ -264,9 +264,10 @@ def test_getcomputersite_in_a_session_without_delegation_gets_the_operations_err
 
 
 def test_get_exchangeserver_without_delegated_credentials_lists_nothing(fleet: Fleet) -> None:
-    assert not fleet.lab.delegation  # every lab session, unless the fleet says the ticket is delegated
     env = shell_environment(discover_script(), SINCE)
-    result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), launch_command("env"), [], False)
+    assert not shell(env).delegated  # NTLM, Basic, Kerberos without a forwarded ticket
+    result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), launch_command("env", script=discover_script()),
+                                                             [], False)
     schema_valid(result.stdout, discovery_schema_path())
     with pytest.raises(CollectionError, match="stage 'servers': An operations error occurred"):
         read_discovery_output(result.stdout.encode("utf-8"))
@@ -275,15 +276,10 @@ def test_get_exchangeserver_without_delegated_credentials_lists_nothing(fleet: F
 # -- discovery and other commands ------------------------------------------------------------
 
 
-def delegated(fleet: Fleet) -> Fleet:
-    """The fleet behind Kerberos with a delegated ticket ([lab] delegation, docs/lab.md)."""
-    return replace(fleet, lab=replace(fleet.lab, auth="kerberos", delegation=True))
-
-
 def test_discovery_lists_every_cas_of_the_fleet(fleet: Fleet) -> None:
-    fleet = delegated(fleet)
     env = shell_environment(discover_script(), SINCE)
-    result = SimulatedHost(fleet.server("CAS01"), fleet).run(shell(env), launch_command("env", script=discover_script()),
+    delegated = replace(shell(env), delegated=True)  # a logon with a forwarded Kerberos ticket
+    result = SimulatedHost(fleet.server("CAS01"), fleet).run(delegated, launch_command("env", script=discover_script()),
                                                              [], False)
     schema_valid(result.stdout, discovery_schema_path())
     found = {s.name: s for s in read_discovery_output(result.stdout.encode("utf-8"))}

@@ -32,10 +32,6 @@ Format notes beyond docs/contracts.md (all optional):
   [[server]] system_root = 'C:\WINNT'   %SystemRoot% (default: the platform's)
   [[server]] port     the port this server listens on (default: [lab] port; when [lab]
                       has no port, the platform's default HTTP port, 80 or 5985)
-  [lab] delegation = true  auth "kerberos" only: the scanner's ticket is delegated, so a
-                      session may reach a domain controller (Get-ExchangeServer works);
-                      without it every lab session lacks network credentials, as WinRS
-                      with NTLM, Basic or undelegated Kerberos (docs/lab.md, "The domain").
   [[server]] site     the AD site the server's Netlogon reports (default
                       Default-First-Site-Name).
   [[server]] site_value = "SiteName" | "DynamicSiteName" | "none"  the Netlogon
@@ -113,7 +109,7 @@ from scanner.util.tomlfile import check_keys, line_of, load_toml, server_locatio
 #: Keys a [[server]] may set and [lab] may give a default for (the Windows platform).
 _PLATFORM_KEYS = {"platform", "powershell", "account", "allow_unencrypted"}
 _LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port", "domain", "keytab",
-             "delegation", *_PLATFORM_KEYS}
+             *_PLATFORM_KEYS}
 _SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
                 "computer", "fqdn", "roles", "system_root", "port", "env_ignored", "extra_files",
                 "language", "application_log", "env_value_limit", "stdin_ignored", "site_value",
@@ -230,11 +226,6 @@ def _lab(table: Any, where: str, folder: Path) -> LabSettings:
     plat = _choice(table, "platform", where, PLATFORMS, DEFAULT_PLATFORM)
     powershell = _choice(table, "powershell", where, POWERSHELLS, "") if "powershell" in table else None
     account = _choice(table, "account", where, ACCOUNTS, "") if "account" in table else None
-    delegation = _bool(table, "delegation", where, False)
-    if delegation and auth != "kerberos":
-        # NTLM and Basic logons carry no credentials a server could pass on (the second hop).
-        raise _fail(where, "delegation", "needs auth = \"kerberos\": only a delegated Kerberos ticket "
-                    "lets a session reach a domain controller")
     return LabSettings(
         username=username,
         password=password,
@@ -248,7 +239,6 @@ def _lab(table: Any, where: str, folder: Path) -> LabSettings:
         account=account,
         allow_unencrypted=_bool(table, "allow_unencrypted", where, False),
         keytab=keytab,
-        delegation=delegation,
     )
 
 

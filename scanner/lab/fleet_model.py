@@ -90,10 +90,6 @@ class LabSettings:
     account: str | None = None
     allow_unencrypted: bool = False
     keytab: str = ""  # auth "kerberos": the keytab with HTTP/<fqdn> of every server
-    #: The scanner's Kerberos ticket is delegated to the servers (auth "kerberos" only): a
-    #: session may then reach a domain controller. Otherwise every lab session lacks network
-    #: credentials, as WinRS with NTLM, Basic or undelegated Kerberos does (the second hop).
-    delegation: bool = False
 
 
 @dataclass(frozen=True)

@@ -291,19 +291,23 @@ class _Handler(BaseHTTPRequestHandler):
         if not is_encrypted(self.headers.get("Content-Type", "")):
             self._reject_unencrypted()
             return
+        kerberos = lab.config.auth == "kerberos"
         try:
-            plain = decrypt(self._ctx, body, kerberos=self.server.lab.config.auth == "kerberos")
+            plain = decrypt(self._ctx, body, kerberos=kerberos)
         except ValueError as exc:
             log.info("lab %s: rejected an encrypted body: %s", lab.config.name, exc)
             self._authenticated, self._ctx = False, None
             self._send(400, b"", {"Connection": "close"})
             self.close_connection = True
             return
-        reply = lab._dispatch(plain)
+        # Kerberos with a forwarded ticket: the logon holds credentials it may pass on
+        # (GSS_C_DELEG_FLAG in the AP-REQ); NTLM never does (docs/lab.md, "The domain").
+        delegated = kerberos and bool(self._ctx.context_attr & spnego.ContextReq.delegate)
+        reply = lab._dispatch(plain, delegated=delegated)
         if not reply.body:  # e.g. 413 for a request over MaxEnvelopeSizekb: nothing to seal
             self._send(reply.status, b"", {})
             return
-        self._send(reply.status, encrypt(self._ctx, reply.body, kerberos=self.server.lab.config.auth == "kerberos"), {"Content-Type": ENCRYPTED_CONTENT_TYPE})
+        self._send(reply.status, encrypt(self._ctx, reply.body, kerberos=kerberos), {"Content-Type": ENCRYPTED_CONTENT_TYPE})
 
     def _handshake(self, token_b64: str, body: bytes) -> None:
         lab = self.server.lab
@@ -505,11 +509,11 @@ class LabServer:
         password_ok = hmac.compare_digest(password.encode(), cfg.password.encode())
         return user_ok and password_ok
 
-    def _dispatch(self, soap: bytes) -> Reply:
+    def _dispatch(self, soap: bytes, *, delegated: bool = False) -> Reply:
         if is_identify(soap):  # authenticated: the real OS version
             self.stats.action("Identify")
             return Reply(200, identify_response(self.config.platform.product_version), "Identify", True)
-        reply = self.service.handle(soap)
+        reply = self.service.handle(soap, delegated=delegated)
         stats = self.stats
         stats.action(reply.action)
         counter = {"Command": "commands", "Receive": "receives", "Send": "sends", "Signal": "signals"}.get(reply.action)

@@ -245,12 +245,12 @@ def collector_document(server: SimServer, env: dict[str, str], now: datetime, *,
     return "".join(parts)
 
 
-def discovery_document(fleet: Fleet, *, delegated: bool | None = None) -> str:
+def discovery_document(fleet: Fleet, *, delegated: bool) -> str:
     """Everything discover.ps1 prints: every CAS of the fleet, then the end marker line.
-    Get-ExchangeServer reads Active Directory: without delegated credentials (the fleet's
-    [lab] delegation, unless `delegated` says otherwise) it fails with the operations
-    error, which the script's trap records for stage 'servers', and lists nothing."""
-    if not (fleet.lab.delegation if delegated is None else delegated):
+    Get-ExchangeServer reads Active Directory: in a session without delegated credentials
+    it fails with the operations error, which the script's trap records for stage
+    'servers', and lists nothing."""
+    if not delegated:
         return ("<casdiscovery>" + "<error" + _t("stage", "servers") + _t("message", OPERATIONS_ERROR) + "/>"
                 + "<end/></casdiscovery>\n" + END_MARKER + "\n")
     parts = ["<casdiscovery>"]
@@ -548,9 +548,9 @@ class SimulatedHost:
         script = strip_script(script)
         if script.rstrip("\n") == collector_script().rstrip("\n"):
             return self._script(server, shell, "collector", lambda: collector_document(
-                server, env, self._clock(), script=script, delegated=fleet.lab.delegation))
+                server, env, self._clock(), script=script, delegated=shell.delegated))
         if script.rstrip("\n") == discover_script().rstrip("\n"):
-            return self._script(server, shell, "discovery", lambda: discovery_document(fleet))
+            return self._script(server, shell, "discovery", lambda: discovery_document(fleet, delegated=shell.delegated))
         if script.rstrip("\n") == version_script().rstrip("\n"):  # preflight: $Host.Version, the end marker
             return CommandResult(f"{PS_VERSIONS.get(server.powershell, server.powershell)}\r\n{END_MARKER}\r\n", "", 0)
         if not script.strip():

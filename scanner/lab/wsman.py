@@ -23,7 +23,7 @@ import time
 import typing
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -89,6 +89,9 @@ class ShellContext:
     env: dict[str, str]         # rsp:Environment variables from Create
     codepage: int               # WINRS_CODEPAGE option from Create (default 437)
     working_directory: str | None
+    #: The shell's logon carried delegated credentials (Kerberos with a forwarded ticket):
+    #: only then may its commands reach a domain controller (scanner/lab/domain.py).
+    delegated: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,8 +191,9 @@ class WSManService:
 
     # -- entry point -------------------------------------------------------------------
 
-    def handle(self, body: bytes) -> Reply:
-        """Answer one SOAP request (already decrypted); never raises for bad input."""
+    def handle(self, body: bytes, *, delegated: bool = False) -> Reply:
+        """Answer one SOAP request (already decrypted); never raises for bad input.
+        `delegated`: the transport's logon carried delegated credentials."""
         action_name, relates_to = "unknown", None
         if len(body) > self.max_envelope:
             # MaxEnvelopeSizekb also limits the request ([MS-WSMV] 2.2.4.10); the service
@@ -197,7 +201,7 @@ class WSManService:
             # exceeded the configured MaxEnvelopeSize quota" (docs/lab.md, [ENVELOPE-413]).
             return Reply(413, b"", action_name, False)
         try:
-            req = parse_request(body, self.max_envelope)
+            req = replace(parse_request(body, self.max_envelope), delegated=delegated)
             relates_to = req.message_id
             action_name = ACTIONS[req.action]
             handler = getattr(self, f"_op_{action_name.lower()}")
@@ -271,7 +275,7 @@ class WSManService:
         in_streams = el_text(shell_el.find("rsp:InputStreams", NS)) or "stdin"
         out_streams = el_text(shell_el.find("rsp:OutputStreams", NS)) or "stdout stderr"
         context = ShellContext(server=self.server, env=env, codepage=int(codepage_text),
-                               working_directory=workdir or None)
+                               working_directory=workdir or None, delegated=req.delegated)
         del in_streams, out_streams  # WinRM 1.1 and 2.0 do not echo the shell back
         windows = self.platform
         shell_id = windows.shell_id_prefix + str(uuid.uuid4()).upper()

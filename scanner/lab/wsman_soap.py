@@ -67,6 +67,9 @@ class Request:
     body: etree._Element
     max_envelope: int
     operation_timeout_s: float
+    #: The logon carried delegated credentials (a forwarded Kerberos ticket): set by the
+    #: transport, never by the request's own content.
+    delegated: bool = False
 
 
 def q(prefix: str, local: str) -> str:
