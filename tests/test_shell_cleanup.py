@@ -28,32 +28,37 @@ SINCE = datetime(2026, 11, 1, tzinfo=UTC)
 NAME = "W8-PS1"   # Windows Server 2008: WinRM 1.1, MaxShellsPerUser 5, IdleTimeout 180 s
 
 
-def _fleet(base: str, fault: str) -> Fleet:
-    """One WinRM 1.1 server of tests/fleets/platforms.toml, Basic as Windows allows it."""
+def _fleet(base: str, fault: str, auth: str = "basic") -> Fleet:
+    """One WinRM 1.1 server of tests/fleets/platforms.toml; for Basic as Windows allows it."""
     fleet = relocate_fleet(load_fleet(FLEET), base, 0)
+    if auth == "ntlm":   # the fleet's own: a domain account, every message encrypted
+        return replace(fleet, servers=(replace(fleet.server(NAME), fault=fault),))
     server = replace(fleet.server(NAME), fault=fault, account="local", allow_unencrypted=True)
     return replace(fleet, lab=replace(fleet.lab, auth="basic", domain=""), servers=(server,))
 
 
-def _target(address: str, port: int, name: str = NAME) -> Target:
-    return Target(name=name, address=address, site=None, username="auditor", auth="basic", scheme="http",
-                  port=port, verify_tls=False, ca_bundle=None, allow_insecure=True, cert_pem=None,
-                  cert_key_pem=None)
+def _target(address: str, port: int, name: str = NAME, auth: str = "basic") -> Target:
+    return Target(name=name, address=address, site=None, username="CONTOSO\\auditor" if auth == "ntlm" else "auditor",
+                  auth=auth, scheme="http", port=port, verify_tls=False, ca_bundle=None,
+                  allow_insecure=auth == "basic", cert_pem=None, cert_key_pem=None)
 
 
 def _timed_out(target: Target) -> CollectionError:
     with pytest.raises(CollectionError) as caught:
-        winrm_client.collect_host(target, PASSWORD, since=SINCE, timeout_s=1.0)
+        winrm_client.collect_host(target, PASSWORD, since=SINCE, timeout_s=2.0)
     return caught.value
 
 
-@pytest.mark.slow  # five collections wait out their one-second limit (at once)
+@pytest.mark.slow  # five collections wait out their two-second limit (at once)
+@pytest.mark.parametrize(("auth", "base"), [("basic", "127.0.140.1"), ("ntlm", "127.0.140.11")])
 def test_timed_out_collections_delete_their_shells_so_the_next_scan_gets_one(
-        caplog: pytest.LogCaptureFixture) -> None:
-    stuck = _fleet("127.0.140.1", "stuck")    # the collector never finishes
+        caplog: pytest.LogCaptureFixture, auth: str, base: str) -> None:
+    """With NTLM the Delete after the deadline authenticates its own connection and
+    encrypts like the collection did."""
+    stuck = _fleet(base, "stuck", auth)    # the collector never finishes
     with Lab(stuck) as lab:
         server = stuck.server(NAME)
-        target = _target(server.address, lab.port(NAME))
+        target = _target(server.address, lab.port(NAME), auth=auth)
         quota = server.windows.max_shells_per_user
         with ThreadPoolExecutor(quota) as pool:
             errors = list(pool.map(lambda _: _timed_out(target), range(quota)))
