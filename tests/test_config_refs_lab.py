@@ -184,6 +184,16 @@ def test_scan_reports_referenced_values_and_unknowns_with_their_reason(tmp_path:
     line = next(row for row in csv_de.stdout.splitlines() if "XS-006" in row and "REF02" in row)
     assert "outside the PopImap folder" in line
 
+    # the referenced file byte for byte, as evidence; none where it was not read
+    copy = tmp_path / "appSettings.extra.config"
+    written = cas_audit("evidence", "--server", "REF01", "--protocol", "pop3", "--referenced", "--out", str(copy),
+                        db=db)
+    assert written.returncode == 0, written.stderr
+    assert copy.read_bytes() == extra
+    none = cas_audit("evidence", "--server", "REF02", "--protocol", "imap4", "--referenced", "--out",
+                     str(tmp_path / "x.config"), db=db)
+    assert none.returncode == 2 and "refused-path" in none.stderr
+
 
 def _document(tmp_path: Path, name: str = "REF01") -> str:
     return collector_document(load_fleet(fleet_file(tmp_path)).server(name), {}, NOW)

@@ -7,10 +7,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from test_store import protocol_obs, server_obs
 
+from scanner.errors import ConfigError
 from scanner.parse.observe import ReferenceObservation
+from scanner.report.config_copy import stored_config, write_config_copy
 from scanner.store.repo import Store, open_store
 from scanner.store.retention import prune
 
@@ -60,3 +64,16 @@ def test_prune_keeps_a_referenced_file_a_kept_run_needs(history_url: str) -> Non
         [back] = store.server_observations(kept)
         assert back.protocols["pop3"].config_reference is not None
         assert back.protocols["pop3"].config_reference.content == EXTRA
+
+
+def test_evidence_writes_the_referenced_file_as_collected(history_url: str, tmp_path: Path) -> None:
+    with open_store(history_url) as store:
+        run_id = record(store, DAY, reference())
+        unread = record(store, DAY + timedelta(days=1), reference(None, "unknown"))
+        out = tmp_path / "extra.config"
+        digest, size = write_config_copy(store, "CAS01", "pop3", run_id, out, referenced=True)
+        assert (out.read_bytes(), digest, size) == (EXTRA, hashlib.sha256(EXTRA).hexdigest(), len(EXTRA))
+        with pytest.raises(ConfigError, match="outcome unknown"):
+            stored_config(store, "CAS01", "pop3", unread, referenced=True)
+        with pytest.raises(ConfigError, match="names no file"):
+            stored_config(store, "CAS01", "imap4", run_id, referenced=True)

@@ -106,17 +106,21 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
               help="Run id, or 'latest' (default: the latest run that scanned the server successfully).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
+@click.option("--referenced", is_flag=True,
+              help="Write the file the config file's appSettings names in file= or configSource= instead.")
 @handle_errors
-def evidence(db_url: str | None, server: str, protocol: str, run: str | None, out: Path, force: bool) -> None:
+def evidence(db_url: str | None, server: str, protocol: str, run: str | None, out: Path, force: bool,
+             referenced: bool) -> None:
     """Write a config file exactly as it was collected (the backup to restore after an SP reset).
 
     \b
-    Example:
+    Examples:
       cas-audit evidence --server CAS03 --protocol pop3 --run 1 --out Microsoft.Exchange.Pop3.exe.Config
+      cas-audit evidence --server CAS03 --protocol pop3 --referenced --out appSettings.extra.config
     """
     from scanner.report.config_copy import write_config_copy
 
     store = _open_store(db_url, read_only=True)
     run_id = None if run is None else _resolve_run(store, run)
-    digest, size = write_config_copy(store, server, protocol, run_id, out, force=force)
+    digest, size = write_config_copy(store, server, protocol, run_id, out, force=force, referenced=referenced)
     err_console.print(f"wrote {out} ({size} bytes, sha256 {digest})", highlight=False)

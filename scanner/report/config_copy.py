@@ -1,4 +1,5 @@
-"""`cas-audit evidence`: a config file exactly as collected, hash-checked."""
+"""`cas-audit evidence`: a config file (or the file its appSettings names in file= or
+configSource=) exactly as collected, hash-checked."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from scanner.store.repo import Store
 from scanner.util.safefile import write_file
 
 
-def stored_config(store: Store, server: str, protocol: str, run_id: int | None) -> bytes:
-    """The collected bytes of a server's config file in run `run_id` (None: the latest run that has it)."""
+def stored_config(store: Store, server: str, protocol: str, run_id: int | None, *,
+                  referenced: bool = False) -> bytes:
+    """The collected bytes of a server's config file in run `run_id` (None: the latest run that has it);
+    with `referenced`, of the file its appSettings names in file= or configSource=."""
     entries = store.history(server, protocol)
     if not entries:
         raise ConfigError(f"no observation of server {server!r} in the history")
@@ -22,22 +25,33 @@ def stored_config(store: Store, server: str, protocol: str, run_id: int | None) 
         p = obs.protocols.get(protocol)
         if obs.scan_status != "ok" or p is None:
             continue
-        if p.config_sha256 is None:
+        sha = p.config_sha256
+        if referenced:
+            ref = p.config_reference
+            if ref is None:
+                raise ConfigError(f"the {protocol} config file of {server} in run {rid} names no file in "
+                                  "appSettings file= or configSource=")
+            if ref.sha256 is None:
+                why = "it does not exist" if ref.outcome == "absent" else f"outcome {ref.outcome}"
+                raise ConfigError(f"run {rid} holds no copy of {ref.attribute}={ref.value!r} of {server} "
+                                  f"{protocol}: {why}" + (f" ({ref.error})" if ref.error else ""))
+            sha = ref.sha256
+        elif sha is None:
             raise ConfigError(f"run {rid} holds no {protocol} config file of {server}: "
                               f"status {p.config_status}")
-        content = store.config_blob(p.config_sha256)
+        content = store.config_blob(sha)
         if content is None:
-            raise StoreError(f"the history lost the file with sha256 {p.config_sha256}")
-        if hashlib.sha256(content).hexdigest() != p.config_sha256:
-            raise StoreError(f"the stored file {p.config_sha256} does not match its hash")
+            raise StoreError(f"the history lost the file with sha256 {sha}")
+        if hashlib.sha256(content).hexdigest() != sha:
+            raise StoreError(f"the stored file {sha} does not match its hash")
         return content
     raise ConfigError(f"server {server!r} was not scanned successfully in run {run_id}"
                       if run_id is not None else f"server {server!r} was never scanned successfully")
 
 
 def write_config_copy(store: Store, server: str, protocol: str, run_id: int | None, out: Path, *,
-                   force: bool = False) -> tuple[str, int]:
+                   force: bool = False, referenced: bool = False) -> tuple[str, int]:
     """Write the file byte for byte (an existing file only with `force`); return its sha256 and size."""
-    content = stored_config(store, server, protocol, run_id)
+    content = stored_config(store, server, protocol, run_id, referenced=referenced)
     write_file(out, content, force=force)
     return hashlib.sha256(content).hexdigest(), len(content)
