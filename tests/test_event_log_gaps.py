@@ -95,6 +95,7 @@ def test_a_german_server_names_users_and_sites(reports: dict[str, Any]) -> None:
     (finding,) = [f for f in reports["first"]["findings"] if f["rule"] == "XS-010" and f["server"] == "DE01"]
     assert finding["evidence"]["users"] == ["b.günther", "jörg"]
     assert finding["evidence"]["mailbox_sites"] == ["Köln"]
+    assert {e["cas"] for e in finding["evidence"]["events"]} == {"EXDE01"}  # as the German text names it
 
 
 def test_an_unreadable_log_is_not_evaluated_in_json(reports: dict[str, Any]) -> None:

@@ -61,7 +61,7 @@ def protocol_obs(protocol: str, content: bytes | None = CONFIG_UTF16, **changes:
         service_started=datetime(2026, 11, 19, 8, 0, 0, 123456, tzinfo=UTC),
         pending_restart=True,
         refused_logons=(
-            RefusedLogonObservation(at=T0, user="CONTOSO\\jörg", mailbox_site="Hamburg"),
+            RefusedLogonObservation(at=T0, user="CONTOSO\\jörg", mailbox_site="Hamburg", cas="EXCAS01"),
             RefusedLogonObservation(at=None, user="CONTOSO\\zoë", mailbox_site="Zürich"),
         ),
         detail="",
@@ -122,6 +122,16 @@ def new_run(store: Store, names: tuple[str, ...] = ("CAS01",), **kwargs: object)
 def store(history_url: str):
     with open_store(history_url) as opened:
         yield opened
+
+
+def test_what_the_application_log_read_round_trips(store: Store) -> None:
+    run_id = new_run(store)
+    unread = server_obs("CAS01", events_error="Cannot open log Application on machine ..")
+    partial = server_obs("CAS02", events_truncated="window", events_limit=10000)
+    whole = server_obs("CAS03")
+    for obs in (unread, partial, whole):
+        store.record_server(run_id, obs)
+    assert store.server_observations(run_id) == [unread, partial, whole]
 
 
 def assert_aware_utc(value: datetime | None) -> None:

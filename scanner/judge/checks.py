@@ -454,7 +454,8 @@ def check_refused_logons(inp: CheckInput) -> list[RawFinding]:
                 "first_at": iso(times[0]) if times else None,
                 "last_at": iso(times[-1]) if times else None,
                 "events": [
-                    {"at": iso(r.at), "user": _clip(r.user), "mailbox_site": _clip(r.mailbox_site)}
+                    {"at": iso(r.at), "user": _clip(r.user), "mailbox_site": _clip(r.mailbox_site),
+                     "cas": _clip(r.cas)}
                     for r in logons[:MAX_EVENTS_IN_EVIDENCE]
                 ],
             }

@@ -25,6 +25,7 @@ class RefusedLogonObservation:
     at: datetime | None
     user: str
     mailbox_site: str
+    cas: str = ""  # the Client Access Server the event names ("" when it does not)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObserva
     for event in host.events:
         if event.protocol == protocol:
             said = read_refused_logon(event, host.computer)
-            logons.append(RefusedLogonObservation(at=event.at, user=said.user, mailbox_site=said.mailbox_site))
+            logons.append(RefusedLogonObservation(at=event.at, user=said.user, mailbox_site=said.mailbox_site,
+                                                  cas=said.cas))
     return ProtocolObservation(
         protocol=protocol,
         allow_cross_site=reading.value,

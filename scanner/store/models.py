@@ -272,6 +272,7 @@ class RefusedLogon(Base):
     at: Mapped[datetime | None]
     user_name: Mapped[str]
     mailbox_site: Mapped[str]
+    cas: Mapped[str | None]  # the CAS the event's text names; null before revision 0006
 
 
 class Finding(Base):

@@ -60,7 +60,8 @@ def rebuild(
         for logon in session.scalars(
             select(RefusedLogon).where(RefusedLogon.observation_id.in_(chunk)).order_by(RefusedLogon.id)
         ):
-            refused[logon.observation_id].append(RefusedLogonObservation(logon.at, logon.user_name, logon.mailbox_site))
+            refused[logon.observation_id].append(
+                RefusedLogonObservation(logon.at, logon.user_name, logon.mailbox_site, logon.cas or ""))
     hashes = sorted(
         {sha for rows in observations.values() for o in rows
          for sha in (states[o.state_id]["config_sha256"], reference_sha256(states[o.state_id])) if sha}

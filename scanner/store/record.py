@@ -105,7 +105,8 @@ class Recording(StoreBase):
             ).all() if observation_rows else []
             protocols = [proto for obs in observations for proto in obs.protocols.values()]
             refused_rows = [
-                {"observation_id": observation_id, "at": r.at, "user_name": r.user, "mailbox_site": r.mailbox_site}
+                {"observation_id": observation_id, "at": r.at, "user_name": r.user, "mailbox_site": r.mailbox_site,
+                 "cas": r.cas or None}
                 for observation_id, proto in zip(observation_ids, protocols, strict=True)
                 for r in proto.refused_logons
             ]
