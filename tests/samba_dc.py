@@ -7,7 +7,8 @@ into a private folder.
 tests need, a TLS certificate of the tests' own CA), adds the Exchange schema extension and
 the Exchange configuration objects of tests/directory/*.ldif to the offline database, and
 creates the test account. `start()` runs `samba -i -M single` in the foreground and waits
-for LDAPS; `stop()` ends it (the fixture always does, so no process is left behind).
+for LDAPS; `stop()` ends it (the fixture always does), and a test process that dies takes
+its DC with it: no process is left behind.
 
 Samba listens on the fixed LDAP ports 389/636 (smb.conf has no option for them; only
 `krb5 port` and `cldap port` exist), so each DC gets its own loopback address: one on which
@@ -206,8 +207,11 @@ class SambaDC:
 
     def start(self, timeout_s: float = 60) -> None:
         samba = shutil.which("samba") or "/usr/sbin/samba"
+        # `samba -i` ends when its standard input closes ("server_stdin_handler: samba: EOF on
+        # stdin"): the pipe's other end is this process's, so a test process that dies,
+        # even by kill -9, takes its DC with it.
         self._process = subprocess.Popen([samba, "-i", "-M", "single", "-s", str(self.smb_conf)],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -226,13 +230,13 @@ class SambaDC:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process.stdin is not None:
+            process.stdin.close()   # EOF: samba terminates itself
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         if process.stderr is not None:
             process.stderr.close()
 
