@@ -184,6 +184,29 @@ def test_kerberos_bind_with_a_ticket_from_the_dcs_kdc(samba_dc: SambaDC, tmp_pat
 
 
 @pytest.mark.kerberos
+def test_kerberos_bind_with_a_kinit_ticket_and_no_password(samba_dc: SambaDC, tmp_path: Path) -> None:
+    from kdc import find_tool
+
+    kinit = find_tool("kinit")
+    if kinit is None:
+        _unavailable("kinit is not installed (apt-get install krb5-user)")
+    ccache = f"FILE:{tmp_path / 'ccache'}"
+    env = {**_cas_audit_env(samba_dc), "KRB5CCNAME": ccache}
+    got = subprocess.run([str(kinit), "-c", ccache, f"auditor@{REALM}"], input=PASSWORD + "\n", text=True,
+                         capture_output=True, env=env, timeout=60)
+    assert got.returncode == 0, got.stderr
+    env.pop("CAS_AUDIT_PASSWORD")
+    out = tmp_path / "cas.toml"
+    with _resolvable({samba_dc.fqdn: samba_dc.address}):
+        done = subprocess.run(
+            [sys.executable, "-m", "scanner", "inventory", "discover", "--ldap", samba_dc.fqdn, "--ldap-ca-bundle",
+             str(samba_dc.ca_pem), "--username", f"auditor@{REALM}", "--auth", "kerberos", "--out", str(out)],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [t.name for t in load_inventory(out).targets] == ["CAS01", "CAS02", "CAS03"]
+
+
+@pytest.mark.kerberos
 def test_kerberos_to_an_address_names_the_missing_service_principal(samba_dc: SambaDC, tmp_path: Path) -> None:
     """By its IP address the DC has no principal ldap/<address>: the KDC says so, and so do we."""
     out = tmp_path / "cas.toml"

@@ -137,7 +137,9 @@ def _connection(access: DirectoryAccess, password: str | None, timeout_s: float,
         kwargs.update(user=access.username, password=password, authentication=ldap3.NTLM)
     else:
         kerberos.ensure_ticket(access.username, password, host=access.host)
-        kwargs.update(authentication=ldap3.SASL, sasl_mechanism=ldap3.KERBEROS)
+        # with `user`, ldap3 takes this principal's ticket from the cache (collection), not
+        # whichever is the cache's default
+        kwargs.update(user=access.username, authentication=ldap3.SASL, sasl_mechanism=ldap3.KERBEROS)
     conn = ldap3.Connection(server, **kwargs)
     where = f"{access.host}:{access.port}"
     try:
