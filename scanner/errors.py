@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scanner.facts import ErrorKind
 
 
 class ExitCode(IntEnum):
@@ -59,9 +63,9 @@ class CollectionError(CasAuditError):
 
     exit_code = ExitCode.UNSCANNED
 
-    def __init__(self, kind: str, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, kind: ErrorKind, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
-        self.kind = kind
+        self.kind: ErrorKind = kind
 
 
 class CollectorOutputError(CollectionError):

@@ -17,6 +17,7 @@ from scanner.collect import httpguard
 from scanner.collect.reader import read_collector_output
 from scanner.collect.winrm_client import collect_host
 from scanner.errors import CollectionError, ExitCode
+from scanner.facts import LaunchMethod, RunStatus
 from scanner.inventory import Inventory, Target
 from scanner.judge.catalog import Catalog
 from scanner.judge.evaluate import active_at_or_above, evaluate_run
@@ -40,7 +41,7 @@ BATCH_S = 1.0
 @dataclass(frozen=True)
 class ScanOutcome:
     run_id: int
-    status: str  # complete | partial | aborted
+    status: RunStatus  # complete | partial | aborted
     scanned: int
     failed: int
     active_at_or_above: int
@@ -52,7 +53,7 @@ def _now() -> datetime:
 
 
 def scan_one(target: Target, password: str | None, since: datetime, timeout_s: float, *,
-             launch: str = "env", on_launch: Callable[[str], None] | None = None,
+             launch: LaunchMethod = "env", on_launch: Callable[[LaunchMethod], None] | None = None,
              clock: Callable[[], datetime] = _now) -> ServerObservation:
     """Collect, read and interpret one server; never raises for a server-side problem.
 
@@ -188,13 +189,13 @@ def run_scan(
         owner_started=owner.started,
     )
     scanned = failed_count = internal = 0
-    status = "aborted"
+    status: RunStatus = "aborted"
     # from here on every failure ends the run (aborted) and the pool: see the except below
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="cas-audit-scan")
     beating = threading.Event()
 
-    def learned(name: str, remembered: str | None) -> Callable[[str], None]:
-        def remember(method: str) -> None:
+    def learned(name: str, remembered: LaunchMethod | None) -> Callable[[LaunchMethod], None]:
+        def remember(method: LaunchMethod) -> None:
             if method != remembered:
                 store.remember_launch(name, method)
         return remember

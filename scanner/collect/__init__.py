@@ -27,6 +27,7 @@ import re
 from datetime import datetime
 from importlib.resources.abc import Traversable
 
+from scanner.facts import LAUNCH_METHODS, LaunchMethod
 from scanner.util.timefmt import iso_utc
 
 SCRIPT_ENV_VAR = "CASAUDIT_PS"
@@ -41,7 +42,6 @@ NOENV_EXIT_CODE = 3
 #: output is raw UTF-8 bytes whatever the code page.
 SHELL_CODEPAGE = 437
 #: How the script reaches PowerShell: in a shell environment variable, or on stdin.
-LAUNCH_METHODS = ("env", "stdin")
 
 #: Windows limit on one environment variable's value, in UTF-16 code units.
 ENV_VALUE_LIMIT = 32_767
@@ -165,7 +165,7 @@ def stdin_bootstrap(env: dict[str, str], script: str | None = None) -> str:
     return "; ".join([*parts, STDIN_READ, _check(script_length(text), script_digest(text)), _RUN])
 
 
-def launch_command(method: str, env: dict[str, str] | None = None, script: str | None = None) -> str:
+def launch_command(method: LaunchMethod, env: dict[str, str] | None = None, script: str | None = None) -> str:
     """The command line (run through cmd.exe, not WINRS_SKIP_CMD_SHELL) for `method` and
     `script` (default: the collector): "env" reads the script from $env:CASAUDIT_PS with
     stdin closed; "stdin" reads it from stdin, which the caller sends and closes."""

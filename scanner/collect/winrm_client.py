@@ -48,6 +48,7 @@ from scanner.collect.shelltext import fault_message, printable
 from scanner.collect.shelltext import shell_codec as shell_codec
 from scanner.collect.shelltext import stderr_summary as stderr_summary
 from scanner.errors import CollectionError, CollectorOutputError
+from scanner.facts import LaunchMethod
 from scanner.inventory import Target
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class CommandOutput:
     stdout: bytes
     stderr: bytes
     exit_code: int
-    method: str = "env"  # how the script reached PowerShell: env | stdin (scanner.collect)
+    method: LaunchMethod = "env"  # how the script reached PowerShell (scanner.collect)
 
 
 def _transport(target: Target) -> str:
@@ -354,7 +355,7 @@ def run_collector(
     env: dict[str, str],
     timeout_s: float,
     max_output: int = MAX_OUTPUT_BYTES,
-    method: str = "env",
+    method: LaunchMethod = "env",
 ) -> CommandOutput:
     """Run a script from `scanner.collect` on `target`; raise CollectionError on any failure.
 
@@ -379,7 +380,7 @@ def _run_once(
     env: dict[str, str],
     timeout_s: float,
     max_output: int,
-    method: str,
+    method: LaunchMethod,
 ) -> CommandOutput:
     deadline = time.monotonic() + timeout_s
     protocol = _protocol(target, password, timeout_s)
@@ -486,8 +487,8 @@ def _delete_shell(target: Target, password: str | None, protocol: Protocol, guar
 
 
 def collect_host(target: Target, password: str | None, *, since: datetime, timeout_s: float,
-                 max_output: int = MAX_OUTPUT_BYTES, method: str = "env",
-                 on_method: Callable[[str], None] | None = None) -> bytes:
+                 max_output: int = MAX_OUTPUT_BYTES, method: LaunchMethod = "env",
+                 on_method: Callable[[LaunchMethod], None] | None = None) -> bytes:
     """Run the collector on one CAS and return its stdout (exit code checked).
 
     `method` is the launch to try first (what worked last time, from the history);

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
-from scanner.facts import SEVERITIES
+from scanner.facts import LANGUAGES, SEVERITIES
 from scanner.judge.checks import CHECKS, COMMON_FIELDS
 from scanner.judge.results import RuleInfo
 from scanner.util.paths import data_dir
 from scanner.util.tomlfile import SourceLines, read_text
 
-LANGUAGES: tuple[str, ...] = ("en", "de")
 TEXT_KEYS: dict[str, frozenset[str]] = {  # shared sentences and the fields they may use
     "waived": frozenset({"expires", "approver", "justification", "scope", "created"}),
     "waiver_expired": frozenset({"expires", "approver", "justification", "scope", "created"}),

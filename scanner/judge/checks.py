@@ -30,7 +30,7 @@ from scanner.collect.collected import (
     SERVICE_DISPLAY_NAMES,
     SERVICE_NAMES,
 )
-from scanner.facts import PROTOCOLS
+from scanner.facts import BAD_CONFIG_STATUSES, PROTOCOLS
 from scanner.judge.policy import Policy
 from scanner.parse.configfile import value_text
 from scanner.parse.observe import ProtocolObservation, ServerObservation
@@ -52,7 +52,6 @@ COMMON_FIELDS: frozenset[str] = frozenset(
     }
 )
 PROTOCOL_NAMES: dict[str, str] = {"pop3": "POP3", "imap4": "IMAP4"}
-BAD_CONFIG_STATUSES: frozenset[str] = frozenset({"missing", "unreadable", "malformed", "invalid-value"})
 MAX_LISTED = 10  # users, sites, servers named in a message before "+N more"
 MAX_EVENTS_IN_EVIDENCE = 200
 MAX_TEXT = 256  # characters kept of a user or site name from a server

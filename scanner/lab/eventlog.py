@@ -61,9 +61,9 @@ def events_element(server: SimServer, since: datetime | None, max_events: int,
                 text("window", WINDOW), text("full", "false"), text("error", DENIED_MESSAGE), ">"]
         return "".join(head) + "</events>", (DENIED_MESSAGE,)
     entries: list[tuple[datetime, str, RefusedLogonFact]] = []
-    for protocol in PROTOCOLS:
-        for logon in server.protocols[protocol].refused_logons:
-            entries.append((logon.at.replace(microsecond=0), protocol, logon))  # whole seconds
+    for name in PROTOCOLS:
+        for logon in server.protocols[name].refused_logons:
+            entries.append((logon.at.replace(microsecond=0), name, logon))  # whole seconds
     entries.sort(key=lambda item: item[0], reverse=True)  # Get-EventLog -Newest: newest first
     window = entries[:WINDOW]
     found = [item for item in window if since is None or item[0] > since]

@@ -439,7 +439,7 @@ def _server(table: Any, index: int, address: str, whereof: _Where, folder: Path,
             or "ClientAccess" not in roles):
         raise _fail(where, "roles", f"must list ServerRole flags from {', '.join(ROLES)} including ClientAccess, "
                                     f"not {roles!r}")
-    protocols = {}
+    protocols: dict[str, SimProtocol] = {}
     for protocol in PROTOCOLS:
         if protocol in table:
             protocols[protocol] = _protocol(table[protocol], protocol, where, folder)

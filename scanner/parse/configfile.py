@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from lxml import etree
 
 from scanner.collect.collected import CollectedReference
+from scanner.facts import ConfigStatus, ReferenceOutcome, ValueSource
 from scanner.parse.appsettings import (
     KeyEntry,
     SectionHead,
@@ -92,7 +93,7 @@ class Reference:
     line: int | None  # line of the <appSettings> element that names it
     # applied: its entries were read; absent: a file= target that does not exist (.NET
     # ignores it); unknown: not read (reason in ConfigReading.detail); refused: .NET refuses it
-    outcome: str
+    outcome: ReferenceOutcome
     path: str = ""  # the full path the collector resolved; "" when not fetched
 
 
@@ -100,9 +101,9 @@ class Reference:
 class ConfigReading:
     """What the service would get for AllowCrossSiteSessions from one config file."""
 
-    status: str  # ok | missing | malformed | invalid-value | unreadable
+    status: ConfigStatus
     value: bool | None  # the effective value; None = unknown
-    value_source: str  # "default": no entry in force, false applies; "file" otherwise (also when unknown)
+    value_source: ValueSource  # "default": no entry in force, false applies; "file" otherwise (also when unknown)
     raw_value: str | None  # value string of the entry in force
     encoding: str | None  # utf-8, utf-8-sig, utf-16-le, utf-16-be, utf-32-le, ... or declared
     entries: tuple[KeyEntry, ...] = ()  # every operation on the key, main file then referenced file
@@ -122,7 +123,7 @@ class _Outcome:
     notes: list[str] = field(default_factory=list)
     reference: Reference | None = None
     unknown: str = ""  # why the value is unknown ("" when it is known)
-    unknown_status: str = "unreadable"  # the status an unknown value gets
+    unknown_status: ConfigStatus = "unreadable"  # the status an unknown value gets
     section_line: int | None = None
 
 
@@ -315,7 +316,7 @@ def _refused_reference(ref: Reference | None) -> Reference | None:
     return Reference(ref.attribute, ref.value, ref.line, "refused", ref.path)
 
 
-def _reading(status: str, *, encoding: str | None = None, detail: str = "",
+def _reading(status: ConfigStatus, *, encoding: str | None = None, detail: str = "",
              reference: Reference | None = None) -> ConfigReading:
     """A reading whose value is unknown. value_source is "file": the file (its absence,
     its damage) decides, and "default" would claim the default false is in force."""

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from scanner.collect.collected import CollectedConfig, CollectedHost
-from scanner.facts import PROTOCOLS
+from scanner.facts import (
+    PROTOCOLS,
+    ConfigStatus,
+    ErrorKind,
+    Protocol,
+    ReferenceOutcome,
+    ScanStatus,
+    TruncationReason,
+    ValueSource,
+)
 from scanner.parse.builds import build_from_registry, parse_build, rollup_from_names
 from scanner.parse.configfile import ConfigReading, read_config
 from scanner.parse.events import read_refused_logon
@@ -36,7 +45,7 @@ class ReferenceObservation:
     attribute: str  # "file" | "configSource"
     value: str  # as written in the config file
     line: int | None  # line of the <appSettings> element that names it
-    outcome: str  # applied | absent (file= target missing: ignored) | unknown (not read) | refused (.NET refuses)
+    outcome: ReferenceOutcome  # absent: a file= target missing (ignored); unknown: not read
     path: str  # full path the collector resolved; "" when it did not
     sha256: str | None  # of content
     length: int | None
@@ -47,10 +56,10 @@ class ReferenceObservation:
 
 @dataclass(frozen=True)
 class ProtocolObservation:
-    protocol: str  # pop3 | imap4
+    protocol: Protocol
     allow_cross_site: bool | None  # the value the file gives the service; None when unknown
-    value_source: str  # "file" (the key is in force from the file) | "default" (no key: false)
-    config_status: str  # ok | missing | malformed | invalid-value | unreadable
+    value_source: ValueSource  # file: the key in force is in the file; default: no key (false)
+    config_status: ConfigStatus
     raw_value: str | None  # the value attribute as written, for the entry in force
     config_path: str
     config_sha256: str | None  # of config_bytes
@@ -77,10 +86,10 @@ class ServerObservation:
     #: collector's 'site' stage error says why). A server that could not be scanned keeps
     #: the inventory's site (docs/contracts.md, "Sites").
     site: str | None
-    scan_status: str  # ok | error
+    scan_status: ScanStatus
     started_at: datetime
     finished_at: datetime
-    error_kind: str | None = None  # refused | timeout | reset | auth | soap-fault | protocol | output | internal
+    error_kind: ErrorKind | None = None
     error: str | None = None  # one sentence, no secrets
     computer: str | None = None
     reported_site: str | None = None  # what the server itself said
@@ -101,7 +110,7 @@ class ServerObservation:
     # Refused logons are a lower bound: "max" (more matched than the `events_limit` listed)
     # or "window" (the newest `events_limit` entries of the log were all newer than the
     # cut-off, so older ones were not read); None when every match was read.
-    events_truncated: str | None = None
+    events_truncated: TruncationReason | None = None
     events_limit: int | None = None
     site_source: str | None = None  # the Netlogon value that gave the site: SiteName | DynamicSiteName
     inventory_site: str | None = None  # the site the inventory planned, when it names one
@@ -140,7 +149,7 @@ def _reference(reading: ConfigReading, config: CollectedConfig) -> ReferenceObse
     )
 
 
-def _protocol_observation(host: CollectedHost, protocol: str) -> ProtocolObservation:
+def _protocol_observation(host: CollectedHost, protocol: Protocol) -> ProtocolObservation:
     config = host.configs[protocol]
     service = host.services[protocol]
     reading = read_config(
@@ -227,7 +236,7 @@ def interpret(
     )
 
 
-def _truncated(host: CollectedHost) -> str | None:
+def _truncated(host: CollectedHost) -> TruncationReason | None:
     """Why the refused logons of a read log are a lower bound: "window", "max" or None."""
     if host.events_error or not host.events_truncated:
         return None
@@ -238,7 +247,7 @@ def failed(
     name: str,
     address: str,
     inventory_site: str | None,
-    kind: str,
+    kind: ErrorKind,
     message: str,
     started_at: datetime,
     finished_at: datetime,

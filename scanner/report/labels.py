@@ -11,8 +11,7 @@ import re
 from collections.abc import Mapping
 
 from scanner.errors import ConfigError
-
-LANGUAGES: tuple[str, ...] = ("en", "de")
+from scanner.facts import LANGUAGES
 
 SHEETS: tuple[str, ...] = (
     "summary",

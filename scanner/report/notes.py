@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from scanner.facts import NoteKind
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.report.labels import Labels
 
@@ -28,7 +29,7 @@ class ServerNote:
 
     server: str
     site: str | None
-    kind: str  # not-evaluated | lower-bound | collector-error
+    kind: NoteKind
     rule: str | None  # XS-010 for the Application log; None for a collector error
     stage: str | None  # the collector's stage of a collector error
     reason: str  # the server's own text (not-evaluated, collector-error) or "max" | "window"

@@ -294,7 +294,7 @@ def findings_columns(labels: Labels) -> list[Column]:
 
 def findings_rows(report: RunReport, labels: Labels) -> Iterator[Row]:
     """One row per finding, in the model's order."""
-    words = {s: severity_word(labels, s) for s in SEVERITIES}
+    words: dict[str, SeverityWord] = {s: severity_word(labels, s) for s in SEVERITIES}
     for f in report.findings:
         yield (
             clean(f.rule),

@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanner.facts import SEVERITIES, is_active
+from scanner.facts import SEVERITIES, RunStatus, is_active
 from scanner.store.repo import Store
 
 
 @dataclass(frozen=True)
 class ScanSummary:
     run_id: int
-    status: str
+    status: RunStatus
     planned: int
     scanned: int
     failed: int
@@ -45,11 +45,11 @@ def summarise(store: Store, run_id: int, reports: list[str] | None = None) -> Sc
     """The summary of run `run_id` as stored (findings after waivers and severity overrides)."""
     run = store.run(run_id)
     findings = store.findings(run_id)
-    active = dict.fromkeys(SEVERITIES, 0)
+    active: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
     for finding in findings:
         if is_active(finding.state):
             active[finding.severity if finding.severity in active else "info"] += 1
-    unscanned = sorted(
+    unscanned: list[tuple[str, str]] = sorted(
         (obs.name, obs.error_kind or "error")
         for obs in store.server_observations(run_id) if obs.scan_status != "ok"
     )

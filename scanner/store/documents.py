@@ -20,6 +20,7 @@ import json
 from datetime import UTC, date, datetime
 from typing import Any
 
+from scanner.facts import ERROR_KINDS, PROTOCOLS, SCAN_STATUSES, word
 from scanner.parse.observe import (
     ProtocolObservation,
     ReferenceObservation,
@@ -151,7 +152,7 @@ def protocol_from_state(
     reference_bytes: bytes | None = None,
 ) -> ProtocolObservation:
     return ProtocolObservation(
-        protocol=protocol,
+        protocol=word(PROTOCOLS, protocol),
         allow_cross_site=state["allow_cross_site"],
         value_source=state["value_source"],
         config_status=state["config_status"],
@@ -189,10 +190,10 @@ def server_from_state(
         name=name,
         address=state["address"],
         site=state["site"],
-        scan_status=scan_status,
+        scan_status=word(SCAN_STATUSES, scan_status),
         started_at=started_at,
         finished_at=finished_at,
-        error_kind=error_kind,
+        error_kind=None if error_kind is None else word(ERROR_KINDS, error_kind),
         error=error,
         computer=state["computer"],
         reported_site=state["reported_site"],

@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from scanner.facts import LAUNCH_METHODS, RUN_STATUSES, SCAN_STATUSES, RunStatus
+
 # Constraint names that are stable on every backend, so later revisions can alter them
 # (SQLite batch mode needs named constraints).
 NAMING_CONVENTION: dict[str, str] = {
@@ -37,9 +39,6 @@ NAMING_CONVENTION: dict[str, str] = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES: tuple[str, ...] = ("running", "complete", "partial", "aborted")
-FINISHED_STATUSES: tuple[str, ...] = ("complete", "partial")  # runs that saved findings
-SCAN_STATUSES: tuple[str, ...] = ("ok", "error")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -130,7 +129,7 @@ class RunRow:
     id: int
     started_at: datetime
     finished_at: datetime | None
-    status: str  # running | complete | partial | aborted
+    status: RunStatus
     servers_planned: int
     servers_scanned: int  # scans that succeeded
     servers_failed: int  # scans that ended in an error
@@ -165,7 +164,6 @@ class Server(Base):
     first_seen_run_id: Mapped[int | None] = mapped_column(ForeignKey("scan_runs.id"))
 
 
-LAUNCH_METHODS: tuple[str, ...] = ("env", "stdin")
 
 
 class LaunchMethod(Base):

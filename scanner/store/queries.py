@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scanner.facts import FINISHED_STATUSES
 from scanner.parse.observe import ServerObservation
 from scanner.store.base import StoreBase, chunks
 from scanner.store.documents import finding_fields
 from scanner.store.findings import FindingRow
 from scanner.store.models import (
-    FINISHED_STATUSES,
     ConfigBlob,
     Document,
     Finding,

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from scanner import facts
 from scanner.parse.observe import ServerObservation
 from scanner.store.base import StoreBase, chunks, heartbeat_clock, insert_ignoring_duplicates
 from scanner.store.documents import digest as document_key
@@ -114,14 +115,14 @@ class Recording(StoreBase):
                 session.execute(insert(RefusedLogon), list(chunk))
         self._server_id_cache.update(server_ids)  # committed
 
-    def launch_methods(self) -> dict[str, str]:
+    def launch_methods(self) -> dict[str, facts.LaunchMethod]:
         """The remembered launch method of every server that has one, by casefolded name."""
         with self._read("read the remembered launch methods") as session:
             rows = session.execute(select(Server.name_key, LaunchMethod.method)
                                    .join(LaunchMethod, LaunchMethod.server_id == Server.id))
-            return {key: method for key, method in rows}
+            return {key: facts.word(facts.LAUNCH_METHODS, method) for key, method in rows}
 
-    def remember_launch(self, server_name: str, method: str, at: datetime | None = None) -> None:
+    def remember_launch(self, server_name: str, method: facts.LaunchMethod, at: datetime | None = None) -> None:
         """Remember that `method` ("env" | "stdin") delivered the collector to the server."""
         at = at or self._now()
         with self._write(f"remember the launch method of {server_name}") as session:

@@ -12,11 +12,10 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 
 from scanner.errors import ConfigError
+from scanner.facts import FINISHED_STATUSES, RUN_STATUSES, RunStatus
 from scanner.store.base import StoreBase, chunks, database_now, heartbeat_clock
 from scanner.store.liveness import death_reason
 from scanner.store.models import (
-    FINISHED_STATUSES,
-    RUN_STATUSES,
     RunRow,
     RunServer,
     ScanRun,
@@ -115,8 +114,8 @@ class Runs(StoreBase):
             session.execute(update(ScanRun).where(ScanRun.id == run_id, ScanRun.status == "running")
                             .values(heartbeat_at=heartbeat_clock(session, self._clock)))
 
-    def finish_run(self, run_id: int, status: str, finished_at: datetime | None = None, *,
-                   reason: str | None = None) -> str:
+    def finish_run(self, run_id: int, status: RunStatus, finished_at: datetime | None = None, *,
+                   reason: str | None = None) -> RunStatus:
         """Close a run with `status` (`reason` says why an aborted run ended); counts scanned
         and failed servers from the stored results. A run another command already recorded
         as aborted (its scanner was presumed dead) stays aborted. Returns the status kept."""
