@@ -74,7 +74,7 @@ def test_a_percent_in_an_environment_value_never_stops_a_collection() -> None:
     assert (result.exit_code, result.method) == (0, "stdin"), result
     assert read_collector_output(result.stdout).computer   # the whole document
     assert stats.actions["Create"] == 2 and stats.shells_created == 1 and stats.shells_open == 0
-    assert (stats.commands, stats.sends) == (1, 1)
+    assert (stats.commands, stats.sends, stats.requests) == (1, 1, 6)   # one Create more than stdin alone
 
 
 def test_an_environment_value_cut_short_takes_the_stdin_path_instead_of_running_half_a_script() -> None:
@@ -88,6 +88,7 @@ def test_an_environment_value_cut_short_takes_the_stdin_path_instead_of_running_
     assert read_collector_output(out).computer
     # the env bootstrap refused the cut script (nothing of it ran), then stdin in the same shell
     assert (stats.shells_created, stats.commands, stats.sends, stats.shells_open) == (1, 2, 1, 0)
+    assert stats.requests == 7
 
 
 def test_a_remembered_stdin_launch_that_fails_is_retried_through_the_environment_and_forgotten(
@@ -109,3 +110,4 @@ def test_a_remembered_stdin_launch_that_fails_is_retried_through_the_environment
     assert remembered == {NAME.casefold(): "env"}
     # stdin in a first shell (refused by the bootstrap), deleted; env in a second one
     assert (stats.shells_created, stats.shells_deleted, stats.commands, stats.sends) == (2, 2, 2, 1)
+    assert stats.requests == 9   # the stdin launch (5) and the env launch in a new shell (4)
