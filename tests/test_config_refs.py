@@ -19,6 +19,7 @@ from scanner.parse.configfile import KEY, ConfigReading, KeyEntry, read_config
 from scanner.parse.observe import ReferenceObservation
 
 SECTION_LINE = 3
+CONFIG_PATH = "C:\\Exchange\\ClientAccess\\PopImap\\Microsoft.Exchange.Pop3.exe.Config"
 
 
 def main(attrs: str, body: str = "") -> bytes:
@@ -173,19 +174,31 @@ def test_a_config_source_not_collected_is_unknown_with_the_file_named() -> None:
     "source",
     ["", " cs.config", "cs.config ", "cs.config\u00a0", "sub/cs.config", "\\cs.config", "/cs.config",
      "C:cs.config", "C:\\PopImap\\cs.config", "\\\\server\\share\\cs.config", "..\\cs.config",
-     "sub\\..\\..\\cs.config"],
+     "sub\\..\\..\\cs.config", "..\\Other\\cs.config", "sub\\.."],
 )
 def test_config_source_paths_net_refuses_are_malformed(source: str) -> None:
     collected = ref("configSource", source, target(add("true")))
-    reading = read(main(f' configSource="{source}"'), collected)
+    reading = read_config(main(f' configSource="{source}"'), references=(collected,), config_path=CONFIG_PATH)
     assert (reading.status, reading.value) == ("malformed", None)
     assert "configSource" in reading.detail
 
 
-@pytest.mark.parametrize("source", ["cs.config", "sub\\cs.config", "sub\\..\\cs.config", ".\\cs.config", "a b.config"])
+@pytest.mark.parametrize(
+    "source",
+    ["cs.config", "sub\\cs.config", "sub\\..\\cs.config", ".\\cs.config", "a b.config", "..\\PopImap\\cs.config",
+     "..\\POPIMAP\\cs.config"],
+)
 def test_config_source_paths_net_accepts_are_followed(source: str) -> None:
-    reading = read(main(f' configSource="{source}"'), ref("configSource", source, target(add("true"))))
+    collected = ref("configSource", source, target(add("true")))
+    reading = read_config(main(f' configSource="{source}"'), references=(collected,), config_path=CONFIG_PATH)
     assert (reading.status, reading.value) == ("ok", True)
+
+
+def test_a_climbing_config_source_without_the_folder_is_unknown_not_malformed() -> None:
+    source = "..\\PopImap\\cs.config"
+    reading = read(main(f' configSource="{source}"'), ref("configSource", source, target(add("true"))))
+    assert (reading.status, reading.value) == ("unreadable", None)
+    assert "cannot be told" in reading.detail
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ accepts `&#0;` where libxml2 (and so this module) reports "malformed".
 
 from __future__ import annotations
 
+import ntpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -132,11 +133,12 @@ def _is_path_rooted(path: str) -> bool:
     return path.startswith(("\\", "/")) or (len(path) >= 2 and path[1] == ":")
 
 
-def _check_config_source(source: str) -> None:
+def _check_config_source(source: str, folder: str) -> bool:
     """BaseConfigurationRecord.NormalizeConfigSource (.NET Framework: empty, surrounding
     white space, any '/', a rooted path) and InternalConfigHost.
     StaticGetStreamNameForConfigSource (the file must be in or under the config file's
-    folder: '..' may not leave it)."""
+    folder: '..' may not leave it). False when that cannot be told: the folder is
+    unknown and a '..' climbs above it."""
     shown = printable(source)
     if not source or source.strip(NET2_WHITESPACE) != source:
         raise Refused(f"configSource {shown!r} is empty or has surrounding white space (Config_source_invalid_format)")
@@ -144,14 +146,21 @@ def _check_config_source(source: str) -> None:
         raise Refused(f"configSource {shown!r} contains '/' (Config_source_invalid_chars)")
     if _is_path_rooted(source):
         raise Refused(f"configSource {shown!r} is not a relative file name (Config_source_invalid_format)")
-    depth = 0
+    outside = f"configSource {shown!r} is not in the config file's folder (Config_source_not_under_config_dir)"
+    if folder:  # Path.GetFullPath of the combined path must stay in or under the folder
+        full = ntpath.normpath(folder + "\\" + source)
+        if not full.casefold().startswith(ntpath.normpath(folder).casefold().rstrip("\\") + "\\"):
+            raise Refused(outside)
+        return True
+    depth = 0  # the folder is unknown: a '..' that climbs above it may or may not come back
     for part in source.split("\\")[:-1]:
         if part == "..":
             depth -= 1
         elif part not in ("", "."):
             depth += 1
         if depth < 0:
-            raise Refused(f"configSource {shown!r} is not in the config file's folder (Config_source_not_under_config_dir)")
+            return False
+    return True
 
 
 def _find(references: Sequence[CollectedReference] | None, attribute: str, value: str) -> CollectedReference | None:
@@ -194,14 +203,17 @@ def _parse_target(ref: CollectedReference, attribute: str) -> etree._Element:
 
 
 def _apply_section(section: etree._Element, head: SectionHead, out: _Outcome,
-                   references: Sequence[CollectedReference] | None, references_error: str) -> None:
+                   references: Sequence[CollectedReference] | None, references_error: str, folder: str) -> None:
     searched = references is not None
     out.section_line = head.line
     if head.config_source is not None:
         source = head.config_source
         out.notes.append(f"configSource={printable(source)}")
         out.reference = Reference("configSource", source, head.line, "unknown")  # refused if .NET refuses it
-        _check_config_source(source)
+        if not _check_config_source(source, folder):
+            out.unknown = (f"configSource {printable(source)!r} climbs out of a folder whose name is not known, "
+                           "so whether .NET accepts it cannot be told")
+            return
         ref = _find(references, "configSource", source)
         if ref is None or ref.error or (ref.exists and ref.content is None):
             out.reference = Reference("configSource", source, head.line, "unknown", ref.path if ref else "")
@@ -259,14 +271,14 @@ def _lines(lines: list[int | None]) -> str:
 
 
 def _evaluate(root: etree._Element, encoding: str, references: Sequence[CollectedReference] | None,
-              references_error: str) -> ConfigReading:
+              references_error: str, folder: str) -> ConfigReading:
     testhooks.fail_at("config")
     out = _Outcome()
     try:
         scan = scan_root(root)
         sections = scan.sections.get("appSettings", [])
         if sections:
-            _apply_section(sections[0], read_head(sections[0]), out, references, references_error)
+            _apply_section(sections[0], read_head(sections[0]), out, references, references_error, folder)
     except Refused as refused:
         return _reading("malformed", encoding=encoding, detail=f".NET refuses this file: {refused}.",
                         reference=_refused_reference(out.reference))
@@ -333,6 +345,7 @@ def read_config(
     error: str = "",
     references: Sequence[CollectedReference] | None = None,
     references_error: str = "",
+    config_path: str = "",
 ) -> ConfigReading:
     """The effective AllowCrossSiteSessions of one collected config file. Raises only for
     a bug of its own (what a file can do is a status, never an exception).
@@ -347,7 +360,9 @@ def read_config(
     `references` are the files the collector fetched for the file's appSettings
     `file=`/`configSource=` attributes (None: it did not look; `references_error` says
     why it could not). A reference whose file was not read leaves the value unknown
-    (status "unreadable"), never the config file's own value.
+    (status "unreadable"), never the config file's own value. `config_path` (the file's
+    full path on the server) lets a configSource name climb out and back into its folder
+    as .NET allows ("..\\PopImap\\x.config"); without it any climbing '..' is refused.
     """
     if not exists:
         return _reading("missing", detail="The config file does not exist.")
@@ -373,4 +388,5 @@ def read_config(
     # No catch-all: an exception here is a bug of ours, not a property of the file. It
     # reaches the scan as an internal error (exit 4, traceback in the error log), never
     # an XS-006 "malformed" finding.
-    return _evaluate(root, encoding, references, references_error)
+    folder = ntpath.dirname(config_path) if ntpath.isabs(config_path) else ""
+    return _evaluate(root, encoding, references, references_error, folder)

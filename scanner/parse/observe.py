@@ -154,7 +154,7 @@ def _protocol_observation(host: CollectedHost, protocol: Protocol) -> ProtocolOb
     service = host.services[protocol]
     reading = read_config(
         config.content, exists=config.exists, error=config.error,
-        references=config.references, references_error=config.references_error,
+        references=config.references, references_error=config.references_error, config_path=config.path,
     )
     content = config.content
     reference = _reference(reading, config)
