@@ -81,9 +81,10 @@ def test_the_collector_and_the_lab_agree_on_the_window() -> None:
     script = collector.collector_script()
     stage = script[script.index("$stage = 'events'"):script.index("$stage = 'output'")]
     assert f"$win = {WINDOW}" in stage
-    # the log read alone decides error=: $last.m is reset right before it and read right after
+    # reading and selecting decide error=: $last.m is reset right before and read right after
     assert re.search(r"\$last\.m = ''\s*\n\$all = @\(Get-EventLog -LogName Application -Newest \$win\)\s*\n"
-                     r"if \(\$last\.m -ne ''\) \{ \$lr = \$last\.m", stage)
+                     r"\$h = @\(\$all \| Where-Object [^\n]*\n"
+                     r"if \(\$last\.m -ne ''\) \{ \$lr = \$last\.m; \$all = @\(\); \$h = @\(\) \}", stage)
     assert "(T 'error' $lr)" in stage and "(T 'full' $fu)" in stage
 
 

@@ -201,10 +201,12 @@ if ([string]$env:CASAUDIT_SINCE -ne '') {
     $since = [DateTime]::ParseExact($env:CASAUDIT_SINCE, "yyyy-MM-dd'T'HH:mm:ss'Z'", $inv, [System.Globalization.DateTimeStyles]'AssumeUniversal, AdjustToUniversal')
     $sc = U $since
 }
+# A failure reading the log or selecting from it (the whole statement stops) leaves no
+# reliable list: error= says so, instead of an empty list that would read as "none".
 $last.m = ''
 $all = @(Get-EventLog -LogName Application -Newest $win)
-if ($last.m -ne '') { $lr = $last.m; $all = @() }
 $h = @($all | Where-Object { $_.EventID -eq 1008 -and ($_.Source -eq 'MSExchangePOP3' -or $_.Source -eq 'MSExchangeIMAP4') -and ($since -eq $null -or $_.TimeGenerated.ToUniversalTime() -gt $since) })
+if ($last.m -ne '') { $lr = $last.m; $all = @(); $h = @() }
 if ($h.Count -gt $max) { $tr = 'true' }
 if ($all.Count -ge $win -and ($since -eq $null -or $all[$all.Count - 1].TimeGenerated.ToUniversalTime() -gt $since)) { $tr = 'true'; $fu = 'true' }
 A ('<events' + (T 'since' $sc) + (T 'max' $max) + (T 'truncated' $tr) + (T 'window' $win) + (T 'full' $fu) + (T 'error' $lr) + '>')
