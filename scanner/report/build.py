@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
-from scanner.facts import is_active
 from scanner.judge.catalog import Catalog, load_catalog
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ServerObservation, failed
+from scanner.report.context import CHANGE_WINDOW_RUNS, TREND_RUNS, run_context
 from scanner.report.findings import finding_info, waiver_infos
-from scanner.report.history import changes
 from scanner.report.model import (
     ResolvedInfo,
     RunReport,
     ScopeEntry,
-    TrendPoint,
 )
 from scanner.store.repo import Store
 from scanner.util.timefmt import utc_day
 
-TREND_RUNS = 10
-CHANGE_WINDOW_RUNS = 10
+__all__ = ["CHANGE_WINDOW_RUNS", "TREND_RUNS", "build_report"]
 
 
 def _policy_of_run(policy_text: str | None) -> Policy:
@@ -28,14 +23,6 @@ def _policy_of_run(policy_text: str | None) -> Policy:
     if policy_text is None:
         return Policy.default()
     return Policy.from_text(policy_text, source="<policy stored with the run>")
-
-
-def _trend(store: Store, up_to_run: int) -> tuple[TrendPoint, ...]:
-    points = []
-    for run in [r for r in store.runs() if r.id <= up_to_run and r.status != "aborted"][:TREND_RUNS]:
-        counts = Counter(f.severity for f in store.findings(run.id) if is_active(f.state))
-        points.append(TrendPoint(run_id=run.id, started_at=run.started_at, active_by_severity=dict(counts)))
-    return tuple(sorted(points, key=lambda p: p.run_id))
 
 
 def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalog | None = None) -> RunReport:
@@ -59,6 +46,7 @@ def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalo
                                 error_kind=obs.error_kind, error=obs.error))
     finding_rows = store.findings(run_id)
     findings = tuple(finding_info(f, catalog, lang) for f in finding_rows)
+    changes, trend = run_context(store, run_id)  # as kept if prune removed runs it reads
     return RunReport(
         run=row,
         lang=lang,
@@ -66,8 +54,8 @@ def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalo
         scope=tuple(scope),
         findings=findings,
         resolved=tuple(ResolvedInfo(rule, server, protocol) for rule, server, protocol in store.resolved(run_id)),
-        changes=tuple(changes(store, run_id, CHANGE_WINDOW_RUNS)),
+        changes=changes,
         waivers=tuple(waiver_infos(policy, finding_rows, utc_day(row.started_at))),
         rules=tuple(catalog.rule_infos(lang, policy.severity)),
-        trend=_trend(store, run_id),
+        trend=trend,
     )

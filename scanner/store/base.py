@@ -6,21 +6,23 @@ or `scanner.parse.observe` types, so a `Store` can be shared by the worker threa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from scanner.errors import ExitCode, StoreError
-from scanner.store.db import READ_ONLY_OPTION, mask_url, store_errors
+from scanner.store.db import PG_RETENTION_LOCK_KEY, READ_ONLY_OPTION, mask_url, store_errors
 from scanner.store.models import ScanRun, Server
 
 CHUNK = 500
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -95,8 +97,16 @@ class StoreBase:
 
     @contextmanager
     def _write(self, doing: str) -> Iterator[Session]:
+        """A write transaction. On PostgreSQL it first takes the retention lock shared, so
+        that no write overlaps prune's deletion (retention.py); SQLite's BEGIN IMMEDIATE
+        already excludes it."""
         with store_errors(self._engine.url, doing):
             with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                if self._engine.dialect.name == "postgresql":
+                    key = {"key": PG_RETENTION_LOCK_KEY}
+                    if not session.scalar(text("SELECT pg_try_advisory_xact_lock_shared(:key)"), key):
+                        log.warning("waiting for `cas-audit prune` to finish removing old runs from the history")
+                        session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), key)
                 yield session
 
     @contextmanager

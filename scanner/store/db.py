@@ -31,6 +31,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
 # Key of the PostgreSQL advisory lock held while the schema is upgraded (any fixed bigint).
 PG_UPGRADE_LOCK_KEY = 0x6361_7361_7564_6974  # "casaudit"
+# Key of the PostgreSQL advisory lock of retention: every write transaction of the store
+# holds it shared, prune's deletion exclusively (scanner/store/retention.py).
+PG_RETENTION_LOCK_KEY = 0x6361_7370_7275_6E65  # "casprune"
 
 # Execution option that lets a SQLite transaction start with a plain (deferred) BEGIN.
 READ_ONLY_OPTION = "cas_audit_read_only"

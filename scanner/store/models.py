@@ -178,6 +178,17 @@ class LaunchMethod(Base):
     learned_at: Mapped[datetime]
 
 
+class RunContext(Base):
+    """What a run's report read from other runs, kept when `prune` removed them: the
+    report's Changes and trend as they were (JSON written and read by scanner/report),
+    so that the run's reports regenerate byte for byte."""
+
+    __tablename__ = "run_contexts"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("scan_runs.id"), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+
+
 class RunServer(Base):
     """A server in the planned scope of a run, whether or not it was reached."""
 

@@ -6,24 +6,36 @@ Runs that started before the date are removed, except those something still need
   server or site (the organisation view as of now shows them, and the next scan of that
   server compares with that observation and continues those findings' lifecycle).
 What a kept run refers to stays with it: `Store.delete_runs` removes only documents and
-config files that no remaining scan or finding refers to.
+config files that no remaining scan or finding refers to. What a kept run's report reads
+from removed runs (its Changes sheet and trend) is kept as that run's context
+(`run_contexts`, written by the caller's `keep_evidence`), so its reports regenerate
+byte for byte.
+
+Prune and scans exclude each other. `prune --apply` removes nothing while a run is
+`running`: it waits up to `wait_s` for the scans to finish (saying so), then refuses
+(HistoryBusyError, exit 4). Its deletion runs in one transaction that holds the retention
+lock exclusively (SQLite: the write lock, BEGIN IMMEDIATE; PostgreSQL: an advisory lock
+every write transaction of the store takes shared, base.py), and checks again under it
+that no run is running and none began since the plan.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from scanner.errors import StoreError
 from scanner.parse.observe import ServerObservation
 from scanner.store.base import StoreBase, chunks
-from scanner.store.db import store_errors
+from scanner.store.db import PG_RETENTION_LOCK_KEY, store_errors
 from scanner.store.documents import reference_sha256
 from scanner.store.findings import FindingRow
 from scanner.store.models import (
@@ -33,12 +45,24 @@ from scanner.store.models import (
     Observation,
     RefusedLogon,
     ResolvedFinding,
+    RunContext,
     RunRow,
     RunServer,
     ScanRun,
     Server,
     ServerScan,
 )
+from scanner.util.timefmt import iso_utc
+
+POLL_S = 2.0  # how often a waiting prune looks whether the scans have finished
+
+
+class HistoryBusyError(StoreError):
+    """`prune --apply` found a scan still running after its wait (exit 4: nothing removed)."""
+
+
+class _HistoryMoved(Exception):
+    """A run began between the plan and the deletion: plan again."""
 
 
 class History(Protocol):
@@ -52,7 +76,10 @@ class History(Protocol):
                          sites: Mapping[str, Sequence[str]], *,
                          finished_by: datetime | None = None) -> list[FindingRow]: ...
 
-    def delete_runs(self, run_ids: Sequence[int], *, apply: bool) -> dict[str, int]: ...
+    def delete_runs(self, run_ids: Sequence[int], *, apply: bool, contexts: Mapping[int, str] | None = None,
+                    newest_run: int | None = None) -> dict[str, int]: ...
+
+    def abort_dead_runs(self, now: datetime | None = None) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -62,6 +89,7 @@ class PruneResult:
     removed: list[RunRow]
     kept: list[tuple[RunRow, str]]  # runs before the date that stay, with the reason
     counts: dict[str, int] = field(default_factory=dict)  # rows removed (or that would be), by kind
+    newest_run: int | None = None  # the newest run when the plan was made
 
 
 def _names(names: list[str]) -> str:
@@ -93,12 +121,13 @@ def needed_runs(store: History, now: datetime) -> dict[int, str]:
     return reasons
 
 
-def prune(store: History, before: datetime, *, apply: bool, now: datetime) -> PruneResult:
-    """Remove (with `apply`) or list the runs that started before `before`."""
+def plan(store: History, before: datetime, *, now: datetime) -> PruneResult:
+    """Which runs that started before `before` would go, and which stay and why."""
     needed = needed_runs(store, now)
     removed: list[RunRow] = []
     kept: list[tuple[RunRow, str]] = []
-    for run in sorted(store.runs(), key=lambda r: r.id):
+    runs = store.runs()
+    for run in sorted(runs, key=lambda r: r.id):
         if run.started_at >= before:
             continue
         if run.status == "running":
@@ -107,33 +136,118 @@ def prune(store: History, before: datetime, *, apply: bool, now: datetime) -> Pr
             kept.append((run, needed[run.id]))
         else:
             removed.append(run)
-    counts = store.delete_runs([r.id for r in removed], apply=apply)
-    return PruneResult(before=before, applied=apply, removed=removed, kept=kept, counts=counts)
+    return PruneResult(before=before, applied=False, removed=removed, kept=kept,
+                       newest_run=max((r.id for r in runs), default=None))
+
+
+def wait_for_scans(store: History, wait_s: float, on_wait: Callable[[str], None] | None = None) -> None:
+    """Return once no run is `running` (runs whose scanner died are recorded aborted on the
+    way); after `wait_s` seconds raise HistoryBusyError. `on_wait` hears once what it waits for."""
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        store.abort_dead_runs()
+        running = [r for r in store.runs() if r.status == "running"]
+        if not running:
+            return
+        shown = ", ".join(f"run {r.id} on {r.scanning_host} since {iso_utc(r.started_at)}"
+                          for r in sorted(running, key=lambda r: r.id))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            minutes = f"{wait_s / 60:g} minute(s)"
+            raise HistoryBusyError(
+                f"a scan is still running on this history ({shown}) after waiting {minutes}: nothing was removed",
+                hint="run prune again when the scan has finished, or give it longer with --wait MINUTES")
+        if not told and on_wait is not None:
+            on_wait(f"waiting for the scan(s) running on this history to finish before removing anything: {shown}")
+            told = True
+        time.sleep(min(POLL_S, left))
+
+
+def prune(store: History, before: datetime, *, apply: bool, now: datetime, wait_s: float = 0.0,
+          on_wait: Callable[[str], None] | None = None,
+          keep_evidence: Callable[[Sequence[int]], Mapping[int, str]] | None = None) -> PruneResult:
+    """Remove (with `apply`) or list the runs that started before `before`.
+
+    `keep_evidence(removed run ids)` gives the context to keep for every kept run whose
+    report reads a removed run (scanner/report/context.py). With `apply` nothing is removed
+    while a scan runs (`wait_for_scans`)."""
+    while True:
+        if apply:
+            wait_for_scans(store, wait_s, on_wait)
+        result = plan(store, before, now=now)
+        removed = [r.id for r in result.removed]
+        contexts = dict(keep_evidence(removed)) if keep_evidence is not None and removed else {}
+        try:
+            counts = store.delete_runs(removed, apply=apply, contexts=contexts, newest_run=result.newest_run)
+        except _HistoryMoved:
+            continue  # a scan began after the plan: wait for it and plan again
+        return replace(result, applied=apply, counts=counts)
 
 
 class Retention(StoreBase):
     """Deleting old runs."""
 
-    def delete_runs(self, run_ids: Sequence[int], *, apply: bool) -> dict[str, int]:
+    def delete_runs(self, run_ids: Sequence[int], *, apply: bool, contexts: Mapping[int, str] | None = None,
+                    newest_run: int | None = None) -> dict[str, int]:
         """Delete runs with everything only they refer to; returns what went, by table.
 
-        Cascades to the runs' server scans, observations, refused logons, findings and
-        resolved findings; then removes the documents and config files no remaining row
-        refers to. Without `apply` the same deletion runs in a transaction that is rolled
-        back, so the counts are exact and nothing changes.
+        Cascades to the runs' server scans, observations, refused logons, findings,
+        resolved findings and contexts; then removes the documents and config files no
+        remaining row refers to, and stores `contexts` (run id -> what its report read
+        from the removed runs). Without `apply` the same deletion runs in a transaction
+        that is rolled back, so the counts are exact and nothing changes.
+
+        The transaction holds the retention lock exclusively: no scan writes meanwhile.
+        With `apply`, a run `running`, or a run newer than `newest_run` (begun after the
+        plan), makes it change nothing and raise _HistoryMoved.
         """
         counts: dict[str, int] = {}
         with store_errors(self._engine.url, "remove old scan runs"):
             with Session(self._engine) as session:
-                session.begin()
+                session.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
                 try:
+                    if session.get_bind().dialect.name == "postgresql":
+                        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_RETENTION_LOCK_KEY})
+                    if apply:
+                        running = session.scalar(select(func.count()).where(ScanRun.status == "running"))
+                        newest = session.scalar(select(func.max(ScanRun.id)))
+                        if running or (newest_run is not None and newest != newest_run):
+                            raise _HistoryMoved
                     counts = _delete_runs(session, sorted(set(run_ids)))
+                    if contexts:
+                        session.execute(delete(RunContext).where(RunContext.run_id.in_(list(contexts))))
+                        session.execute(insert(RunContext), [{"run_id": run_id, "body": body}
+                                                             for run_id, body in sorted(contexts.items())])
+                    counts["contexts"] = len(contexts or {})
                     if apply:
                         session.commit()
                 finally:
                     if session.in_transaction():
                         session.rollback()
         return counts
+
+
+    def run_context(self, run_id: int) -> str | None:
+        """What run `run_id`'s report read from runs prune removed (None: they all exist)."""
+        with self._read(f"read the kept context of run {run_id}") as session:
+            return session.scalar(select(RunContext.body).where(RunContext.run_id == run_id))
+
+    def runs_with_context(self) -> set[int]:
+        """The runs that have a kept context."""
+        with self._read("list the runs with a kept context") as session:
+            return set(session.scalars(select(RunContext.run_id)))
+
+    def successful_scan_runs(self) -> dict[int, list[int]]:
+        """Per server id, the runs that scanned it successfully, oldest first."""
+        found: dict[int, list[int]] = defaultdict(list)
+        with self._read("read which runs scanned each server") as session:
+            for server_id, run_id in session.execute(
+                select(ServerScan.server_id, ServerScan.run_id).where(ServerScan.scan_status == "ok")
+                .order_by(ServerScan.server_id, ServerScan.run_id)
+            ):
+                found[server_id].append(run_id)
+        return dict(found)
 
 
 def _count_where(session: Session, model: Any, condition: Any) -> int:
@@ -145,9 +259,6 @@ def _delete_runs(session: Session, run_ids: Sequence[int]) -> dict[str, int]:
     counts = dict.fromkeys(
         ("runs", "server_scans", "observations", "findings", "documents", "config_files"), 0
     )
-    if session.get_bind().dialect.name == "postgresql":
-        # scanners keep writing meanwhile: no new reference to a document while orphans are found
-        session.execute(text("LOCK TABLE documents IN SHARE ROW EXCLUSIVE MODE"))
     for chunk in chunks(run_ids):
         scans = select(ServerScan.id).where(ServerScan.run_id.in_(chunk))
         counts["runs"] += _count_where(session, ScanRun, ScanRun.id.in_(chunk))
@@ -162,6 +273,7 @@ def _delete_runs(session: Session, run_ids: Sequence[int]) -> dict[str, int]:
         session.execute(delete(Finding).where(Finding.run_id.in_(chunk)))
         session.execute(delete(ResolvedFinding).where(ResolvedFinding.run_id.in_(chunk)))
         session.execute(delete(RunServer).where(RunServer.run_id.in_(chunk)))
+        session.execute(delete(RunContext).where(RunContext.run_id.in_(chunk)))
         session.execute(delete(ScanRun).where(ScanRun.id.in_(chunk)))
     if not run_ids:
         return counts

@@ -1,0 +1,111 @@
+"""What a run's report reads from other runs (its context): the Changes sheet (changes
+detected in the last CHANGE_WINDOW_RUNS runs, each server's first one compared with its
+previous successful scan) and the trend (active findings of the last TREND_RUNS runs).
+
+`prune` removes old runs; a kept run whose context read one of them keeps its context as
+it was (`evidence_to_keep`, stored by the store in `run_contexts`), and `run_context`
+reads that instead, so the run's reports regenerate byte for byte after any prune.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from scanner.facts import is_active
+from scanner.report.history import changes
+from scanner.report.model import ChangeInfo, TrendPoint
+from scanner.store.models import RunRow
+from scanner.store.repo import Store
+
+TREND_RUNS = 10
+CHANGE_WINDOW_RUNS = 10
+
+
+def trend(store: Store, up_to_run: int, runs: Sequence[RunRow] | None = None) -> tuple[TrendPoint, ...]:
+    """Active findings by severity of the last TREND_RUNS runs up to `up_to_run` that were not aborted."""
+    points = []
+    for run in _trend_runs(runs if runs is not None else store.runs(), up_to_run):
+        counts = Counter(f.severity for f in store.findings(run.id) if is_active(f.state))
+        points.append(TrendPoint(run_id=run.id, started_at=run.started_at, active_by_severity=dict(counts)))
+    return tuple(sorted(points, key=lambda p: p.run_id))
+
+
+def _trend_runs(runs: Sequence[RunRow], up_to_run: int) -> list[RunRow]:
+    """`runs` newest first."""
+    return [r for r in runs if r.id <= up_to_run and r.status != "aborted"][:TREND_RUNS]
+
+
+def _window(runs: Sequence[RunRow], up_to_run: int) -> list[int]:
+    """The runs whose changes the Changes sheet shows (as `history.changes` chooses them)."""
+    return [r.id for r in runs if r.id <= up_to_run][:CHANGE_WINDOW_RUNS]
+
+
+def live_context(store: Store, run_id: int) -> tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]]:
+    """The context as the history holds it now."""
+    return tuple(changes(store, run_id, CHANGE_WINDOW_RUNS)), trend(store, run_id)
+
+
+def run_context(store: Store, run_id: int) -> tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]]:
+    """The Changes and trend of run `run_id`'s report: as kept when prune removed runs they
+    read, else as the history holds them."""
+    kept = store.run_context(run_id)
+    return decode(kept) if kept is not None else live_context(store, run_id)
+
+
+def _when(value: datetime) -> str:
+    return value.isoformat()
+
+
+def encode(context: tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]]) -> str:
+    """The JSON text of a context (`decode` gives it back equal, datetimes included)."""
+    found, points = context
+    return json.dumps({
+        "changes": [{**asdict(c), "before_at": _when(c.before_at), "after_at": _when(c.after_at)} for c in found],
+        "trend": [{"run_id": p.run_id, "started_at": _when(p.started_at),
+                   "active_by_severity": p.active_by_severity} for p in points],
+    }, ensure_ascii=False)
+
+
+def decode(text: str) -> tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]]:
+    data: dict[str, Any] = json.loads(text)
+    found = tuple(ChangeInfo(**{**c, "before_at": datetime.fromisoformat(c["before_at"]),
+                                "after_at": datetime.fromisoformat(c["after_at"])}) for c in data["changes"])
+    points = tuple(TrendPoint(run_id=p["run_id"], started_at=datetime.fromisoformat(p["started_at"]),
+                              active_by_severity=dict(p["active_by_severity"])) for p in data["trend"])
+    return found, points
+
+
+def evidence_to_keep(store: Store, removed_ids: Sequence[int]) -> dict[int, str]:
+    """For every run that stays and whose context reads a run in `removed_ids`: its context
+    now (JSON), to keep. A run's context reads the runs of its Changes window and its trend,
+    and each server's previous successful scan before that window (for a server scanned
+    successfully in it); runs that already keep their context are left as they are."""
+    removed = set(removed_ids)
+    if not removed:
+        return {}
+    runs = store.runs()  # newest first
+    kept_already = store.runs_with_context()
+    # runs holding a successful scan whose previous successful scan of that server goes:
+    # a window that holds such a scan compares it with the removed one
+    after_removed: set[int] = set()
+    for run_ids in store.successful_scan_runs().values():
+        for previous, current in zip(run_ids, run_ids[1:], strict=False):
+            if previous in removed and current not in removed:
+                after_removed.add(current)
+    marks = sorted(after_removed)
+    keep: dict[int, str] = {}
+    for run in runs:
+        if run.id in removed or run.id in kept_already or run.id < min(removed):
+            continue
+        window = _window(runs, run.id)
+        reads = set(window) | {r.id for r in _trend_runs(runs, run.id)}
+        index = bisect_left(marks, min(window))
+        if reads & removed or (index < len(marks) and marks[index] <= run.id):
+            keep[run.id] = encode(live_context(store, run.id))
+    return keep
