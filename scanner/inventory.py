@@ -7,13 +7,18 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from scanner.errors import ConfigError
 from scanner.util.tomlfile import check_keys, load_toml, server_location
 
-AUTHS = ("ntlm", "kerberos", "basic", "certificate")
-SCHEMES = ("http", "https")
+#: How a scan logs on to a server: with an account (LogonAuth) or a client certificate.
+LogonAuth = Literal["ntlm", "kerberos", "basic"]
+LOGON_AUTHS: tuple[LogonAuth, ...] = get_args(LogonAuth)
+Auth = Literal[LogonAuth, "certificate"]
+AUTHS: tuple[Auth, ...] = get_args(Auth)
+Scheme = Literal["http", "https"]
+SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 CONNECTION_KEYS = {
     "username", "auth", "scheme", "port", "verify_tls", "ca_bundle", "allow_insecure",
     "cert_pem", "cert_key_pem", "path",

@@ -17,6 +17,9 @@ from scanner.cli.app import (
     out_console,
 )
 from scanner.cli.output import output
+from scanner.collect.ldapclient import BINDS, TRANSPORTS
+from scanner.facts import LANGUAGES, Language
+from scanner.inventory import LOGON_AUTHS, SCHEMES
 
 
 @cli.group()
@@ -39,15 +42,15 @@ def inventory() -> None:
               help="Exchange management host to run Get-ExchangeServer on (needs --auth kerberos --delegate).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--username", required=True, help="Account, e.g. 'CONTOSO\\auditor' or auditor@CONTOSO.COM.")
-@click.option("--auth", type=click.Choice(["ntlm", "kerberos", "basic"]), default="ntlm", show_default=True,
+@click.option("--auth", type=click.Choice(LOGON_AUTHS), default="ntlm", show_default=True,
               help="How the scan logs on to each CAS (written to the inventory; also --from's logon).")
-@click.option("--scheme", type=click.Choice(["http", "https"]), default="https", show_default=True)
+@click.option("--scheme", type=click.Choice(SCHEMES), default="https", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="WinRM port of the CAS (default: try 5986/5985, then 443/80).")
 @click.option("--allow-insecure", is_flag=True, help="Permit Basic over plain http (labs only).")
 @click.option("--no-verify-tls", is_flag=True, help="Do not validate the WinRM certificates (labs only).")
-@click.option("--ldap-auth", type=click.Choice(["ntlm", "kerberos", "simple"]), default=None,
+@click.option("--ldap-auth", type=click.Choice(BINDS), default=None,
               help="Bind to the directory with (default: kerberos for --auth kerberos, simple for basic, else ntlm).")
-@click.option("--ldap-transport", type=click.Choice(["ldaps", "starttls"]), default="ldaps", show_default=True,
+@click.option("--ldap-transport", type=click.Choice(TRANSPORTS), default="ldaps", show_default=True,
               help="TLS from the first byte (port 636) or StartTLS (port 389); the certificate is always checked.")
 @click.option("--ldap-port", type=click.IntRange(1, 65535), default=None, help="Default: 636 (ldaps), 389 (starttls).")
 @click.option("--ldap-ca-bundle", type=click.Path(dir_okay=False), default=None,
@@ -120,9 +123,9 @@ def inventory_discover(ldap_host: str | None, base: str | None, host: str | None
 
 
 @cli.command("rules")
-@click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
+@click.option("--lang", type=click.Choice(LANGUAGES), default="en", show_default=True)
 @handle_errors
-def rules_cmd(lang: str) -> None:
+def rules_cmd(lang: Language) -> None:
     """List the rule catalog: id, default severity and title of each rule.
 
     A policy file (scan --policy) waives rules or changes their severity by these ids.
@@ -200,9 +203,9 @@ def lab_serve(fleet: Path, inventory_out: Path) -> None:
 @cli.command()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("reports"),
               show_default=True, help="Folder for the demo's history database and reports.")
-@click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
+@click.option("--lang", type=click.Choice(LANGUAGES), default="en", show_default=True)
 @handle_errors
-def demo(out_dir: Path, lang: str) -> None:
+def demo(out_dir: Path, lang: Language) -> None:
     """Lab organisation + two scans with a service pack upgrade between them + reports.
 
     Writes OUT/demo-history.db and the workbook and JSON report of the second scan.

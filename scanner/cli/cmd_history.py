@@ -17,15 +17,16 @@ from scanner.cli.app import (
 )
 from scanner.cli.output import output
 from scanner.errors import ConfigError
+from scanner.facts import PROTOCOLS, Protocol
 from scanner.util.timefmt import display_utc
 
 
 @cli.command()
 @db_option
 @click.option("--server", default=None, help="Server name as in the inventory (default: list the runs).")
-@click.option("--protocol", type=click.Choice(["pop3", "imap4"]), default=None)
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None)
 @handle_errors
-def history(db_url: str | None, server: str | None, protocol: str | None) -> None:
+def history(db_url: str | None, server: str | None, protocol: Protocol | None) -> None:
     """Show the timeline of one server (value, build, service state, changes marked),
     or without --server the list of scan runs.
 

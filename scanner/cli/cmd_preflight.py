@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import click
 from rich.table import Table
@@ -15,18 +15,21 @@ from scanner.cli.cmd_scan import Interrupts, _exit_now
 from scanner.cli.output import output
 from scanner.errors import ExitCode
 
+PreflightFormat = Literal["table", "json"]  # a table for people, the JSON document for scripts
+PREFLIGHT_FORMATS: tuple[PreflightFormat, ...] = get_args(PreflightFormat)
+
 
 @cli.command()
 @click.option("--inventory", "inventory_path", required=True, type=click.Path(path_type=Path),
               help="TOML inventory of the CAS servers to check.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(PREFLIGHT_FORMATS), default="table", show_default=True,
               help="A table for people, or the JSON document for scripts.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
               help="Wall-clock limit per server, in seconds.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Servers checked at once.")
 @handle_errors
-def preflight(inventory_path: Path, fmt: str, timeout_s: float, concurrency: int) -> None:
+def preflight(inventory_path: Path, fmt: PreflightFormat, timeout_s: float, concurrency: int) -> None:
     """Check every server before the first scan, without running the collector:
     reachable (and on which port), WinRM stack and OS version (WS-Management Identify),
     authentication schemes offered, TLS certificate, can the account open a shell,

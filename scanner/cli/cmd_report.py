@@ -16,6 +16,8 @@ from scanner.cli.app import (
 )
 from scanner.cli.output import output
 from scanner.errors import ConfigError
+from scanner.facts import LANGUAGES, PROTOCOLS, Language, Protocol
+from scanner.report.write import REPORT_FORMATS, ReportFormat
 
 
 def _resolve_run(store: Any, run: str) -> int:
@@ -41,15 +43,15 @@ def _resolve_run(store: Any, run: str) -> int:
                    "(ISO 8601 date or time, UTC unless an offset is given), from whichever run.")
 @click.option("--stale-days", "stale_days", type=click.IntRange(min=0), default=None,
               help="With --as-of: flag servers whose observation is older than this many days [default: 7].")
-@click.option("--format", "fmt", type=click.Choice(["xlsx", "json", "csv"]), default="xlsx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="xlsx", show_default=True)
 @click.option("--out", "out", default=None,
               help="Output file, or - for stdout (default: reports/cas-audit-run-<id>-<lang>.xlsx for "
                    "xlsx, stdout for json and csv).")
-@click.option("--lang", type=click.Choice(["en", "de"]), default="en", show_default=True)
+@click.option("--lang", type=click.Choice(LANGUAGES), default="en", show_default=True)
 @click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @handle_errors
-def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: int | None, fmt: str,
-           out: str | None, lang: str, force: bool) -> None:
+def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: int | None, fmt: ReportFormat,
+           out: str | None, lang: Language, force: bool) -> None:
     """Write the report of one run (findings with evidence) as xlsx, json or csv, or with
     --as-of the organisation view across runs (scans split by site or scanner).
 
@@ -101,7 +103,7 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
 @cli.command()
 @db_option
 @click.option("--server", required=True)
-@click.option("--protocol", type=click.Choice(["pop3", "imap4"]), required=True)
+@click.option("--protocol", type=click.Choice(PROTOCOLS), required=True)
 @click.option("--run", "run", default=None,
               help="Run id, or 'latest' (default: the latest run that scanned the server successfully).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, dir_okay=False))
@@ -109,7 +111,7 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
 @click.option("--referenced", is_flag=True,
               help="Write the file the config file's appSettings names in file= or configSource= instead.")
 @handle_errors
-def evidence(db_url: str | None, server: str, protocol: str, run: str | None, out: Path, force: bool,
+def evidence(db_url: str | None, server: str, protocol: Protocol, run: str | None, out: Path, force: bool,
              referenced: bool) -> None:
     """Write a config file exactly as it was collected (the backup to restore after an SP reset).
 

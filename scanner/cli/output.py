@@ -15,12 +15,13 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Literal, get_args
 
 from rich.console import Console
 from rich.text import Text
 
-LOG_FORMATS = ("text", "json")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 
 
 def stream_safe(stream: IO[str] | None) -> None:

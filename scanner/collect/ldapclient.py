@@ -25,13 +25,15 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from scanner.collect import kerberos
 from scanner.errors import CollectionError, ConfigError
 
-BINDS = ("simple", "ntlm", "kerberos")
-TRANSPORTS = ("ldaps", "starttls")
+Bind = Literal["ntlm", "kerberos", "simple"]  # how discovery binds to the directory
+BINDS: tuple[Bind, ...] = get_args(Bind)
+Transport = Literal["ldaps", "starttls"]  # TLS from the first byte, or StartTLS
+TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
 DEFAULT_PORTS = {"ldaps": 636, "starttls": 389}
 #: Attributes of an msExchExchangeServer object the discovery reads.
 SERVER_ATTRIBUTES = ("cn", "msExchCurrentServerRoles", "msExchServerSite", "serialNumber", "networkAddress")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+from typing import Literal, get_args
 
 from scanner.errors import ConfigError
 from scanner.report.model import RunReport
 from scanner.util.safefile import write_file
+
+ReportFormat = Literal["xlsx", "json", "csv"]  # report --format
+REPORT_FORMATS: tuple[ReportFormat, ...] = get_args(ReportFormat)
 
 
 def default_path(report: RunReport, fmt: str) -> Path:

@@ -1,0 +1,114 @@
+"""One vocabulary (style.md #13): every closed set of words is a Literal type with the tuple
+of its values beside it, and every click Choice is built from one of them, so the command
+line, the store and the reports cannot drift apart. Fast: no lab, no database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, get_args
+
+import click
+import pytest
+
+from scanner import facts, inventory
+from scanner.cli import output
+from scanner.cli.app import cli
+from scanner.cli.cmd_preflight import PREFLIGHT_FORMATS, PreflightFormat
+from scanner.collect import ldapclient
+from scanner.report.write import REPORT_FORMATS, ReportFormat
+from scanner.store import models
+
+#: (command path, option) -> the vocabulary type its Choice offers.
+CHOICES: dict[tuple[str, str], Any] = {
+    ("scan", "--fail-on"): facts.Severity,
+    ("report", "--format"): ReportFormat,
+    ("report", "--lang"): facts.Language,
+    ("evidence", "--protocol"): facts.Protocol,
+    ("history", "--protocol"): facts.Protocol,
+    ("rules", "--lang"): facts.Language,
+    ("demo", "--lang"): facts.Language,
+    ("preflight", "--format"): PreflightFormat,
+    ("inventory discover", "--auth"): inventory.LogonAuth,
+    ("inventory discover", "--scheme"): inventory.Scheme,
+    ("inventory discover", "--ldap-auth"): ldapclient.Bind,
+    ("inventory discover", "--ldap-transport"): ldapclient.Transport,
+    ("", "--log-format"): output.LogFormat,
+}
+
+#: Each tuple and the type it is read from.
+TUPLES: list[tuple[tuple[str, ...], Any]] = [
+    (facts.SEVERITIES, facts.Severity),
+    (facts.PROTOCOLS, facts.Protocol),
+    (facts.LANGUAGES, facts.Language),
+    (facts.RUN_STATUSES, facts.RunStatus),
+    (facts.FINISHED_STATUSES, facts.FinishedStatus),
+    (facts.SCAN_STATUSES, facts.ScanStatus),
+    (facts.ERROR_KINDS, facts.ErrorKind),
+    (facts.CONFIG_STATUSES, facts.ConfigStatus),
+    (facts.BAD_CONFIG_STATUSES, facts.BadConfigStatus),
+    (facts.VALUE_SOURCES, facts.ValueSource),
+    (facts.REFERENCE_OUTCOMES, facts.ReferenceOutcome),
+    (facts.LAUNCH_METHODS, facts.LaunchMethod),
+    (facts.NOTE_KINDS, facts.NoteKind),
+    (facts.TRUNCATION_REASONS, facts.TruncationReason),
+    (REPORT_FORMATS, ReportFormat),
+    (PREFLIGHT_FORMATS, PreflightFormat),
+    (inventory.AUTHS, inventory.Auth),
+    (inventory.LOGON_AUTHS, inventory.LogonAuth),
+    (inventory.SCHEMES, inventory.Scheme),
+    (ldapclient.BINDS, ldapclient.Bind),
+    (ldapclient.TRANSPORTS, ldapclient.Transport),
+    (output.LOG_FORMATS, output.LogFormat),
+]
+
+
+def _choices(command: click.Command, path: str = "") -> Iterator[tuple[tuple[str, str], tuple[str, ...]]]:
+    for param in command.params:
+        if isinstance(param.type, click.Choice):
+            yield (path, max(param.opts, key=len)), tuple(str(c) for c in param.type.choices)
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _choices(sub, f"{path} {name}".strip())
+
+
+def test_every_choice_offers_exactly_its_vocabulary() -> None:
+    found = dict(_choices(cli))
+    assert set(found) == set(CHOICES), "a click Choice without a vocabulary type, or a vocabulary without its Choice"
+    for key, offered in found.items():
+        assert offered == get_args(CHOICES[key]), f"{' '.join(key)} offers {offered}, the type says {get_args(CHOICES[key])}"
+
+
+@pytest.mark.parametrize(("values", "kind"), TUPLES, ids=[str(kind) for _, kind in TUPLES])
+def test_each_tuple_is_its_type(values: tuple[str, ...], kind: Any) -> None:
+    assert values == get_args(kind)
+    assert len(set(values)) == len(values)
+
+
+def test_finished_and_bad_statuses_are_subsets() -> None:
+    assert set(facts.FINISHED_STATUSES) < set(facts.RUN_STATUSES)
+    assert set(facts.BAD_CONFIG_STATUSES) == set(facts.CONFIG_STATUSES) - {"ok"}
+    assert set(inventory.LOGON_AUTHS) < set(inventory.AUTHS)
+
+
+def test_the_store_constrains_columns_to_the_vocabulary() -> None:
+    """The CHECK constraints of the history are written from the same tuples."""
+    checks = {
+        (table.name, constraint.name): str(constraint.sqltext)
+        for table in models.Base.metadata.tables.values()
+        for constraint in table.constraints
+        if constraint.__class__.__name__ == "CheckConstraint"
+    }
+    by_column = {"status": facts.RUN_STATUSES, "scan_status": facts.SCAN_STATUSES, "method": facts.LAUNCH_METHODS}
+    seen = set()
+    for (_, name), text in checks.items():
+        for column, values in by_column.items():
+            if name and str(name).endswith(column) and text.startswith(f"{column} IN"):
+                assert text == f"{column} IN ({', '.join(repr(v) for v in values)})"
+                seen.add(column)
+    assert seen == set(by_column)
+
+
+def test_word_reads_a_stored_word_back_or_names_the_vocabulary() -> None:
+    assert facts.word(facts.RUN_STATUSES, "partial") == "partial"
+    with pytest.raises(ValueError, match="complete"):
+        facts.word(facts.RUN_STATUSES, "completed")
