@@ -343,7 +343,7 @@ class _Shells:
 
 
 def _not_delivered(target: Target) -> CollectionError:
-    return CollectionError("script-error", f"the collector did not reach PowerShell intact on {target.name}, "
+    return CollectionError("script-error", f"the script did not reach PowerShell intact on {target.name}, "
                            "neither in the shell's environment nor on stdin (docs/launch.md)")
 
 
@@ -359,9 +359,10 @@ def run_collector(
 ) -> CommandOutput:
     """Run a script from `scanner.collect` on `target`; raise CollectionError on any failure.
 
-    `method` is how to deliver the script first ("env", falling back to "stdin" when the
-    server ignores shell environment variables, or "stdin" straight away); the result
-    says which one ran. Without a port in the inventory, WinRM 2.0's port is tried first,
+    `method` is how to deliver the script first: "env" (falling back to "stdin" when the
+    server refuses the shell's environment, or the bootstrap finds the script missing or
+    changed), or "stdin" (falling back to "env" when the stdin bootstrap finds no intact
+    script); the result says which one ran (docs/launch.md). Without a port in the inventory, WinRM 2.0's port is tried first,
     then 1.1's (on_each_port).
     """
     if method not in collector.LAUNCH_METHODS:
