@@ -54,7 +54,7 @@ function R($d, $a, $v) {
         $m = U $fi.LastWriteTimeUtc
         if (([int]$fi.Attributes -band 1024) -ne 0) { $r = 'refused-path' }
         elseif ($fi.Length -gt 1048576 -or $fi.Length -gt $budget.n) { $r = 'too-large' }
-        else { $b = [System.Convert]::ToBase64String([System.IO.File]::ReadAllBytes($p)); $budget.n = $budget.n - $fi.Length }
+        else { $b = [System.Convert]::ToBase64String([System.IO.File]::ReadAllBytes($p)); if ($last.m -eq '') { $budget.n = $budget.n - $fi.Length } }
     }
     if ($last.m -ne '' -and $r -eq '') { $r = $last.m; $b = '' }
     '<ref' + (T 'attribute' $a) + (T 'value' $v) + (T 'path' $p) + (T 'exists' $x) + (T 'length' $l) + (T 'modified' $m) + (T 'error' $r) + '>' + $b + '</ref>'
