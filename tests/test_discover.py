@@ -6,6 +6,7 @@ The directory itself (`--ldap`) is tested against a real DC in tests/test_discov
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,9 @@ def test_missing_management_tools_are_not_blamed_on_the_second_hop() -> None:
     (("--ldap", "dc01.contoso.local", "--ldap-auth", "ntlm", "--username", "auditor@CONTOSO.LOCAL"),
      "DOMAIN\\user"),
     (("--ldap", "dc01.contoso.local", "--ldap-auth", "kerberos"), "user@REALM"),
+    (("--ldap", "dc01.contoso.local", "--base", "not a dn"), "is not a distinguished name"),
+    (("--ldap", "dc01.contoso.local", "--base", "CN=" + "x" * 3000), "is longer than 2048"),
+    (("--ldap", "dc01.contoso.local", "--ldap-ca-bundle", "/nonexistent/ca.pem"), "no such file"),
 ])
 def test_usage_errors_exit_2_before_any_connection(tmp_path: Path, args: tuple[str, ...], words: str) -> None:
     out = tmp_path / "cas.toml"
@@ -96,3 +100,27 @@ def test_ldap_transport_has_no_plaintext_choice(tmp_path: Path) -> None:
                  "--out", str(tmp_path / "cas.toml"))
     assert result.exit_code == 2
     assert "'ldaps'" in result.output and "'starttls'" in result.output
+
+
+def test_a_domain_controller_that_refuses_is_named(tmp_path: Path) -> None:
+    result = run("--ldap", "127.0.0.1", "--ldap-port", "1", "--username", "CONTOSO\\auditor",
+                 "--out", str(tmp_path / "cas.toml"))
+    assert result.exit_code == 3, result.output
+    assert "the domain controller 127.0.0.1:1 refused the connection" in result.output
+
+
+@pytest.mark.slow   # waits for the timeout, twice
+@pytest.mark.parametrize("transport", ["ldaps", "starttls"])
+def test_a_domain_controller_that_never_answers_times_out(tmp_path: Path, transport: str) -> None:
+    """A listener that accepts and stays silent: the TLS handshake (LDAPS) or the StartTLS
+    request never gets an answer; the command ends after --timeout with a timeout, never a
+    certificate complaint."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        port = server.getsockname()[1]
+        result = run("--ldap", "127.0.0.1", "--ldap-port", str(port), "--ldap-transport", transport,
+                     "--username", "CONTOSO\\auditor", "--timeout", "1", "--out", str(tmp_path / "cas.toml"))
+    assert result.exit_code == 3, result.output
+    assert "did not answer in time" in result.output
+    assert "certificate" not in result.output

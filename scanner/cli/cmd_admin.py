@@ -105,9 +105,11 @@ def inventory_discover(ldap_host: str | None, base: str | None, host: str | None
     from scanner.inventory import refuse_basic_over_http
 
     refuse_basic_over_http(auth, scheme, allow_insecure, "the inventory written", "pass --allow-insecure")
-    from scanner.collect.ldapclient import check_access
+    from scanner.collect.ldapclient import check_access, check_base
 
     check_access(access)
+    if base is not None:
+        check_base(base)
     result = discover_inventory_ldap(access, out, settings=settings,
                                      password=_password(username, kerberos=bind == "kerberos"), base=base,
                                      timeout_s=timeout_s, force=force)

@@ -89,6 +89,24 @@ def check_access(access: DirectoryAccess) -> None:
                           hint="the realm is the Active Directory domain's DNS name in capitals")
 
 
+def check_base(base: str) -> None:
+    """ConfigError unless `base` is a distinguished name (RFC 4514) of a sensible length."""
+    from ldap3.core.exceptions import LDAPInvalidDnError
+    from ldap3.utils.dn import parse_dn
+
+    problem = None
+    if not base.strip() or len(base) > MAX_DN_BYTES:
+        problem = "is empty" if not base.strip() else f"is longer than {MAX_DN_BYTES} characters"
+    else:
+        try:
+            parse_dn(base)
+        except (LDAPInvalidDnError, ValueError, IndexError) as exc:
+            problem = f"is not a distinguished name ({_clip(str(exc), 80)})"
+    if problem:
+        raise ConfigError(f"--base {base[:80]!r} {problem}",
+                          hint="e.g. --base 'CN=Microsoft Exchange,CN=Services,CN=Configuration,DC=contoso,DC=local'")
+
+
 def read_exchange_servers(access: DirectoryAccess, password: str | None, *, base: str | None,
                           timeout_s: float, max_entries: int = DEFAULT_MAX_ENTRIES,
                           max_bytes: int = DEFAULT_MAX_BYTES) -> DirectoryAnswer:
@@ -96,6 +114,8 @@ def read_exchange_servers(access: DirectoryAccess, password: str | None, *, base
     Exchange,CN=Services in the configuration partition the rootDSE names) and the cn of
     every AD site they reference. CollectionError when the directory cannot be read."""
     check_access(access)
+    if base is not None:
+        check_base(base)
     if access.bind != "kerberos" and not password:
         raise ConfigError(f"a {access.bind} bind needs the password of {access.username}")
     with _connection(access, password, timeout_s, max_bytes) as conn:
@@ -235,12 +255,12 @@ def _bind_error(exc: Exception, access: DirectoryAccess, where: str) -> Collecti
     detail = str(exc)
     if isinstance(exc, lx.LDAPSocketOpenError):
         lowered = detail.lower()
-        if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
-            return _tls_error(detail, where)
+        if "timed out" in lowered or "timeout" in lowered:   # also a TLS handshake that never ends
+            return _socket_error(TimeoutError(), where)
         if "refused" in lowered:
             return _socket_error(ConnectionRefusedError(), where)
-        if "timed out" in lowered or "timeout" in lowered:
-            return _socket_error(TimeoutError(), where)
+        if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+            return _tls_error(detail, where)
         return CollectionError("refused", f"no connection to the domain controller {where}: {_clip(detail)}")
     if isinstance(exc, lx.LDAPCertificateError):
         return _tls_error(detail, where)
