@@ -69,9 +69,10 @@ REFERENCE_OUTCOMES: tuple[ReferenceOutcome, ...] = get_args(ReferenceOutcome)
 LaunchMethod = Literal["env", "stdin"]
 LAUNCH_METHODS: tuple[LaunchMethod, ...] = get_args(LaunchMethod)
 
-#: What a scan did not establish about a server (report/notes.py), and why a list of
+#: What a scan did not establish about a server, or where the inventory's site is not the
+#: server's (report/notes.py), and why a list of
 #: events 1008 is a lower bound: the collector's maximum count, or its time window.
-NoteKind = Literal["not-evaluated", "lower-bound", "collector-error"]
+NoteKind = Literal["not-evaluated", "lower-bound", "collector-error", "site-differs"]
 NOTE_KINDS: tuple[NoteKind, ...] = get_args(NoteKind)
 TruncationReason = Literal["max", "window"]
 TRUNCATION_REASONS: tuple[TruncationReason, ...] = get_args(TruncationReason)

@@ -5,6 +5,7 @@ real pywinrm against an NTLM lab and stored in a real SQLite history."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,12 +18,16 @@ from scanner.judge.policy import Policy
 from scanner.lab.fleet_model import Fleet
 from scanner.lab.serve import Lab
 from scanner.parse.observe import ServerObservation
+from scanner.report.build import build_report
+from scanner.report.write import render
 from scanner.scan import run_scan
 from scanner.store.repo import open_store
 
 
-def scan(fleet: Fleet, tmp_path: Path, sites: dict[str, str]) -> dict[str, ServerObservation]:
-    """Scan `fleet` over NTLM with an inventory that names only the sites in `sites`."""
+def scan(fleet: Fleet, tmp_path: Path, sites: dict[str, str],
+         reports: dict[str, bytes] | None = None) -> dict[str, ServerObservation]:
+    """Scan `fleet` over NTLM with an inventory that names only the sites in `sites`; fill
+    `reports` with the run's JSON report and its CSV in English and German."""
     assert fleet.lab.auth == "ntlm"  # NTLM: no credentials to pass on to a domain controller
     with Lab(fleet) as lab:
         written = lab.inventory()
@@ -36,6 +41,10 @@ def scan(fleet: Fleet, tmp_path: Path, sites: dict[str, str]) -> dict[str, Serve
         with open_store(f"sqlite:///{tmp_path / 'history.db'}") as store:
             outcome = run_scan(inventory, store=store, password="lab-password", policy=Policy.default(),
                                catalog=load_catalog(), concurrency=4, timeout_s=20)
+            if reports is not None:
+                reports["json"] = render(build_report(store, outcome.run_id), "json")
+                for lang in ("en", "de"):
+                    reports[f"csv-{lang}"] = render(build_report(store, outcome.run_id, lang=lang), "csv")
             return {obs.name: obs for obs in store.server_observations(outcome.run_id)}
 
 
@@ -57,7 +66,9 @@ def test_the_server_site_wins_over_the_inventory_and_an_unreadable_site_stays_un
     fleet = many_servers(3, ("Berlin",), "127.0.44.1", auth="ntlm")
     first, second, third = fleet.servers
     fleet = replace(fleet, servers=(first, second, replace(third, site_value="none")))
-    found = scan(fleet, tmp_path, sites={first.name: "Berlin", second.name: "Hamburg", third.name: "Berlin"})
+    reports: dict[str, bytes] = {}
+    found = scan(fleet, tmp_path, sites={first.name: "Berlin", second.name: "Hamburg", third.name: "Berlin"},
+                 reports=reports)
     agreed, moved, unread = found[first.name], found[second.name], found[third.name]
     assert (agreed.site, agreed.inventory_site, agreed.site_differs) == ("Berlin", "Berlin", False)
     # the inventory planned Hamburg; the server's Netlogon says Berlin: the fact wins, and it shows
@@ -67,3 +78,15 @@ def test_the_server_site_wins_over_the_inventory_and_an_unreadable_site_stays_un
         None, None, "Berlin", True)
     [(stage, message)] = unread.collector_errors
     assert stage == "site" and "no SiteName or DynamicSiteName" in message
+    # every report format says so, in both languages
+    servers = {s["name"]: s for s in json.loads(reports["json"])["servers"]}
+    assert (servers[first.name]["site"], servers[first.name]["inventory_site"]) == ("Berlin", None)
+    assert (servers[second.name]["site"], servers[second.name]["inventory_site"]) == ("Berlin", "Hamburg")
+    assert servers[second.name]["site_source"] == "SiteName"
+    assert (servers[third.name]["site"], servers[third.name]["inventory_site"]) == (None, "Berlin")
+    assert [e["stage"] for e in servers[third.name]["collector_errors"]] == ["site"]
+    english, german = reports["csv-en"].decode("utf-8-sig"), reports["csv-de"].decode("utf-8-sig")
+    assert f"The inventory plans site 'Hamburg' for {second.name}, but its Netlogon reports 'Berlin'" in english
+    assert f"The inventory plans site 'Berlin' for {third.name}, but the server's own site could not be read" in english
+    assert f"Das Inventar sieht für {second.name} den Standort 'Hamburg' vor, sein Netlogon meldet aber 'Berlin'" in german
+    assert f"site 'Hamburg' for {first.name}" not in english and f"for {first.name}, but" not in english

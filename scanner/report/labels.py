@@ -204,6 +204,10 @@ _EN: dict[str, str] = {
     "note.window": "The refused cross-site logons of {server} are a lower bound: only the newest {limit} entries of the Application log were read and all are newer than the cut-off, so older events 1008 may exist.",
     "note.max": "The refused cross-site logons of {server} are a lower bound: more than {limit} events 1008 matched and {limit} were read.",
     "note.stage_error": "The collector failed at stage '{stage}' on {server}: {message}",
+    "note.site_differs": "site differs",
+    "note.site_differs_title": "Site differs from the inventory",
+    "note.site_differs_text": "The inventory plans site '{planned}' for {server}, but its Netlogon reports '{site}': the server's site is used.",
+    "note.site_unread": "The inventory plans site '{planned}' for {server}, but the server's own site could not be read (see its collector error): the site is unknown.",
     "protocol.imap4": "IMAP4",
 }
 
@@ -378,6 +382,10 @@ _DE: dict[str, str] = {
     "note.window": "Die abgewiesenen standortübergreifenden Anmeldungen von {server} sind eine Untergrenze: nur die neuesten {limit} Einträge des Anwendungsprotokolls wurden gelesen, alle neuer als der Stichtag; ältere Ereignisse 1008 kann es geben.",
     "note.max": "Die abgewiesenen standortübergreifenden Anmeldungen von {server} sind eine Untergrenze: mehr als {limit} Ereignisse 1008 wurden gefunden, {limit} davon gelesen.",
     "note.stage_error": "Der Sammler scheiterte auf {server} im Schritt '{stage}': {message}",
+    "note.site_differs": "Standort abweichend",
+    "note.site_differs_title": "Standort weicht vom Inventar ab",
+    "note.site_differs_text": "Das Inventar sieht für {server} den Standort '{planned}' vor, sein Netlogon meldet aber '{site}': der Standort des Servers gilt.",
+    "note.site_unread": "Das Inventar sieht für {server} den Standort '{planned}' vor, der eigene Standort des Servers ließ sich aber nicht lesen (siehe seinen Sammlerfehler): der Standort ist unbekannt.",
 }
 
 _TABLES: dict[str, Mapping[str, str]] = {"en": _EN, "de": _DE}

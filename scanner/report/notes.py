@@ -1,6 +1,7 @@
 """What a scan of a server did not establish, for every report format: the collector's
 stage errors, an Application log that could not be read (XS-010 not evaluated) and a
-partly read one (its refused logons are a lower bound).
+partly read one (its refused logons are a lower bound), and a site the inventory planned
+that is not the one the server reports.
 
 The JSON report carries them per server (`collector_errors`, `application_log`, and
 `refused_logons` null where not evaluated); the workbook's Servers sheet has a column for
@@ -53,6 +54,9 @@ def server_notes(server: ServerObservation) -> list[ServerNote]:
                                 server.events_limit))
     for stage, message in server.collector_errors:
         notes.append(ServerNote(server.name, server.site, "collector-error", None, _clip(stage), _clip(message)))
+    if server.site_differs and server.inventory_site is not None:
+        # the server's own site wins over the inventory's plan (docs/contracts.md, "Sites")
+        notes.append(ServerNote(server.name, server.site, "site-differs", None, None, _clip(server.inventory_site)))
     return notes
 
 
@@ -63,6 +67,10 @@ def note_message(labels: Labels, note: ServerNote) -> str:
     if note.kind == "lower-bound":
         key = "note.window" if note.reason == "window" else "note.max"
         return labels(key, server=note.server, limit=note.limit if note.limit is not None else "?")
+    if note.kind == "site-differs":
+        if note.site is None:
+            return labels("note.site_unread", server=note.server, planned=note.reason)
+        return labels("note.site_differs_text", server=note.server, planned=note.reason, site=note.site)
     return labels("note.stage_error", server=note.server, stage=note.stage or "?", message=note.reason)
 
 
@@ -97,9 +105,11 @@ def refused_logons_cell(labels: Labels, server: ServerObservation, p: ProtocolOb
 def note_rows(notes: list[ServerNote], labels: Labels, rule_titles: dict[str, str]) -> Iterator[tuple[Any, ...]]:
     """The Findings sheet's and the CSV's rows for the notes (columns of findings_columns)."""
     for note in notes:
-        state = {"not-evaluated": "note.not_evaluated", "lower-bound": "note.lower_bound"}.get(
-            note.kind, "note.collector_error")
-        title = rule_titles.get(note.rule or "", "") if note.rule else labels("note.collector_error_title")
+        state = {"not-evaluated": "note.not_evaluated", "lower-bound": "note.lower_bound",
+                 "site-differs": "note.site_differs"}.get(note.kind, "note.collector_error")
+        title = (rule_titles.get(note.rule or "", "") if note.rule
+                 else labels("note.site_differs_title") if note.kind == "site-differs"
+                 else labels("note.collector_error_title"))
         remedy = labels("note.log_unread_fix") if note.kind == "not-evaluated" else None
         yield (note.rule, title, None, labels(state), note.server, note.site, None, None, None,
                note_message(labels, note), remedy, None, None, None, None)
