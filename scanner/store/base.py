@@ -131,9 +131,13 @@ class StoreBase:
         for name in names:
             by_key.setdefault(name.casefold(), name)
         # sorted: concurrent transactions then take row locks in one order (no deadlock)
-        rows = [{"name": name, "name_key": key, "first_seen_run_id": run_id} for key, name in sorted(by_key.items())]
+        known = self._known_server_ids(session, sorted(by_key))  # nearly all, from the second scan on
+        missing = [key for key in sorted(by_key) if key not in known]
+        if not missing:
+            return known
+        rows = [{"name": by_key[key], "name_key": key, "first_seen_run_id": run_id} for key in missing]
         insert_ignoring_duplicates(session, Server, rows, "name_key")
-        return self._known_server_ids(session, list(by_key))
+        return known | self._known_server_ids(session, missing)
 
     @staticmethod
     def _known_server_ids(session: Session, keys: Sequence[str]) -> dict[str, int]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from scanner import facts
@@ -93,8 +93,11 @@ class Recording(StoreBase):
                 observations_of_scan.append(
                     [{"protocol": proto.protocol, "state_id": next(ids)} for proto in obs.protocols.values()]
                 )
+            # Core tables, not the ORM entities: the ORM's bulk insert with RETURNING sends one
+            # INSERT per row on SQLite; Core sends a few multi-row INSERTs (insertmanyvalues)
+            scans, observed, refused = (cast(Table, model.__table__) for model in (ServerScan, Observation, RefusedLogon))
             scan_ids = session.scalars(
-                insert(ServerScan).returning(ServerScan.id, sort_by_parameter_order=True), scan_rows
+                insert(scans).returning(scans.c.id, sort_by_parameter_order=True), scan_rows
             ).all()
             observation_rows = [
                 {"server_scan_id": scan_id, **row}
@@ -102,7 +105,7 @@ class Recording(StoreBase):
                 for row in rows
             ]
             observation_ids = session.scalars(
-                insert(Observation).returning(Observation.id, sort_by_parameter_order=True), observation_rows
+                insert(observed).returning(observed.c.id, sort_by_parameter_order=True), observation_rows
             ).all() if observation_rows else []
             protocols = [proto for obs in observations for proto in obs.protocols.values()]
             refused_rows = [
@@ -111,8 +114,8 @@ class Recording(StoreBase):
                 for observation_id, proto in zip(observation_ids, protocols, strict=True)
                 for r in proto.refused_logons
             ]
-            for chunk in chunks(refused_rows):
-                session.execute(insert(RefusedLogon), list(chunk))
+            if refused_rows:
+                session.execute(insert(refused), refused_rows)
         self._server_id_cache.update(server_ids)  # committed
 
     def launch_methods(self) -> dict[str, facts.LaunchMethod]:
