@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import getpass
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -216,6 +217,9 @@ def run_scan(
         threading.Thread(target=_heartbeat, args=(store, run_id, beating), name="cas-audit-heartbeat",
                          daemon=True).start()
         futures: dict[Future[ServerObservation], Target] = {}
+        # finished servers arrive here: concurrent.futures.wait on every pending future after
+        # each completion costs O(servers) each time (bench/README.md, "CPU per server")
+        finished: queue.SimpleQueue[Future[ServerObservation]] = queue.SimpleQueue()
         last_scanned = store.last_successful_scan_times([t.name for t in targets])  # one query, not one per server
         for target in targets:
             since = last_scanned.get(target.name.casefold()) or (clock() - FIRST_SCAN_EVENT_WINDOW)
@@ -223,13 +227,18 @@ def run_scan(
             if target.auth == "certificate":
                 secret = None
             remembered = launches.get(target.name.casefold())
-            futures[pool.submit(scan_one, target, secret, since, timeout_s, launch=remembered or "env",
-                                on_launch=learned(target.name, remembered), clock=clock)] = target
+            future = pool.submit(scan_one, target, secret, since, timeout_s, launch=remembered or "env",
+                                 on_launch=learned(target.name, remembered), clock=clock)
+            futures[future] = target
+            future.add_done_callback(finished.put)
         pending = set(futures)
         while pending and not (stop is not None and stop.is_set()):
-            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            for future in done:
-                batch.add(future.result())
+            with contextlib.suppress(queue.Empty):
+                future = finished.get(timeout=0.25)
+                while True:  # every server finished by now
+                    pending.discard(future)
+                    batch.add(future.result())
+                    future = finished.get_nowait()
             if batch.due():
                 batch.commit()
         if pending:  # interrupted: start no more servers, abandon those in flight
