@@ -210,9 +210,13 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 class _Group(click.Group):
     """The top-level group: with --log-format json a usage error of a command (unknown
-    option, bad choice, missing argument) is one JSON line too, still exit 2."""
+    option, bad choice, missing argument) or an unknown command is one JSON line too,
+    still exit 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # the group's own options are parsed: apply them before click resolves the command,
+        # whose usage error (no such command) comes before the group's callback runs
+        output.configure(quiet=bool(ctx.params.get("quiet")), log_format=str(ctx.params.get("log_format", "text")))
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:

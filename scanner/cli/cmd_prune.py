@@ -9,6 +9,7 @@ import click
 from scanner.cli.app import _open_store, cli, db_option, handle_errors
 from scanner.cli.output import output
 from scanner.errors import ConfigError
+from scanner.util.timefmt import iso_utc
 
 DEFAULT_WAIT_MINUTES = 60
 
@@ -24,10 +25,6 @@ def _parse_before(value: str) -> datetime:
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before the year 1 in UTC
         raise ConfigError(f"--before {value} lies outside the years 1 to 9999 in UTC") from None
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @cli.command()
@@ -62,19 +59,29 @@ def prune(db_url: str | None, before: str, apply: bool, wait_minutes: int) -> No
     store = _open_store(db_url, read_only=not apply, create=False)
     result = run_prune(store, moment, apply=apply, now=datetime.now(UTC), wait_s=wait_minutes * 60.0,
                        on_wait=output.warning, keep_evidence=lambda removed: evidence_to_keep(store, removed))
+    # stdout: lines of text, or with --log-format json one JSON object per line (the same
+    # message, and its facts as fields)
     verb = "removed" if apply else "would remove"
     if not apply:
-        click.echo("dry run: nothing is removed without --apply")
+        output.result("prune-dry-run", "dry run: nothing is removed without --apply")
     for run in result.removed:
-        click.echo(f"{verb} run {run.id}  started {_iso(run.started_at)}  {run.status}  "
-                   f"{run.servers_planned} server(s)")
+        output.result("prune-remove", f"{verb} run {run.id}  started {iso_utc(run.started_at)}  {run.status}  "
+                                      f"{run.servers_planned} server(s)",
+                      run_id=run.id, started_at=iso_utc(run.started_at), status=run.status,
+                      servers_planned=run.servers_planned, applied=apply)
     for run, reason in result.kept:
-        click.echo(f"keeping run {run.id}  started {_iso(run.started_at)}: {reason}")
+        output.result("prune-keep", f"keeping run {run.id}  started {iso_utc(run.started_at)}: {reason}",
+                      run_id=run.id, started_at=iso_utc(run.started_at), reason=reason)
     c = result.counts
-    click.echo(
-        f"{verb} {len(result.removed)} run(s) started before {_iso(moment)}: {c.get('server_scans', 0)} server "
-        f"scan(s), {c.get('observations', 0)} observation(s), {c.get('findings', 0)} finding(s), "
-        f"{c.get('documents', 0)} unreferenced document(s), {c.get('config_files', 0)} config file(s); "
-        f"kept {len(result.kept)} older run(s) still needed, and what {c.get('contexts', 0)} kept run(s)' "
-        "reports read from the removed ones"
+    counts = {key: c.get(key, 0) for key in ("server_scans", "observations", "findings", "documents",
+                                             "config_files", "contexts")}
+    output.result(
+        "prune-summary",
+        f"{verb} {len(result.removed)} run(s) started before {iso_utc(moment)}: {counts['server_scans']} server "
+        f"scan(s), {counts['observations']} observation(s), {counts['findings']} finding(s), "
+        f"{counts['documents']} unreferenced document(s), {counts['config_files']} config file(s); "
+        f"kept {len(result.kept)} older run(s) still needed, and what {counts['contexts']} kept run(s)' "
+        "reports read from the removed ones",
+        before=iso_utc(moment), applied=apply, runs_removed=len(result.removed), runs_kept=len(result.kept),
+        **counts,
     )

@@ -99,11 +99,12 @@ class Interrupts:
     def _handle(self, signum: int, _frame: Any) -> None:
         name, code = self.SIGNALS[signal.Signals(signum)]
         if self.stop.is_set():
-            os.write(2, f"\n{name} again: exiting at once\n".encode())
+            os.write(2, output.signal_text(f"{name} again: exiting at once", signal=name, exit_code=code))
             os._exit(code)
         self._name, self.code = name, code
         self.stop.set()
-        os.write(2, f"\n{name}: abandoning the servers in flight (again to exit at once)\n".encode())
+        os.write(2, output.signal_text(f"{name}: abandoning the servers in flight (again to exit at once)",
+                                       signal=name))
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():

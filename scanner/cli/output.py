@@ -17,8 +17,11 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Literal, get_args
 
+import click
 from rich.console import Console
 from rich.text import Text
+
+from scanner.util.timefmt import iso_utc_ms
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
@@ -143,16 +146,8 @@ class Output:
         if level == "info" and self.quiet:
             return
         if self.json:
-            record: dict[str, Any] = {
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "level": level,
-                "event": event,
-                "message": message,
-            }
-            record.update({k: v for k, v in fields.items() if k not in record})
-            line = self.redact(json.dumps(record, ensure_ascii=True, default=str))
             stream = sys.stderr
-            stream.write(line + "\n")
+            stream.write(self.json_line(level, event, message, **fields))
             stream.flush()
             return
         console = self.console if level == "info" else self.alerts
@@ -161,6 +156,31 @@ class Output:
         if level != "info":
             text = Text.assemble((f"{level}: ", style), text)
         console.print(text, highlight=False)
+
+    def json_line(self, level: str, event: str, message: str, **fields: Any) -> str:
+        """The JSON line (with its newline) of one event, redacted: `time` (UTC, to the
+        millisecond), `level`, `event`, `message`, then `fields`."""
+        record: dict[str, Any] = {"time": iso_utc_ms(datetime.now(UTC)), "level": level, "event": event,
+                                  "message": message}
+        record.update({k: v for k, v in fields.items() if k not in record})
+        return self.redact(json.dumps(record, ensure_ascii=True, default=str)) + "\n"
+
+    def signal_text(self, message: str, **fields: Any) -> bytes:
+        """What a signal handler writes to fd 2 with os.write (never through sys.stderr, whose
+        buffer the interrupted code may be inside): a `signal` warning event in json mode,
+        else the message on a line of its own."""
+        if self.json:
+            return self.json_line("warning", "signal", message, **fields).encode("utf-8")
+        return f"\n{self.redact(message)}\n".encode("utf-8", "replace")
+
+    def result(self, event: str, message: str, **fields: Any) -> None:
+        """A line of a command's result on stdout (never silenced by --quiet): the message in
+        text mode, an info event with `fields` (one JSON object) in json mode."""
+        if self.json:
+            sys.stdout.write(self.json_line("info", event, message, **fields))
+            sys.stdout.flush()
+            return
+        click.echo(self.redact(message))
 
     def info(self, message: str, event: str = "message", **fields: Any) -> None:
         self.emit("info", event, message, **fields)

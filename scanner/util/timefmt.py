@@ -25,6 +25,11 @@ def iso_utc(moment: datetime) -> str:
     return as_utc(moment).strftime(ISO_UTC)
 
 
+def iso_utc_ms(moment: datetime) -> str:
+    """2026-11-20T10:00:00.123Z (to the millisecond: the time of a JSON log line)."""
+    return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def iso(value: datetime | None) -> str | None:
     """`iso_utc`, with None staying None."""
     return None if value is None else iso_utc(value)
