@@ -33,6 +33,11 @@ from scanner.util.timefmt import iso_utc
 SCRIPT_ENV_VAR = "CASAUDIT_PS"
 SINCE_ENV_VAR = "CASAUDIT_SINCE"
 MAX_EVENTS_ENV_VAR = "CASAUDIT_MAX_EVENTS"
+#: The fix scripts' switches when the bootstrap starts them (it passes no arguments):
+#: "1" for -Apply and -Restart, the ticket for -Ticket (scanner/collect/fixscript.py).
+FIX_APPLY_ENV_VAR = "CASAUDIT_FIX_APPLY"
+FIX_RESTART_ENV_VAR = "CASAUDIT_FIX_RESTART"
+FIX_TICKET_ENV_VAR = "CASAUDIT_FIX_TICKET"
 END_MARKER = "##CASAUDIT-END##"
 #: Printed by the env bootstrap when $env:CASAUDIT_PS is empty (the server ignored the
 #: shell's environment variables); the process then exits with NOENV_EXIT_CODE.
@@ -65,7 +70,7 @@ STDIN_READ = f"{_VAR} = [string]::Join([string][char]10, [string[]]@($input))"
 _ASSIGN = re.compile(r"\$env:(CASAUDIT_[A-Z_]+) = '((?:[^']|'')*)'; ")
 _CHECK = re.compile(r"\$casauditScript\.Length -ne (\d{1,9}) -or .*? -ne '((?:[0-9A-F]{2}-){19}[0-9A-F]{2})'\)")
 #: Values the stdin bootstrap may set itself (short, from this program, never the script).
-_BOOTSTRAP_VARS = (SINCE_ENV_VAR, MAX_EVENTS_ENV_VAR)
+_BOOTSTRAP_VARS = (SINCE_ENV_VAR, MAX_EVENTS_ENV_VAR, FIX_APPLY_ENV_VAR, FIX_RESTART_ENV_VAR, FIX_TICKET_ENV_VAR)
 
 
 def script_length(text: str) -> int:
