@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--pg", default=None, help="PostgreSQL URL of an existing database with CREATE DATABASE rights")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--runs-list", action="store_true",
-                        help="measure only `history` (the list of runs) on a history of --days runs")
+                        help="measure only `history` (the list of runs) and prune on a history of --days runs")
     args = parser.parse_args()
     folder = Path(args.dir or tempfile.mkdtemp(prefix="cas-audit-bench-"))
     if args.runs_list:
@@ -198,6 +198,31 @@ def main() -> None:
             admin.dispose()
 
 
+def measure_prune(label: str, url: str, args: argparse.Namespace) -> None:
+    """`prune --apply` of the oldest quarter of the runs, in its three steps: the plan, the
+    contexts kept runs' reports read from the removed runs (before the lock), and the
+    deletion (in the transaction that holds the retention lock: scans wait for it)."""
+    from datetime import UTC, datetime
+
+    from scanner.report.context import evidence_to_keep
+    from scanner.store.retention import plan
+
+    store = open_store(url)
+    try:
+        runs = sorted(r.id for r in store.runs())
+        before = store.run(runs[len(runs) // 4]).started_at
+        seconds_plan, result = timed(lambda: plan(store, before, now=datetime.now(UTC)))
+        removed = [r.id for r in result.removed]
+        seconds_keep, contexts = timed(lambda: evidence_to_keep(store, removed))
+        seconds_delete, counts = timed(lambda: store.delete_runs(removed, apply=True, contexts=contexts,
+                                                                 newest_run=result.newest_run))
+        print(f"[{label}] prune --apply of {len(removed)} of {len(runs)} runs x {args.servers} servers: plan "
+              f"{seconds_plan:.2f} s, kept contexts of {len(contexts)} runs {seconds_keep:.2f} s, deletion "
+              f"under the lock {seconds_delete:.2f} s ({counts})")
+    finally:
+        store.close()
+
+
 def runs_list_only(folder: Path, args: argparse.Namespace) -> None:
     if not args.skip_sqlite:
         path = folder / f"history-{args.servers}x{args.days}.db"
@@ -205,6 +230,7 @@ def runs_list_only(folder: Path, args: argparse.Namespace) -> None:
         url = f"sqlite:///{path}"
         generate(url, args.servers, args.days, quiet=True)
         measure_runs_list("sqlite", url, args)
+        measure_prune("sqlite", url, args)
     if args.pg:
         admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
         name = f"cas_audit_bench_{uuid.uuid4().hex[:10]}"
@@ -214,6 +240,7 @@ def runs_list_only(folder: Path, args: argparse.Namespace) -> None:
             url = admin.url.set(database=name).render_as_string(hide_password=False)
             generate(url, args.servers, args.days, quiet=True)
             measure_runs_list("postgresql", url, args)
+            measure_prune("postgresql", url, args)
         finally:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -28,7 +28,12 @@ def schema_state(url: str) -> tuple[str | None, list[object], set[str]]:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "compare_type": True})
+            def on_this_dialect(obj: object, *_args: object) -> bool:  # an index with ddl_if(dialect=...)
+                condition = getattr(obj, "_ddl_if", None)
+                return condition is None or condition.dialect in (None, conn.dialect.name)
+
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "compare_type": True,
+                                                             "include_object": on_this_dialect})
             return context.get_current_revision(), compare_metadata(context, Base.metadata), set(inspect(conn).get_table_names())
     finally:
         engine.dispose()

@@ -82,3 +82,42 @@ def test_prune_and_a_running_scan_exclude_each_other(store_url: str, tmp_path: P
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_a_write_waits_for_prunes_deletion_on_postgresql(pg_url: str) -> None:
+    """While prune's deletion holds the retention lock, a scan's write waits for it, saying so
+    (before: it wrote at once, and could refer to a document prune was deleting)."""
+    import logging
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    from scanner.store.db import PG_RETENTION_LOCK_KEY, upgrade_database
+
+    upgrade_database(pg_url)
+    said = threading.Event()
+
+    class Heard(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for `cas-audit prune` to finish" in record.getMessage():
+                said.set()
+
+    heard = Heard()
+    logging.getLogger("scanner").addHandler(heard)
+    engine = create_engine(pg_url)
+    began: list[int] = []
+    try:
+        with open_store(pg_url) as store, engine.connect() as prune_side:
+            writer = threading.Thread(target=lambda: began.append(store.begin_run(
+                planned=[("CAS01", "cas01", None)], tool_version="t", operator="o", scanning_host="h",
+                inventory_sha256="0" * 64)))
+            with prune_side.begin():  # as Store.delete_runs holds it
+                prune_side.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_RETENTION_LOCK_KEY})
+                writer.start()
+                assert said.wait(timeout=30)
+                assert prune_side.execute(text("SELECT count(*) FROM scan_runs")).scalar() == 0
+            writer.join(timeout=30)
+            assert began and store.run(began[0]).status == "running"
+    finally:
+        logging.getLogger("scanner").removeHandler(heard)
+        engine.dispose()

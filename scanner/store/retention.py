@@ -203,30 +203,49 @@ class Retention(StoreBase):
         plan), makes it change nothing and raise _HistoryMoved.
         """
         counts: dict[str, int] = {}
-        with store_errors(self._engine.url, "remove old scan runs"):
-            with Session(self._engine) as session:
-                session.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
-                try:
-                    if session.get_bind().dialect.name == "postgresql":
-                        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_RETENTION_LOCK_KEY})
-                    if apply:
-                        running = session.scalar(select(func.count()).where(ScanRun.status == "running"))
-                        newest = session.scalar(select(func.max(ScanRun.id)))
-                        if running or (newest_run is not None and newest != newest_run):
-                            raise _HistoryMoved
-                    counts = _delete_runs(session, sorted(set(run_ids)))
-                    if contexts:
-                        session.execute(delete(RunContext).where(RunContext.run_id.in_(list(contexts))))
-                        session.execute(insert(RunContext), [{"run_id": run_id, "body": body}
-                                                             for run_id, body in sorted(contexts.items())])
-                    counts["contexts"] = len(contexts or {})
-                    if apply:
-                        session.commit()
-                finally:
-                    if session.in_transaction():
-                        session.rollback()
+        with store_errors(self._engine.url, "remove old scan runs"), self._engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # The orphans are found under the write lock this transaction holds, so SQLite's
+                # check of each removed document against every scan, observation and finding
+                # (columns without an index) is not needed: it took 11 of 12 s for 553 documents
+                # of 36,000 scans. foreign_key_check below checks the result instead. (The
+                # pragma only takes effect outside a transaction.)
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
+            try:
+                self._delete_in(conn, run_ids, apply=apply, contexts=contexts, newest_run=newest_run, counts=counts)
+            finally:
+                if sqlite:
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
         return counts
 
+    @staticmethod
+    def _delete_in(conn: Any, run_ids: Sequence[int], *, apply: bool, contexts: Mapping[int, str] | None,
+                   newest_run: int | None, counts: dict[str, int]) -> None:
+        with Session(bind=conn) as session:
+            session.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
+            try:
+                if conn.dialect.name == "postgresql":
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_RETENTION_LOCK_KEY})
+                if apply:
+                    running = session.scalar(select(func.count()).where(ScanRun.status == "running"))
+                    newest = session.scalar(select(func.max(ScanRun.id)))
+                    if running or (newest_run is not None and newest != newest_run):
+                        raise _HistoryMoved
+                counts.update(_delete_runs(session, sorted(set(run_ids))))
+                if contexts:
+                    session.execute(delete(RunContext).where(RunContext.run_id.in_(list(contexts))))
+                    session.execute(insert(RunContext), [{"run_id": run_id, "body": body}
+                                                         for run_id, body in sorted(contexts.items())])
+                counts["contexts"] = len(contexts or {})
+                if conn.dialect.name == "sqlite" and session.execute(text("PRAGMA foreign_key_check")).first():
+                    raise StoreError("removing the runs would leave rows that break a foreign key; "
+                                     "nothing was removed")
+                if apply:
+                    session.commit()
+            finally:
+                if session.in_transaction():
+                    session.rollback()
 
     def run_context(self, run_id: int) -> str | None:
         """What run `run_id`'s report read from runs prune removed (None: they all exist)."""
