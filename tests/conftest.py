@@ -1,4 +1,5 @@
-"""Shared fixtures: real history databases (a SQLite file, a fresh PostgreSQL database)."""
+"""Shared fixtures: real history databases (a SQLite file, a fresh PostgreSQL database).
+And the session's end: no process the tests started may still run (tests/leaks.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import leaks
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -109,3 +111,49 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+
+
+# --- no process left behind (issue 14) -------------------------------------------------------
+_LEAKS: dict[str, object] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Mark this session's environment (inherited by every process a test starts) and note
+    the processes that already run."""
+    if leaks.available():
+        _LEAKS["mark"] = uuid.uuid4().hex
+        _LEAKS["before"] = leaks.identities(leaks.processes())
+        _LEAKS["folders"] = set()
+        leaks.add_mark(os.environ, str(_LEAKS["mark"]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_folders(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The session's temporary folder, which the command lines of its processes name."""
+    folders = _LEAKS.get("folders")
+    if isinstance(folders, set):
+        base = tmp_path_factory.getbasetemp()
+        folders.update({str(base), str(base.resolve())})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run when a process the session started still runs after every fixture ended
+    (a grace of a few seconds for processes a teardown has just signalled); end those."""
+    if "mark" not in _LEAKS:
+        return
+    folders = tuple(sorted(_LEAKS["folders"]))  # type: ignore[call-overload]
+    found = leaks.session_processes(_LEAKS["before"], str(_LEAKS["mark"]), folders)  # type: ignore[arg-type]
+    left = leaks.wait_gone(found, leaks.GRACE_S)
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"pid {p.pid} (parent {p.ppid}): {p.cmdline[:300]}" for p in left]
+    if reporter is not None:
+        reporter.write_sep("=", f"{len(left)} process(es) started by this test session still running", red=True)
+        for line in lines:
+            reporter.write_line(line)
+        reporter.stats.setdefault("leaked", []).extend(left)
+    else:
+        print("leaked processes:", *lines, sep="\n")
+    leaks.kill(left)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

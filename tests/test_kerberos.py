@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -332,29 +334,37 @@ def test_clock_skew_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path) -> Non
 
 @contextmanager
 def _lab_in_own_process(krb: KerberosLab, prefix: tuple[str, ...], inventory: Path) -> Iterator[None]:
-    """`cas-audit lab serve` of the skewed fleet in a child process (under `prefix`)."""
+    """`cas-audit lab serve` of the skewed fleet in a child process (under `prefix`). The
+    prefix (faketime) forks the lab and waits for it, so the lab runs in a process group of
+    its own and the whole group is ended: ending the wrapper alone left the lab running."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAS_AUDIT_", "KRB5"))}
     env.update(krb.realm.env)
     lab = subprocess.Popen([*prefix, sys.executable, "-m", "scanner", "lab", "serve", str(krb.folder / "skewed.toml"),
                             "--inventory-out", str(inventory)], env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not inventory.exists():
-            if lab.poll() is not None:
-                pytest.fail(f"lab serve ended: {lab.stderr.read() if lab.stderr else ''}")
-            assert time.monotonic() < deadline, "lab serve wrote no inventory within 60 s"
-            time.sleep(0.1)
+        assert lab.stdout is not None
+        said, deadline = b"", time.monotonic() + 60
+        while b"\ninventory: " not in b"\n" + said:   # printed once the inventory is written
+            left = deadline - time.monotonic()
+            assert left > 0, "lab serve wrote no inventory within 60 s"
+            if select.select([lab.stdout], [], [], left)[0]:
+                chunk = os.read(lab.stdout.fileno(), 4096)
+                if not chunk:
+                    lab.wait()
+                    pytest.fail(f"lab serve ended: {lab.stderr.read() if lab.stderr else ''}")
+                said += chunk
         yield
     finally:
-        lab.terminate()
+        os.killpg(lab.pid, signal.SIGTERM)   # the group's id is the wrapper's pid (start_new_session)
         try:
             lab.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            lab.kill()
+            os.killpg(lab.pid, signal.SIGKILL)
             lab.wait()
-        if lab.stderr is not None:
-            lab.stderr.close()
+        for pipe in (lab.stdout, lab.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_server_clock_skew_is_one_sentence(krb_lab: KerberosLab, tmp_path: Path) -> None:
