@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from scanner.errors import ConfigError
-from scanner.report.model import RunReport
 from scanner.util.safefile import write_file
+
+if TYPE_CHECKING:  # the command line imports REPORT_FORMATS: not the store and SQLAlchemy with it
+    from scanner.report.model import RunReport
 
 ReportFormat = Literal["xlsx", "json", "csv"]  # report --format
 REPORT_FORMATS: tuple[ReportFormat, ...] = get_args(ReportFormat)
