@@ -1,4 +1,6 @@
-"""Mistakes a user will make, through the real command line in a child process.
+"""Mistakes a user will make, through the command line: click's CliRunner in this process,
+and a few through the real `python -m scanner` in a child process (the program's name in
+click's usage text, a missing inventory, and a workbook refused on a real terminal).
 
 Each run gets its own SQLite history (CAS_AUDIT_DB) and data folder, so nothing touches
 the user's home. A usage error is exit 2 with a short `error:` message, never a traceback.
@@ -10,18 +12,19 @@ import os
 import pty
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from rules_fixtures import T0, server
 
+from scanner.cli import cli
 from scanner.judge.catalog import load_catalog
 from scanner.judge.evaluate import evaluate_run
 from scanner.judge.policy import Policy
 from scanner.store.repo import open_store
-
-pytestmark = pytest.mark.slow  # each test runs the cas-audit command in a subprocess
 
 INVENTORY = """\
 [defaults]
@@ -37,12 +40,39 @@ address = "127.0.0.1"
 """
 
 
-def cas_audit(tmp_path: Path, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
-    """`cas-audit ARGS` in `tmp_path`, with a history database and data folder of its own."""
+@dataclass
+class Ran:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {"CAS_AUDIT_DB": db_url(tmp_path), "CAS_AUDIT_PASSWORD": "not-a-real-password",
+            "XDG_DATA_HOME": str(tmp_path / "xdg-data")}
+
+
+def cas_audit(tmp_path: Path, *args: str) -> Ran:
+    """`cas-audit ARGS` in `tmp_path` through CliRunner, with a history database and data
+    folder of its own; an exception other than click's exit fails the test."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CAS_AUDIT_")}
+    env.update(_env(tmp_path))
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = CliRunner().invoke(cli, list(args), env=env, prog_name="cas-audit")
+    finally:
+        os.chdir(here)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(result.exit_code, result.stdout_bytes, result.stderr_bytes)
+
+
+def cas_audit_process(tmp_path: Path, *args: str, stdout: int | None = subprocess.PIPE
+                      ) -> subprocess.CompletedProcess[bytes]:
+    """`cas-audit ARGS` in a child process (`python -m scanner`), as a user runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_AUDIT_")}
-    env["CAS_AUDIT_DB"] = db_url(tmp_path)
-    env["CAS_AUDIT_PASSWORD"] = "not-a-real-password"
-    env["XDG_DATA_HOME"] = str(tmp_path / "xdg-data")
+    env.update(_env(tmp_path))
     return subprocess.run([sys.executable, "-m", "scanner", *args], cwd=tmp_path, env=env, stdout=stdout,
                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=60)
 
@@ -51,7 +81,7 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'history.db'}"
 
 
-def usage_error(result: subprocess.CompletedProcess[bytes]) -> str:
+def usage_error(result: Ran | subprocess.CompletedProcess[bytes]) -> str:
     """The one `error:` line of a clean exit-2 usage error."""
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 2, stderr
@@ -84,9 +114,10 @@ def one_run(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # a child process
 def test_scan_with_a_missing_inventory_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-inventory.toml"
-    line = usage_error(cas_audit(tmp_path, "scan", "--inventory", str(missing)))
+    line = usage_error(cas_audit_process(tmp_path, "scan", "--inventory", str(missing)))
     assert str(missing) in line
 
 
@@ -152,6 +183,14 @@ def test_click_usage_errors_exit_2_without_traceback(tmp_path: Path, args: tuple
     assert "Traceback" not in stderr and "Usage: cas-audit" in stderr
 
 
+@pytest.mark.slow  # a child process
+def test_a_usage_error_of_the_real_program_names_it(tmp_path: Path) -> None:
+    result = cas_audit_process(tmp_path, "scan")
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr and "Usage: cas-audit scan" in stderr and "--inventory" in stderr
+
+
 def test_report_of_an_unknown_run_on_an_empty_database(tmp_path: Path) -> None:
     assert cas_audit(tmp_path, "db", "upgrade").returncode == 0  # an empty history
     line = usage_error(cas_audit(tmp_path, "report", "--run", "999", "--format", "json"))
@@ -176,14 +215,15 @@ def test_report_of_an_unknown_run_next_to_a_known_one(one_run: Path) -> None:
     assert "2" in line
 
 
+@pytest.mark.slow  # child processes: a real terminal
 def test_xlsx_to_a_terminal_is_refused(one_run: Path) -> None:
-    piped = cas_audit(one_run, "report", "--format", "xlsx", "--out", "-")
+    piped = cas_audit_process(one_run, "report", "--format", "xlsx", "--out", "-")
     assert piped.returncode == 0, piped.stderr.decode()
     assert piped.stdout.startswith(b"PK\x03\x04")  # to a pipe the workbook is written
 
     master, slave = pty.openpty()
     try:
-        result = cas_audit(one_run, "report", "--format", "xlsx", "--out", "-", stdout=slave)
+        result = cas_audit_process(one_run, "report", "--format", "xlsx", "--out", "-", stdout=slave)
         os.close(slave)
         slave = -1
         shown = b""
