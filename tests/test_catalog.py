@@ -16,17 +16,18 @@ from scanner.judge.catalog import (
     rules_dir,
     template_fields,
 )
-from scanner.judge.checks import CHECKS, COMMON_FIELDS, run_checks
+from scanner.judge.checks import CHECKS, run_checks
 from scanner.judge.policy import Policy
 from scanner.parse.observe import RefusedLogonObservation
 
 CATALOG_TEXT = (rules_dir() / "catalog.toml").read_text(encoding="utf-8")
 
 
-def test_every_catalog_entry_has_logic_and_every_logic_has_an_entry() -> None:
+def test_the_catalog_holds_the_twelve_rules_of_the_design() -> None:
+    """(That every entry has logic and every logic an entry, the loader checks: see
+    test_id_without_logic and test_logic_without_entry.)"""
     catalog = load_catalog()
     assert catalog.ids == tuple(f"XS-{n:03d}" for n in range(1, 13))
-    assert set(catalog.ids) == set(CHECKS)
     assert "XS-001" in catalog and "XS-013" not in catalog
 
 
@@ -119,15 +120,6 @@ def test_generic_remediation_has_no_raw_placeholders() -> None:
         for info in catalog.rule_infos(lang, {"XS-010": "medium"}):
             assert not re.search(r"\{[a-z_]+\}", info.remediation)
         assert [i.severity for i in catalog.rule_infos(lang, {"XS-010": "medium"}) if i.id == "XS-010"] == ["medium"]
-
-
-def test_check_fields_cover_what_templates_use() -> None:
-    catalog = load_catalog()
-    for rule in catalog.rules:
-        rid = rule.id
-        allowed = COMMON_FIELDS | CHECKS[rid].fields
-        for lang in LANGUAGES:
-            assert template_fields(rule.text(lang).message) <= allowed
 
 
 # -- malformed catalogs -------------------------------------------------------------------

@@ -189,8 +189,6 @@ def test_db_option_reads_cas_audit_db(name: str) -> None:
     assert len(db) == 1 and db[0].envvar == "CAS_AUDIT_DB"
 
 
-# Commands the README documents that other branches add; until they land their lines are skipped.
-PENDING = {"prune", "preflight"}
 INVOCATION = re.compile(r"^(?:[A-Z_]+=\S*\s+)*(?:\S*[/\\])?cas-audit(?:\.exe)?(\s.*)$")
 
 
@@ -199,13 +197,6 @@ def invocation(line: str) -> str | None:
     and the install path (/opt/cas-audit/bin/, C:\\cas-audit\\venv\\Scripts\\....exe) dropped."""
     match = INVOCATION.match(line.strip())
     return "cas-audit" + match.group(1).rstrip() if match else None
-
-
-def skip_if_pending(line: str) -> None:
-    words = shlex.split(line)[1:]
-    first = next((w for w in words if not w.startswith("-") and w not in ("json", "text")), None)
-    if first in PENDING and first not in cli.commands:
-        pytest.skip(f"`cas-audit {first}` is not on this branch yet")
 
 
 def readme_command_lines(text: str = README) -> tuple[list[str], list[str]]:
@@ -239,7 +230,6 @@ README_LINES = README_BLOCK_LINES + README_INLINE
 @pytest.mark.parametrize("line", README_BLOCK_LINES)
 def test_readme_command_lines_parse(line: str) -> None:
     """A command line the README shows in a code block runs as written (placeholders aside)."""
-    skip_if_pending(line)
     try:
         parse_invocation(line)
     except click.exceptions.Exit:  # --version, --help
@@ -254,7 +244,6 @@ def test_readme_shows_invocations() -> None:
 
 @pytest.mark.parametrize("line", README_LINES)
 def test_readme_invocation_uses_real_commands_and_options(line: str) -> None:
-    skip_if_pending(line)
     words = shlex.split(line)[1:]
     command: click.Command = cli
     while words and isinstance(command, click.Group):

@@ -10,19 +10,6 @@ from test_lab_fleet import LAB, one, write
 from scanner.errors import ConfigError
 from scanner.lab.fleet import load_fleet
 from scanner.lab.fleet_model import listen_port, relocate_fleet
-from scanner.lab.platforms import PLATFORM_TABLE, PLATFORMS, platform
-
-
-def test_every_platform_is_described_once() -> None:
-    assert tuple(PLATFORM_TABLE) == PLATFORMS
-    old, new = platform("2003r2"), platform("2008r2")
-    assert (old.winrm, old.http_port, old.https_port, old.max_envelope_kb, old.idle_timeout_s) == \
-        ("1.1", 80, 443, 150, 180)
-    assert (new.winrm, new.http_port, new.https_port, new.max_envelope_kb, new.idle_timeout_s) == \
-        ("2.0", 5985, 5986, 500, 7200)
-    assert old.product_version == "OS: 5.2.3790 SP: 2.0 Stack: 1.1"
-    assert platform("2008").winrm == "1.1" and platform("2008").default_port("https") == 443
-    assert old.shell_id_prefix == "uuid:" and new.shell_id_prefix == ""
 
 
 def test_a_bare_server_is_2008r2_with_powershell_2(tmp_path: Path) -> None:
