@@ -15,6 +15,7 @@ from scanner.lab.fleet import load_fleet
 from scanner.lab.fleet_model import Fleet, relocate_fleet, upgrade_server
 from scanner.lab.platforms import platform
 from scanner.lab.serve import Lab, demo_fleet_path
+from scanner.parse.builds import sp3_build
 from scanner.report.build import build_report
 from scanner.report.summary import summarise, summary_lines
 from scanner.report.write import render
@@ -23,7 +24,7 @@ from scanner.store.repo import Store, open_store
 from scanner.util.safefile import write_file
 
 UPGRADED_SERVER = "CAS05"
-UPGRADE_BUILD = "8.3.83.6"
+UPGRADE_BUILD = sp3_build()  # 8.3.83.6, from Microsoft's table
 
 
 def _finding_lines(store: Store, run_id: int) -> Iterator[str]:

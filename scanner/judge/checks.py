@@ -32,6 +32,7 @@ from scanner.collect.collected import (
 )
 from scanner.facts import BAD_CONFIG_STATUSES, PROTOCOLS
 from scanner.judge.policy import Policy
+from scanner.parse.builds import sp3_build
 from scanner.parse.configfile import value_text
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.store.repo import PlannedServer
@@ -502,7 +503,7 @@ def check_build(inp: CheckInput) -> list[RawFinding]:
             "build_recognised": obs.build_recognised,
         }
         out.append(RawFinding("XS-012", planned.name, site, None, fields, evidence,
-                              observed=obs.build, expected="8.3.83.6 (SP3) or later"))
+                              observed=obs.build, expected=f"{sp3_build()} (SP3) or later"))
     return out
 
 

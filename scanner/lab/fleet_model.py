@@ -16,6 +16,7 @@ from pathlib import Path
 from scanner.collect.collected import Rollup
 from scanner.errors import ConfigError
 from scanner.lab.platforms import DEFAULT_PLATFORM, Platform, platform
+from scanner.parse.builds import sp3_build
 from scanner.util.timefmt import as_utc
 
 AUTHS = ("basic", "ntlm", "kerberos")
@@ -34,7 +35,7 @@ SERVICE_STATES = ("Running", "Stopped", "StartPending", "StopPending", "Continue
 #: Exchange 2007 ServerRole flags in the order .NET prints them ("Mailbox, ClientAccess, ...").
 ROLES = ("Mailbox", "ClientAccess", "UnifiedMessaging", "HubTransport")
 
-DEFAULT_BUILD = "8.3.83.6"
+DEFAULT_BUILD = sp3_build()  # Exchange 2007 SP3 (8.3.83.6), from Microsoft's table
 DEFAULT_INSTALL_PATH = "C:\\Program Files\\Microsoft\\Exchange Server"
 DEFAULT_SITE = "Default-First-Site-Name"
 DEFAULT_SERVICE = "Stopped"   # Exchange 2007 installs both services but does not start them

@@ -85,6 +85,15 @@ def release_build(minor: int) -> KnownBuild | None:
     return next((r for r in known_builds() if r.version[1] == minor and r.rollup is None), None)
 
 
+def sp3_build() -> str:
+    """The release build of Exchange 2007 SP3 ("8.3.83.6"), the level XS-012 asks for and the
+    lab's default, read from Microsoft's table."""
+    sp3 = release_build(_SP_MINOR["SP3"])
+    if sp3 is None:
+        raise ValueError(f"{TABLE_FILE} has no release build of SP3")
+    return sp3.build
+
+
 _DOTTED = re.compile(r"^\s*(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?(?:\.(\d{1,9}))?\s*$", re.ASCII)
 # "Version 8.3 (Build 83.6)": Get-ExchangeServer's AdminDisplayVersion; the "Build x.y"
 # part is build_number.revision, and it never reflects an installed rollup.
