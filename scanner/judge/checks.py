@@ -35,6 +35,7 @@ from scanner.judge.policy import Policy
 from scanner.parse.builds import sp3_build
 from scanner.parse.configfile import value_text
 from scanner.parse.observe import ProtocolObservation, ServerObservation
+from scanner.parse.protocol_state import EVIDENCE, protocol_state
 from scanner.store.repo import PlannedServer
 from scanner.util.timefmt import day_text, iso
 
@@ -175,14 +176,7 @@ def _protocols(obs: ServerObservation) -> list[tuple[str, ProtocolObservation]]:
 
 
 def _state(p: ProtocolObservation) -> dict[str, Any]:
-    return {
-        "allow_cross_site": p.allow_cross_site,
-        "value_source": p.value_source,
-        "raw_value": p.raw_value,
-        "config_status": p.config_status,
-        "config_sha256": p.config_sha256,
-        "config_modified": iso(p.config_modified),
-    }
+    return protocol_state(p, EVIDENCE, iso)
 
 
 # -- XS-001 / XS-002: baseline ---------------------------------------------------------

@@ -7,40 +7,25 @@ from typing import Any, TextIO
 
 from scanner.facts import PROTOCOLS
 from scanner.parse.builds import rollup_check
-from scanner.parse.observe import ProtocolObservation, ReferenceObservation, ServerObservation
+from scanner.parse.observe import ProtocolObservation, ServerObservation
+from scanner.parse.protocol_state import REFERENCE_REPORTED, REPORTED, protocol_state, reference_state
 from scanner.report.model import RunReport
 from scanner.report.notes import json_application_log
 from scanner.util.timefmt import iso
 
 
 def _protocol(p: ProtocolObservation, s: ServerObservation) -> dict[str, Any]:
+    # config_detail is an addition to the contract: why the value is unknown or the status
+    # not ok ("" when ok)
     return {
-        "allow_cross_site": p.allow_cross_site,
-        "value_source": p.value_source,
-        "config_status": p.config_status,
-        # addition to the contract: why the value is unknown or the status not ok ("" when ok)
-        "config_detail": p.detail,
-        "raw_value": p.raw_value,
-        "config_sha256": p.config_sha256,
-        "config_modified": iso(p.config_modified),
-        "service": p.service,
-        "start_mode": p.start_mode,
-        "service_started": iso(p.service_started),
-        "pending_restart": p.pending_restart,
+        **protocol_state(p, REPORTED, iso),
         # null when the Application log could not be read: XS-010 not evaluated, never "none"
         "refused_logons": len(p.refused_logons) if s.events_error is None else None,
         # addition to the contract: the count is a lower bound (application_log says why)
         "refused_logons_lower_bound": s.events_truncated is not None,
         # addition to the contract: the file=/configSource= file of the section in force
-        "config_reference": _reference(p.config_reference),
+        "config_reference": reference_state(p.config_reference, REFERENCE_REPORTED, iso),
     }
-
-
-def _reference(ref: ReferenceObservation | None) -> dict[str, Any] | None:
-    if ref is None:
-        return None
-    return {"attribute": ref.attribute, "value": ref.value, "outcome": ref.outcome, "path": ref.path,
-            "sha256": ref.sha256, "length": ref.length, "modified": iso(ref.modified), "error": ref.error}
 
 
 def _server(s: ServerObservation) -> dict[str, Any]:

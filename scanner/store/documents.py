@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from scanner.facts import ERROR_KINDS, PROTOCOLS, SCAN_STATUSES, word
@@ -27,6 +27,9 @@ from scanner.parse.observe import (
     RefusedLogonObservation,
     ServerObservation,
 )
+from scanner.parse.protocol_state import REFERENCE_STORED, STORED, reference_state
+from scanner.parse.protocol_state import protocol_state as shared_state
+from scanner.util.timefmt import iso_exact, parse_iso_exact
 
 KINDS: tuple[str, ...] = ("server", "protocol", "finding")
 #: Evidence keys whose values differ on every scan although the finding did not change
@@ -37,24 +40,12 @@ VOLATILE_EVIDENCE: tuple[str, ...] = ("started_at", "finished_at")
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return _when(value)
+        return iso_exact(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _when(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()} given to the store: pass an aware datetime")
-    return value.astimezone(UTC).isoformat()
-
-
-def _parse_when(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
 
 
 def dumps(value: dict[str, Any]) -> str:
@@ -93,38 +84,14 @@ def server_state(obs: ServerObservation) -> dict[str, Any]:
 
 
 def protocol_state(p: ProtocolObservation, config_sha256: str | None) -> dict[str, Any]:
-    """What one protocol looked like (refused logons are rows of their own: they change)."""
-    state: dict[str, Any] = {
-        "allow_cross_site": p.allow_cross_site,
-        "value_source": p.value_source,
-        "config_status": p.config_status,
-        "raw_value": p.raw_value,
-        "config_path": p.config_path,
-        "config_sha256": config_sha256,
-        "config_length": p.config_length,
-        "config_modified": _when(p.config_modified),
-        "config_encoding": p.config_encoding,
-        "key_notes": list(p.key_notes),
-        "service": p.service,
-        "start_mode": p.start_mode,
-        "service_started": _when(p.service_started),
-        "pending_restart": p.pending_restart,
-        "detail": p.detail,
-    }
+    """What one protocol looked like (refused logons are rows of their own: they change):
+    the stored view of parse/protocol_state.py, with the digest of the bytes kept."""
+    state = shared_state(p, STORED, iso_exact)
+    state["config_sha256"] = config_sha256  # the key keeps its place
     if p.config_reference is not None:  # only then: unchanged states keep their stored text
-        state["config_reference"] = _reference_state(p.config_reference)
+        # the file=/configSource= reference without its bytes (those are a config blob)
+        state["config_reference"] = reference_state(p.config_reference, REFERENCE_STORED, iso_exact)
     return state
-
-
-def _reference_state(ref: ReferenceObservation | None) -> dict[str, Any] | None:
-    """The file=/configSource= reference without its bytes (those are a config blob)."""
-    if ref is None:
-        return None
-    return {
-        "attribute": ref.attribute, "value": ref.value, "line": ref.line, "outcome": ref.outcome,
-        "path": ref.path, "sha256": ref.sha256, "length": ref.length, "modified": _when(ref.modified),
-        "error": ref.error,
-    }
 
 
 def reference_sha256(state: dict[str, Any]) -> str | None:
@@ -139,7 +106,7 @@ def _reference_from_state(state: dict[str, Any], content: bytes | None) -> Refer
         return None
     return ReferenceObservation(
         attribute=ref["attribute"], value=ref["value"], line=ref["line"], outcome=ref["outcome"], path=ref["path"],
-        sha256=ref["sha256"], length=ref["length"], modified=_parse_when(ref["modified"]), error=ref["error"],
+        sha256=ref["sha256"], length=ref["length"], modified=parse_iso_exact(ref["modified"]), error=ref["error"],
         content=content,
     )
 
@@ -161,12 +128,12 @@ def protocol_from_state(
         config_sha256=state["config_sha256"],
         config_bytes=config_bytes,
         config_length=state["config_length"],
-        config_modified=_parse_when(state["config_modified"]),
+        config_modified=parse_iso_exact(state["config_modified"]),
         config_encoding=state["config_encoding"],
         key_notes=tuple(state["key_notes"]),
         service=state["service"],
         start_mode=state["start_mode"],
-        service_started=_parse_when(state["service_started"]),
+        service_started=parse_iso_exact(state["service_started"]),
         pending_restart=state["pending_restart"],
         refused_logons=refused,
         detail=state["detail"],
@@ -244,7 +211,7 @@ def finding_document(
         "message": message,
         "evidence": shared,
         "first_seen_run_id": first_seen_run_id,
-        "first_seen_at": _when(first_seen_at),
+        "first_seen_at": iso_exact(first_seen_at),
         "waiver": waiver,
     }
     return dumps(body), (dumps(volatile) if volatile else None)
@@ -255,5 +222,5 @@ def finding_fields(body: str, extra: str | None) -> dict[str, Any]:
     fields = json.loads(body)
     if extra:
         fields["evidence"].update(json.loads(extra))  # keys exist: their order is kept
-    fields["first_seen_at"] = _parse_when(fields["first_seen_at"])
+    fields["first_seen_at"] = parse_iso_exact(fields["first_seen_at"])
     return dict(fields)

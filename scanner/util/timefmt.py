@@ -35,6 +35,22 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else iso_utc(value)
 
 
+def iso_exact(value: datetime | None) -> str | None:
+    """2026-11-20T10:00:00.123456+00:00: UTC with the microseconds, as the history's documents
+    keep it, so a value read back equals the value written. None stays None; a naive
+    datetime is refused (ValueError): the store is given aware ones."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} given to the store: pass an aware datetime")
+    return value.astimezone(UTC).isoformat()
+
+
+def parse_iso_exact(text: str | None) -> datetime | None:
+    """The inverse of `iso_exact` (any ISO 8601 time with an offset): an aware UTC datetime."""
+    return None if text is None else datetime.fromisoformat(text).astimezone(UTC)
+
+
 def parse_iso_utc(text: str) -> datetime:
     """The inverse of `iso_utc`: an aware UTC datetime; ValueError for any other shape."""
     return datetime.strptime(text, ISO_UTC).replace(tzinfo=UTC)
