@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,17 +92,6 @@ def migrations_dir() -> Path:
         raise StoreError(str(exc), hint="reinstall cas-audit") from exc
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-_json_dumps = functools.partial(json.dumps, default=_json_default, ensure_ascii=False)
-
-
 def make_engine(url: str | URL | None = None) -> Engine:
     """An Engine for `url` (default_url() when None) with cas-audit's connection settings.
 
@@ -114,7 +100,7 @@ def make_engine(url: str | URL | None = None) -> Engine:
     """
     parsed = url if isinstance(url, URL) else parse_url(url if url is not None else default_url())
     shown = mask_url(parsed)
-    kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
+    kwargs: dict[str, Any] = {}
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
