@@ -6,7 +6,21 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from scanner.util.timefmt import day_text, display_utc, iso, iso_utc, parse_iso_utc, utc_day, utc_naive
+from scanner.util.timefmt import (
+    compact_utc,
+    day_text,
+    display_utc,
+    exact_utc,
+    iso,
+    iso_exact,
+    iso_utc,
+    iso_utc_ms,
+    parse_iso_exact,
+    parse_iso_utc,
+    registry_day,
+    utc_day,
+    utc_naive,
+)
 
 CET = timezone(timedelta(hours=1))
 
@@ -34,3 +48,18 @@ def test_parse_is_the_inverse_and_strict() -> None:
     for text in ("2026-11-20 10:00:00", "2026-11-20T10:00:00", "2026-11-20T10:00:00+01:00"):
         with pytest.raises(ValueError):
             parse_iso_utc(text)
+
+
+def test_the_history_keeps_microseconds_and_refuses_naive_times() -> None:
+    moment = datetime(2026, 11, 20, 11, 0, 5, 123456, tzinfo=CET)
+    assert exact_utc(moment) == "2026-11-20T10:00:05.123456+00:00"
+    assert parse_iso_exact(exact_utc(moment)) == moment and iso_exact(None) is None and parse_iso_exact(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        exact_utc(datetime(2026, 11, 20, 10, 0))
+
+
+def test_log_lines_file_names_and_the_registry() -> None:
+    moment = datetime(2026, 11, 20, 11, 0, 5, 987654, tzinfo=CET)
+    assert iso_utc_ms(moment) == "2026-11-20T10:00:05.987Z"
+    assert compact_utc(moment) == "20261120T100005Z"
+    assert registry_day(date(2026, 1, 2)) == "20260102"

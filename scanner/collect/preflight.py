@@ -38,7 +38,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from datetime import UTC
 from typing import Any
 
 import certifi
@@ -48,6 +47,7 @@ from scanner.collect import httpguard, winrm_client
 from scanner.errors import CollectionError
 from scanner.inventory import DEFAULT_PORTS, Target
 from scanner.util import testhooks
+from scanner.util.timefmt import iso_utc
 from scanner.util.xmlsafe import UntrustedXMLError, parse_untrusted
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def _describe(der: bytes) -> tuple[str | None, str | None, str | None]:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
         return None, None, None
-    expiry = cert.not_valid_after_utc.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expiry = iso_utc(cert.not_valid_after_utc)
     return _clip(cert.subject.rfc4514_string()), _clip(cert.issuer.rfc4514_string()), expiry
 
 

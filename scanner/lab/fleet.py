@@ -103,7 +103,7 @@ from scanner.lab.fleet_model import (
     server_addresses,
 )
 from scanner.lab.platforms import DEFAULT_PLATFORM, PLATFORMS, POWERSHELLS, platform
-from scanner.util.timefmt import as_utc
+from scanner.util.timefmt import as_utc, registry_day
 from scanner.util.tomlfile import check_keys, line_of, load_toml, server_location
 
 #: Keys a [[server]] may set and [lab] may give a default for (the Windows platform).
@@ -384,7 +384,7 @@ def _rollups(value: Any, where: str) -> tuple[Rollup, ...]:
         check_keys(entry, _ROLLUP_KEYS, at_where)
         installed = entry.get("installed")
         if isinstance(installed, date) and not isinstance(installed, datetime):
-            installed = installed.strftime("%Y%m%d")
+            installed = registry_day(installed)
         if not isinstance(installed, str) or not re.fullmatch(r"\d{8}", installed):
             raise _fail(at_where, "installed", f"must be yyyymmdd (as the registry has it), not {installed!r}")
         rollups.append(Rollup(name=_text(entry, "name", at_where), installed=installed))

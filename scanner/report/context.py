@@ -22,6 +22,7 @@ from scanner.report.history import changes
 from scanner.report.model import ChangeInfo, TrendPoint
 from scanner.store.models import RunRow
 from scanner.store.repo import Store
+from scanner.util.timefmt import exact_utc
 
 TREND_RUNS = 10
 CHANGE_WINDOW_RUNS = 10
@@ -59,7 +60,7 @@ def run_context(store: Store, run_id: int) -> tuple[tuple[ChangeInfo, ...], tupl
 
 
 def _when(value: datetime) -> str:
-    return value.isoformat()
+    return exact_utc(value)
 
 
 def encode(context: tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]]) -> str:

@@ -28,6 +28,8 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from scanner.util.timefmt import display_utc
+
 HEARTBEAT_S = 30.0
 STALE_AFTER = timedelta(minutes=10)
 
@@ -92,5 +94,5 @@ def death_reason(*, host: str, pid: int | None, started: datetime | None, heartb
             return None
     if now - heartbeat > STALE_AFTER:
         return (f"no heartbeat from its scanner on {host} since "
-                f"{heartbeat.strftime('%Y-%m-%d %H:%M:%S')}Z")
+                f"{display_utc(heartbeat)}Z")
     return None

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from scanner.util.paths import log_folder
+from scanner.util.timefmt import compact_utc
 
 LOGGER = "scanner"
 
@@ -33,7 +34,7 @@ class CrashLog(logging.Handler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))
 
     def _open(self) -> Path:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        stamp = compact_utc(datetime.now(UTC))
         name = f"cas-audit-{stamp}-{os.getpid()}.log"
         for folder in (log_folder(), Path(tempfile.gettempdir())):
             try:

@@ -30,20 +30,33 @@ def iso_utc_ms(moment: datetime) -> str:
     return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def compact_utc(moment: datetime) -> str:
+    """20261120T100000Z: UTC to the second, for file names."""
+    return as_utc(moment).strftime("%Y%m%dT%H%M%SZ")
+
+
+def registry_day(day: date) -> str:
+    """20261120: a day as the Windows registry writes one (InstallDate of an update)."""
+    return day.strftime("%Y%m%d")
+
+
 def iso(value: datetime | None) -> str | None:
     """`iso_utc`, with None staying None."""
     return None if value is None else iso_utc(value)
 
 
-def iso_exact(value: datetime | None) -> str | None:
-    """2026-11-20T10:00:00.123456+00:00: UTC with the microseconds, as the history's documents
-    keep it, so a value read back equals the value written. None stays None; a naive
+def exact_utc(moment: datetime) -> str:
+    """2026-11-20T10:00:00.123456+00:00: UTC with the microseconds, as the history keeps a
+    time in its documents, so a value read back equals the value written. A naive
     datetime is refused (ValueError): the store is given aware ones."""
-    if value is None:
-        return None
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()} given to the store: pass an aware datetime")
-    return value.astimezone(UTC).isoformat()
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment.isoformat()} given to the store: pass an aware datetime")
+    return moment.astimezone(UTC).isoformat()
+
+
+def iso_exact(value: datetime | None) -> str | None:
+    """`exact_utc`, with None staying None."""
+    return None if value is None else exact_utc(value)
 
 
 def parse_iso_exact(text: str | None) -> datetime | None:
