@@ -426,22 +426,6 @@ def test_discover_from_a_management_host_with_a_delegated_ticket(krb_lab: Kerber
     assert refused.returncode == 2 and "second hop" in refused.stderr
 
 
-def test_discover_with_a_ticket_that_cannot_be_forwarded_meets_the_second_hop(krb_lab: KerberosLab,
-                                                                               tmp_path: Path) -> None:
-    """--delegate asks for delegation, but a ticket from `kinit` without -f cannot be
-    forwarded: the lab's logon then holds no credentials to pass on, and Get-ExchangeServer
-    fails on the host as on Windows (docs/lab.md, "The domain")."""
-    ccache = tmp_path / "ccache"
-    krb_lab.realm._run("kinit", "-F", "-c", f"FILE:{ccache}", f"{USER}@{REALM}", stdin=PASSWORD + "\n")
-    out = tmp_path / "cas.toml"
-    failed = cas_audit(krb_lab, "inventory", "discover", "--from", f"cas01.{DOMAIN}", "--auth", "kerberos",
-                       "--delegate", "--scheme", "http", "--port", str(krb_lab.lab.port("CAS01")),
-                       "--username", f"{USER}@{REALM}", "--out", str(out), ccache=ccache)
-    assert failed.returncode == 3, failed.stderr
-    assert "An operations error occurred" in failed.stderr and "second hop" in failed.stderr
-    assert not out.exists()
-
-
 def test_discover_from_without_a_forwardable_ticket_names_the_second_hop(krb_lab: KerberosLab,
                                                                         tmp_path: Path) -> None:
     """--delegate asks for delegation, but a ticket that is not forwardable cannot be
@@ -454,4 +438,5 @@ def test_discover_from_without_a_forwardable_ticket_names_the_second_hop(krb_lab
                      "--username", f"{USER}@{REALM}", "--out", str(out), ccache=ccache)
     assert done.returncode == 3, done.stderr
     assert "second hop" in done.stderr and "inventory discover --ldap DC" in done.stderr
+    assert "An operations error occurred" in done.stderr  # what the lab's Get-ExchangeServer met
     assert not out.exists()
