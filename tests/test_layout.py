@@ -22,6 +22,9 @@ STAGE_ORDER: dict[str, int] = {
     "store": 3,
     "judge": 4,
     "report": 5,
+    # remedy (fix plan) reads the store, the judge's policy and the parser like the report
+    # does; only the drivers import it
+    "remedy": 5,
     "scan": 6, "demo": 6, "cli": 6, "__main__": 6, "__init__": 6,
 }
 LAB_MAY_IMPORT = {"lab", "collect", "parse", "util", "errors", "facts", "inventory"}
