@@ -48,6 +48,7 @@ DESIGN: dict[str, tuple[set[str], list[str]]] = {
     "db upgrade": ({"--db"}, []),
     "lab serve": ({"--inventory-out"}, ["fleet"]),
     "demo": (set(), []),
+    "fix plan": ({"--db", "--run", "--policy", "--rule", "--server", "--out"}, []),
 }
 
 
