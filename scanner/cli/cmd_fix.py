@@ -54,7 +54,7 @@ def plan(db_url: str | None, run: str, policy_path: Path | None, rules: tuple[st
       cas-audit fix plan --run 7 --rule XS-001 --server 'CAS0*' --out chg-1234
     """
     from scanner.judge.policy import Policy, load_policy
-    from scanner.remedy.plan import PLAN_RULES, build_plan, gather, write_plan
+    from scanner.remedy.plan import PLAN_RULES, build_plan, clean_text, gather, write_plan
 
     for rule in rules:
         if rule not in RULE_IDS:
@@ -74,7 +74,7 @@ def plan(db_url: str | None, run: str, policy_path: Path | None, rules: tuple[st
     result = build_plan(gather(store, run_id), policy, datetime.now(UTC), rules=rules, servers=servers)
     write_plan(result, out)
     for refused in result.refused:
-        output.warning(f"refused {refused['server']} {refused['protocol']}: {refused['reason']}", event="fix_refused",
+        output.warning(f"refused {clean_text(refused['server'])} {refused['protocol']}: {refused['reason']}", event="fix_refused",
                        server=refused["server"], protocol=refused["protocol"])
     output.result("fix_plan", f"plan of run {run_id} written to {out}: {len(result.changes)} change(s), "
                   f"{len(result.refused)} refused, {len(result.unchanged)} without change",
