@@ -24,14 +24,15 @@ def _quote(value: str, q: str) -> str:
 @st.composite
 def entry(draw: st.DrawFn) -> str:
     q = draw(st.sampled_from(['"', "'"]))
-    pad = draw(st.sampled_from(["", " ", "  ", "\t"]))
+    pad = draw(st.sampled_from(["", " ", "  ", "\t", "\n      "]))
+    eq = draw(st.sampled_from(["=", " = ", "=\t"]))
     kind = draw(st.sampled_from(["add", "add", "add-other", "remove", "remove-other", "clear", "comment", "no-value"]))
     key = draw(st.sampled_from(KEYS))
     if kind == "add":
         value = draw(st.sampled_from(VALUES))
-        return f"<add{pad} key={_quote(key, q)}{pad} value={_quote(value, q)}{pad}/>"
+        return f"<add{pad} key{eq}{_quote(key, q)}{pad} value{eq}{_quote(value, q)}{pad}/>"
     if kind == "no-value":
-        return f"<add key={_quote(key, q)}{pad}/>"
+        return f"<add key{eq}{_quote(key, q)}{pad}/>"
     if kind == "add-other":
         return f'<add key={_quote("SomethingElse", q)} value={_quote("1", q)} />'
     if kind == "remove":
