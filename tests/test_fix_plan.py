@@ -149,3 +149,62 @@ def test_clean_text_keeps_reviewers_safe() -> None:
     assert clean_text("a\x1b[31mb\u202ec\r\td") == "a\\x1b[31mb\\u202ec\\x0d\td"
     diff = unified_diff(b"<a>\x1b]0;x\x07</a>\r\n", b"<a>y</a>\r\n", "C:\\x\x1b.config")
     assert "\x1b" not in diff and "\x07" not in diff and "\\x1b" in diff
+
+
+def _observation(name: str, path: str, content: bytes) -> Any:
+    from scanner.parse.observe import ProtocolObservation, ServerObservation
+
+    started = datetime(2026, 12, 1, tzinfo=UTC)
+    pop3 = ProtocolObservation(
+        protocol="pop3", allow_cross_site=True, value_source="file", config_status="ok", raw_value="true",
+        config_path=path, config_sha256=hashlib.sha256(content).hexdigest(), config_bytes=content,
+        config_length=len(content), config_modified=started, config_encoding="utf-8", key_notes=(),
+        service="Running", start_mode="Auto", service_started=started, pending_restart=False)
+    return ServerObservation(name=name, address="127.0.0.1", site="Berlin", scan_status="ok", started_at=started,
+                             finished_at=started, protocols={"pop3": pop3})
+
+
+def test_hostile_names_and_paths_stay_inert(tmp_path: Path) -> None:
+    """Server names become safe, distinct file names; paths with '%', quotes, "'@" and
+    escapes reach the script only as data; diffs and the plan show no terminal escape."""
+    from scanner.judge.policy import Policy
+    from scanner.remedy.plan import PlanInputs, build_plan, write_plan
+    from scanner.store.findings import FindingRow
+
+    names = ["..\\CON\x1b[2J", "../CON\x1b[2J", "nul"]
+    path = "C:\\Ex'@ \"%TEMP%\\$(rm)\u202e\\Microsoft.Exchange.Pop3.exe.config"
+    content = TRUE_FILE.replace(b"<appSettings>", "<!-- \u202e[31m --><appSettings>".encode())
+    observations = {n.casefold(): _observation(n, path, content) for n in names}
+    findings = [FindingRow(rule="XS-001", severity="high", state="new", server_name=n, site="Berlin",
+                           protocol="pop3", message="m") for n in names]
+    inputs = PlanInputs(run_id=1, findings=findings, observations=observations,
+                        latest={n.casefold(): (1, o) for n, o in observations.items()}, pre_upgrade={})
+    plan = build_plan(inputs, Policy(), datetime(2026, 12, 6, tzinfo=UTC))
+    files = [n for pair in plan.scripts.values() for n in pair.values()]
+    assert len(set(files)) == 6 and all("/" not in f and "\\" not in f and "\x1b" not in f for f in files)
+    assert all(f.split(".")[0].upper() not in ("CON", "NUL") for f in files)
+    write_plan(plan, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([*files, "plan.json"])
+    text = (tmp_path / "out" / "plan.json").read_text()
+    assert "\x1b" not in text and "\u202e" not in text
+    for change in plan.changes:
+        assert "\u202e" not in change["diff"] and "\\u202e[31m" in change["diff"] and change["after_value"] is False
+        assert "\u202e" not in change["config_path"]
+    for name in files:
+        source = (tmp_path / "out" / name).read_bytes().decode("utf-8-sig")
+        assert pslint.syntax_errors(source) == [] and pslint.lint(source) == []
+        assert read_script_data(source).changes[0].path == path
+
+
+def test_a_path_with_control_characters_is_refused() -> None:
+    from scanner.judge.policy import Policy
+    from scanner.remedy.plan import PlanInputs, build_plan
+    from scanner.store.findings import FindingRow
+
+    obs = _observation("CAS01", "C:\\x\x1b[2J\\Microsoft.Exchange.Pop3.exe.config", TRUE_FILE)
+    finding = FindingRow(rule="XS-001", severity="high", state="new", server_name="CAS01", site="Berlin",
+                         protocol="pop3", message="m")
+    plan = build_plan(PlanInputs(run_id=1, findings=[finding], observations={"cas01": obs},
+                                 latest={"cas01": (1, obs)}, pre_upgrade={}), Policy(), datetime(2026, 12, 6, tzinfo=UTC))
+    assert plan.changes == [] and "control characters" in plan.refused[0]["reason"]
+    assert "\x1b" not in plan.refused[0]["config_path"]

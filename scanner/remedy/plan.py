@@ -174,6 +174,8 @@ def _one(inputs: PlanInputs, policy: Policy, name: str, protocol: str, rules: li
             return {**head, "reason": (f"the file changed since run {inputs.run_id}: the latest scan (run {latest[0]}) "
                                        "saw other bytes; plan from the latest run")}
     head["config_path"] = clean_text(p.config_path)
+    if any(ord(ch) < 0x20 or ch in "\ufffe\uffff" for ch in p.config_path):
+        return {**head, "reason": "the file's path holds control characters, which no Windows path has"}
     baseline = policy.baseline(obs.name, obs.site, protocol).allow_cross_site
     edit_rules = [r for r in rules if r in ("XS-001", "XS-002", "XS-003")]
     restart = "XS-005" in rules
