@@ -47,6 +47,12 @@ class StoreError(CasAuditError):
     exit_code = ExitCode.INTERNAL
 
 
+class TamperedError(CasAuditError):
+    """`verify` or `verify-report` found that what it checks changed (exit 1: broken)."""
+
+    exit_code = ExitCode.FINDINGS
+
+
 class OutputError(CasAuditError):
     """An output (file, stdout) could not be written: closed pipe, full disk, no permission."""
 

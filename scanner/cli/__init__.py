@@ -10,6 +10,7 @@ from scanner.cli import (  # noqa: F401 - registers the commands
     cmd_prune,
     cmd_report,
     cmd_scan,
+    cmd_verify,
 )
 from scanner.cli.app import cli, main
 

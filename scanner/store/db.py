@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -266,11 +267,30 @@ def upgrade(engine: Engine) -> None:
                 if current_revision(conn) == head:
                     return
                 command.upgrade(alembic_config(conn), "head")
+                if current is not None and current < SEAL_CHAIN_REVISION:
+                    _seal_existing_runs(conn)
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
                     raise StoreError("the schema upgrade left rows that break a foreign key; nothing was changed")
         finally:
             if sqlite:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
+
+
+SEAL_CHAIN_REVISION = "0008"  # the revision that added the seal chain (seal.py)
+
+
+def _seal_existing_runs(conn: Connection) -> None:
+    """An upgrade from before the seal chain: seal the runs that finished before it, in run
+    id order, in the upgrade's transaction (docs/seal.md)."""
+    from sqlalchemy.orm import Session
+
+    from scanner.store.seal import seal_backlog
+
+    with Session(bind=conn, join_transaction_mode="create_savepoint") as session:
+        sealed = seal_backlog(session, datetime.now(UTC))
+        session.commit()
+    if sealed:
+        log.warning("sealed the %d run(s) recorded before the seal chain existed", len(sealed))
 
 
 def _upgrade_notice(engine: Engine, current: str | None, head: str | None) -> str:

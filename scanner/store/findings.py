@@ -3,6 +3,7 @@ them back, with the findings the run resolved."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +16,9 @@ from scanner.store.base import StoreBase, chunks
 from scanner.store.documents import finding_document, finding_fields
 from scanner.store.models import Document, Finding, ResolvedFinding
 from scanner.store.record import document_ids
+from scanner.store.seal import is_sealed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class Findings(StoreBase):
         """Store the findings and resolved findings of a run, replacing any saved before."""
         with self._write(f"save the findings of run {run_id}") as session:
             self._require_run(session, run_id)
+            if is_sealed(session, run_id):  # recorded aborted (and sealed) by another command meanwhile
+                log.warning("run %d was sealed (recorded aborted) before its findings were saved: they are "
+                            "not added to it", run_id)
+                return
             session.execute(delete(Finding).where(Finding.run_id == run_id))
             session.execute(delete(ResolvedFinding).where(ResolvedFinding.run_id == run_id))
             keys = sorted({f.server_name.casefold() for f in findings if f.server_name})

@@ -317,3 +317,21 @@ class ResolvedFinding(Base):
     rule: Mapped[str] = mapped_column(String(32))
     server_name: Mapped[str | None]
     protocol: Mapped[str | None] = mapped_column(String(16))
+
+
+class SealEntry(Base):
+    """One link of the history's seal chain (scanner/store/seal.py): a finished run, or a
+    prune checkpoint, in the order they were sealed. `digest` is the SHA-256 of the
+    canonical encoding of what the entry covers, `seal` the chain hash over the previous
+    entry's seal and that digest. No foreign key: a pruned run's link stays."""
+
+    __tablename__ = "seal_chain"
+    __table_args__ = (CheckConstraint("kind IN ('run', 'checkpoint')", name="kind"),)
+
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[int | None] = mapped_column(unique=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    seal: Mapped[str] = mapped_column(String(64))
+    sealed_at: Mapped[datetime]
+    body: Mapped[str | None] = mapped_column(Text)  # a checkpoint: what prune removed

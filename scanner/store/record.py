@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -26,6 +27,9 @@ from scanner.store.models import (
     Server,
     ServerScan,
 )
+from scanner.store.seal import is_sealed
+
+log = logging.getLogger(__name__)
 
 
 class Recording(StoreBase):
@@ -65,6 +69,10 @@ class Recording(StoreBase):
         doing = (f"record the scan of {names[0]}" if len(names) == 1
                  else f"record the scans of {len(names)} servers ({', '.join(names[:3])}, ...)")
         with self._write(doing) as session:
+            if is_sealed(session, run_id):  # recorded aborted (and sealed) by another command meanwhile
+                log.warning("run %d was sealed (recorded aborted) before %s were recorded: not added to it",
+                            run_id, ", ".join(names[:3]) + (", ..." if len(names) > 3 else ""))
+                return
             server_ids = {key: self._server_id_cache[key] for name in names
                           if (key := name.casefold()) in self._server_id_cache}
             unknown = [name for name in names if name.casefold() not in server_ids]

@@ -26,6 +26,8 @@ from scanner.store.queries import Queries
 from scanner.store.record import Recording
 from scanner.store.retention import Retention
 from scanner.store.runs import PlannedServer, Runs
+from scanner.store.seal import Verification
+from scanner.store.sealing import Seals
 
 __all__ = [
     "FindingRow",
@@ -33,6 +35,7 @@ __all__ = [
     "RunRow",
     "Store",
     "UnknownRunError",
+    "Verification",
     "default_url",
     "open_store",
     "upgrade_database",
@@ -41,7 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Store(Runs, Recording, Findings, Queries, Retention):
+class Store(Runs, Recording, Findings, Queries, Retention, Seals):
     """The history database of one installation (one Engine, a session per call)."""
 
 

@@ -9,7 +9,8 @@ What a kept run refers to stays with it: `Store.delete_runs` removes only docume
 config files that no remaining scan or finding refers to. What a kept run's report reads
 from removed runs (its Changes sheet and trend) is kept as that run's context
 (`run_contexts`, written by the caller's `keep_evidence`), so its reports regenerate
-byte for byte.
+byte for byte. The removed runs' links of the seal chain stay, and a checkpoint link
+names them with their digests (seal.py), so `cas-audit verify` still checks the rest.
 
 Prune and scans exclude each other. `prune --apply` removes nothing while a run is
 `running`: it waits up to `wait_s` for the scans to finish (saying so), then refuses
@@ -52,6 +53,7 @@ from scanner.store.models import (
     Server,
     ServerScan,
 )
+from scanner.store.seal import checkpoint
 from scanner.util.timefmt import iso_utc
 
 POLL_S = 2.0  # how often a waiting prune looks whether the scans have finished
@@ -77,7 +79,7 @@ class History(Protocol):
                          finished_by: datetime | None = None) -> list[FindingRow]: ...
 
     def delete_runs(self, run_ids: Sequence[int], *, apply: bool, contexts: Mapping[int, str] | None = None,
-                    newest_run: int | None = None) -> dict[str, int]: ...
+                    newest_run: int | None = None, before: datetime | None = None) -> dict[str, int]: ...
 
     def abort_dead_runs(self, now: datetime | None = None) -> list[int]: ...
 
@@ -179,7 +181,8 @@ def prune(store: History, before: datetime, *, apply: bool, now: datetime, wait_
         removed = [r.id for r in result.removed]
         contexts = dict(keep_evidence(removed)) if keep_evidence is not None and removed else {}
         try:
-            counts = store.delete_runs(removed, apply=apply, contexts=contexts, newest_run=result.newest_run)
+            counts = store.delete_runs(removed, apply=apply, contexts=contexts, newest_run=result.newest_run,
+                                       before=before)
         except _HistoryMoved:
             continue  # a scan began after the plan: wait for it and plan again
         return replace(result, applied=apply, counts=counts)
@@ -189,7 +192,7 @@ class Retention(StoreBase):
     """Deleting old runs."""
 
     def delete_runs(self, run_ids: Sequence[int], *, apply: bool, contexts: Mapping[int, str] | None = None,
-                    newest_run: int | None = None) -> dict[str, int]:
+                    newest_run: int | None = None, before: datetime | None = None) -> dict[str, int]:
         """Delete runs with everything only they refer to; returns what went, by table.
 
         Cascades to the runs' server scans, observations, refused logons, findings,
@@ -213,7 +216,8 @@ class Retention(StoreBase):
                 # pragma only takes effect outside a transaction.)
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")  # type: ignore[union-attr]
             try:
-                self._delete_in(conn, run_ids, apply=apply, contexts=contexts, newest_run=newest_run, counts=counts)
+                self._delete_in(conn, run_ids, apply=apply, contexts=contexts, newest_run=newest_run, counts=counts,
+                                before=before or self._now(), now=self._now())
             finally:
                 if sqlite:
                     conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
@@ -221,7 +225,7 @@ class Retention(StoreBase):
 
     @staticmethod
     def _delete_in(conn: Any, run_ids: Sequence[int], *, apply: bool, contexts: Mapping[int, str] | None,
-                   newest_run: int | None, counts: dict[str, int]) -> None:
+                   newest_run: int | None, counts: dict[str, int], before: datetime, now: datetime) -> None:
         with Session(bind=conn) as session:
             session.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
             try:
@@ -232,6 +236,8 @@ class Retention(StoreBase):
                     newest = session.scalar(select(func.max(ScanRun.id)))
                     if running or (newest_run is not None and newest != newest_run):
                         raise _HistoryMoved
+                if apply and run_ids:  # the removed runs' links stay, named by a checkpoint (seal.py)
+                    checkpoint(session, sorted(set(run_ids)), before, now)
                 counts.update(_delete_runs(session, sorted(set(run_ids))))
                 if contexts:
                     session.execute(delete(RunContext).where(RunContext.run_id.in_(list(contexts))))

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import func, insert, select, update
 
@@ -23,6 +24,7 @@ from scanner.store.models import (
     ServerScan,
     run_row,
 )
+from scanner.store.seal import is_sealed, seal_run
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class Runs(StoreBase):
             current = self._require_run(session, run_id)
             if current.status == "aborted" and status != "aborted":
                 status, reason = "aborted", current.end_reason
+            if is_sealed(session, run_id):  # recorded aborted and sealed by another command
+                return cast(RunStatus, current.status)
             counts = dict(
                 session.execute(
                     select(ServerScan.scan_status, func.count()).where(ServerScan.run_id == run_id).group_by(ServerScan.scan_status)
@@ -141,6 +145,7 @@ class Runs(StoreBase):
                     end_reason=reason,
                 )
             )
+            seal_run(session, run_id, self._now())
         return status
 
     def abort_dead_runs(self, now: datetime | None = None) -> list[int]:
@@ -169,7 +174,9 @@ class Runs(StoreBase):
                     .values(status="aborted", finished_at=max(last, run_started), end_reason=reason,
                             servers_scanned=counts.get("ok", 0), servers_failed=counts.get("error", 0))
                 )
-            if getattr(result, "rowcount", 0):  # another command may have recorded it first
+                if getattr(result, "rowcount", 0):  # another command may have recorded it first
+                    seal_run(session, run_id, self._now())
+            if getattr(result, "rowcount", 0):
                 dead.append(run_id)
         return dead
 

@@ -1,0 +1,346 @@
+"""The history's seal chain: a tamper-evident record of every finished run.
+
+When a run ends (complete, partial or aborted, also when the next command records a dead
+scanner's run aborted) it is *sealed* in the same transaction: the SHA-256 `digest` of
+the canonical encoding of everything the run recorded, and the chain hash
+
+    seal = SHA-256("cas-audit-seal/1\\n" + kind + "\\n" + previous seal + "\\n" + digest)
+
+stored at the next `position` of `seal_chain` (the first link's previous seal is 64 zeros).
+Sealing takes a lock first (PostgreSQL: an advisory transaction lock; SQLite: the write
+lock every write transaction holds), so concurrent scanners seal one after another, in the
+order they finish, and the position is stored: `verify` follows it.
+
+`prune` removes runs but their links stay; it appends a *checkpoint* link whose body names
+every removed run with its position and digest, and the seal of the link before it (the
+boundary), so the rest of the chain stays verifiable without the removed rows.
+
+The canonical encoding (docs/seal.md) is JSON with sorted keys, ASCII only, no spaces;
+times as `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC; row ids that are not content are left out,
+but order is kept (lists in the order the rows were written). The documents a run refers
+to and the config files they name enter by their SHA-256, recomputed from the stored bytes
+whenever a digest is computed, so the encoding is the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from scanner.store.documents import digest as document_key
+from scanner.store.documents import reference_sha256
+from scanner.store.models import (
+    ConfigBlob,
+    Document,
+    Finding,
+    Observation,
+    RefusedLogon,
+    ResolvedFinding,
+    RunServer,
+    ScanRun,
+    SealEntry,
+    Server,
+    ServerScan,
+)
+
+SEAL_VERSION = "cas-audit-seal/1"
+GENESIS = "0" * 64
+PG_SEAL_LOCK_KEY = 0x6361_7373_6561_6C73  # "cassseals": held while a link is appended
+#: The revision that introduced the chain: an upgrade from before it seals the finished runs.
+CHAIN_REVISION = "0008"
+_CHUNK = 500
+
+
+def when(value: datetime | None) -> str | None:
+    """A time in the canonical encoding: UTC, microseconds, `Z`."""
+    if value is None:
+        return None
+    v = value.astimezone(UTC) if value.tzinfo is not None else value
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+            f".{v.microsecond:06d}Z")
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return when(value)
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    return value
+
+
+def canonical(value: Any) -> bytes:
+    """The canonical bytes of a JSON-able value (sorted keys, ASCII, compact)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"),
+                      allow_nan=False).encode("ascii")
+
+
+def chain_hash(previous: str, kind: str, digest: str) -> str:
+    """The seal of a link: over the previous link's seal and this link's digest."""
+    return hashlib.sha256(f"{SEAL_VERSION}\n{kind}\n{previous}\n{digest}".encode("ascii")).hexdigest()
+
+
+class ContentReader:
+    """Computes run digests, hashing each document and config file once (from its stored bytes)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._documents: dict[int, tuple[str, tuple[str, ...]]] = {}  # id -> (hash, config file keys)
+        self._blobs: dict[str, str | None] = {}  # claimed sha256 -> sha256 of the stored bytes
+
+    def _load_documents(self, ids: Iterable[int]) -> None:
+        missing = sorted({i for i in ids if i not in self._documents})
+        for start in range(0, len(missing), _CHUNK):
+            chunk = missing[start:start + _CHUNK]
+            for doc_id, kind, body in self._session.execute(
+                    select(Document.id, Document.kind, Document.body).where(Document.id.in_(chunk))):
+                files: tuple[str, ...] = ()
+                if kind == "protocol":
+                    try:
+                        state = json.loads(body)
+                    except ValueError:
+                        state = {}
+                    if isinstance(state, dict):
+                        files = tuple(sha for sha in (state.get("config_sha256"), reference_sha256(state))
+                                      if isinstance(sha, str))
+                self._documents[doc_id] = (document_key(kind, body), files)
+
+    def _load_blobs(self, keys: Iterable[str]) -> None:
+        missing = sorted({k for k in keys if k not in self._blobs})
+        for start in range(0, len(missing), _CHUNK):
+            chunk = missing[start:start + _CHUNK]
+            found = dict(self._session.execute(select(ConfigBlob.sha256, ConfigBlob.content)
+                                               .where(ConfigBlob.sha256.in_(chunk))).all())
+            for key in chunk:
+                content = found.get(key)
+                self._blobs[key] = None if content is None else hashlib.sha256(content).hexdigest()
+
+    def _document(self, doc_id: int) -> dict[str, Any]:
+        known = self._documents.get(doc_id)
+        if known is None:
+            return {"missing": True}
+        sha, files = known
+        entry: dict[str, Any] = {"sha256": sha}
+        if files:
+            entry["files"] = [[key, self._blobs.get(key)] for key in files]
+        return entry
+
+    def content(self, run_id: int) -> dict[str, Any] | None:
+        """Everything run `run_id` recorded, in the canonical structure (None: no such run)."""
+        s = self._session
+        run = s.execute(select(ScanRun.__table__).where(ScanRun.id == run_id)).mappings().first()
+        if run is None:
+            return None
+        planned = [[name, position, address, site] for name, position, address, site in s.execute(
+            select(Server.name, RunServer.position, RunServer.address, RunServer.inventory_site)
+            .join(Server, Server.id == RunServer.server_id).where(RunServer.run_id == run_id)
+            .order_by(RunServer.position))]
+        scans = s.execute(
+            select(ServerScan.id, Server.name, ServerScan.scan_status, ServerScan.error_kind, ServerScan.error_message,
+                   ServerScan.started_at, ServerScan.finished_at, ServerScan.events_since, ServerScan.site,
+                   ServerScan.state_id)
+            .join(Server, Server.id == ServerScan.server_id).where(ServerScan.run_id == run_id)).all()
+        observations = s.execute(
+            select(Observation.id, Observation.server_scan_id, Observation.protocol, Observation.state_id)
+            .join(ServerScan, ServerScan.id == Observation.server_scan_id).where(ServerScan.run_id == run_id)
+            .order_by(Observation.id)).all()
+        refused: dict[int, list[list[Any]]] = defaultdict(list)
+        for observation_id, at, user, mailbox_site, cas in s.execute(
+                select(RefusedLogon.observation_id, RefusedLogon.at, RefusedLogon.user_name,
+                       RefusedLogon.mailbox_site, RefusedLogon.cas)
+                .join(Observation, Observation.id == RefusedLogon.observation_id)
+                .join(ServerScan, ServerScan.id == Observation.server_scan_id)
+                .where(ServerScan.run_id == run_id).order_by(RefusedLogon.id)):
+            refused[observation_id].append([when(at), user, mailbox_site, cas])
+        findings = s.execute(
+            select(Server.name, Finding.body_id, Finding.extra).outerjoin(Server, Server.id == Finding.server_id)
+            .where(Finding.run_id == run_id).order_by(Finding.id)).all()
+        resolved = [[rule, server, protocol] for rule, server, protocol in s.execute(
+            select(ResolvedFinding.rule, ResolvedFinding.server_name, ResolvedFinding.protocol)
+            .where(ResolvedFinding.run_id == run_id).order_by(ResolvedFinding.id))]
+        self._load_documents([row.state_id for row in scans] + [row.state_id for row in observations]
+                             + [row.body_id for row in findings])
+        self._load_blobs(key for doc_id in {row.state_id for row in observations}
+                         for key in self._documents.get(doc_id, ("", ()))[1])
+        by_scan: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for obs_id, scan_id, protocol, state_id in observations:
+            by_scan[scan_id].append({"protocol": protocol, "state": self._document(state_id),
+                                     "refused_logons": refused.get(obs_id, [])})
+        scan_entries = sorted(
+            ({"server": row.name, "scan_status": row.scan_status, "error_kind": row.error_kind,
+              "error_message": row.error_message, "started_at": when(row.started_at),
+              "finished_at": when(row.finished_at), "events_since": when(row.events_since), "site": row.site,
+              "state": self._document(row.state_id), "observations": by_scan.get(row.id, [])}
+             for row in scans),
+            key=lambda entry: entry["server"])
+        return {
+            "run": {key: _value(value) for key, value in run.items()},
+            "planned": planned,
+            "scans": scan_entries,
+            "findings": [[name, self._document(body_id), extra] for name, body_id, extra in findings],
+            "resolved": resolved,
+        }
+
+    def digest(self, run_id: int) -> str | None:
+        """SHA-256 of the run's canonical encoding (None: no such run)."""
+        content = self.content(run_id)
+        return None if content is None else hashlib.sha256(canonical(content)).hexdigest()
+
+
+def _lock_chain(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_SEAL_LOCK_KEY})
+
+
+def _append(session: Session, *, kind: str, run_id: int | None, digest: str, now: datetime,
+            body: str | None = None) -> SealEntry:
+    last = session.execute(select(SealEntry.position, SealEntry.seal)
+                           .order_by(SealEntry.position.desc()).limit(1)).first()
+    position, previous = (last[0] + 1, last[1]) if last is not None else (1, GENESIS)
+    entry = SealEntry(position=position, kind=kind, run_id=run_id, digest=digest,
+                      seal=chain_hash(previous, kind, digest), sealed_at=now, body=body)
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def seal_run(session: Session, run_id: int, now: datetime) -> str:
+    """Seal a finished run inside the caller's write transaction (after its last write);
+    returns its seal. A run sealed before keeps its seal."""
+    _lock_chain(session)
+    existing = session.scalar(select(SealEntry.seal).where(SealEntry.run_id == run_id))
+    if existing is not None:
+        return existing
+    digest = ContentReader(session).digest(run_id)
+    if digest is None:
+        raise ValueError(f"no run {run_id} to seal")
+    return _append(session, kind="run", run_id=run_id, digest=digest, now=now).seal
+
+
+def is_sealed(session: Session, run_id: int) -> bool:
+    """Whether the run has a link in the chain (nothing of it may change any more)."""
+    return session.scalar(select(SealEntry.position).where(SealEntry.run_id == run_id)) is not None
+
+
+def run_seal(session: Session, run_id: int) -> str | None:
+    """The run's seal, None while it is not sealed."""
+    return session.scalar(select(SealEntry.seal).where(SealEntry.run_id == run_id))
+
+
+def head_seal(session: Session) -> str | None:
+    """The newest link's seal (None: an empty chain)."""
+    return session.scalar(select(SealEntry.seal).order_by(SealEntry.position.desc()).limit(1))
+
+
+def checkpoint(session: Session, removed_run_ids: Sequence[int], before: datetime, now: datetime) -> str | None:
+    """Append prune's checkpoint for `removed_run_ids` (before they are deleted, inside the
+    deleting transaction); returns its seal (None when no sealed run is removed)."""
+    _lock_chain(session)
+    rows = session.execute(select(SealEntry.run_id, SealEntry.position, SealEntry.digest)
+                           .where(SealEntry.run_id.in_(list(removed_run_ids))).order_by(SealEntry.position)).all()
+    if not rows:
+        return None
+    boundary = head_seal(session) or GENESIS
+    body = canonical({"removed": [{"run_id": run_id, "position": position, "digest": digest}
+                                  for run_id, position, digest in rows],
+                      "before": when(before), "boundary_seal": boundary}).decode("ascii")
+    return _append(session, kind="checkpoint", run_id=None, now=now, body=body,
+                   digest=hashlib.sha256(body.encode("ascii")).hexdigest()).seal
+
+
+def seal_backlog(session: Session, now: datetime) -> list[int]:
+    """Seal every finished run not sealed yet, in run id order (an upgrade from before the
+    chain existed: `scanner.store.db.upgrade`). Returns the run ids sealed."""
+    _lock_chain(session)
+    sealed = set(session.scalars(select(SealEntry.run_id).where(SealEntry.run_id.is_not(None))))
+    pending = [run_id for run_id in session.scalars(select(ScanRun.id).where(ScanRun.status != "running")
+                                                     .order_by(ScanRun.id)) if run_id not in sealed]
+    reader = ContentReader(session)
+    for run_id in pending:
+        digest = reader.digest(run_id)
+        assert digest is not None
+        _append(session, kind="run", run_id=run_id, digest=digest, now=now)
+    return pending
+
+
+@dataclass(frozen=True)
+class Break:
+    """Where the chain stops matching the history."""
+
+    position: int | None
+    run_id: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    links: int  # links checked
+    runs: int  # runs recomputed from their rows
+    pruned: int  # runs removed by prune, covered by a checkpoint
+    head: str | None  # the last link's seal
+    broken: Break | None
+
+
+def verify_chain(session: Session) -> Verification:
+    """Recompute the chain from the history's rows; stop at the first link that does not match."""
+    entries = session.execute(select(SealEntry.position, SealEntry.kind, SealEntry.run_id, SealEntry.digest,
+                                     SealEntry.seal, SealEntry.body).order_by(SealEntry.position)).all()
+    existing = set(session.scalars(select(ScanRun.id)))
+    finished = set(session.scalars(select(ScanRun.id).where(ScanRun.status != "running")))
+    pruned: dict[int, tuple[int, str]] = {}  # run id -> (position, digest) as a checkpoint names it
+    for entry in entries:
+        if entry.kind == "checkpoint" and entry.body:
+            try:
+                for item in json.loads(entry.body).get("removed", []):
+                    pruned[int(item["run_id"])] = (int(item["position"]), str(item["digest"]))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                pass  # an edited body: its own digest no longer matches below
+    reader = ContentReader(session)
+    previous, runs, removed = GENESIS, 0, 0
+
+    def result(broken: Break | None, count: int) -> Verification:
+        return Verification(count, runs, removed, entries[-1].seal if entries else None, broken)
+
+    sealed_runs = {entry.run_id for entry in entries if entry.run_id is not None}
+    unsealed = sorted(finished - sealed_runs)
+    for index, entry in enumerate(entries):
+        position, kind, run_id = entry.position, entry.kind, entry.run_id
+        if position != index + 1:
+            which = f": run {unsealed[0]} is finished but has no link" if unsealed else ""
+            return result(Break(index + 1, unsealed[0] if unsealed else None,
+                                f"link {index + 1} of the chain is missing{which}"), index)
+        if kind == "run" and run_id is not None:
+            if run_id in existing:
+                digest = reader.digest(run_id)
+                runs += 1
+            elif run_id in pruned and pruned[run_id][0] == position:
+                digest = pruned[run_id][1]
+                removed += 1
+            else:
+                return result(Break(position, run_id, f"run {run_id} was removed from the history "
+                                    "without a prune checkpoint"), index)
+        elif kind == "checkpoint":
+            digest = hashlib.sha256((entry.body or "").encode("utf-8", "surrogatepass")).hexdigest()
+        else:
+            return result(Break(position, run_id, f"link {position} is of an unknown kind"), index)
+        expected = chain_hash(previous, kind, digest or "")
+        if expected != entry.seal:
+            what = f"run {run_id}" if kind == "run" else f"the prune checkpoint at link {position}"
+            if digest != entry.digest:
+                why = f"{what} no longer matches its seal: what it recorded was changed"
+            else:
+                why = f"{what} is not where it was sealed: the order of the chain or a seal was changed"
+            return result(Break(position, run_id, why), index)
+        previous = entry.seal
+    if unsealed:
+        return result(Break(None, unsealed[0], f"run {unsealed[0]} is finished but not sealed "
+                            "(added to the history, or its link removed, outside cas-audit)"), len(entries))
+    return result(None, len(entries))
+
