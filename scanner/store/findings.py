@@ -16,7 +16,7 @@ from scanner.store.base import StoreBase, chunks
 from scanner.store.documents import finding_document, finding_fields
 from scanner.store.models import Document, Finding, ResolvedFinding
 from scanner.store.record import document_ids
-from scanner.store.seal import is_sealed
+from scanner.store.seal import is_sealed, reseal_tail
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,9 @@ class Findings(StoreBase):
     ) -> None:
         """Store the findings and resolved findings of a run, replacing any saved before."""
         with self._write(f"save the findings of run {run_id}") as session:
-            self._require_run(session, run_id)
-            if is_sealed(session, run_id):  # recorded aborted (and sealed) by another command meanwhile
+            run = self._require_run(session, run_id)
+            sealed = is_sealed(session, run_id)
+            if sealed and run.status == "aborted":  # recorded aborted (and sealed) by another command meanwhile
                 log.warning("run %d was sealed (recorded aborted) before its findings were saved: they are "
                             "not added to it", run_id)
                 return
@@ -90,6 +91,9 @@ class Findings(StoreBase):
             ]
             for resolved_chunk in chunks(resolved_rows):
                 session.execute(insert(ResolvedFinding), list(resolved_chunk))
+            if sealed and not reseal_tail(session, run_id):
+                log.warning("the findings of run %d were saved after later runs were sealed: "
+                            "`cas-audit verify` will name run %d", run_id, run_id)
 
     def findings(self, run_id: int) -> list[FindingRow]:
         """The findings saved for a run, in the order they were saved."""

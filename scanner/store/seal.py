@@ -224,6 +224,22 @@ def seal_run(session: Session, run_id: int, now: datetime) -> str:
     return _append(session, kind="run", run_id=run_id, digest=digest, now=now).seal
 
 
+def reseal_tail(session: Session, run_id: int) -> bool:
+    """Recompute the link of run `run_id` after a late write (findings saved after the run
+    was finished), when it is still the newest link (no seal depends on it yet). Returns
+    False when a later link exists: the run then no longer matches its seal."""
+    _lock_chain(session)
+    last = session.execute(select(SealEntry).order_by(SealEntry.position.desc()).limit(1)).scalar_one_or_none()
+    if last is None or last.run_id != run_id:
+        return False
+    previous = session.scalar(select(SealEntry.seal).where(SealEntry.position == last.position - 1)) or GENESIS
+    digest = ContentReader(session).digest(run_id)
+    assert digest is not None
+    last.digest, last.seal = digest, chain_hash(previous, "run", digest)
+    session.flush()
+    return True
+
+
 def is_sealed(session: Session, run_id: int) -> bool:
     """Whether the run has a link in the chain (nothing of it may change any more)."""
     return session.scalar(select(SealEntry.position).where(SealEntry.run_id == run_id)) is not None
