@@ -188,7 +188,7 @@ def test_an_upgrade_seals_the_runs_recorded_before_the_chain(sqlite_url: str) ->
         running = new_run(store, ("CAS01",))  # still running: sealed when it finishes
     engine = make_engine(sqlite_url)
     with engine.begin() as conn:
-        command.downgrade(alembic_config(conn), "0007")
+        command.downgrade(alembic_config(conn), "0008")
     engine.dispose()
     upgrade_database(sqlite_url)
     code, out = verify(sqlite_url)

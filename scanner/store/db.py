@@ -276,7 +276,7 @@ def upgrade(engine: Engine) -> None:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
 
 
-SEAL_CHAIN_REVISION = "0008"  # the revision that added the seal chain (seal.py)
+SEAL_CHAIN_REVISION = "0009"  # the revision that added the seal chain (seal.py)
 
 
 def _seal_existing_runs(conn: Connection) -> None:

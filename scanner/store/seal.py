@@ -54,8 +54,6 @@ from scanner.store.models import (
 SEAL_VERSION = "cas-audit-seal/1"
 GENESIS = "0" * 64
 PG_SEAL_LOCK_KEY = 0x6361_7373_6561_6C73  # "cassseals": held while a link is appended
-#: The revision that introduced the chain: an upgrade from before it seals the finished runs.
-CHAIN_REVISION = "0008"
 _CHUNK = 500
 
 
