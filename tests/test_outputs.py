@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from labfleet import demo_fleet, running
-from test_cli_errors import cas_audit, db_url, one_run
+from test_cli_errors import cas_audit, cas_audit_process, db_url, one_run
 
 from scanner.store.repo import open_store
 
-pytestmark = pytest.mark.slow  # each test runs the cas-audit command in a subprocess
+pytestmark = pytest.mark.slow  # the cas-audit command (CliRunner; a child process where stdout or a pipe is real)
 
 __all__ = ["one_run"]  # the fixture, used by name
 
@@ -119,7 +119,7 @@ def test_report_refuses_to_overwrite_without_force(one_run: Path, fmt: str) -> N
 @pytest.mark.parametrize("command", [("report", "--format", "json"), ("history",)])
 def test_stdout_on_a_full_disk_is_one_clean_line(one_run: Path, command: tuple[str, ...]) -> None:
     with open("/dev/full", "wb") as full:
-        result = cas_audit(one_run, *command, stdout=full.fileno())
+        result = cas_audit_process(one_run, *command, stdout=full.fileno())
     stderr = result.stderr.decode()
     assert result.returncode == 4, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
