@@ -89,8 +89,10 @@ class RawPeer:
         return True
 
     def _send(self, conn: socket.socket, data: bytes) -> None:
-        conn.sendall(data)
+        # counted before sending: a client that has read the answer finds it counted (counted
+        # after, a test reading `sent` as soon as the client gave up could see 0 on a loaded machine)
         self.sent += len(data)
+        conn.sendall(data)
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(1.0)
