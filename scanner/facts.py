@@ -92,7 +92,15 @@ def severity_rank(severity: str) -> int:
     return len(SEVERITIES) - 1 - SEVERITIES.index(severity) if severity in SEVERITIES else 0
 
 
-INACTIVE_STATES: tuple[str, ...] = ("waived",)  # finding states that do not count
+#: A finding's state in a run: new, persisting (seen before), waived, waiver-expired (its
+#: waiver ended: active again).
+FindingState = Literal["new", "persisting", "waived", "waiver-expired"]
+FINDING_STATES: tuple[FindingState, ...] = get_args(FindingState)
+InactiveState = Literal["waived"]  # finding states that do not count
+INACTIVE_STATES: tuple[InactiveState, ...] = get_args(InactiveState)
+#: A waiver of the policy in a run's report: in force, expired, or matching no finding.
+WaiverState = Literal["active", "expired", "unused"]
+WAIVER_STATES: tuple[WaiverState, ...] = get_args(WaiverState)
 
 
 def is_active(state: str) -> bool:

@@ -15,6 +15,7 @@ from scanner.cli import output
 from scanner.cli.app import cli
 from scanner.cli.cmd_preflight import PREFLIGHT_FORMATS, PreflightFormat
 from scanner.collect import ldapclient
+from scanner.parse import builds
 from scanner.report.write import REPORT_FORMATS, ReportFormat
 from scanner.store import models
 
@@ -51,6 +52,10 @@ TUPLES: list[tuple[tuple[str, ...], Any]] = [
     (facts.LAUNCH_METHODS, facts.LaunchMethod),
     (facts.NOTE_KINDS, facts.NoteKind),
     (facts.TRUNCATION_REASONS, facts.TruncationReason),
+    (facts.FINDING_STATES, facts.FindingState),
+    (facts.INACTIVE_STATES, facts.InactiveState),
+    (facts.WAIVER_STATES, facts.WaiverState),
+    (builds.BUILD_CHECKS, builds.BuildCheck),
     (REPORT_FORMATS, ReportFormat),
     (PREFLIGHT_FORMATS, PreflightFormat),
     (inventory.AUTHS, inventory.Auth),
@@ -88,6 +93,7 @@ def test_finished_and_bad_statuses_are_subsets() -> None:
     assert set(facts.FINISHED_STATUSES) < set(facts.RUN_STATUSES)
     assert set(facts.BAD_CONFIG_STATUSES) == set(facts.CONFIG_STATUSES) - {"ok"}
     assert set(inventory.LOGON_AUTHS) < set(inventory.AUTHS)
+    assert set(facts.INACTIVE_STATES) < set(facts.FINDING_STATES)
 
 
 def test_the_store_constrains_columns_to_the_vocabulary() -> None:

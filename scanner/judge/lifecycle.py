@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
+from scanner.facts import FindingState
 from scanner.judge.catalog import Catalog
 from scanner.judge.checks import CheckInput, RawFinding, finding_key, run_checks, server_site
 from scanner.judge.policy import Policy, Waiver
@@ -122,7 +123,7 @@ def _origin(row: FindingRow | None, previous_run_id: int | None) -> int | None:
 
 def _waiver_state(
     policy: Policy, rule: str, server: str | None, site: str | None, protocol: str | None, day: date
-) -> tuple[str | None, dict[str, Any] | None]:
+) -> tuple[FindingState | None, dict[str, Any] | None]:
     waiver: Waiver | None = policy.waiver_for(rule, server, site, protocol, day)
     if waiver is None:
         return None, None
@@ -142,6 +143,7 @@ def _row(
 ) -> FindingRow:
     severity = policy.severity_for(raw.rule, catalog.rule(raw.rule).severity)
     waiver_state, waiver = _waiver_state(policy, raw.rule, raw.server, raw.site, raw.protocol, day)
+    state: FindingState
     if before is not None:
         state = "persisting"
         first_run = before.first_seen_run_id if before.first_seen_run_id is not None else previous_run_id

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scanner.facts import is_active
+from scanner.facts import FindingState, WaiverState, is_active
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class FindingInfo:
 
     rule: str
     title: str
-    severity: str  # critical | high | medium | low | info, after policy overrides
-    state: str  # new | persisting | waived | waiver-expired
+    severity: str  # critical | high | medium | low | info (facts.Severity), after policy overrides
+    state: FindingState
     server: str | None
     site: str | None
     protocol: str | None
@@ -61,4 +61,4 @@ class WaiverInfo:
     approver: str
     created: str | None
     expires: str | None
-    state: str  # active | expired | unused
+    state: WaiverState

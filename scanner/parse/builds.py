@@ -15,6 +15,7 @@ import importlib.resources
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 _SP_MINOR = {"RTM": 0, "SP1": 1, "SP2": 2, "SP3": 3}
 _SP_ORDER = _SP_MINOR
@@ -219,7 +220,8 @@ def rollup_from_names(names: Iterable[str], service_pack: str | None) -> str | N
 
 
 #: Outcomes of rollup_check: the JSON report's "build_check" values.
-BUILD_CHECKS = ("agrees", "disagrees", "not-in-table", "no-build")
+BuildCheck = Literal["agrees", "disagrees", "not-in-table", "no-build"]
+BUILD_CHECKS: tuple[BuildCheck, ...] = get_args(BuildCheck)
 
 
 def _rollup_number(rollup: str | None) -> str | None:
@@ -227,7 +229,7 @@ def _rollup_number(rollup: str | None) -> str | None:
     return None if rollup is None else rollup.removeprefix("RU").split("-", 1)[0]
 
 
-def rollup_check(build: str | None, rollup_listed: str | None) -> str:
+def rollup_check(build: str | None, rollup_listed: str | None) -> BuildCheck:
     """Compare the rollup the build names with the one the registry's Patches list names.
 
     "agrees": the build is in the table and names the same rollup (or none, with none

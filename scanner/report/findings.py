@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
+from scanner.facts import WaiverState
 from scanner.judge.catalog import Catalog
 from scanner.judge.policy import Policy
 from scanner.judge.results import FindingInfo, WaiverInfo
@@ -62,6 +63,7 @@ def waiver_infos(policy: Policy, findings: Iterable[FindingRow], day: date) -> l
     }
     infos = []
     for w in policy.waivers:
+        state: WaiverState
         if w.expired_on(day):
             state = "expired"
         elif (w.rule, w.scope, w.expires.isoformat()) in used:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import JSON, cast, delete, func, insert, select, type_coerce
 
-from scanner.facts import INACTIVE_STATES
+from scanner.facts import INACTIVE_STATES, FindingState
 from scanner.store.base import StoreBase, chunks
 from scanner.store.documents import finding_document, finding_fields
 from scanner.store.models import Document, Finding, ResolvedFinding
@@ -31,7 +31,7 @@ class FindingRow:
 
     rule: str
     severity: str
-    state: str  # new | persisting | waived | waiver-expired
+    state: FindingState
     server_name: str | None
     site: str | None
     protocol: str | None
