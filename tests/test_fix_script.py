@@ -148,3 +148,13 @@ def test_script_writes_exactly_the_schema_attributes() -> None:
     xsd = etree.parse(str(FOLDER / "fixresult.xsd"))
     declared = {a.get("name") for a in xsd.iter("{http://www.w3.org/2001/XMLSchema}attribute")}
     assert written == declared
+
+
+def test_the_script_checks_the_ticket_with_the_same_pattern() -> None:
+    """The script's -match pattern is TICKET_PATTERN anchored with \\z ($ would let a
+    ticket ending in a line feed through, and the ticket names files)."""
+    from scanner.collect.fixscript import TICKET_PATTERN
+
+    text = (FOLDER / "fix.ps1").read_text(encoding="utf-8")
+    found = re.search(r"\$Ticket -match '([^']*)'", text)
+    assert found is not None and found.group(1) == "^" + TICKET_PATTERN.pattern + "\\z"

@@ -172,7 +172,7 @@ $mode = 'check'
 if ($doApply) { $mode = 'apply' }
 A ('<?xml version="1.0" encoding="utf-8"?>' + "`n")
 A ('<fixResult xmlns="urn:cas-audit:fix-result:1"' + (T 'kind' $kind) + (T 'mode' $mode) + (T 'server' $data.DocumentElement.GetAttribute('server')) + (T 'computer' $env:COMPUTERNAME) + (T 'ticket' $Ticket) + (T 'time' $stamp) + '>' + "`n")
-$ticketOk = $Ticket -match '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'
+$ticketOk = $Ticket -match '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\z'
 foreach ($c in $data.DocumentElement.SelectNodes('change')) {
     $r = @{ status = ''; message = ''; found = ''; now = ''; backup = ''; restart = 'none'; service = '' }
     if (($doApply -or $kind -eq 'rollback') -and -not $ticketOk) {

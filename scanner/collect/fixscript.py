@@ -53,6 +53,7 @@ __all__ = [
     "read_script_data",
     "safe_file_stem",
     "script_environment",
+    "sendable_script",
     "valid_ticket",
 ]
 

@@ -148,7 +148,7 @@ def build_plan(inputs: PlanInputs, policy: Policy, created_at: datetime, *, rule
             data = ScriptData(kind=kind, server=obs.name, run_id=inputs.run_id,  # type: ignore[arg-type]
                               created_at=iso_utc(created_at), changes=tuple(changes))
             plan.script_texts[f"{stem}{suffix}.ps1"] = render_script(data)
-        plan.scripts[obs.name] = {"apply": f"{stem}.ps1", "rollback": f"{stem}-rollback.ps1"}
+        plan.scripts[name] = {"apply": f"{stem}.ps1", "rollback": f"{stem}-rollback.ps1"}
     for change in plan.changes:
         change["script"] = plan.scripts[change["server"]]["apply"]
     return plan
