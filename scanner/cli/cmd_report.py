@@ -46,19 +46,21 @@ def _resolve_run(store: Any, run: str) -> int:
 @click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="xlsx", show_default=True)
 @click.option("--out", "out", default=None,
               help="Output file, or - for stdout (default: reports/cas-audit-run-<id>-<lang>.xlsx for "
-                   "xlsx, stdout for json and csv).")
+                   "xlsx, stdout for json, csv and ocsf).")
 @click.option("--lang", type=click.Choice(LANGUAGES), default="en", show_default=True)
 @click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @handle_errors
 def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: int | None, fmt: ReportFormat,
            out: str | None, lang: Language, force: bool) -> None:
-    """Write the report of one run (findings with evidence) as xlsx, json or csv, or with
+    """Write the report of one run (findings with evidence) as xlsx, json, csv or ocsf (JSON Lines of
+    OCSF 1.5.0 Compliance Findings, for a SIEM), or with
     --as-of the organisation view across runs (scans split by site or scanner).
 
     \b
     Examples:
       cas-audit report --format xlsx --lang de --out audit.xlsx
       cas-audit report --as-of now --stale-days 7 --format json --out organisation.json
+      cas-audit report --run latest --format ocsf --out findings.ocsf.jsonl
     """
     from scanner.report.write import write_report
 

@@ -13,18 +13,23 @@ from scanner.util.safefile import write_file
 if TYPE_CHECKING:  # the command line imports REPORT_FORMATS: not the store and SQLAlchemy with it
     from scanner.report.model import RunReport
 
-ReportFormat = Literal["xlsx", "json", "csv"]  # report --format
+ReportFormat = Literal["xlsx", "json", "csv", "ocsf"]  # report --format
 REPORT_FORMATS: tuple[ReportFormat, ...] = get_args(ReportFormat)
+# a file name's ending per format (OCSF is JSON Lines)
+_SUFFIX: dict[str, str] = {"ocsf": "ocsf.jsonl"}
+# formats that go to stdout when no --out is given
+_STDOUT_BY_DEFAULT = ("json", "csv", "ocsf")
 
 
 def default_path(report: RunReport, fmt: str) -> Path:
+    fmt = _SUFFIX.get(fmt, fmt)
     if report.run is None and report.as_of is not None:
         return Path("reports") / f"cas-audit-as-of-{report.as_of.time:%Y%m%dT%H%M%SZ}-{report.lang}.{fmt}"
     return Path("reports") / f"cas-audit-run-{report.run.id if report.run else 'none'}-{report.lang}.{fmt}"
 
 
 def render(report: RunReport, fmt: str) -> bytes:
-    """The report in `fmt` (xlsx, json, csv) as bytes."""
+    """The report in `fmt` (xlsx, json, csv, ocsf) as bytes."""
     if fmt == "json":
         from scanner.report.export_json import write_json
 
@@ -37,6 +42,12 @@ def render(report: RunReport, fmt: str) -> bytes:
         text = io.StringIO(newline="")
         write_findings_csv(report, text)
         return text.getvalue().encode("utf-8-sig")  # BOM: Excel then reads UTF-8 correctly
+    if fmt == "ocsf":
+        from scanner.report.export_ocsf import write_ocsf
+
+        text = io.StringIO()
+        write_ocsf(report, text)
+        return text.getvalue().encode("utf-8")
     if fmt == "xlsx":
         from scanner.report.export_xlsx import write_xlsx
 
@@ -50,7 +61,7 @@ def write_report(report: RunReport, fmt: str, out: str | None, *, force: bool = 
     """Write the report to `out` (a path, '-' for stdout, None for the format's default);
     an existing file is replaced only with `force` (see scanner.util.safefile)."""
     if out is None:
-        out = "-" if fmt in ("json", "csv") else str(default_path(report, fmt))
+        out = "-" if fmt in _STDOUT_BY_DEFAULT else str(default_path(report, fmt))
     data = render(report, fmt)
     if out == "-":
         if fmt == "xlsx" and sys.stdout.isatty():

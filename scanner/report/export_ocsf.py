@@ -1,0 +1,153 @@
+"""The OCSF report: JSON Lines, one OCSF 1.5.0 Compliance Finding (class_uid 2003) per finding.
+
+Schema: https://schema.ocsf.io/1.5.0/classes/compliance_finding (the version of the models in
+Prowler's py-ocsf-models 0.10, which tests/test_export_ocsf.py validates every line against).
+Built from the JSON report's dictionary (export_json.report_dict), so the evidence, the
+controls and the run's seal are the JSON report's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, TextIO
+
+from scanner.report.export_json import report_dict
+from scanner.report.model import FindingInfo, RunReport
+
+OCSF_VERSION = "1.5.0"
+CLASS_UID = 2003  # Compliance Finding
+CATEGORY_UID = 2  # Findings
+ACTIVITY_CREATE = 1
+# OCSF severity_id: 1 Informational, 2 Low, 3 Medium, 4 High, 5 Critical
+SEVERITY_IDS: dict[str, tuple[int, str]] = {
+    "info": (1, "Informational"),
+    "low": (2, "Low"),
+    "medium": (3, "Medium"),
+    "high": (4, "High"),
+    "critical": (5, "Critical"),
+}
+# the finding's status_id: 1 New (not reviewed), 3 Suppressed (a waiver covers it)
+_STATUS: dict[str, tuple[int, str]] = {
+    "new": (1, "New"),
+    "persisting": (1, "New"),
+    "waiver-expired": (1, "New"),
+    "waived": (3, "Suppressed"),
+}
+# XS-011: the server could not be scanned, so the check yielded no result (compliance
+# status_id 2 Warning: "did not yield a result due to missing information"), not a failure
+_NO_RESULT_RULES = frozenset({"XS-011"})
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def finding_uid(f: FindingInfo) -> str:
+    """Stable per finding across runs: rule, server, protocol and when it was first seen."""
+    first = f.first_seen_at.isoformat() if f.first_seen_at is not None else None
+    key = json.dumps([f.rule, f.server, f.protocol, f.site if f.server is None else None, first],
+                     ensure_ascii=False)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _compliance(f: FindingInfo, controls: list[dict[str, Any]]) -> dict[str, Any]:
+    status_id, status = (2, "Warning") if f.rule in _NO_RESULT_RULES else (3, "Fail")
+    return {
+        "control": f"{f.rule} {f.title}",
+        "requirements": [f"{c['framework']} {c['id']}" for c in controls],
+        "standards": sorted({str(c["framework"]) for c in controls}),
+        "status": status,
+        "status_id": status_id,
+    }
+
+
+def _resource(f: FindingInfo) -> dict[str, Any]:
+    data: dict[str, Any] = {"site": f.site, "protocol": f.protocol}
+    if f.server is None:  # a site-level finding (XS-009)
+        return {"type": "Active Directory site", "name": f.site, "uid": f.site, "data": data}
+    resource: dict[str, Any] = {"type": "Exchange 2007 Client Access Server", "name": f.server,
+                                "uid": f.server, "data": data}
+    if f.site is not None:
+        resource["group"] = {"type": "Active Directory site", "name": f.site}
+    return resource
+
+
+def ocsf_events(report: RunReport) -> list[dict[str, Any]]:
+    """One OCSF Compliance Finding per finding of the report, in the report's order."""
+    head = report_dict(report)
+    run = head.get("run")
+    view = head.get("as_of")
+    if report.as_of is not None:
+        moment, tool_version = report.as_of.time, report.as_of.tool_version
+    elif report.run is not None:
+        moment, tool_version = report.run.finished_at or report.run.started_at, report.run.tool_version
+    else:
+        raise ValueError("a report has either a run or an as-of time")
+    events = []
+    for f, entry in zip(report.findings, head["findings"], strict=True):
+        controls: list[dict[str, Any]] = list(entry.get("controls") or [])
+        severity_id, severity = SEVERITY_IDS.get(f.severity, (0, "Unknown"))
+        status_id, status = _STATUS.get(f.state, (99, "Other"))
+        unmapped: dict[str, Any] = {
+            "state": f.state,
+            "observed": f.observed,
+            "expected": f.expected,
+            "first_seen_run": f.first_seen_run,
+            "run_id": entry.get("run_id", run["id"] if run else None),
+            "controls": controls,
+        }
+        if run is not None and run.get("seal") is not None:
+            unmapped["seal"] = run["seal"]
+        if view is not None:
+            unmapped["as_of"] = view["time"]
+        if f.waiver is not None:
+            unmapped["waiver"] = f.waiver
+        event: dict[str, Any] = {
+            "activity_id": ACTIVITY_CREATE,
+            "activity_name": "Create",
+            "category_uid": CATEGORY_UID,
+            "category_name": "Findings",
+            "class_uid": CLASS_UID,
+            "class_name": "Compliance Finding",
+            "type_uid": CLASS_UID * 100 + ACTIVITY_CREATE,
+            "type_name": "Compliance Finding: Create",
+            "time": _ms(moment),
+            "severity_id": severity_id,
+            "severity": severity,
+            "status_id": status_id,
+            "status": status,
+            "status_detail": f.state,
+            "message": f.message,
+            "metadata": {
+                "version": OCSF_VERSION,
+                "product": {"name": "cas-audit", "vendor_name": "cas-audit", "version": tool_version,
+                            "lang": report.lang},
+            },
+            "finding_info": {
+                "uid": finding_uid(f),
+                "title": f.title,
+                "desc": f.message,
+                "types": [f.rule],
+                "first_seen_time": _ms(f.first_seen_at),
+                "last_seen_time": _ms(moment),
+            },
+            "compliance": _compliance(f, controls),
+            "resources": [_resource(f)],
+            # the evidence as the JSON report has it (JSON-safe: times as text)
+            "evidences": [{"name": f.rule, "data": json.loads(json.dumps(entry["evidence"], default=str))}],
+            "remediation": {"desc": f.remediation},
+            "unmapped": unmapped,
+        }
+        if event["finding_info"]["first_seen_time"] is None:
+            del event["finding_info"]["first_seen_time"]
+        events.append(event)
+    return events
+
+
+def write_ocsf(report: RunReport, stream: TextIO) -> None:
+    """Write one JSON object per line (JSON Lines), UTF-8, no blank lines."""
+    for event in ocsf_events(report):
+        stream.write(json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str))
+        stream.write("\n")
