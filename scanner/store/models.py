@@ -335,3 +335,29 @@ class SealEntry(Base):
     seal: Mapped[str] = mapped_column(String(64))
     sealed_at: Mapped[datetime]
     body: Mapped[str | None] = mapped_column(Text)  # a checkpoint: what prune removed
+
+
+class Change(Base):
+    """One change `cas-audit fix apply` or `fix rollback` made (or tried) on one server's
+    config file: who, under which ticket, the file's hash before and after, the backup the
+    fix script kept beside the file, and the outcome (the script's status: done, already,
+    changed, refused, failed, error, ...). Rows are written only with --yes."""
+
+    __tablename__ = "changes"
+    __table_args__ = (CheckConstraint("kind IN ('apply', 'rollback')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    operator: Mapped[str] = mapped_column(String(256))
+    server_name: Mapped[str] = mapped_column(String(256), index=True)
+    protocol: Mapped[str] = mapped_column(String(16))
+    config_path: Mapped[str | None] = mapped_column(Text)
+    before_sha256: Mapped[str | None] = mapped_column(String(64))
+    after_sha256: Mapped[str | None] = mapped_column(String(64))
+    found_sha256: Mapped[str | None] = mapped_column(String(64))  # the file's hash when the script ran
+    backup_path: Mapped[str | None] = mapped_column(Text)
+    restart: Mapped[str] = mapped_column(String(16))  # none | restarted | failed
+    result: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(index=True)
