@@ -47,6 +47,26 @@ def cas_audit(*args: str, password: str | None = "lab-password", db: str | None 
                           env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def cas_audit_here(*args: str, password: str | None = "lab-password", db: str | None = None
+                   ) -> subprocess.CompletedProcess[str]:
+    """The same command through click's CliRunner in this process: for tests about what a
+    command does, not about the process (signals, file descriptors, the environment's
+    effect on start-up); saves the child's imports (about 1.5 s of CPU for a scan)."""
+    from click.testing import CliRunner
+
+    from scanner.cli import cli
+
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CAS_AUDIT_")}
+    if password is not None:
+        env["CAS_AUDIT_PASSWORD"] = password
+    if db is not None:
+        env["CAS_AUDIT_DB"] = db
+    result = CliRunner().invoke(cli, list(args), env=env, prog_name="cas-audit")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["cas-audit", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def many_servers(count: int, sites: tuple[str, ...], base_address: str, auth: str = "basic") -> Fleet:
     """`count` servers copied from the demo's clean CAS01, spread over `sites` in turn
     (names like BER007), on consecutive loopback addresses from `base_address`."""

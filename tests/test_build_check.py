@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit, running
+from labfleet import cas_audit_here as cas_audit
+from labfleet import running
 from openpyxl import load_workbook
 
 from scanner.lab.fleet import load_fleet

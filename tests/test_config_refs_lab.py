@@ -13,7 +13,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from labfleet import cas_audit, running
+from labfleet import cas_audit_here, running
 
 from scanner.collect.reader import read_collector_output
 from scanner.errors import CollectorOutputError, ConfigError
@@ -140,9 +140,9 @@ def test_scan_reports_referenced_values_and_unknowns_with_their_reason(tmp_path:
     db = f"sqlite:///{tmp_path / 'history.db'}"
     fleet = load_fleet(fleet_file(tmp_path))
     with running(fleet, tmp_path) as (_lab, inventory):
-        scan = cas_audit("scan", "--inventory", str(inventory), db=db)
+        scan = cas_audit_here("scan", "--inventory", str(inventory), db=db)
     assert scan.returncode == 1, scan.stderr  # findings (XS-001 on REF01 pop3, XS-006), all scanned
-    report = cas_audit("report", "--format", "json", db=db)
+    report = cas_audit_here("report", "--format", "json", db=db)
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
     servers = {s["name"]: s for s in data["servers"]}
@@ -172,25 +172,25 @@ def test_scan_reports_referenced_values_and_unknowns_with_their_reason(tmp_path:
 
     # the reason in the other formats and the other language
     book = tmp_path / "report.xlsx"
-    assert cas_audit("report", "--format", "xlsx", "--lang", "de", "--out", str(book), db=db).returncode == 0
+    assert cas_audit_here("report", "--format", "xlsx", "--lang", "de", "--out", str(book), db=db).returncode == 0
     sheet = openpyxl.load_workbook(book, read_only=True)["Nachweise"]
     rows = [[str(c) if c is not None else "" for c in row] for row in sheet.iter_rows(values_only=True)]
     header = rows[0]
     ref02 = next(r for r in rows if r[0] == "REF02" and r[2] == "IMAP4")
     assert "outside the PopImap folder" in ref02[header.index("Warum der Wert unbekannt oder unbrauchbar ist")]
     assert "keine Datei im Ordner PopImap selbst" in ref02[header.index("Mit file= / configSource= genannte Datei")]
-    csv_de = cas_audit("report", "--format", "csv", "--lang", "de", "--out", "-", db=db)
+    csv_de = cas_audit_here("report", "--format", "csv", "--lang", "de", "--out", "-", db=db)
     assert csv_de.returncode == 0, csv_de.stderr
     line = next(row for row in csv_de.stdout.splitlines() if "XS-006" in row and "REF02" in row)
     assert "outside the PopImap folder" in line
 
     # the referenced file byte for byte, as evidence; none where it was not read
     copy = tmp_path / "appSettings.extra.config"
-    written = cas_audit("evidence", "--server", "REF01", "--protocol", "pop3", "--referenced", "--out", str(copy),
+    written = cas_audit_here("evidence", "--server", "REF01", "--protocol", "pop3", "--referenced", "--out", str(copy),
                         db=db)
     assert written.returncode == 0, written.stderr
     assert copy.read_bytes() == extra
-    none = cas_audit("evidence", "--server", "REF02", "--protocol", "imap4", "--referenced", "--out",
+    none = cas_audit_here("evidence", "--server", "REF02", "--protocol", "imap4", "--referenced", "--out",
                      str(tmp_path / "x.config"), db=db)
     assert none.returncode == 2 and "refused-path" in none.stderr
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit
+from labfleet import cas_audit, cas_audit_here
 
 from scanner.lab.fleet import load_fleet
 from scanner.lab.fleet_model import relocate_fleet
 from scanner.lab.serve import Lab
 
-pytestmark = pytest.mark.slow  # scans of a running lab through the cas-audit subprocess
+pytestmark = pytest.mark.slow  # scans of a running lab (the policy variants in process; one child process)
 
 HERE = Path(__file__).parent / "fleets"
 # Scan 1 of the three-scan organisation has: XS-001 on B2 waived (high), XS-009 Berlin
@@ -43,8 +43,8 @@ def test_fail_on_uses_severities_after_waivers_and_overrides(
         tmp_path: Path, inventory: Path, extra_policy: str, fail_on: str, code: int) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY + extra_policy, encoding="utf-8")
-    result = cas_audit("scan", "--inventory", str(inventory), "--policy", str(policy),
-                       "--fail-on", fail_on, db=f"sqlite:///{tmp_path / 'h.db'}")
+    result = cas_audit_here("scan", "--inventory", str(inventory), "--policy", str(policy),
+                            "--fail-on", fail_on, db=f"sqlite:///{tmp_path / 'h.db'}")
     assert result.returncode == code, result.stderr
 
 

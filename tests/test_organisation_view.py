@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit
+from labfleet import cas_audit_here
 from openpyxl import load_workbook
 from test_store import server_obs
 
@@ -38,7 +38,7 @@ def sheets(data: bytes) -> dict[str, list[tuple[object, ...]]]:
     return {ws.title: list(ws.iter_rows(values_only=True)) for ws in book.worksheets}
 
 
-@pytest.mark.slow  # site-split scans of a running lab, then the cas-audit subprocess
+@pytest.mark.slow  # site-split scans of a running lab, then the cas-audit command
 def test_organisation_view_of_site_split_scans(tmp_path: Path, store_url: str) -> None:
     """Berlin, then Hamburg, then Berlin again: as of a time between the second and third
     run the view takes Berlin from run 1; as of now from run 3, Hamburg from run 2."""
@@ -66,7 +66,7 @@ def test_organisation_view_of_site_split_scans(tmp_path: Path, store_url: str) -
         berlin2 = scan("Berlin")
     store.close()
 
-    result = cas_audit("report", "--as-of", iso(between), "--format", "json", db=store_url)
+    result = cas_audit_here("report", "--as-of", iso(between), "--format", "json", db=store_url)
     assert result.returncode == 0, result.stderr
     view = json.loads(result.stdout)
     assert list(view) == ["as_of", "servers", "findings", "resolved"]
@@ -84,7 +84,7 @@ def test_organisation_view_of_site_split_scans(tmp_path: Path, store_url: str) -
         ("XS-012", "H1", None, "new", hamburg), ("XS-012", "H2", None, "new", hamburg),
     ]
 
-    result = cas_audit("report", "--as-of", "now", "--format", "json", db=store_url)
+    result = cas_audit_here("report", "--as-of", "now", "--format", "json", db=store_url)
     assert result.returncode == 0, result.stderr
     now_view = json.loads(result.stdout)
     assert {s["name"]: s["run_id"] for s in now_view["servers"]} == {
@@ -99,7 +99,7 @@ def test_organisation_view_of_site_split_scans(tmp_path: Path, store_url: str) -
     assert now_view["as_of"]["stale_servers"] == 0
 
     out = tmp_path / "organisation.xlsx"
-    result = cas_audit("report", "--as-of", "now", "--lang", "de", "--out", str(out), db=store_url)
+    result = cas_audit_here("report", "--as-of", "now", "--lang", "de", "--out", str(out), db=store_url)
     assert result.returncode == 0, result.stderr
     book = sheets(out.read_bytes())
     summary = {row[0]: row[1] for row in book["Zusammenfassung"] if row and row[0]}
@@ -111,13 +111,13 @@ def test_organisation_view_of_site_split_scans(tmp_path: Path, store_url: str) -
     assert {row[0]: row[source] for row in rows} == runs | {"B1": berlin2, "B2": berlin2, "B3": berlin2}
     assert len(book["Befunde"]) == 1 + len(now_view["findings"])
 
-    result = cas_audit("report", "--as-of", "now", "--format", "csv", db=store_url)
+    result = cas_audit_here("report", "--as-of", "now", "--format", "csv", db=store_url)
     assert result.returncode == 0, result.stderr
     lines = list(csv.reader(io.StringIO(result.stdout)))
     assert len(lines) == 1 + len(now_view["findings"])
     assert sorted(line[0] for line in lines[1:]) == sorted(f["rule"] for f in now_view["findings"])
 
-    before_anything = cas_audit("report", "--as-of", "2000-01-01", "--format", "json", db=store_url)
+    before_anything = cas_audit_here("report", "--as-of", "2000-01-01", "--format", "json", db=store_url)
     assert json.loads(before_anything.stdout)["servers"] == []
 
 

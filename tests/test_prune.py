@@ -11,7 +11,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from labfleet import cas_audit
+from labfleet import cas_audit_here
 from test_store import CONFIG_UTF16, protocol_obs, server_obs
 
 from scanner.judge.catalog import load_catalog
@@ -50,7 +50,7 @@ def history(store: Store) -> list[int]:
     return runs
 
 
-@pytest.mark.slow  # the cas-audit subprocess
+@pytest.mark.slow  # two histories of several runs, pruned and read back: seconds
 def test_prune_keeps_what_the_organisation_view_and_kept_runs_need(store_url: str) -> None:
     store = open_store(store_url)
     runs = history(store)
@@ -61,7 +61,7 @@ def test_prune_keeps_what_the_organisation_view_and_kept_runs_need(store_url: st
     assert store.config_blob(only_run_4) == ONLY_IN_RUN_4
     store.close()
 
-    dry = cas_audit("prune", "--before", "2026-11-01", db=store_url)
+    dry = cas_audit_here("prune", "--before", "2026-11-01", db=store_url)
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
     assert lines[0] == "dry run: nothing is removed without --apply"
@@ -76,7 +76,7 @@ def test_prune_keeps_what_the_organisation_view_and_kept_runs_need(store_url: st
     assert [r.id for r in store.runs()] == list(reversed(runs))  # a dry run changes nothing
     store.close()
 
-    done = cas_audit("prune", "--before", "2026-11-01", "--apply", db=store_url)
+    done = cas_audit_here("prune", "--before", "2026-11-01", "--apply", db=store_url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == lines[-1].replace("would remove", "removed")
 
@@ -92,12 +92,11 @@ def test_prune_keeps_what_the_organisation_view_and_kept_runs_need(store_url: st
     finally:
         store.close()
 
-    again = cas_audit("prune", "--before", "2026-11-01", "--apply", db=store_url)
+    again = cas_audit_here("prune", "--before", "2026-11-01", "--apply", db=store_url)
     assert again.returncode == 0 and again.stdout.splitlines()[-1].startswith("removed 0 run(s)")
 
 
-@pytest.mark.slow  # the cas-audit subprocess
 def test_prune_refuses_a_bad_date(sqlite_url: str) -> None:
-    result = cas_audit("prune", "--before", "last tuesday", db=sqlite_url)
+    result = cas_audit_here("prune", "--before", "last tuesday", db=sqlite_url)
     assert result.returncode == 2
     assert "--before must be a date" in result.stderr

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit, demo_fleet, running
+from labfleet import cas_audit, cas_audit_here, demo_fleet, running
 
 pytestmark = pytest.mark.slow  # scans of a running lab organisation
 
@@ -51,7 +51,7 @@ def test_scan_reports_what_every_server_really_does(tmp_path: Path, auth: str, b
     assert "8 scanned, 1 failed" in scan.stderr
     assert "lab-password" not in scan.stdout + scan.stderr
 
-    report = cas_audit("report", "--format", "json", db=db)
+    report = cas_audit_here("report", "--format", "json", db=db)
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
     assert data["run"]["status"] == "partial"
@@ -102,7 +102,7 @@ def test_wrong_password_is_reported_per_server_not_as_a_crash(tmp_path: Path) ->
     with running(demo_fleet("127.0.9.1", "basic"), tmp_path) as (_lab, inventory):
         result = cas_audit("scan", "--inventory", str(inventory), password="wrong", db=db)
     assert result.returncode == 3
-    data = json.loads(cas_audit("report", "--format", "json", db=db).stdout)
+    data = json.loads(cas_audit_here("report", "--format", "json", db=db).stdout)
     kinds = {s["name"]: (s["error"] or "").split(":")[0] for s in data["servers"]}
     assert kinds["CAS01"] == "auth" and kinds["CAS08"] == "refused"
     assert "wrong" not in json.dumps(data)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit
+from labfleet import cas_audit_here
 from openpyxl import load_workbook
 
 from scanner.inventory import load_inventory
@@ -26,7 +26,7 @@ from scanner.report.write import render
 from scanner.scan import run_scan
 from scanner.store.repo import open_store
 
-pytestmark = pytest.mark.slow  # three scans of a running lab through the cas-audit subprocess
+pytestmark = pytest.mark.slow  # three scans of a running lab, then the cas-audit command
 
 HERE = Path(__file__).parent / "fleets"
 SCAN_DATES = [datetime(2026, 12, 1, 8, tzinfo=UTC), datetime(2027, 1, 15, 8, tzinfo=UTC),
@@ -95,7 +95,7 @@ def test_three_scans(tmp_path: Path, store_url: str) -> None:
 
     reports = []
     for run_id in runs:
-        result = cas_audit("report", "--run", str(run_id), "--format", "json", db=db)
+        result = cas_audit_here("report", "--run", str(run_id), "--format", "json", db=db)
         assert result.returncode == 0, result.stderr
         reports.append(json.loads(result.stdout))
     found = [sorted(key(f) for f in r["findings"]) for r in reports]
@@ -149,7 +149,7 @@ def test_three_scans(tmp_path: Path, store_url: str) -> None:
 
     # The pre-upgrade file, byte for byte, as the administrator restores it after SP1 setup.
     out = tmp_path / "Microsoft.Exchange.Pop3.exe.Config"
-    result = cas_audit("evidence", "--server", "H1", "--protocol", "pop3", "--run", str(runs[0]),
+    result = cas_audit_here("evidence", "--server", "H1", "--protocol", "pop3", "--run", str(runs[0]),
                        "--out", str(out), db=db)
     assert result.returncode == 0, result.stderr
     first = reports[0]["servers"][0]
