@@ -77,6 +77,14 @@ NOTE_KINDS: tuple[NoteKind, ...] = get_args(NoteKind)
 TruncationReason = Literal["max", "window"]
 TRUNCATION_REASONS: tuple[TruncationReason, ...] = get_args(TruncationReason)
 
+#: The frameworks whose controls the rule catalog names (rules/catalog.toml [framework.*]).
+ControlFramework = Literal["NIST SP 800-53", "CIS Controls v8", "ISO/IEC 27001:2022", "DISA STIG"]
+CONTROL_FRAMEWORKS: tuple[ControlFramework, ...] = get_args(ControlFramework)
+#: How a control fits a rule: exact (the control asks for what the rule checks) or closest
+#: (the nearest control that exists; the rule serves part of it, or a neighbouring product's).
+ControlMatch = Literal["exact", "closest"]
+CONTROL_MATCHES: tuple[ControlMatch, ...] = get_args(ControlMatch)
+
 
 def word(values: tuple[_W, ...], text: object) -> _W:
     """`text` as a member of the vocabulary `values` (e.g. a status read back from the

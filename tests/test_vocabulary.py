@@ -56,6 +56,8 @@ TUPLES: list[tuple[tuple[str, ...], Any]] = [
     (facts.INACTIVE_STATES, facts.InactiveState),
     (facts.WAIVER_STATES, facts.WaiverState),
     (builds.BUILD_CHECKS, builds.BuildCheck),
+    (facts.CONTROL_FRAMEWORKS, facts.ControlFramework),
+    (facts.CONTROL_MATCHES, facts.ControlMatch),
     (REPORT_FORMATS, ReportFormat),
     (PREFLIGHT_FORMATS, PreflightFormat),
     (inventory.AUTHS, inventory.Auth),

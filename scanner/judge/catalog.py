@@ -3,7 +3,8 @@
 Loaded and validated before any scan: a TOML syntax error, an unknown or missing field,
 a duplicate id, a bad severity, a missing language, a template naming a field its check
 does not provide, a catalog id without logic in `scanner.judge.checks` or logic without a
-catalog entry: each is a ConfigError naming the file and line.
+catalog entry: each is a ConfigError naming the file and line. The controls each rule
+serves are validated by `scanner.judge.controls`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
 from scanner.facts import LANGUAGES, SEVERITIES
 from scanner.judge.checks import CHECKS, COMMON_FIELDS
-from scanner.judge.results import RuleInfo
+from scanner.judge.controls import Framework, parse_controls, parse_frameworks
+from scanner.judge.results import Control, RuleInfo
 from scanner.util.paths import data_dir
 from scanner.util.tomlfile import SourceLines, read_text
 
@@ -79,6 +81,7 @@ class Rule:
     references: tuple[Reference, ...]
     texts: Mapping[str, RuleText]
     line: int
+    controls: tuple[Control, ...] = ()
 
     def text(self, lang: str) -> RuleText:
         return self.texts[lang if lang in self.texts else "en"]
@@ -98,6 +101,7 @@ class Catalog:
     texts: Mapping[str, Mapping[str, str]]  # lang -> shared sentences
     generic: Mapping[str, Mapping[str, str]]  # lang -> generic wording of fields
     path: str
+    frameworks: Mapping[str, Framework] = field(default_factory=dict)
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -114,6 +118,10 @@ class Catalog:
 
     def title(self, rule_id: str, lang: str = "en") -> str:
         return self.rule(rule_id).text(lang).title
+
+    def controls(self, rule_id: str, protocol: str | None = None) -> tuple[Control, ...]:
+        """The controls `rule_id` serves; with a protocol, those that apply to its findings."""
+        return tuple(c for c in self.rule(rule_id).controls if c.applies_to(protocol))
 
     def message(self, rule_id: str, fields: Mapping[str, Any], lang: str = "en") -> str:
         """The finding's sentence in `lang`."""
@@ -161,6 +169,7 @@ class Catalog:
             rationale=" ".join(text.rationale.split()),
             remediation=self.remediation(rule_id, None, lang),
             references=tuple(str(r) for r in rule.references),
+            controls=rule.controls,
         )
 
     def rule_infos(self, lang: str = "en", severity: Mapping[str, str] | None = None) -> list[RuleInfo]:
@@ -189,7 +198,7 @@ def parse_catalog(text: str, source: str) -> Catalog:
     def fail(problem: str, line: int | None, hint: str | None = None) -> ConfigError:
         return ConfigError(f"{source}:{line}: {problem}" if line else f"{source}: {problem}", hint=hint)
 
-    unknown = sorted(set(data) - {"catalog_version", "text", "rule"})
+    unknown = sorted(set(data) - {"catalog_version", "text", "framework", "rule"})
     if unknown:
         raise fail(f"unknown top-level field {unknown[0]!r}", line_of(rf"^\s*\[*\s*{re.escape(unknown[0])}\b"))
     version = data.get("catalog_version")
@@ -197,6 +206,7 @@ def parse_catalog(text: str, source: str) -> Catalog:
         raise fail("catalog_version (a non-empty string) is required", line_of(r"^\s*catalog_version\b") or 1)
 
     texts, generic = _shared_texts(data.get("text"), fail, line_of)
+    frameworks = parse_frameworks(data.get("framework"), fail, line_of)
 
     entries = data.get("rule")
     if not isinstance(entries, list) or not entries:
@@ -215,7 +225,7 @@ def parse_catalog(text: str, source: str) -> Catalog:
 
         if not isinstance(entry, dict):
             raise fail("a [[rule]] must be a table", block_start)
-        extra = sorted(set(entry) - {"id", "severity", "references", *LANGUAGES})
+        extra = sorted(set(entry) - {"id", "severity", "references", "controls", *LANGUAGES})
         if extra:
             raise fail(f"rule {rule_id}: unknown field {extra[0]!r}", at_key(extra[0]))
         if not isinstance(rule_id, str) or not re.fullmatch(r"XS-\d{3}", rule_id):
@@ -252,7 +262,8 @@ def parse_catalog(text: str, source: str) -> Catalog:
                         hint=f"fields of {rule_id}: {', '.join(sorted(allowed))}",
                     )
             rule_texts[lang] = RuleText(**{k: table[k].strip() for k in RULE_TEXT_KEYS})
-        rules[rule_id] = Rule(rule_id, severity, references, rule_texts, where or 0)
+        controls = parse_controls(entry.get("controls"), rule_id, frameworks, fail, line_of, where)
+        rules[rule_id] = Rule(rule_id, severity, references, rule_texts, where or 0, controls)
     missing = sorted(set(CHECKS) - set(rules))
     if missing:
         raise fail(f"rule logic {missing[0]} in scanner/judge/checks.py has no catalog entry", None)
@@ -262,6 +273,7 @@ def parse_catalog(text: str, source: str) -> Catalog:
         texts=texts,
         generic=generic,
         path=source,
+        frameworks=frameworks,
     )
 
 

@@ -14,6 +14,36 @@ from scanner.facts import FindingState, WaiverState, is_active
 
 
 @dataclass(frozen=True)
+class Control:
+    """A control of a framework that a rule serves (rules/catalog.toml), with how well it fits.
+
+    `title` is the control's own title in its framework (not translated); `source` names the
+    document and section it is taken from; `protocol` limits it to one protocol's findings
+    (a STIG item written for IMAP4 only)."""
+
+    framework: str  # facts.CONTROL_FRAMEWORKS
+    id: str  # "CM-6", "4.8", "A.8.9", "V-33570"
+    match: str  # facts.CONTROL_MATCHES: exact | closest
+    title: str
+    source: str
+    url: str = ""
+    protocol: str | None = None
+
+    def applies_to(self, protocol: str | None) -> bool:
+        """Whether the control belongs to a finding about `protocol` (None: a server or site)."""
+        return self.protocol is None or protocol is None or self.protocol == protocol
+
+    def as_json(self) -> dict[str, str]:
+        """The control as the JSON report names it (docs/contracts.md): framework, id, match."""
+        return {"framework": self.framework, "id": self.id, "match": self.match}
+
+    @property
+    def label(self) -> str:
+        """One line for a cell or a listing: "NIST SP 800-53 CM-6 Configuration Settings"."""
+        return f"{self.framework} {self.id} {self.title}"
+
+
+@dataclass(frozen=True)
 class RuleInfo:
     """A catalog entry as applied in this run (severity after policy overrides)."""
 
@@ -24,6 +54,7 @@ class RuleInfo:
     rationale: str
     remediation: str
     references: tuple[str, ...] = ()
+    controls: tuple[Control, ...] = ()  # the controls the rule serves, in catalog order
 
 
 @dataclass(frozen=True)
@@ -45,6 +76,7 @@ class FindingInfo:
     first_seen_at: datetime | None
     evidence: dict[str, Any] = field(default_factory=dict)
     waiver: dict[str, Any] | None = None
+    controls: tuple[Control, ...] = ()  # the rule's controls that apply to this finding's protocol
 
     @property
     def active(self) -> bool:

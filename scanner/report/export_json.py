@@ -103,6 +103,8 @@ def report_dict(report: RunReport) -> dict[str, Any]:
             # the contract has no site key: a site-level finding (XS-009) names it here
             "evidence": f.evidence if f.site is None or "site" in f.evidence
             else {**f.evidence, "site": f.site},
+            # the controls the rule serves (rules/catalog.toml), as docs/contracts.md names them
+            "controls": [c.as_json() for c in f.controls],
         }
         for f in report.findings
     ]

@@ -51,6 +51,7 @@ def finding_info(row: FindingRow, catalog: Catalog, lang: str = "en") -> Finding
         first_seen_at=row.first_seen_at,
         evidence=evidence,
         waiver=row.waiver,
+        controls=catalog.controls(row.rule, row.protocol) if row.rule in catalog else (),
     )
 
 
