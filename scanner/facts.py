@@ -40,6 +40,13 @@ FINISHED_STATUSES: tuple[FinishedStatus, ...] = get_args(FinishedStatus)
 ScanStatus = Literal["ok", "error"]
 SCAN_STATUSES: tuple[ScanStatus, ...] = get_args(ScanStatus)
 
+#: A planned server in a run's report: its scan's status, or not-scanned (the run ended
+#: before its turn); in a comparison of two runs, absent (not planned in that run).
+ScopeStatus = Literal[ScanStatus, "not-scanned"]
+SCOPE_STATUSES: tuple[ScopeStatus, ...] = get_args(ScopeStatus)
+DiffStatus = Literal[ScanStatus, "absent"]
+DIFF_STATUSES: tuple[DiffStatus, ...] = get_args(DiffStatus)
+
 #: Why a server was not scanned, in one word (scanner.errors.CollectionError.kind);
 #: not-scanned: the run ended before the server's turn (reports of an aborted run).
 ErrorKind = Literal[

@@ -53,6 +53,8 @@ TUPLES: list[tuple[tuple[str, ...], Any]] = [
     (facts.NOTE_KINDS, facts.NoteKind),
     (facts.TRUNCATION_REASONS, facts.TruncationReason),
     (facts.FINDING_STATES, facts.FindingState),
+    (facts.SCOPE_STATUSES, facts.ScopeStatus),
+    (facts.DIFF_STATUSES, facts.DiffStatus),
     (facts.INACTIVE_STATES, facts.InactiveState),
     (facts.WAIVER_STATES, facts.WaiverState),
     (builds.BUILD_CHECKS, builds.BuildCheck),

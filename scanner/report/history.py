@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scanner.facts import PROTOCOLS
+from scanner.facts import PROTOCOLS, DiffStatus
 from scanner.judge.checks import build_changed, finding_key
 from scanner.parse.configfile import value_text
 from scanner.parse.observe import ProtocolObservation, ServerObservation
@@ -143,8 +143,8 @@ class ServerDiff:
 
     server: str
     site: str | None
-    status_a: str  # ok | error | absent (not in that run)
-    status_b: str
+    status_a: DiffStatus
+    status_b: DiffStatus
     changes: tuple[FieldChange, ...]
     findings_new: tuple[tuple[str, str | None], ...]  # (rule, protocol) in run B, not in run A
     findings_resolved: tuple[tuple[str, str | None], ...]  # in run A, not in run B

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from scanner.facts import ErrorKind, ScopeStatus
 from scanner.judge.results import FindingInfo, RuleInfo, WaiverInfo
 from scanner.parse.observe import ServerObservation
 from scanner.store.models import RunRow
@@ -73,8 +74,8 @@ class ScopeEntry:
     name: str
     address: str
     site: str | None
-    scan_status: str  # ok | error | not-scanned
-    error_kind: str | None
+    scan_status: ScopeStatus
+    error_kind: ErrorKind | None
     error: str | None
 
 
