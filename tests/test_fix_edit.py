@@ -167,3 +167,10 @@ def test_no_appsettings_gets_one_before_the_end_of_configuration() -> None:
     assert edit.after.decode() == text.replace(
         "</configuration>",
         '  <appSettings>\n    <add key="AllowCrossSiteSessions" value="true" />\n  </appSettings>\n</configuration>')
+
+
+def test_a_one_line_appsettings_gets_the_add_on_that_line() -> None:
+    text = '<configuration>\n  <appSettings><add key="Other" value="1"/></appSettings>\n</configuration>\n'
+    edit = minimal_edit(text.encode(), True)
+    assert edit.after.decode() == text.replace(
+        "</appSettings>", '<add key="AllowCrossSiteSessions" value="true" /></appSettings>')

@@ -207,6 +207,8 @@ def _plan_text_edit(text: str, root: etree._Element, reading: ConfigReading, tar
             new = f">{eol}{base}{unit}{_add_line(target)}{eol}{base}</{name}>"
             return close, tag.end, new, f"the empty <{name}/> on line {sections[0].sourceline} opened for one add"
         children = [c for c in sections[0] if isinstance(c.tag, str)]
+        if children and text.rfind("\n", tag.start, tag.close) < 0:  # one line: the add joins it
+            return tag.close, tag.close, _add_line(target), "one add inserted in the one-line <appSettings>"
         inner = _indent_at(text, tags[index[id(children[-1])]].start) if children else base + unit
         head = text[_line_start(text, tag.close):tag.close]
         if head.strip(" \t") == "":  # the end tag on its own line: insert a line before it
