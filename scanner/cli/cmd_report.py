@@ -49,9 +49,12 @@ def _resolve_run(store: Any, run: str) -> int:
                    "xlsx, stdout for json, csv and ocsf).")
 @click.option("--lang", type=click.Choice(LANGUAGES), default="en", show_default=True)
 @click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
+@click.option("--sign-key", "sign_key", default=None, metavar="FILE",
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="Ed25519 private key (cas-audit keys generate): write <report>.sig.json beside the report.")
 @handle_errors
 def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: int | None, fmt: ReportFormat,
-           out: str | None, lang: Language, force: bool) -> None:
+           out: str | None, lang: Language, force: bool, sign_key: Path | None) -> None:
     """Write the report of one run (findings with evidence) as xlsx, json, csv or ocsf (JSON Lines of
     OCSF 1.5.0 Compliance Findings, for a SIEM), or with
     --as-of the organisation view across runs (scans split by site or scanner).
@@ -61,8 +64,15 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
       cas-audit report --format xlsx --lang de --out audit.xlsx
       cas-audit report --as-of now --stale-days 7 --format json --out organisation.json
       cas-audit report --run latest --format ocsf --out findings.ocsf.jsonl
+      cas-audit report --format xlsx --out audit.xlsx --sign-key keys/cas-audit-signing.key
     """
     from scanner.report.write import write_report
+
+    key = None
+    if sign_key is not None:  # refused before any work when other users may read it
+        from scanner.util.signing import load_private_key
+
+        key = load_private_key(sign_key)
 
     if as_of is None:
         if stale_days is not None:
@@ -97,9 +107,17 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
             raise ConfigError(f"--as-of with --stale-days: {exc}") from None
         store = _open_store(db_url, read_only=True)
         model = build_organisation_report(store, moment, stale_days=stale, lang=lang)
-    target = write_report(model, fmt, out, force=force)
+    if key is not None:
+        from dataclasses import replace
+
+        from scanner.util.signing import key_id, signature_path
+
+        model = replace(model, key_id=key_id(key.public_key()))
+    target = write_report(model, fmt, out, force=force, sign_key=key)
     if target is not None:
         err_console.print(f"wrote {target}", highlight=False)
+        if key is not None:
+            err_console.print(f"wrote {signature_path(target)} (key {model.key_id})", highlight=False)
 
 
 @cli.command()

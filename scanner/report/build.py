@@ -58,4 +58,5 @@ def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalo
         waivers=tuple(waiver_infos(policy, finding_rows, utc_day(row.started_at))),
         rules=tuple(catalog.rule_infos(lang, policy.severity)),
         trend=trend,
+        seal=store.run_seal(run_id),
     )

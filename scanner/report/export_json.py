@@ -65,6 +65,7 @@ def _head(report: RunReport) -> tuple[str, dict[str, Any]]:
             "stale_servers": view.stale_servers,
             "runs": list(view.runs),
             "tool_version": view.tool_version,
+            "seal": report.seal,
         }
     run = report.run
     if run is None:
@@ -77,6 +78,7 @@ def _head(report: RunReport) -> tuple[str, dict[str, Any]]:
         "servers_planned": run.servers_planned,
         "servers_scanned": run.servers_scanned,
         "tool_version": run.tool_version,
+        "seal": report.seal,
     }
 
 

@@ -116,3 +116,8 @@ class RunReport:
     rules: tuple[RuleInfo, ...] = ()
     trend: tuple[TrendPoint, ...] = ()
     as_of: AsOf | None = None  # set for the organisation view (`report --as-of`)
+    # the history's seal chain (scanner/store/seal.py): the run's seal, or for the organisation
+    # view the seal of the newest run it draws on (None: not sealed); the signing key's id
+    # when the report is signed (`report --sign-key`)
+    seal: str | None = None
+    key_id: str | None = None

@@ -104,4 +104,11 @@ def build_organisation_report(
             organisation=newest.organisation if newest is not None else None,
             finding_runs=tuple(row.run_id or 0 for row in rows),
         ),
+        seal=_newest_seal(store, [source.run_id for source in sources] + [row.run_id or 0 for row in rows]),
     )
+
+
+def _newest_seal(store: Store, run_ids: list[int]) -> str | None:
+    """The seal of the newest run the view draws on: the chain up to it vouches for the rest."""
+    drawn = [run_id for run_id in run_ids if run_id]
+    return store.run_seal(max(drawn)) if drawn else None

@@ -204,8 +204,16 @@ def _summary_items(report: RunReport, labels: Labels) -> list[Row]:
     ]
 
 
+def _seal_items(report: RunReport, labels: Labels) -> list[Row]:
+    """The seal of the history (and the signing key's id when signed): on the printed page too."""
+    rows: list[Row] = [(labels("summary.seal"), report.seal or labels("summary.not_sealed"))]
+    if report.key_id is not None:
+        rows.append((labels("summary.key_id"), report.key_id))
+    return rows
+
+
 def summary_sheet(report: RunReport, labels: Labels) -> Sheet:
-    item_rows = _summary_items(report, labels)
+    item_rows = _summary_items(report, labels) + _seal_items(report, labels)
     active = [f for f in report.findings if f.active]
     rows: list[Row] = list(item_rows)
     bold: set[int] = set()

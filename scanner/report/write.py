@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from scanner.errors import ConfigError
 from scanner.util.safefile import write_file
+from scanner.util.timefmt import iso_utc
 
 if TYPE_CHECKING:  # the command line imports REPORT_FORMATS: not the store and SQLAlchemy with it
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from scanner.report.model import RunReport
 
 ReportFormat = Literal["xlsx", "json", "csv", "ocsf"]  # report --format
@@ -57,11 +60,27 @@ def render(report: RunReport, fmt: str) -> bytes:
     raise ConfigError(f"unknown report format {fmt!r}")
 
 
-def write_report(report: RunReport, fmt: str, out: str | None, *, force: bool = False) -> Path | None:
+def signed_facts(report: RunReport) -> dict[str, Any]:
+    """What a report's signature file says besides the file's hash: what the report is of,
+    the history's seal, the versions."""
+    if report.run is not None:
+        return {"run_id": report.run.id, "as_of": None, "seal": report.seal,
+                "tool_version": report.run.tool_version, "catalog_version": report.run.catalog_version}
+    view = report.as_of
+    return {"run_id": None, "as_of": iso_utc(view.time) if view is not None else None, "seal": report.seal,
+            "tool_version": view.tool_version if view is not None else None, "catalog_version": None}
+
+
+def write_report(report: RunReport, fmt: str, out: str | None, *, force: bool = False,
+                 sign_key: Ed25519PrivateKey | None = None) -> Path | None:
     """Write the report to `out` (a path, '-' for stdout, None for the format's default);
-    an existing file is replaced only with `force` (see scanner.util.safefile)."""
+    an existing file is replaced only with `force` (see scanner.util.safefile). With
+    `sign_key`, `<file>.sig.json` is written beside it (scanner/util/signing.py)."""
     if out is None:
         out = "-" if fmt in _STDOUT_BY_DEFAULT else str(default_path(report, fmt))
+    if sign_key is not None and out == "-":
+        raise ConfigError("--sign-key writes a signature beside the report file: give --out FILE",
+                          hint=f"cas-audit report --format {fmt} --out report.{fmt} --sign-key KEYFILE")
     data = render(report, fmt)
     if out == "-":
         if fmt == "xlsx" and sys.stdout.isatty():
@@ -72,4 +91,8 @@ def write_report(report: RunReport, fmt: str, out: str | None, *, force: bool = 
         return None
     path = Path(out)
     write_file(path, data, force=force)
+    if sign_key is not None:
+        from scanner.util.signing import write_signature
+
+        write_signature(path, data, sign_key, signed_facts(report), force=force)
     return path

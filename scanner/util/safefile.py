@@ -36,8 +36,9 @@ def _into_special(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes, *, force: bool = False) -> None:
-    """Write `data` to `path` as the module says."""
+def write_file(path: Path, data: bytes, *, force: bool = False, mode: int | None = None) -> None:
+    """Write `data` to `path` as the module says; with `mode` (e.g. 0o600 for a private key)
+    the file is created with exactly those permission bits, never wider, from the start."""
     path = Path(path)
     try:
         try:
@@ -60,13 +61,15 @@ def write_file(path: Path, data: bytes, *, force: bool = False) -> None:
         target = Path(os.path.realpath(path))
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode & 0o600)
+        if mode is not None and sys.platform != "win32":
+            os.fchmod(fd, mode)  # posix-only: guarded (exact bits, whatever the umask)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if existing is not None and sys.platform != "win32":  # Windows: no mode bits to keep
+            if existing is not None and mode is None and sys.platform != "win32":  # Windows: no mode bits
                 os.chmod(tmp, stat.S_IMODE(existing.st_mode))  # posix-only: guarded
             os.replace(tmp, target)
         except BaseException:
