@@ -145,6 +145,7 @@ def _guard(protocol: Protocol, guard: httpguard.Guard) -> None:
             # session.proxies once; requests would look it up again on every request
             # (a third of a collection's CPU: bench/README.md, "CPU per server")
             session.trust_env = False
+            session.prepare_request = httpguard.prepare_once(session)  # type: ignore[method-assign,assignment]
         httpguard.install(session, guard)
         return session
 
