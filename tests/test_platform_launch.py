@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit, running
+from labfleet import cas_audit_here as cas_audit
+from labfleet import running
 from lxml import etree
 from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WinRMTransportError, WSManFaultError
 from winrm.protocol import Protocol

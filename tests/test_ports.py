@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from labfleet import cas_audit, running
+from labfleet import cas_audit_here as cas_audit
+from labfleet import running
 
 from scanner.inventory import load_inventory
 from scanner.lab.fleet import load_fleet
