@@ -47,6 +47,11 @@ Format notes beyond docs/contracts.md (all optional):
                       environment value cut to this many characters (0: whole)
   [[server]] stdin_ignored = true  UNCONFIRMED switch: PowerShell's $input stays empty
                       (whether PowerShell 1.0 reads stdin under -EncodedCommand is unknown)
+  [lab] admin_username, admin_password   an account allowed to write (fix apply); the
+                      scan account only reads (scanner/lab/simfix.py)
+  [[server]] writable = false   the PopImap files are read-only for everyone
+  [[server]] replace_fault = "locked" | "halfway"   how [System.IO.File]::Replace fails
+  [[server]] restart_fails = true   Restart-Service cannot start the service again
   [server.pop3] newline = "crlf" | "lf"   line endings of `config` text (default: as the
                       TOML parser returns it, i.e. "\\n"; Windows files have CRLF).
   A protocol table left out entirely stands for the protocol as setup left it: the
@@ -108,9 +113,9 @@ from scanner.util.tomlfile import check_keys, line_of, load_toml, server_locatio
 
 #: Keys a [[server]] may set and [lab] may give a default for (the Windows platform).
 _PLATFORM_KEYS = {"platform", "powershell", "account", "allow_unencrypted"}
-_LAB_KEYS = {"username", "password", "auth", "latency_ms", "base_address", "port", "domain", "keytab",
+_LAB_KEYS = {"admin_username", "admin_password", "username", "password", "auth", "latency_ms", "base_address", "port", "domain", "keytab",
              *_PLATFORM_KEYS}
-_SERVER_KEYS = {"name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
+_SERVER_KEYS = {"writable", "replace_fault", "restart_fails", "name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
                 "computer", "fqdn", "roles", "system_root", "port", "env_ignored", "extra_files",
                 "language", "application_log", "env_value_limit", "stdin_ignored", "site_value",
                 *_PLATFORM_KEYS, *PROTOCOLS}
@@ -239,6 +244,8 @@ def _lab(table: Any, where: str, folder: Path) -> LabSettings:
         account=account,
         allow_unencrypted=_bool(table, "allow_unencrypted", where, False),
         keytab=keytab,
+        admin_username=_text(table, "admin_username", where, "", empty=True),
+        admin_password=_text(table, "admin_password", where, "", empty=True),
     )
 
 
@@ -412,6 +419,9 @@ def _platform_fields(table: dict[str, Any], lab: LabSettings, where: str) -> dic
         "system_root": system_root, "port": port, "env_ignored": _bool(table, "env_ignored", where, False),
         "env_value_limit": _int(table, "env_value_limit", where, 0, 0, 32_767),
         "stdin_ignored": _bool(table, "stdin_ignored", where, False),
+        "writable": _bool(table, "writable", where, True),
+        "replace_fault": _choice(table, "replace_fault", where, ("", "locked", "halfway"), ""),
+        "restart_fails": _bool(table, "restart_fails", where, False),
     }
 
 

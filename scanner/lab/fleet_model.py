@@ -91,6 +91,8 @@ class LabSettings:
     account: str | None = None
     allow_unencrypted: bool = False
     keytab: str = ""  # auth "kerberos": the keytab with HTTP/<fqdn> of every server
+    admin_username: str = ""  # an account allowed to write (fix apply); the scan account only reads
+    admin_password: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,9 @@ class SimServer:
     env_value_limit: int = 0  # UNCONFIRMED switch: PowerShell sees each env value cut to this length
     stdin_ignored: bool = False  # UNCONFIRMED switch: PowerShell's $input stays empty
     site_value: str = "SiteName"  # the Netlogon value holding `site` (SITE_VALUES)
+    writable: bool = True  # false: the PopImap files are read-only for everyone (fix apply is denied)
+    replace_fault: str = ""  # "" | locked | halfway: how [System.IO.File]::Replace fails (scanner/lab/simfix.py)
+    restart_fails: bool = False  # Restart-Service fails (the service cannot start)
 
     @property
     def windows(self) -> Platform:

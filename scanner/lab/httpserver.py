@@ -90,6 +90,8 @@ class HostConfig:
     env_ignored: bool = False   # UNCONFIRMED switch: shell environment variables are ignored
     fqdn: str = ""              # Kerberos: the host of the service principal HTTP/<fqdn>
     keytab: str = ""            # Kerberos: the keytab holding HTTP/<fqdn>'s key
+    admin_username: str = ""    # a second account allowed to write ([lab] admin_username); "" = none
+    admin_password: str = ""
     anonymous_identify: bool = True  # Identify with WSMANIDENTIFY: unauthenticated is answered
                                      # without logon (UNCONFIRMED on WinRM 1.1: docs/lab.md)
 
@@ -268,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
             lab.stats.add("auth_failures")
             self._send(401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
             return
-        reply = lab._dispatch(body)
+        reply = lab._dispatch(body, admin=lab._basic_user(token.strip()) == "admin")
         self._send(reply.status, reply.body, {"Content-Type": SOAP_CONTENT_TYPE})
 
     # -- NTLM / Negotiate ---------------------------------------------------------------
@@ -303,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
         # Kerberos with a forwarded ticket: the logon holds credentials it may pass on
         # (GSS_C_DELEG_FLAG in the AP-REQ); NTLM never does (docs/lab.md, "The domain").
         delegated = kerberos and bool(self._ctx.context_attr & spnego.ContextReq.delegate)
-        reply = lab._dispatch(plain, delegated=delegated)
+        reply = lab._dispatch(plain, delegated=delegated, admin=lab._is_admin(self._ctx))
         if not reply.body:  # e.g. 413 for a request over MaxEnvelopeSizekb: nothing to seal
             self._send(reply.status, b"", {})
             return
@@ -419,6 +421,8 @@ class LabServer:
         self._stopping.clear()
         if cfg.auth == "ntlm" and cfg.fault != "auth":
             register_ntlm_user(cfg.domain, cfg.username, cfg.password)
+            if cfg.admin_username:
+                register_ntlm_user(cfg.domain, cfg.admin_username, cfg.admin_password)
         if cfg.auth == "kerberos":
             use_keytab(cfg.keytab)
         if cfg.fault == "refuse":
@@ -493,7 +497,27 @@ class LabServer:
             return False
         return hmac.compare_digest(name.casefold().encode(), self.config.username.casefold().encode())
 
+    def _is_admin(self, ctx: typing.Any) -> bool:
+        """NTLM: whether the logon is the lab's admin account (the one allowed to write)."""
+        admin = self.config.admin_username
+        if not admin or self.config.auth != "ntlm":
+            return False
+        user = str(ctx.client_principal or "").rpartition("\\")[2]
+        return hmac.compare_digest(user.casefold().encode(), admin.casefold().encode())
+
     def _basic_ok(self, token: str) -> bool:
+        return self._basic_user(token) != ""
+
+    def _basic_user(self, token: str) -> str:
+        """Which lab account a Basic token logs on: "scan", "admin", or "" (none)."""
+        cfg = self.config
+        if self._basic_match(token, cfg.username, cfg.password):
+            return "scan"
+        if cfg.admin_username and self._basic_match(token, cfg.admin_username, cfg.admin_password):
+            return "admin"
+        return ""
+
+    def _basic_match(self, token: str, username: str, expected: str) -> bool:
         try:
             decoded = base64.b64decode(token, validate=True).decode("utf-8")
         except (binascii.Error, ValueError, UnicodeDecodeError):
@@ -502,18 +526,18 @@ class LabServer:
         if not sep:
             return False
         cfg = self.config
-        names = {cfg.username.casefold()}
+        names = {username.casefold()}
         if cfg.domain:
-            names.add(f"{cfg.domain}\\{cfg.username}".casefold())
+            names.add(f"{cfg.domain}\\{username}".casefold())
         user_ok = any(hmac.compare_digest(user.casefold().encode(), n.encode()) for n in names)
-        password_ok = hmac.compare_digest(password.encode(), cfg.password.encode())
+        password_ok = hmac.compare_digest(password.encode(), expected.encode())
         return user_ok and password_ok
 
-    def _dispatch(self, soap: bytes, *, delegated: bool = False) -> Reply:
+    def _dispatch(self, soap: bytes, *, delegated: bool = False, admin: bool = False) -> Reply:
         if is_identify(soap):  # authenticated: the real OS version
             self.stats.action("Identify")
             return Reply(200, identify_response(self.config.platform.product_version), "Identify", True)
-        reply = self.service.handle(soap, delegated=delegated)
+        reply = self.service.handle(soap, delegated=delegated, admin=admin)
         stats = self.stats
         stats.action(reply.action)
         counter = {"Command": "commands", "Receive": "receives", "Send": "sends", "Signal": "signals"}.get(reply.action)

@@ -51,6 +51,7 @@ class Lab:
                     platform=server.windows, account=server.account,
                     allow_unencrypted=server.allow_unencrypted, env_ignored=server.env_ignored,
                     fqdn=server.fqdn, keytab=lab.keytab,
+                    admin_username=lab.admin_username, admin_password=lab.admin_password,
                 ))
                 try:
                     listener.start()

@@ -42,6 +42,7 @@ from scanner.lab.domain import OPERATIONS_ERROR, site_stage
 from scanner.lab.eventlog import WINDOW, event_message, events_element
 from scanner.lab.fleet_model import Fleet, SimProtocol, SimServer, build_numbers
 from scanner.lab.simfiles import configrefs_elements
+from scanner.lab.simfix import FixRun, fix_script_data
 from scanner.lab.wsman import CODEPAGES, CommandResult, ShellContext, command_line
 from scanner.lab.wsman_faults import file_not_found_fault
 from scanner.parse.builds import release_build
@@ -553,6 +554,15 @@ class SimulatedHost:
             return self._script(server, shell, "discovery", lambda: discovery_document(fleet, delegated=shell.delegated))
         if script.rstrip("\n") == version_script().rstrip("\n"):  # preflight: $Host.Version, the end marker
             return CommandResult(f"{PS_VERSIONS.get(server.powershell, server.powershell)}\r\n{END_MARKER}\r\n", "", 0)
+        fix = fix_script_data(script)
+        if fix is not None:  # a fix script of `fix plan` (scanner/lab/simfix.py)
+            with self._lock:
+                paths: dict[str, str] = {p: path_combine(self._server.install_path, "ClientAccess\\PopImap\\" + CONFIG_FILE_NAMES[p])
+                         for p in PROTOCOLS}
+                run = FixRun(self._server, fix, env, admin=shell.admin, now=self._clock, config_paths=paths)
+                text, code = run.result()
+                self._server = run.server
+            return CommandResult(_raw_utf8(text, shell.codepage), "", code)
         if not script.strip():
             return CommandResult("", "", 0)
         return _not_recognized((script.split() or [""])[0])

@@ -92,6 +92,9 @@ class ShellContext:
     #: The shell's logon carried delegated credentials (Kerberos with a forwarded ticket):
     #: only then may its commands reach a domain controller (scanner/lab/domain.py).
     delegated: bool = False
+    #: The shell's logon is the lab's admin account ([lab] admin_username): the only one
+    #: allowed to write (scanner/lab/simfix.py).
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,7 @@ class WSManService:
 
     # -- entry point -------------------------------------------------------------------
 
-    def handle(self, body: bytes, *, delegated: bool = False) -> Reply:
+    def handle(self, body: bytes, *, delegated: bool = False, admin: bool = False) -> Reply:
         """Answer one SOAP request (already decrypted); never raises for bad input.
         `delegated`: the transport's logon carried delegated credentials."""
         action_name, relates_to = "unknown", None
@@ -201,7 +204,7 @@ class WSManService:
             # exceeded the configured MaxEnvelopeSize quota" (docs/lab.md, [ENVELOPE-413]).
             return Reply(413, b"", action_name, False)
         try:
-            req = replace(parse_request(body, self.max_envelope), delegated=delegated)
+            req = replace(parse_request(body, self.max_envelope), delegated=delegated, admin=admin)
             relates_to = req.message_id
             action_name = ACTIONS[req.action]
             handler = getattr(self, f"_op_{action_name.lower()}")
@@ -275,7 +278,7 @@ class WSManService:
         in_streams = el_text(shell_el.find("rsp:InputStreams", NS)) or "stdin"
         out_streams = el_text(shell_el.find("rsp:OutputStreams", NS)) or "stdout stderr"
         context = ShellContext(server=self.server, env=env, codepage=int(codepage_text),
-                               working_directory=workdir or None, delegated=req.delegated)
+                               working_directory=workdir or None, delegated=req.delegated, admin=req.admin)
         del in_streams, out_streams  # WinRM 1.1 and 2.0 do not echo the shell back
         windows = self.platform
         shell_id = windows.shell_id_prefix + str(uuid.uuid4()).upper()

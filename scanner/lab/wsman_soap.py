@@ -70,6 +70,7 @@ class Request:
     #: The logon carried delegated credentials (a forwarded Kerberos ticket): set by the
     #: transport, never by the request's own content.
     delegated: bool = False
+    admin: bool = False  # the logon is the lab's admin account: set by the transport
 
 
 def q(prefix: str, local: str) -> str:
