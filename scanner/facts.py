@@ -27,7 +27,7 @@ PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
 Language = Literal["en", "de"]  # the languages of the reports (report/labels.py)
 LANGUAGES: tuple[Language, ...] = get_args(Language)
 
-RULE_IDS: tuple[str, ...] = tuple(f"XS-{n:03d}" for n in range(1, 13))  # XS-001..XS-012
+RULE_IDS: tuple[str, ...] = tuple(f"XS-{n:03d}" for n in range(1, 14))  # XS-001..XS-013
 
 #: A scan run: running until it ends; complete (every server scanned), partial (some not),
 #: aborted (it stopped, or another command found it without a heartbeat).
@@ -83,6 +83,11 @@ NoteKind = Literal["not-evaluated", "lower-bound", "collector-error", "site-diff
 NOTE_KINDS: tuple[NoteKind, ...] = get_args(NoteKind)
 TruncationReason = Literal["max", "window"]
 TRUNCATION_REASONS: tuple[TruncationReason, ...] = get_args(TruncationReason)
+
+#: What a policy asks of a protocol's service ([baseline] pop3_service / imap4_service): any
+#: start mode (the protocol may be used), or disabled (the protocol is not used: XS-013).
+ServicePolicy = Literal["any", "disabled"]
+SERVICE_POLICIES: tuple[ServicePolicy, ...] = get_args(ServicePolicy)
 
 #: The frameworks whose controls the rule catalog names (rules/catalog.toml [framework.*]).
 ControlFramework = Literal["NIST SP 800-53", "CIS Controls v8", "ISO/IEC 27001:2022", "DISA STIG"]

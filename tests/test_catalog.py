@@ -23,12 +23,12 @@ from scanner.parse.observe import RefusedLogonObservation
 CATALOG_TEXT = (rules_dir() / "catalog.toml").read_text(encoding="utf-8")
 
 
-def test_the_catalog_holds_the_twelve_rules_of_the_design() -> None:
+def test_the_catalog_holds_the_thirteen_rules_of_the_design() -> None:
     """(That every entry has logic and every logic an entry, the loader checks: see
     test_id_without_logic and test_logic_without_entry.)"""
     catalog = load_catalog()
-    assert catalog.ids == tuple(f"XS-{n:03d}" for n in range(1, 13))
-    assert "XS-001" in catalog and "XS-013" not in catalog
+    assert catalog.ids == tuple(f"XS-{n:03d}" for n in range(1, 14))
+    assert "XS-001" in catalog and "XS-014" not in catalog
 
 
 def test_the_rule_ids_policies_may_name_are_the_checks() -> None:
@@ -41,7 +41,7 @@ def test_default_severities_are_those_of_the_design() -> None:
     expected = {
         "XS-001": "high", "XS-002": "medium", "XS-003": "high", "XS-004": "medium", "XS-005": "medium",
         "XS-006": "high", "XS-007": "low", "XS-008": "low", "XS-009": "medium", "XS-010": "low",
-        "XS-011": "high", "XS-012": "info",
+        "XS-011": "high", "XS-012": "info", "XS-013": "medium",
     }
     assert {r.id: r.severity for r in catalog.rules} == expected
     assert all(r.severity in SEVERITIES for r in catalog.rules)
@@ -93,7 +93,8 @@ def _one_finding_per_rule() -> dict[str, object]:
         ),
         failed("CAS03"),
     ]
-    policy = Policy.from_text('[[baseline.override]]\nserver = "CAS01"\nprotocol = "pop3"\nallow_cross_site = true\n')
+    policy = Policy.from_text('[baseline]\nimap4_service = "disabled"\n'
+                              '[[baseline.override]]\nserver = "CAS01"\nprotocol = "pop3"\nallow_cross_site = true\n')
     inp = inputs(current, run_id=2, previous={"CAS01": (1, before), "CAS02": (1, server("CAS02"))}, policy=policy)
     return {f.rule: f for f in run_checks(inp)}
 
@@ -162,8 +163,8 @@ def test_bad_severity(tmp_path: Path) -> None:
 
 
 def test_id_without_logic(tmp_path: Path) -> None:
-    text = CATALOG_TEXT.replace('id = "XS-012"', 'id = "XS-013"')
-    _expect_error(tmp_path, text, _line_of(text, 'id = "XS-013"'), "XS-013 has no logic")
+    text = CATALOG_TEXT.replace('id = "XS-012"', 'id = "XS-014"')
+    _expect_error(tmp_path, text, _line_of(text, 'id = "XS-014"'), "XS-014 has no logic")
 
 
 def test_logic_without_entry(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ TUPLES: list[tuple[tuple[str, ...], Any]] = [
     (builds.BUILD_CHECKS, builds.BuildCheck),
     (facts.CONTROL_FRAMEWORKS, facts.ControlFramework),
     (facts.CONTROL_MATCHES, facts.ControlMatch),
+    (facts.SERVICE_POLICIES, facts.ServicePolicy),
     (REPORT_FORMATS, ReportFormat),
     (PREFLIGHT_FORMATS, PreflightFormat),
     (inventory.AUTHS, inventory.Auth),

@@ -1,4 +1,4 @@
-"""The rule logic of the catalog XS-001..XS-012: pure functions, no I/O.
+"""The rule logic of the catalog XS-001..XS-013: pure functions, no I/O.
 
 Each check reads a `CheckInput` (this run's planned servers and observations, each
 server's last successful observation from an earlier run, the policy) and returns raw
@@ -16,6 +16,8 @@ Decisions worth knowing:
   side cannot explain a change, which is then XS-004.
 - XS-008/XS-009 are not reported when every value involved is exactly what the policy
   asks for (the policy itself wants them to differ).
+- XS-013 judges a service only where its start mode was read: an unknown start mode is not
+  evaluated (never "fine"); a service that is not installed cannot run and is no finding.
 """
 
 from __future__ import annotations
@@ -501,6 +503,28 @@ def check_build(inp: CheckInput) -> list[RawFinding]:
     return out
 
 
+def check_service_enabled(inp: CheckInput) -> list[RawFinding]:
+    """XS-013: a POP3 or IMAP4 service is not Disabled where the policy says the protocol is not used."""
+    out = []
+    for planned, obs in inp.scanned():
+        site = server_site(planned, obs)
+        for protocol, p in _protocols(obs):
+            wanted = inp.policy.service_baseline(planned.name, site, protocol)
+            if wanted.service != "disabled" or p.service == "absent" or not p.start_mode:
+                continue  # the protocol may be used; not installed; start mode not read (not evaluated)
+            if p.start_mode.casefold() == "disabled":
+                continue
+            fields = common_fields(planned.name, site, obs, protocol)
+            fields.update(observed=_clip(p.start_mode), service_state=_clip(p.service) or None,
+                          baseline_scope=wanted.source)
+            evidence = {"start_mode": p.start_mode, "service": p.service or None,
+                        "service_started": iso(p.service_started), "baseline": wanted.service,
+                        "baseline_scope": wanted.source}
+            out.append(RawFinding("XS-013", planned.name, site, protocol, fields, evidence,
+                                  observed=p.start_mode, expected="Disabled"))
+    return out
+
+
 _VALUE_FIELDS = frozenset({"observed", "expected", "value_source", "raw_value", "baseline_scope"})
 _CHANGE_FIELDS = frozenset(
     {"before", "after", "build_before", "build_after", "build", "run_before", "run_after", "date_before", "date_after"}
@@ -521,6 +545,7 @@ CHECKS: dict[str, Check] = {
         Check("XS-010", frozenset({"count", "users", "mailbox_sites", "since"}), check_refused_logons),
         Check("XS-011", frozenset({"address", "error_kind", "error"}), check_not_scanned),
         Check("XS-012", frozenset({"build", "service_pack"}), check_build),
+        Check("XS-013", frozenset({"observed", "service_state", "baseline_scope"}), check_service_enabled),
     )
 }
 

@@ -1,4 +1,5 @@
-"""The audit policy: desired value of AllowCrossSiteSessions, waivers and severity overrides.
+"""The audit policy: desired value of AllowCrossSiteSessions, whether the POP3 and IMAP4
+services may run, waivers and severity overrides.
 
 Read from a TOML file (`scan --policy FILE`, format in docs/contracts.md and rules/baseline.toml).
 Everything is validated when loaded, before any scan: a malformed policy is a ConfigError
@@ -10,7 +11,10 @@ Which baseline applies to a server and protocol, most specific first:
   3. an override naming the site and the protocol
   4. an override naming the site for both protocols
   5. the organisation default ([baseline] allow_cross_site; false when absent)
-Among overrides of the same rank, the one written last in the file wins. Server globs
+Among overrides of the same rank, the one written last in the file wins. The services
+(`pop3_service`, `imap4_service`: "any", the default, or "disabled", XS-013) are resolved
+the same way, each key on its own: an override that does not set a key leaves it to the
+next entry down the list. Server globs
 (fnmatch: * ? [..]) and site names compare case-insensitively.
 
 A waiver applies from its creation up to and including its `expires` day (UTC date of
@@ -30,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from scanner.errors import ConfigError
-from scanner.facts import PROTOCOLS, RULE_IDS, SEVERITIES
+from scanner.facts import PROTOCOLS, RULE_IDS, SERVICE_POLICIES, SEVERITIES, ServicePolicy
 from scanner.util.paths import data_dir
 from scanner.util.tomlfile import SourceLines, read_text
 
 MAX_POLICY_BYTES = 1024 * 1024
+#: The [baseline] key of each protocol's service (XS-013).
+SERVICE_KEYS: dict[str, str] = {protocol: f"{protocol}_service" for protocol in PROTOCOLS}
 
 
 class _Scoped:
@@ -62,13 +68,14 @@ class _Scoped:
 
 @dataclass(frozen=True)
 class BaselineOverride(_Scoped):
-    """One [[baseline.override]] entry."""
+    """One [[baseline.override]] entry (it sets allow_cross_site, a service, or both)."""
 
-    allow_cross_site: bool
+    allow_cross_site: bool | None
     server: str | None = None  # glob
     site: str | None = None
     protocol: str | None = None
     position: int = 0  # order in the file
+    services: Mapping[str, ServicePolicy] = field(default_factory=dict)  # protocol -> any | disabled
 
     @property
     def rank(self) -> tuple[int, int, int]:
@@ -81,6 +88,14 @@ class Baseline:
     """The desired value for one server and protocol and which policy entry set it."""
 
     allow_cross_site: bool
+    source: str  # "organisation", "site Hamburg", "server CAS0* / pop3"
+
+
+@dataclass(frozen=True)
+class ServiceBaseline:
+    """What the policy asks of one server's POP3 or IMAP4 service, and which entry said so."""
+
+    service: ServicePolicy  # any | disabled
     source: str  # "organisation", "site Hamburg", "server CAS0* / pop3"
 
 
@@ -132,6 +147,7 @@ class Policy:
     severity: Mapping[str, str] = field(default_factory=dict)
     source_text: str = ""
     source_path: str | None = None
+    organisation_services: Mapping[str, ServicePolicy] = field(default_factory=dict)  # protocol -> any | disabled
 
     @property
     def sha256(self) -> str:
@@ -151,11 +167,23 @@ class Policy:
         """The desired value for `server` in `site` for `protocol` (most specific entry wins)."""
         best: BaselineOverride | None = None
         for override in self.overrides:
-            if override.covers(server, site, protocol) and (best is None or override.rank > best.rank):
+            if (override.allow_cross_site is not None and override.covers(server, site, protocol)
+                    and (best is None or override.rank > best.rank)):
                 best = override
-        if best is None:
+        if best is None or best.allow_cross_site is None:
             return Baseline(self.organisation_default, "organisation")
         return Baseline(best.allow_cross_site, best.scope)
+
+    def service_baseline(self, server: str | None, site: str | None, protocol: str) -> ServiceBaseline:
+        """What the policy asks of `protocol`'s service on `server` in `site` (most specific entry wins)."""
+        best: BaselineOverride | None = None
+        for override in self.overrides:
+            if (protocol in override.services and override.covers(server, site, protocol)
+                    and (best is None or override.rank > best.rank)):
+                best = override
+        if best is None:
+            return ServiceBaseline(self.organisation_services.get(protocol, "any"), "organisation")
+        return ServiceBaseline(best.services[protocol], best.scope)
 
     def severity_for(self, rule: str, default: str) -> str:
         """The severity of `rule` after the policy's overrides."""
@@ -222,11 +250,12 @@ def _parse(text: str, source: str, rule_ids: Collection[str] | None) -> Policy:
             f"{where}: unknown top-level key {unknown[0]!r}", hint="a policy has [baseline], [[waiver]] and [severity]"
         )
 
-    default, overrides = _baseline(data.get("baseline", {}), loc)
+    default, services, overrides = _baseline(data.get("baseline", {}), loc)
     waivers = _waivers(data.get("waiver", []), loc, rule_ids)
     severity = _severities(data.get("severity", {}), loc, rule_ids)
     return Policy(
         organisation_default=default,
+        organisation_services=services,
         overrides=overrides,
         waivers=waivers,
         severity=severity,
@@ -235,15 +264,36 @@ def _parse(text: str, source: str, rule_ids: Collection[str] | None) -> Policy:
     )
 
 
-def _baseline(table: Any, loc: _Locator) -> tuple[bool, tuple[BaselineOverride, ...]]:
+def _services(
+    entry: dict[str, Any], loc: _Locator, header: str, index: int | None, protocol: str | None = None
+) -> dict[str, ServicePolicy]:
+    """The pop3_service / imap4_service keys of [baseline] or of an override."""
+    services: dict[str, ServicePolicy] = {}
+    for name, key in SERVICE_KEYS.items():
+        if key not in entry:
+            continue
+        value = entry[key]
+        wanted = value.strip().lower() if isinstance(value, str) else None
+        if wanted not in SERVICE_POLICIES:
+            raise loc.error(header, index, key, f"must be \"any\" or \"disabled\", not {value!r}",
+                            hint=f'{key} = "disabled" when {name.upper()} is not used there (XS-013)')
+        if protocol is not None and protocol != name:
+            raise loc.error(header, index, key, f"this override is for protocol {protocol}, not {name}")
+        services[name] = "disabled" if wanted == "disabled" else "any"
+    return services
+
+
+def _baseline(table: Any, loc: _Locator) -> tuple[bool, dict[str, ServicePolicy], tuple[BaselineOverride, ...]]:
     if not isinstance(table, dict):
         raise loc.error("baseline", None, None, "must be a table")
-    unknown = sorted(set(table) - {"allow_cross_site", "override"})
+    unknown = sorted(set(table) - {"allow_cross_site", "override", *SERVICE_KEYS.values()})
     if unknown:
-        raise loc.error("baseline", None, unknown[0], "unknown field", hint="allowed: allow_cross_site, [[baseline.override]]")
+        raise loc.error("baseline", None, unknown[0], "unknown field",
+                        hint="allowed: allow_cross_site, pop3_service, imap4_service, [[baseline.override]]")
     default = table.get("allow_cross_site", False)
     if not isinstance(default, bool):
         raise loc.error("baseline", None, "allow_cross_site", "must be true or false (unquoted)")
+    services = _services(table, loc, "baseline", None)
     entries = table.get("override", [])
     if not isinstance(entries, list):
         raise loc.error("baseline", None, "override", "must be written as [[baseline.override]] tables")
@@ -252,26 +302,29 @@ def _baseline(table: Any, loc: _Locator) -> tuple[bool, tuple[BaselineOverride, 
         header = "baseline.override"
         if not isinstance(entry, dict):
             raise loc.error(header, index, None, "must be a table")
-        allowed = {"server", "site", "protocol", "allow_cross_site"}
+        allowed = {"server", "site", "protocol", "allow_cross_site", *SERVICE_KEYS.values()}
         extra = sorted(set(entry) - allowed)
         if extra:
             raise loc.error(header, index, extra[0], "unknown field", hint=f"allowed: {', '.join(sorted(allowed))}")
         server, site = _scope(entry, loc, header, index)
-        if "allow_cross_site" not in entry:
-            raise loc.error(header, index, None, "field 'allow_cross_site' is required")
-        value = entry["allow_cross_site"]
-        if not isinstance(value, bool):
+        protocol = _protocol(entry, loc, header, index)
+        service_values = _services(entry, loc, header, index, protocol)
+        if "allow_cross_site" not in entry and not service_values:
+            raise loc.error(header, index, None, "set allow_cross_site, pop3_service or imap4_service")
+        value = entry.get("allow_cross_site")
+        if value is not None and not isinstance(value, bool):
             raise loc.error(header, index, "allow_cross_site", "must be true or false (unquoted)")
         overrides.append(
             BaselineOverride(
                 allow_cross_site=value,
                 server=server,
                 site=site,
-                protocol=_protocol(entry, loc, header, index),
+                protocol=protocol,
                 position=index,
+                services=service_values,
             )
         )
-    return default, tuple(overrides)
+    return default, services, tuple(overrides)
 
 
 def _scope(entry: dict[str, Any], loc: _Locator, header: str, index: int) -> tuple[str | None, str | None]:
