@@ -84,7 +84,7 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
         run_id = outcome.run_id
         written = []
         for report_lang in dict.fromkeys((lang, "en", "de")):
-            for fmt in ("xlsx", "json"):
+            for fmt in ("xlsx", "json", "html"):  # the HTML report beside the workbook
                 model = build_report(store, run_id, lang=report_lang)
                 path = out_dir / f"cas-audit-run-{run_id}-{report_lang}.{fmt}"
                 write_file(path, render(model, fmt), force=True)  # the demo's own folder

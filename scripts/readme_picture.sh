@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerate the README's pictures of the auditor's workbook.
+# Regenerate the README's pictures of the auditor's workbook and of the HTML report.
 #
 #   scripts/readme_picture.sh [WORKBOOK.xlsx]
 #
@@ -36,3 +36,16 @@ mkdir -p "$repo/docs"
 pdftoppm -png -r 110 -f 1 -l 1 -singlefile "$tmp/workbook.pdf" "$repo/docs/workbook"
 pdftoppm -png -r 110 -f 2 -l 2 -singlefile "$tmp/workbook.pdf" "$repo/docs/workbook-findings"
 echo "wrote $repo/docs/workbook.png and $repo/docs/workbook-findings.png from $workbook"
+
+# The HTML report (report --format html) beside the workbook, in headless Chromium
+# (apt: chromium): docs/report-html.png.
+page="${workbook%.xlsx}.html"
+if [ -f "$page" ] && command -v chromium >/dev/null 2>&1; then
+    cp "$page" "$tmp/report.html"
+    chromium --headless --disable-gpu --no-sandbox --no-first-run "--user-data-dir=$tmp/chromium" \
+        --hide-scrollbars --window-size=1200,1600 "--screenshot=$repo/docs/report-html.png" \
+        "file://$tmp/report.html" >"$tmp/chromium.log" 2>&1 || { cat "$tmp/chromium.log" >&2; exit 1; }
+    echo "wrote $repo/docs/report-html.png from $page"
+else
+    echo "no $page (or no chromium on PATH): docs/report-html.png not regenerated" >&2
+fi

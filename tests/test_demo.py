@@ -39,4 +39,9 @@ def test_a_demo_stopped_after_its_first_line_closes_its_history(tmp_path: Path) 
 def test_a_finished_demo_closes_its_history(tmp_path: Path) -> None:
     lines = list(run_demo(tmp_path))
     assert lines[-1].startswith("next: cas-audit history")
+    # the single-file HTML report beside each workbook, in both languages
+    for lang, heading in (("en", "Action items per server"), ("de", "Maßnahmen je Server")):
+        [page] = tmp_path.glob(f"**/cas-audit-run-*-{lang}.html")
+        assert page.with_suffix(".xlsx").exists()
+        assert heading in page.read_text("utf-8")
     assert open_files_under(tmp_path) == []

@@ -210,7 +210,7 @@ def lab_serve(fleet: Path, inventory_out: Path) -> None:
 def demo(out_dir: Path, lang: Language) -> None:
     """Lab organisation + two scans with a service pack upgrade between them + reports.
 
-    Writes OUT/demo-history.db and the workbook and JSON report of the second scan.
+    Writes OUT/demo-history.db and the workbook, JSON and HTML reports of the second scan.
 
     \b
     Example:

@@ -46,7 +46,7 @@ def _resolve_run(store: Any, run: str) -> int:
 @click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="xlsx", show_default=True)
 @click.option("--out", "out", default=None,
               help="Output file, or - for stdout (default: reports/cas-audit-run-<id>-<lang>.xlsx for "
-                   "xlsx, stdout for json, csv and ocsf).")
+                   "xlsx and html, stdout for json, csv and ocsf).")
 @click.option("--lang", type=click.Choice(LANGUAGES), default="en", show_default=True)
 @click.option("--force", is_flag=True, help="Replace the --out file if it exists.")
 @click.option("--sign-key", "sign_key", default=None, metavar="FILE",
@@ -55,8 +55,8 @@ def _resolve_run(store: Any, run: str) -> int:
 @handle_errors
 def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: int | None, fmt: ReportFormat,
            out: str | None, lang: Language, force: bool, sign_key: Path | None) -> None:
-    """Write the report of one run (findings with evidence) as xlsx, json, csv or ocsf (JSON Lines of
-    OCSF 1.5.0 Compliance Findings, for a SIEM), or with
+    """Write the report of one run (findings with evidence) as xlsx, json, csv, ocsf (JSON Lines of
+    OCSF 1.5.0 Compliance Findings, for a SIEM) or html (one self-contained page), or with
     --as-of the organisation view across runs (scans split by site or scanner).
 
     \b
@@ -65,6 +65,7 @@ def report(db_url: str | None, run: str | None, as_of: str | None, stale_days: i
       cas-audit report --as-of now --stale-days 7 --format json --out organisation.json
       cas-audit report --run latest --format ocsf --out findings.ocsf.jsonl
       cas-audit report --format xlsx --out audit.xlsx --sign-key keys/cas-audit-signing.key
+      cas-audit report --format html --lang de --out audit.html
     """
     from scanner.report.write import write_report
 

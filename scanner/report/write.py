@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # the command line imports REPORT_FORMATS: not the store and 
 
     from scanner.report.model import RunReport
 
-ReportFormat = Literal["xlsx", "json", "csv", "ocsf"]  # report --format
+ReportFormat = Literal["xlsx", "json", "csv", "ocsf", "html"]  # report --format
 REPORT_FORMATS: tuple[ReportFormat, ...] = get_args(ReportFormat)
 # a file name's ending per format (OCSF is JSON Lines)
 _SUFFIX: dict[str, str] = {"ocsf": "ocsf.jsonl"}
@@ -32,7 +32,7 @@ def default_path(report: RunReport, fmt: str) -> Path:
 
 
 def render(report: RunReport, fmt: str) -> bytes:
-    """The report in `fmt` (xlsx, json, csv, ocsf) as bytes."""
+    """The report in `fmt` (xlsx, json, csv, ocsf, html) as bytes."""
     if fmt == "json":
         from scanner.report.export_json import write_json
 
@@ -51,6 +51,10 @@ def render(report: RunReport, fmt: str) -> bytes:
         text = io.StringIO()
         write_ocsf(report, text)
         return text.getvalue().encode("utf-8")
+    if fmt == "html":
+        from scanner.report.export_html import render_html
+
+        return render_html(report).encode("utf-8")
     if fmt == "xlsx":
         from scanner.report.export_xlsx import write_xlsx
 

@@ -1,0 +1,164 @@
+"""Issue 17 item 5: `report --format html`, one self-contained page, checked in a real headless
+Chromium (Debian's `chromium`): hostile server text renders as text, nothing of it runs, and
+the Content-Security-Policy stops a script even where one got into the page."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from reportdata import HOSTILE_VALUES, sample_report
+from test_export_ocsf import _history
+
+from scanner.cli import cli
+from scanner.report.export_html import CSP, render_html
+from scanner.report.write import render
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",  # in CI a missing browser fails the test
+    reason="chromium is not installed: apt-get install --no-install-recommends chromium to run these checks",
+)
+TITLE = "cas-audit report"
+# payloads that would run, load or break out of their place if they were not escaped
+BROWSER_PAYLOADS = (
+    '"><img src=x onerror="document.title=\'pwned-img\'">',
+    "<script>document.title='pwned-script';document.body.setAttribute('data-pwned','1')</script>",
+    "</pre></td></table><svg onload=\"document.title='pwned-svg'\">",
+    "<a href=\"javascript:document.title='pwned-link'\">click</a>",
+    "</style><style>body{display:none}</style>",
+    "<iframe src=\"data:text/html,<script>parent.document.title='pwned-frame'</script>\"></iframe>",
+    "<meta http-equiv=\"refresh\" content=\"0;url=javascript:document.title='pwned-meta'\">",
+    *HOSTILE_VALUES,
+)
+HOSTILE = " ".join(BROWSER_PAYLOADS)
+
+
+class _Elements(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[str] = []
+        self.texts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs.extend(name for name, _ in attrs)
+
+    def handle_data(self, data: str) -> None:
+        self.texts.append(data)
+
+
+def elements(html: str) -> _Elements:
+    parser = _Elements()
+    parser.feed(html)
+    return parser
+
+
+def dump_dom(page: Path) -> str:
+    """The page's DOM after Chromium loaded it and ran whatever it would run (2 s virtual time)."""
+    assert CHROMIUM is not None, "chromium is not installed (CI=true: the browser checks must run)"
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-extensions",
+         f"--user-data-dir={page.parent / 'chromium-profile'}", "--virtual-time-budget=2000",
+         "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
+
+
+def test_one_file_with_csp_and_no_script_or_external_resource() -> None:
+    html = render_html(sample_report("en"))
+    parsed = elements(html)
+    assert f'<meta http-equiv="Content-Security-Policy" content="{CSP.replace(chr(39), "&#39;")}">' in html
+    assert "script-src" not in CSP and "default-src 'none'" in CSP
+    assert "script" not in parsed.tags and "link" not in parsed.tags and "img" not in parsed.tags
+    assert not [a for a in parsed.attrs if a.startswith("on") or a in ("src", "href")]
+    assert "svg" in parsed.tags and "polyline" in parsed.tags  # the trend, inline
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_sections_in_the_report_language(lang: str) -> None:
+    report = sample_report(lang)
+    html = render_html(report)
+    words = {"en": ["Summary", "Action items per server", "Evidence and controls", "Seal of the run"],
+             "de": ["Übersicht", "Maßnahmen je Server", "Nachweise und Kontrollen", "Siegel des Laufs"]}[lang]
+    for word in words:
+        assert word in html
+    for f in report.findings:
+        assert f.message.replace("'", "&#39;").replace('"', "&#34;") in html or f.message in html
+    # every server with an active finding has its action items, from the rule's remediation
+    servers = {f.server for f in report.findings if f.active and f.server}
+    for server in servers:
+        assert f"<h3>{server}</h3>" in html
+    assert all(f.remediation in html for f in report.findings if f.active)
+
+
+def test_hostile_text_is_escaped_in_the_markup() -> None:
+    html = render_html(sample_report("en", hostile=HOSTILE))
+    parsed = elements(html)
+    assert set(parsed.tags) <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "table",
+                                "thead", "tbody", "tr", "th", "td", "p", "ul", "li", "br", "span", "details",
+                                "summary", "pre", "svg", "line", "text", "polyline", "circle"}
+    assert not [a for a in parsed.attrs if a.startswith("on") or a in ("src", "href")]
+    assert any(HOSTILE in t for t in parsed.texts)  # the payload, whole, as text
+
+
+@pytest.mark.slow  # headless Chromium, about a second a page
+@needs_chromium
+def test_hostile_payloads_render_as_text_in_chromium_and_nothing_runs(tmp_path: Path) -> None:
+    page = tmp_path / "hostile.html"
+    page.write_bytes(render(sample_report("en", hostile=HOSTILE), "html"))
+    dom = dump_dom(page)
+    parsed = elements(dom)
+    title = re.search(r"<title>(.*?)</title>", dom, re.S)
+    assert title is not None and title.group(1).startswith(TITLE)
+    assert "pwned" not in title.group(1)
+    assert re.search(r"<body>", dom)  # no attribute written onto it
+    assert "data-pwned" not in parsed.attrs
+    assert not {"script", "img", "iframe", "a", "link"} & set(parsed.tags)
+    assert "svg" in parsed.tags  # only the trend's own
+    assert not [a for a in parsed.attrs if a.startswith("on") or a in ("src", "href")]
+    # rendered as text, whole (HTML parsing turns a carriage return into a line feed)
+    assert any(HOSTILE.replace("\r", "\n") in t for t in parsed.texts)
+
+
+@pytest.mark.slow  # headless Chromium, about a second a page
+@needs_chromium
+def test_the_content_security_policy_stops_a_script_that_got_in(tmp_path: Path) -> None:
+    """Defence in depth: a script put into the page raw (as if escaping had failed) does not
+    run under the page's CSP; without the CSP the same page runs it (the check can fail)."""
+    html = render_html(sample_report("en"))
+    injected = html.replace("<body>", "<body><script>document.title='pwned-raw'</script>", 1)
+    with_csp = tmp_path / "with-csp.html"
+    with_csp.write_text(injected, "utf-8")
+    without = tmp_path / "without-csp.html"
+    without.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", injected), "utf-8")
+    assert "<title>pwned-raw</title>" in dump_dom(without)
+    dom = dump_dom(with_csp)
+    assert "pwned-raw" not in re.search(r"<title>(.*?)</title>", dom, re.S).group(1)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_report_command_writes_html_for_a_run_and_the_organisation_view(
+        sqlite_url: str, tmp_path: Path, lang: str) -> None:
+    _history(sqlite_url)
+    out = tmp_path / "run.html"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["report", "--db", sqlite_url, "--format", "html", "--lang", lang,
+                                 "--out", str(out)], prog_name="cas-audit")
+    assert result.exit_code == 0, result.output
+    assert "CAS01" in out.read_text("utf-8") and 'http-equiv="Content-Security-Policy"' in out.read_text("utf-8")
+    view = runner.invoke(cli, ["report", "--db", sqlite_url, "--as-of", "now", "--format", "html", "--lang", lang,
+                               "--out", "-"], prog_name="cas-audit")
+    assert view.exit_code == 0, view.output
+    assert view.stdout.startswith("<!DOCTYPE html>") and "CAS03" in view.stdout
+    # an existing file is replaced only with --force (safefile)
+    again = runner.invoke(cli, ["report", "--db", sqlite_url, "--format", "html", "--out", str(out)],
+                          prog_name="cas-audit")
+    assert again.exit_code == 2
