@@ -177,12 +177,19 @@ def test_scan_reports_referenced_values_and_unknowns_with_their_reason(tmp_path:
     rows = [[str(c) if c is not None else "" for c in row] for row in sheet.iter_rows(values_only=True)]
     header = rows[0]
     ref02 = next(r for r in rows if r[0] == "REF02" and r[2] == "IMAP4")
-    assert "outside the PopImap folder" in ref02[header.index("Warum der Wert unbekannt oder unbrauchbar ist")]
+    why = header.index("Warum der Wert unbekannt oder unbrauchbar ist")
+    # our own reason sentence in German (the file name as it stands), not the English of the JSON
+    assert "außerhalb des PopImap-Ordners" in ref02[why] and "outside the PopImap folder" not in ref02[why]
+    ref03 = next(r for r in rows if r[0] == "REF03" and r[2] == "POP3")
+    assert ref03[why] == (".NET weist diese Datei ab: die configSource-Datei 'absent.config' existiert nicht "
+                          "(Unable to open configSource file).")
     assert "keine Datei im Ordner PopImap selbst" in ref02[header.index("Mit file= / configSource= genannte Datei")]
     csv_de = cas_audit_here("report", "--format", "csv", "--lang", "de", "--out", "-", db=db)
     assert csv_de.returncode == 0, csv_de.stderr
     line = next(row for row in csv_de.stdout.splitlines() if "XS-006" in row and "REF02" in row)
-    assert "outside the PopImap folder" in line
+    assert "außerhalb des PopImap-Ordners" in line and "outside the PopImap folder" not in line
+    line = next(row for row in csv_de.stdout.splitlines() if "XS-006" in row and "REF03" in row and "POP3" in row)
+    assert "die configSource-Datei 'absent.config' existiert nicht" in line
 
     # the referenced file byte for byte, as evidence; none where it was not read
     copy = tmp_path / "appSettings.extra.config"

@@ -13,6 +13,7 @@ from scanner.facts import WaiverState
 from scanner.judge.catalog import Catalog
 from scanner.judge.policy import Policy
 from scanner.judge.results import FindingInfo, WaiverInfo
+from scanner.report.reasons import reason_text
 from scanner.store.repo import FindingRow
 
 _INTERNAL_EVIDENCE = ("fields",)
@@ -23,6 +24,8 @@ def finding_info(row: FindingRow, catalog: Catalog, lang: str = "en") -> Finding
     evidence = dict(row.evidence or {})
     fields = evidence.get("fields")
     if isinstance(fields, dict) and row.rule in catalog:
+        if isinstance(fields.get("detail"), str):  # our reason sentence, in the report's language
+            fields = {**fields, "detail": reason_text(fields["detail"], lang)}
         message = catalog.finding_message(
             row.rule, fields, lang, state=row.state, waiver=row.waiver,
             not_rescanned=evidence.get("not_rescanned"),

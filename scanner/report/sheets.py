@@ -28,6 +28,7 @@ from scanner.report.notes import (
     refused_logons_cell,
     server_notes,
 )
+from scanner.report.reasons import reason_text
 from scanner.util.timefmt import iso, utc_naive
 
 CellValue = str | int | datetime | date | None
@@ -486,7 +487,7 @@ def evidence_sheet(report: RunReport, labels: Labels) -> Sheet:
                     utc_naive(s.finished_at),
                     method,
                     clean(labels.word("config", p.config_status)),
-                    clean(p.detail) or None,
+                    clean(reason_text(p.detail, labels.lang)) or None,
                     clean(p.config_encoding),
                     clean(p.raw_value),
                     clean("; ".join(p.key_notes)) or None,
