@@ -230,3 +230,19 @@ def test_concurrent_scanners_on_postgresql_seal_in_order(pg_url: str) -> None:
         finished = conn.execute(text("SELECT id FROM scan_runs ORDER BY finished_at, id")).scalars().all()
     engine.dispose()
     assert sorted(order) == sorted(finished) and len(order) == 6
+
+
+def test_changes_recorded_between_runs_are_sealed_with_the_next_run(history_url: str) -> None:
+    """A `fix apply` change (issue 16's `changes` rows) belongs to the next run's link."""
+    with open_store(history_url) as store:
+        add_run(store, 0)
+        sql(history_url, "INSERT INTO changes (ticket, kind, operator, server_name, protocol, config_path, "
+                         "before_sha256, after_sha256, restart, result, changed_at) VALUES ('CHG-1', 'apply', "
+                         "'CONTOSO\\admin', 'CAS01', 'pop3', 'C:\\x.config', 'aa', 'bb', 'restarted', 'done', "
+                         "'2026-11-22 10:00:00')")
+        add_run(store, 2)
+        add_run(store, 3)
+    assert verify(history_url)[0] == 0
+    sql(history_url, "UPDATE changes SET ticket = 'CHG-2'")
+    code, out = verify(history_url)
+    assert code == 1 and "run 2 no longer matches its seal" in " ".join(out.split()), out

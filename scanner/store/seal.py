@@ -32,12 +32,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from scanner.store.documents import digest as document_key
 from scanner.store.documents import reference_sha256
 from scanner.store.models import (
+    Change,
     ConfigBlob,
     Document,
     Finding,
@@ -186,10 +187,43 @@ class ContentReader:
             "resolved": resolved,
         }
 
-    def digest(self, run_id: int) -> str | None:
-        """SHA-256 of the run's canonical encoding (None: no such run)."""
+    def changes(self, after: int, through: int) -> list[list[Any]]:
+        """The changes `fix apply`/`fix rollback` recorded with ids in (after, through], in order."""
+        columns = [c for c in Change.__table__.columns if c.name != "id"]
+        return [[_value(value) for value in row] for row in self._session.execute(
+            select(*columns).where(Change.id > after, Change.id <= through).order_by(Change.id))]
+
+    def digest(self, run_id: int, changes: tuple[int, int] | None = None) -> str | None:
+        """SHA-256 of the run's canonical encoding (None: no such run); with `changes`
+        (after, through) the changes recorded since the previous run link are part of it."""
         content = self.content(run_id)
-        return None if content is None else hashlib.sha256(canonical(content)).hexdigest()
+        if content is None:
+            return None
+        if changes is not None:
+            content["changes"] = self.changes(*changes)
+            content["changes_through"] = changes[1]
+        return hashlib.sha256(canonical(content)).hexdigest()
+
+
+def _through(body: str | None) -> int | None:
+    """The last change id a run link covers (None: a link without changes)."""
+    if not body:
+        return None
+    try:
+        value = json.loads(body).get("changes_through")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _changes_range(session: Session, before_position: int | None = None) -> tuple[int, int]:
+    """(the last change id an earlier run link covers, the newest change id now)."""
+    query = select(SealEntry.body).where(SealEntry.kind == "run", SealEntry.body.is_not(None))
+    if before_position is not None:
+        query = query.where(SealEntry.position < before_position)
+    last = session.scalar(query.order_by(SealEntry.position.desc()).limit(1))
+    newest = session.scalar(select(func.max(Change.id))) or 0
+    return _through(last) or 0, int(newest)
 
 
 def _lock_chain(session: Session) -> None:
@@ -216,10 +250,12 @@ def seal_run(session: Session, run_id: int, now: datetime) -> str:
     existing = session.scalar(select(SealEntry.seal).where(SealEntry.run_id == run_id))
     if existing is not None:
         return existing
-    digest = ContentReader(session).digest(run_id)
+    changes = _changes_range(session)
+    digest = ContentReader(session).digest(run_id, changes)
     if digest is None:
         raise ValueError(f"no run {run_id} to seal")
-    return _append(session, kind="run", run_id=run_id, digest=digest, now=now).seal
+    return _append(session, kind="run", run_id=run_id, digest=digest, now=now,
+                   body=canonical({"changes_through": changes[1]}).decode("ascii")).seal
 
 
 def reseal_tail(session: Session, run_id: int) -> bool:
@@ -231,7 +267,9 @@ def reseal_tail(session: Session, run_id: int) -> bool:
     if last is None or last.run_id != run_id:
         return False
     previous = session.scalar(select(SealEntry.seal).where(SealEntry.position == last.position - 1)) or GENESIS
-    digest = ContentReader(session).digest(run_id)
+    through = _through(last.body)
+    after = _changes_range(session, last.position)[0]
+    digest = ContentReader(session).digest(run_id, None if through is None else (after, through))
     assert digest is not None
     last.digest, last.seal = digest, chain_hash(previous, "run", digest)
     session.flush()
@@ -278,9 +316,11 @@ def seal_backlog(session: Session, now: datetime) -> list[int]:
                                                      .order_by(ScanRun.id)) if run_id not in sealed]
     reader = ContentReader(session)
     for run_id in pending:
-        digest = reader.digest(run_id)
+        changes = _changes_range(session)
+        digest = reader.digest(run_id, changes)
         assert digest is not None
-        _append(session, kind="run", run_id=run_id, digest=digest, now=now)
+        _append(session, kind="run", run_id=run_id, digest=digest, now=now,
+                body=canonical({"changes_through": changes[1]}).decode("ascii"))
     return pending
 
 
@@ -317,7 +357,7 @@ def verify_chain(session: Session) -> Verification:
             except (ValueError, TypeError, KeyError, AttributeError):
                 pass  # an edited body: its own digest no longer matches below
     reader = ContentReader(session)
-    previous, runs, removed = GENESIS, 0, 0
+    previous, runs, removed, covered = GENESIS, 0, 0, 0
 
     def result(broken: Break | None, count: int) -> Verification:
         return Verification(count, runs, removed, entries[-1].seal if entries else None, broken)
@@ -332,7 +372,8 @@ def verify_chain(session: Session) -> Verification:
                                 f"link {index + 1} of the chain is missing{which}"), index)
         if kind == "run" and run_id is not None:
             if run_id in existing:
-                digest = reader.digest(run_id)
+                through = _through(entry.body)
+                digest = reader.digest(run_id, None if through is None else (covered, through))
                 runs += 1
             elif run_id in pruned and pruned[run_id][0] == position:
                 digest = pruned[run_id][1]
@@ -353,6 +394,8 @@ def verify_chain(session: Session) -> Verification:
                 why = f"{what} is not where it was sealed: the order of the chain or a seal was changed"
             return result(Break(position, run_id, why), index)
         previous = entry.seal
+        if kind == "run":
+            covered = _through(entry.body) or covered
     if unsealed:
         return result(Break(None, unsealed[0], f"run {unsealed[0]} is finished but not sealed "
                             "(added to the history, or its link removed, outside cas-audit)"), len(entries))
