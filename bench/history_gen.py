@@ -14,7 +14,9 @@ server's previous one, with the default policy. Documents, config files and rows
 `scanner.store.repo.Store` writes; only the writing is bulk (Core executemany).
 
 The newest run (day D) is stored with its observations but without findings, so that
-`bench_history.py` can evaluate it as `cas-audit scan` would.
+`bench_history.py` can evaluate it as `cas-audit scan` would. Every run is then sealed
+(scanner/store/seal.py), as runs are when they end; saving the newest run's findings
+later reseals its link (it is the newest).
 
     .venv/bin/python bench/history_gen.py --url sqlite:////tmp/h.db --servers 1000 --days 365
 """
@@ -30,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, insert
+from sqlalchemy.orm import Session
 
 from scanner.judge.catalog import load_catalog
 from scanner.judge.checks import CheckInput, Previous
@@ -50,6 +53,7 @@ from scanner.store.models import (
     ServerScan,
 )
 from scanner.store.repo import FindingRow, PlannedServer, open_store
+from scanner.store.seal import seal_backlog
 
 SITES = ("Berlin", "Hamburg", "Munich", "Vienna", "Zurich", "Paris", "Madrid", "Oslo")
 START = datetime(2025, 12, 1, 2, 0, tzinfo=UTC)
@@ -303,6 +307,14 @@ def generate(url: str, servers: int, days: int, seed: int = 7, *, quiet: bool = 
         if not quiet and day % 30 == 0:
             print(f"  day {day}/{days} {time.perf_counter() - started:.1f} s", flush=True)
     history.out.flush()
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:  # statistics before sealing reads every run back
+            conn.exec_driver_sql("ANALYZE")
+    sealing = time.perf_counter()
+    with Session(engine) as session, session.begin():  # every run sealed, as `scan` seals it when it ends
+        sealed = seal_backlog(session, datetime.now(UTC))
+    if not quiet:
+        print(f"  sealed {len(sealed)} runs in {time.perf_counter() - sealing:.1f} s", flush=True)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:  # explicit ids: move the sequences past them
             for table in ("scan_runs", "servers", "documents", "server_scans", "observations", "findings"):

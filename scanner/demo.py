@@ -91,4 +91,7 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
                 written.append(str(path))
         yield ""
         yield from summary_lines(summarise(store, run_id, reports=written))
+        checked = store.verify_chain()  # the last step: the history's seal chain (cas-audit verify)
+        yield (f"verify: the history's seal chain is intact ({checked.links} runs sealed, newest seal "
+               f"{checked.head})" if checked.broken is None else f"verify: BROKEN: {checked.broken.reason}")
         yield f"next: cas-audit history --db sqlite:///{db_path} --server {UPGRADED_SERVER}"

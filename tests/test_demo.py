@@ -44,4 +44,5 @@ def test_a_finished_demo_closes_its_history(tmp_path: Path) -> None:
         [page] = tmp_path.glob(f"**/cas-audit-run-*-{lang}.html")
         assert page.with_suffix(".xlsx").exists()
         assert heading in page.read_text("utf-8")
+    assert lines[-2].startswith("verify: the history's seal chain is intact (2 runs sealed")
     assert open_files_under(tmp_path) == []
