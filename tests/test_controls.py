@@ -5,12 +5,17 @@ The report tests scan the demo organisation once, in this process, over real Win
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from labfleet import demo_fleet
+from openpyxl import load_workbook
 
+from scanner.cli import cli
 from scanner.errors import ConfigError
 from scanner.facts import CONTROL_FRAMEWORKS, RULE_IDS
 from scanner.inventory import load_inventory
@@ -18,6 +23,7 @@ from scanner.judge.catalog import load_catalog, parse_catalog, rules_dir
 from scanner.judge.policy import Policy
 from scanner.lab.serve import Lab
 from scanner.report.build import build_report
+from scanner.report.labels import Labels
 from scanner.report.write import render
 from scanner.scan import run_scan
 from scanner.store.repo import open_store
@@ -147,3 +153,43 @@ def test_the_json_controls_are_the_same_in_german(scanned: Any) -> None:
     en = json.loads(render(build_report(store, run_id, lang="en"), "json"))
     de = json.loads(render(build_report(store, run_id, lang="de"), "json"))
     assert [f["controls"] for f in en["findings"]] == [f["controls"] for f in de["findings"]]
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_the_workbook_and_the_csv_show_each_findings_controls(scanned: Any, lang: str) -> None:
+    store, run_id = scanned
+    labels = Labels(lang)
+    report = build_report(store, run_id, lang=lang)
+    book = load_workbook(io.BytesIO(render(report, "xlsx")))
+    findings = sheet_rows(book[labels.sheet("findings")])
+    table = list(csv.reader(io.StringIO(render(report, "csv").decode("utf-8-sig"))))
+    csv_rows = [dict(zip(table[0], row, strict=True)) for row in table[1:]]
+    for rows in (findings, csv_rows):
+        shown = [r for r in rows if r[labels("col.rule")] and r[labels("col.severity")]]
+        assert len(shown) == len(report.findings)
+        for row, finding in zip(shown, report.findings, strict=True):
+            cell = row[labels("col.controls")]
+            for control in finding.controls:
+                assert f"{control.framework} {control.id} ({labels.word('match', control.match)})" in cell
+    catalog_rows = sheet_rows(book[labels.sheet("rules")])
+    assert [r[labels("col.rule")] for r in catalog_rows] == list(RULE_IDS)
+    for row in catalog_rows:
+        assert "NIST SP 800-53" in row[labels("col.controls")], row[labels("col.rule")]
+    (xs013,) = [r for r in catalog_rows if r[labels("col.rule")] == "XS-013"]
+    assert "V-33570 The Microsoft Exchange POP3 service must be disabled." in xs013[labels("col.controls")]
+    assert "Exchange 2010 Client Access Server STIG" in xs013[labels("col.controls")]
+
+
+def sheet_rows(sheet: Any) -> list[dict[str, Any]]:
+    values = list(sheet.iter_rows(values_only=True))
+    return [dict(zip(values[0], row, strict=True)) for row in values[1:]]
+
+
+@pytest.mark.parametrize(("lang", "word"), [("en", "exact"), ("de", "genau")])
+def test_the_rules_command_lists_every_rules_controls(lang: str, word: str) -> None:
+    result = CliRunner().invoke(cli, ["rules", "--lang", lang], env={"COLUMNS": "220"})
+    assert result.exit_code == 0, result.output
+    for rule_id in RULE_IDS:
+        assert rule_id in result.output
+    assert f"NIST SP 800-53 CM-7 ({word})" in result.output
+    assert "DISA STIG V-33562" in result.output and "[imap4]" in result.output

@@ -87,7 +87,7 @@ def test_every_sheet_has_bold_frozen_header_autofilter_and_sized_columns(lang_bo
         assert ws.column_dimensions["A"].width > 8, ws.title
     # the filter spans all data rows of a table sheet
     findings = wb.worksheets[1]
-    assert findings.auto_filter.ref == f"A1:O{findings.max_row}"
+    assert findings.auto_filter.ref == f"A1:P{findings.max_row}"
 
 
 def test_findings_sheet_equals_the_model(lang_book) -> None:

@@ -128,22 +128,28 @@ def inventory_discover(ldap_host: str | None, base: str | None, host: str | None
 @click.option("--lang", type=click.Choice(LANGUAGES), default="en", show_default=True)
 @handle_errors
 def rules_cmd(lang: Language) -> None:
-    """List the rule catalog: id, default severity and title of each rule.
+    """List the rule catalog: id, default severity, title and the controls each rule serves.
 
-    A policy file (scan --policy) waives rules or changes their severity by these ids.
+    A policy file (scan --policy) waives rules or changes their severity by these ids. The
+    controls (NIST SP 800-53, CIS Controls v8, ISO/IEC 27001:2022, DISA STIG) are marked
+    exact or closest; rules/catalog.toml names each one's source.
 
     \b
     Example:
       cas-audit rules --lang de
     """
     from scanner.judge.catalog import load_catalog
+    from scanner.report.controls import controls_text
+    from scanner.report.labels import Labels
 
     catalog = load_catalog()
+    labels = Labels(lang)
     table = Table(title=f"cas-audit rule catalog {catalog.version}")
-    for column in ("id", "severity", "title"):
+    for column in ("id", "severity", "title", labels("col.controls").lower()):
         table.add_column(column)
     for rule in catalog.rules:
-        table.add_row(rule.id, rule.severity, _text(rule.text(lang).title))
+        controls = (controls_text(labels, rule.controls) or "").replace("; ", "\n")
+        table.add_row(rule.id, rule.severity, _text(rule.text(lang).title), _text(controls))
     out_console.print(table)
 
 

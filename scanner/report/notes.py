@@ -112,7 +112,7 @@ def note_rows(notes: list[ServerNote], labels: Labels, rule_titles: dict[str, st
                  else labels("note.collector_error_title"))
         remedy = labels("note.log_unread_fix") if note.kind == "not-evaluated" else None
         yield (note.rule, title, None, labels(state), note.server, note.site, None, None, None,
-               note_message(labels, note), remedy, None, None, None, None)
+               note_message(labels, note), remedy, None, None, None, None, None)
 
 
 def json_application_log(server: ServerObservation) -> dict[str, Any] | None:

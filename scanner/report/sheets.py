@@ -19,6 +19,7 @@ from typing import Any
 from scanner.facts import PROTOCOLS, SEVERITIES
 from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ReferenceObservation, ServerObservation
+from scanner.report.controls import controls_text
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport
 from scanner.report.notes import (
@@ -298,6 +299,7 @@ def findings_columns(labels: Labels) -> list[Column]:
         Column(labels("col.first_seen_at"), 20),
         Column(labels("col.waiver"), 40),
         Column(labels("col.evidence"), 50),
+        Column(labels("col.controls"), 40),
     ]
 
 
@@ -321,6 +323,7 @@ def findings_rows(report: RunReport, labels: Labels) -> Iterator[Row]:
             utc_naive(f.first_seen_at),
             _waiver_text(f.waiver),
             _evidence_text(f.evidence),
+            clean(controls_text(labels, f.controls)),
         )
     yield from _note_rows(report, labels)
 
@@ -555,6 +558,7 @@ def rules_sheet(report: RunReport, labels: Labels) -> Sheet:
         Column(labels("col.rationale"), 70),
         Column(labels("col.remediation"), 70),
         Column(labels("col.references"), 50),
+        Column(labels("col.controls"), 80),
     ]
     rows = (
         (
@@ -566,6 +570,7 @@ def rules_sheet(report: RunReport, labels: Labels) -> Sheet:
             clean(r.rationale),
             clean(r.remediation),
             clean("; ".join(r.references)) or None,
+            clean(controls_text(labels, r.controls, titles=True)),
         )
         for r in report.rules
     )
