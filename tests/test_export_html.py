@@ -4,6 +4,7 @@ the Content-Security-Policy stops a script even where one got into the page."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -158,6 +159,14 @@ def test_report_command_writes_html_for_a_run_and_the_organisation_view(
                                "--out", "-"], prog_name="cas-audit")
     assert view.exit_code == 0, view.output
     assert view.stdout.startswith("<!DOCTYPE html>") and "CAS03" in view.stdout
+    # the rules' controls and the run's seal, as the JSON report has them
+    as_json = json.loads(runner.invoke(cli, ["report", "--db", sqlite_url, "--format", "json"],
+                                       prog_name="cas-audit").stdout)
+    page = out.read_text("utf-8")
+    for control in as_json["findings"][0]["controls"]:
+        assert f"{control['framework']} {control['id']} (" in page
+    if as_json["run"].get("seal"):
+        assert f'<p class="seal">{as_json["run"]["seal"]}</p>' in page
     # an existing file is replaced only with --force (safefile)
     again = runner.invoke(cli, ["report", "--db", sqlite_url, "--format", "html", "--out", str(out)],
                           prog_name="cas-audit")

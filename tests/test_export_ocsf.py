@@ -161,6 +161,17 @@ def test_report_command_writes_ocsf_for_a_run_and_for_the_organisation_view(
         ("XS-001", second), ("XS-011", first)]
     assert all(e["time"] == int(datetime(2026, 12, 3, tzinfo=UTC).timestamp() * 1000) for e in events)
     assert all(e["unmapped"]["as_of"] == "2026-12-03T00:00:00Z" for e in events)
+    # the rule's controls from the catalog, and the run's seal, as the JSON report has them
+    latest = runner.invoke(cli, ["report", "--db", sqlite_url, "--run", str(second), "--format", "ocsf",
+                                 "--lang", lang], prog_name="cas-audit")
+    [xs001] = validate(latest.stdout)
+    as_json = json.loads(runner.invoke(cli, ["report", "--db", sqlite_url, "--run", str(second), "--format",
+                                             "json"], prog_name="cas-audit").stdout)
+    controls = as_json["findings"][0]["controls"]
+    assert controls and xs001["unmapped"]["controls"] == controls
+    assert xs001["compliance"]["requirements"] == [f"{c['framework']} {c['id']}" for c in controls]
+    assert "NIST SP 800-53" in xs001["compliance"]["standards"]
+    assert xs001["unmapped"].get("seal") == as_json["run"].get("seal")
     # the default goes to stdout, like json
     default = runner.invoke(cli, ["report", "--db", sqlite_url, "--format", "ocsf"], prog_name="cas-audit")
     assert default.exit_code == 0 and len(validate(default.stdout)) == 1

@@ -279,7 +279,7 @@ def render_html(report: RunReport) -> str:
         heading=heading,
         colours=_COLOURS,
         summary=_table(summary_sheet(report, labels)),
-        seal=(run or {}).get("seal"),
+        seal=(run or as_json.get("as_of") or {}).get("seal"),
         trend=_trend_svg(report.trend, labels),
         actions=_actions(report, labels, w["site_level"]),
         findings=_table(findings_sheet(report, labels)),
