@@ -156,6 +156,16 @@ def _password(username: str, *, kerberos: bool = False) -> str | None:
     )
 
 
+def account_passwords(targets: Any) -> dict[str, str | None]:
+    """One password (`_password`) per account of the targets, asked once each; a certificate
+    target needs none, and an account used only for Kerberos may do with kinit's ticket."""
+    accounts: dict[str, bool] = {}  # user -> Kerberos only
+    for t in targets:
+        if t.auth != "certificate":
+            accounts[t.username] = accounts.get(t.username, True) and t.auth == "kerberos"
+    return {account: _password(account, kerberos=only) for account, only in accounts.items()}
+
+
 def warn_unverified_tls(targets: Any) -> None:
     """One warning, in the command line's format, naming the https servers whose certificate
     is not verified (verify_tls = false); urllib3's own warning is silenced (httpguard)."""

@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 import click
 from rich.table import Table
 
-from scanner.cli.app import _password, _text, cli, handle_errors, out_console, warn_unverified_tls
+from scanner.cli.app import _text, account_passwords, cli, handle_errors, out_console, warn_unverified_tls
 from scanner.cli.cmd_scan import Interrupts, _exit_now
 from scanner.cli.output import output
 from scanner.errors import ExitCode
@@ -48,11 +48,7 @@ def preflight(inventory_path: Path, fmt: PreflightFormat, timeout_s: float, conc
     from scanner.inventory import load_inventory
 
     inventory = load_inventory(inventory_path)
-    accounts: dict[str, bool] = {}  # user -> Kerberos only (then kinit's ticket may do), as scan does
-    for t in inventory.targets:
-        if t.auth != "certificate":
-            accounts[t.username] = accounts.get(t.username, True) and t.auth == "kerberos"
-    passwords = {account: _password(account, kerberos=only) for account, only in accounts.items()}
+    passwords = account_passwords(inventory.targets)
     warn_unverified_tls(inventory.targets)
     with Interrupts() as interrupts:
         results = check_inventory(inventory.targets, lambda t: passwords.get(t.username),

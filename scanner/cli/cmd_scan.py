@@ -13,7 +13,7 @@ import click
 
 from scanner.cli.app import (
     _open_store,
-    _password,
+    account_passwords,
     cli,
     db_option,
     err_console,
@@ -59,11 +59,7 @@ def scan(inventory_path: Path, db_url: str | None, policy_path: Path | None, con
     catalog = load_catalog()
     policy = load_policy(policy_path) if policy_path else Policy.default()
     store = _open_store(db_url)
-    accounts: dict[str, bool] = {}   # user -> Kerberos only (then kinit's ticket may do)
-    for t in inventory.targets:
-        if t.auth != "certificate":
-            accounts[t.username] = accounts.get(t.username, True) and t.auth == "kerberos"
-    password = {account: _password(account, kerberos=only) for account, only in accounts.items()}
+    password = account_passwords(inventory.targets)
     warn_unverified_tls(inventory.targets)
     with Interrupts() as interrupts:
         outcome = _run_scan_with_progress(inventory, store=store, password=password, policy=policy,
