@@ -5,6 +5,7 @@ importing this package registers them all on `cli`."""
 from scanner.cli import (  # noqa: F401 - registers the commands
     cmd_admin,
     cmd_fix,
+    cmd_fix_apply,
     cmd_history,
     cmd_preflight,
     cmd_prune,
