@@ -11,7 +11,7 @@ import click
 import pytest
 
 from scanner import facts, inventory
-from scanner.cli import output
+from scanner.cli import cmd_fix_apply, output
 from scanner.cli.app import cli
 from scanner.cli.cmd_preflight import PREFLIGHT_FORMATS, PreflightFormat
 from scanner.collect import ldapclient
@@ -34,6 +34,7 @@ CHOICES: dict[tuple[str, str], Any] = {
     ("inventory discover", "--ldap-auth"): ldapclient.Bind,
     ("inventory discover", "--ldap-transport"): ldapclient.Transport,
     ("", "--log-format"): output.LogFormat,
+    ("fix apply", "--restart"): cmd_fix_apply.RestartChoice,
 }
 
 #: Each tuple and the type it is read from.

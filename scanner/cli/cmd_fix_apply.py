@@ -9,6 +9,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, get_args
 
 import click
 
@@ -18,6 +19,9 @@ from scanner.cli.output import output
 from scanner.errors import ConfigError, ExitCode
 
 FIX_PASSWORD_ENV = "CAS_AUDIT_FIX_PASSWORD"
+#: `fix apply --restart`: restart the protocol services after the change, or leave it.
+RestartChoice = Literal["now", "none"]
+RESTART_CHOICES: tuple[str, ...] = get_args(RestartChoice)
 
 
 def _fix_password(username: str) -> str:
@@ -115,7 +119,7 @@ _COMMON = [
 @fix.command("apply")
 @db_option
 @click.option("--ticket", default=None, metavar="ID", help="Change ticket (needed with --yes).")
-@click.option("--restart", type=click.Choice(["now", "none"]), default="none", show_default=True,
+@click.option("--restart", type=click.Choice(RESTART_CHOICES), default="none", show_default=True,
               help="Restart the protocol services after the change.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--timeout", type=click.FloatRange(1, 3600), default=120, show_default=True, help="Seconds per server.")
