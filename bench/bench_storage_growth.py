@@ -10,7 +10,6 @@ Prints the figure and the time, exits 1 above 1,000 bytes. Figures: bench/README
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import tempfile
 import time
@@ -18,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from labfleet import many_servers
+from labfleet import database_bytes, many_servers
 
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
@@ -29,16 +28,6 @@ from scanner.store.repo import open_store
 
 SITES = ("Berlin", "Hamburg", "Munich", "Vienna")
 LIMIT = 1000
-
-
-def database_bytes(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.execute("VACUUM")
-        return int(conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def main() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,3 +82,14 @@ def many_servers(count: int, sites: tuple[str, ...], base_address: str, auth: st
         for i in range(count)
     )
     return replace(fleet, servers=servers)
+
+
+def database_bytes(path: Path) -> int:
+    """Size of a SQLite history once its WAL is folded in and free pages are dropped."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        return int(conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()

@@ -12,13 +12,12 @@ bench/bench_storage_growth.py, recorded in bench/README.md."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from labfleet import many_servers
+from labfleet import database_bytes, many_servers
 
 from scanner.judge.catalog import load_catalog
 from scanner.judge.evaluate import evaluate_run
@@ -31,16 +30,6 @@ from scanner.store.repo import open_store
 SERVERS, SCANS = 100, 30
 SITES = ("Berlin", "Hamburg", "Munich", "Vienna")
 FIRST = datetime(2026, 12, 1, 2, tzinfo=UTC)
-
-
-def database_bytes(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.execute("VACUUM")
-        return int(conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def lab_observations(tmp_path: Path) -> tuple[ServerObservation, ServerObservation]:
