@@ -1,30 +1,39 @@
 """`cas-audit demo`: the lab organisation, two scans with a service pack upgrade in between,
-and the reports of the second scan."""
+the reports of the second scan, then the change loop on the upgraded server: the fix plan
+of the second scan for review, its check and its apply on that one server (a demo ticket,
+the lab's writing account, the services restarted), a third scan that verifies it, and
+the rollback checked and spelled out."""
 
 from __future__ import annotations
 
+import getpass
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scanner.inventory import load_inventory
+from scanner.inventory import Inventory, load_inventory
 from scanner.judge.catalog import load_catalog
-from scanner.judge.policy import load_policy
+from scanner.judge.policy import Policy, load_policy
 from scanner.lab.fleet import load_fleet
 from scanner.lab.fleet_model import Fleet, relocate_fleet, upgrade_server
 from scanner.lab.platforms import platform
 from scanner.lab.serve import Lab, demo_fleet_path
 from scanner.parse.builds import sp3_build
+from scanner.remedy.apply import Kind, ServerOutcome, change_records, load_scripts, run_scripts
+from scanner.remedy.plan import build_plan, gather, write_plan
 from scanner.report.build import build_report
 from scanner.report.summary import summarise, summary_lines
 from scanner.report.write import render
-from scanner.scan import run_scan
+from scanner.scan import ScanOutcome, run_scan
+from scanner.store.changes import record_changes
 from scanner.store.repo import Store, open_store
 from scanner.util.safefile import write_file
 
 UPGRADED_SERVER = "CAS05"
 UPGRADE_BUILD = sp3_build()  # 8.3.83.6, from Microsoft's table
+DEMO_TICKET = "DEMO-0001"
+PLAN_FOLDER = "fix-plan"
 
 
 def _finding_lines(store: Store, run_id: int) -> Iterator[str]:
@@ -53,6 +62,106 @@ def demo_policy_path() -> Path:
     return demo_fleet_path().with_name("demo-policy.toml")
 
 
+def _scan_line(label: str, outcome: ScanOutcome) -> str:
+    return (f"{label}: run {outcome.run_id} {outcome.status}, {outcome.scanned} scanned, "
+            f"{outcome.failed} failed, {outcome.active_at_or_above} active finding(s) high or above")
+
+
+def _clear_plan(folder: Path) -> None:
+    """The demo's own plan folder from an earlier demo: its plan.json and scripts go (a
+    plan is never overwritten, and the history it came from was replaced)."""
+    for stale in [folder / "plan.json", *folder.glob("*.ps1")] if folder.is_dir() else []:
+        stale.unlink(missing_ok=True)
+
+
+def _active(store: Store, run_id: int, server: str) -> set[tuple[str, str]]:
+    return {(f.rule, f.protocol or "") for f in store.findings(run_id)
+            if f.server_name == server and f.state in ("new", "persisting", "waiver-expired")}
+
+
+def _outcome_lines(outcomes: Sequence[ServerOutcome]) -> Iterator[str]:
+    for outcome in outcomes:
+        if outcome.result is None:
+            yield f"  {outcome.server}: not reached: {outcome.error}"
+            continue
+        for c in outcome.result.changes:
+            line = f"  {outcome.server}/{c.protocol}: {c.status}"
+            if c.backup:
+                line += f", the scanned file kept as {c.backup}"
+            if c.restart != "none":
+                line += f", service {c.restart}"
+            yield line + (f": {c.message}" if c.message else "")
+
+
+def _fix_loop(store: Store, lab: Lab, inventory: Inventory, policy: Policy, run_id: int, out_dir: Path,
+              inventory_path: Path) -> Iterator[str]:
+    """fix plan of `run_id` -> check and apply on UPGRADED_SERVER -> a scan that verifies ->
+    the rollback checked; one line per step (the lab's writing account, ticket DEMO_TICKET)."""
+    folder = out_dir / PLAN_FOLDER
+    _clear_plan(folder)
+    plan = build_plan(gather(store, run_id), policy, datetime.now(UTC))
+    write_plan(plan, folder)
+    yield ""
+    yield (f"fix plan: the findings of run {run_id} became {len(plan.changes)} change(s) on "
+           f"{len(plan.scripts)} server(s) ({len(plan.refused)} refused), written to {folder}: plan.json "
+           "and per server a PowerShell script and its rollback twin; nothing was changed")
+    for c in plan.changes:
+        what = ("restart only" if c["kind"] == "restart" else
+                f"AllowCrossSiteSessions {str(c['before_value']).lower()} -> {str(c['after_value']).lower()}, "
+                "then a restart")
+        yield f"  {c['server']}/{c['protocol']} ({', '.join(c['rules'])}): {what}"
+    for r in plan.refused:
+        yield f"  refused {r['server']}/{r['protocol']}: {r['reason']}"
+    yield (f"review: read each change's diff in {folder / 'plan.json'} and the scripts; "
+           f"the demo goes on with {UPGRADED_SERVER} only")
+    admin = lab.fleet.lab.admin_username
+    targets = {t.name.casefold(): t for t in inventory.targets}
+
+    def run(kind: Kind, apply: bool) -> list[ServerOutcome]:
+        """The plan's `kind` script of UPGRADED_SERVER as `fix apply`/`fix rollback` runs it."""
+        scripts = {name: s for name, s in load_scripts(folder, kind).items() if name == UPGRADED_SERVER}
+        return run_scripts(scripts, targets, lab.fleet.lab.admin_password, username=admin, apply=apply,
+                           restart=apply, ticket=DEMO_TICKET, timeout_s=20, concurrency=1)
+
+    checked = run("apply", False)
+    ready = all(o.ok for o in checked)
+    yield (f"check: {UPGRADED_SERVER}'s script ran without --yes: "
+           + ("every prerequisite met (the file is still the one planned), nothing changed" if ready
+              else "not ready, so the demo does not apply it"))
+    yield from _outcome_lines(checked)
+    if not ready:
+        return
+    applied = run("apply", True)
+    operator = f"{getpass.getuser()} as {admin}"
+    record_changes(store, change_records(applied, kind="apply", ticket=DEMO_TICKET, operator=operator))
+    yield (f"apply: {UPGRADED_SERVER}'s script ran with ticket {DEMO_TICKET} as the lab's writing account "
+           f"{admin} (the scan account only reads), the services restarted; each change is recorded in the "
+           "history under the ticket:")
+    yield from _outcome_lines(applied)
+    before = _active(store, run_id, UPGRADED_SERVER)
+    outcome = run_scan(inventory, store=store, password=lab.fleet.lab.password, policy=policy,
+                       catalog=load_catalog(), concurrency=4, timeout_s=20)
+    yield _scan_line("third scan, to verify", outcome)
+    after = _active(store, outcome.run_id, UPGRADED_SERVER)
+    gone = sorted(before - after)
+    yield (f"  {UPGRADED_SERVER}: " + (", ".join(f"{rule}/{protocol}" for rule, protocol in gone) + " no longer active"
+                                       if gone else "no finding resolved")
+           + (f"; active: {', '.join(f'{r}/{p}' for r, p in sorted(after))}" if after else ""))
+    if any(rule == "XS-004" for rule, _protocol in after):
+        yield (f"  (XS-004 reports the value the change set: it changed without a service pack; the "
+               f"history's changes table names ticket {DEMO_TICKET} for it)")
+    checked = run("rollback", False)
+    state = "ready" if all(o.ok for o in checked) else "NOT ready"
+    yield (f"rollback: checked on {UPGRADED_SERVER}, {state}; it restores the scanned bytes exactly, "
+           "only while the file is still the one apply wrote:")
+    yield (f"  cas-audit fix rollback {folder} --inventory {inventory_path.name} --ticket {DEMO_TICKET} "
+           f"--yes --username {admin}")
+    others = sorted(set(plan.scripts) - {UPGRADED_SERVER}, key=str.casefold)
+    if others:
+        yield (f"  the rest of the plan ({', '.join(others)}) is yours to apply on a real organisation: "
+               f"cas-audit fix apply {folder} --inventory inventory.toml --yes --ticket CHG-... --username ...")
+
+
 def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
     """Run the demo; yield one line of progress at a time."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,24 +183,25 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
             for label in ("first scan", "second scan"):
                 outcome = run_scan(inventory, store=store, password=fleet.lab.password, policy=policy,
                                    catalog=catalog, concurrency=4, timeout_s=20)
-                yield (f"{label}: run {outcome.run_id} {outcome.status}, {outcome.scanned} scanned, "
-                       f"{outcome.failed} failed, {outcome.active_at_or_above} active finding(s) high or above")
+                yield _scan_line(label, outcome)
                 yield from _finding_lines(store, outcome.run_id)
                 if label == "first scan":
                     fleet = upgrade_server(fleet, UPGRADED_SERVER, UPGRADE_BUILD, datetime.now(UTC))
                     lab.replace_fleet(fleet)
                     yield f"upgrade: {UPGRADED_SERVER} -> Exchange 2007 SP3 ({UPGRADE_BUILD}); setup reset its config files"
-        run_id = outcome.run_id
-        written = []
-        for report_lang in dict.fromkeys((lang, "en", "de")):
-            for fmt in ("xlsx", "json", "html"):  # the HTML report beside the workbook
-                model = build_report(store, run_id, lang=report_lang)
-                path = out_dir / f"cas-audit-run-{run_id}-{report_lang}.{fmt}"
-                write_file(path, render(model, fmt), force=True)  # the demo's own folder
-                written.append(str(path))
-        yield ""
-        yield from summary_lines(summarise(store, run_id, reports=written))
+            run_id = outcome.run_id
+            written = []
+            for report_lang in dict.fromkeys((lang, "en", "de")):
+                for fmt in ("xlsx", "json", "html"):  # the HTML report beside the workbook
+                    model = build_report(store, run_id, lang=report_lang)
+                    path = out_dir / f"cas-audit-run-{run_id}-{report_lang}.{fmt}"
+                    write_file(path, render(model, fmt), force=True)  # the demo's own folder
+                    written.append(str(path))
+            yield ""
+            yield from summary_lines(summarise(store, run_id, reports=written))
+            yield from _fix_loop(store, lab, inventory, policy, run_id, out_dir, inventory_path)
         checked = store.verify_chain()  # the last step: the history's seal chain (cas-audit verify)
+        yield ""
         yield (f"verify: the history's seal chain is intact ({checked.links} runs sealed, newest seal "
                f"{checked.head})" if checked.broken is None else f"verify: BROKEN: {checked.broken.reason}")
         yield f"next: cas-audit history --db sqlite:///{db_path} --server {UPGRADED_SERVER}"

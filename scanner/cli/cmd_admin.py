@@ -214,9 +214,12 @@ def lab_serve(fleet: Path, inventory_out: Path) -> None:
 @click.option("--lang", type=click.Choice(LANGUAGES), default="en", show_default=True)
 @handle_errors
 def demo(out_dir: Path, lang: Language) -> None:
-    """Lab organisation + two scans with a service pack upgrade between them + reports.
+    """Lab organisation + two scans with a service pack upgrade between them + reports,
+    then the change workflow once: the fix plan, applied to the upgraded server, verified
+    by a third scan, the rollback checked.
 
-    Writes OUT/demo-history.db and the workbook, JSON and HTML reports of the second scan.
+    Writes OUT/demo-history.db, the workbook, JSON and HTML reports of the second scan,
+    and its fix plan in OUT/fix-plan/ (applied to CAS05 only, ticket DEMO-0001).
 
     \b
     Example:

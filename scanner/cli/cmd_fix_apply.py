@@ -7,7 +7,6 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -53,8 +52,8 @@ def _run(folder: Path, inventory_path: Path, kind: str, ticket: str | None, yes:
          username: str | None, concurrency: int, timeout: float, db_url: str | None) -> None:
     from scanner.collect.fixscript import valid_ticket
     from scanner.inventory import load_inventory
-    from scanner.remedy.apply import load_scripts, run_scripts
-    from scanner.store.changes import ChangeRecord, record_changes
+    from scanner.remedy.apply import change_records, load_scripts, run_scripts
+    from scanner.store.changes import record_changes
 
     if yes and not ticket:
         raise ConfigError(f"fix {kind} --yes needs --ticket", hint="the ticket names the backup and the history rows")
@@ -75,7 +74,6 @@ def _run(folder: Path, inventory_path: Path, kind: str, ticket: str | None, yes:
                            ticket=ticket or "", timeout_s=timeout, concurrency=concurrency)
     operator = getpass.getuser()
     account = username or ", ".join(sorted({targets[s.casefold()].username for s in scripts if s.casefold() in targets}))
-    records = []
     for outcome in outcomes:
         if outcome.result is None:
             output.warning(f"{outcome.server}: not changed: {outcome.error}", event="fix_unreached",
@@ -87,12 +85,8 @@ def _run(folder: Path, inventory_path: Path, kind: str, ticket: str | None, yes:
                 line += f": {c.message}"
             (output.info if c.ok else output.warning)(line, event="fix_change", server=outcome.server,
                                                       protocol=c.protocol, status=c.status, restart=c.restart)
-            if yes and outcome.result.mode == "apply":
-                records.append(ChangeRecord(
-                    ticket=ticket or "", kind=kind, operator=f"{operator} as {account}", server_name=outcome.server,
-                    protocol=c.protocol, config_path=c.path, before_sha256=c.expected, after_sha256=c.planned,
-                    found_sha256=c.found, backup_path=c.backup, restart=c.restart, result=c.status,
-                    message=c.message, changed_at=datetime.now(UTC)))
+    records = change_records(outcomes, kind=kind, ticket=ticket or "", operator=f"{operator} as {account}") \
+        if yes else []
     if store is not None:
         try:
             record_changes(store, records)

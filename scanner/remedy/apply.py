@@ -11,8 +11,10 @@ before anything is sent). The script itself checks the file's hash on the server
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,9 +29,10 @@ from scanner.collect.fixscript import (
 )
 from scanner.errors import CollectionError, ConfigError
 from scanner.inventory import Target
+from scanner.store.changes import ChangeRecord
 from scanner.util.xmlsafe import UntrustedXMLError
 
-__all__ = ["ServerOutcome", "load_scripts", "run_scripts"]
+__all__ = ["ServerOutcome", "change_records", "load_scripts", "run_scripts"]
 
 Kind = Literal["apply", "rollback"]
 MAX_SCRIPT_BYTES = 1 << 20
@@ -65,8 +68,10 @@ def load_scripts(folder: Path, kind: Kind) -> dict[str, tuple[str, ScriptData]]:
     document = _plan(folder)
     planned: dict[str, set[tuple[str, str, str]]] = {}
     for change in document.get("changes", []):
-        planned.setdefault(str(change["server"]).casefold(), set()).add(
-            (str(change["protocol"]), str(change.get("before_sha256") or ""), str(change.get("after_sha256") or "")))
+        # a restart only (XS-005) edits no file: its script carries no hashes to check
+        hashes = ("", "") if change.get("kind") == "restart" else \
+            (str(change.get("before_sha256") or ""), str(change.get("after_sha256") or ""))
+        planned.setdefault(str(change["server"]).casefold(), set()).add((str(change["protocol"]), *hashes))
     scripts: dict[str, tuple[str, ScriptData]] = {}
     for server, names in document["scripts"].items():
         name = str(names.get(kind, ""))
@@ -129,3 +134,19 @@ def run_scripts(scripts: dict[str, tuple[str, ScriptData]], targets: dict[str, T
         for server, future in futures.items():
             outcomes[server] = future.result()
     return [outcomes[server] for server in scripts]
+
+
+def change_records(outcomes: Sequence[ServerOutcome], *, kind: str, ticket: str, operator: str) -> list[ChangeRecord]:
+    """The history rows of the changes the scripts made in apply mode (one per change of
+    every script that ran to its end; a check writes none)."""
+    records = []
+    for outcome in outcomes:
+        if outcome.result is None or outcome.result.mode != "apply":
+            continue
+        for c in outcome.result.changes:
+            records.append(ChangeRecord(
+                ticket=ticket, kind=kind, operator=operator, server_name=outcome.server, protocol=c.protocol,
+                config_path=c.path, before_sha256=c.expected, after_sha256=c.planned, found_sha256=c.found,
+                backup_path=c.backup, restart=c.restart, result=c.status, message=c.message,
+                changed_at=datetime.now(UTC)))
+    return records
