@@ -69,7 +69,7 @@ def test_organisation_view_of_site_split_scans(tmp_path: Path, store_url: str) -
     result = cas_audit_here("report", "--as-of", iso(between), "--format", "json", db=store_url)
     assert result.returncode == 0, result.stderr
     view = json.loads(result.stdout)
-    assert list(view) == ["as_of", "servers", "findings", "resolved"]
+    assert list(view) == ["as_of", "servers", "findings", "resolved", "not_evaluated"]
     assert view["as_of"]["time"] == iso(between)
     assert view["as_of"]["runs"] == [berlin1, hamburg]
     runs = {s["name"]: s["run_id"] for s in view["servers"]}

@@ -36,6 +36,7 @@ from typing import Any
 from scanner.facts import FindingState
 from scanner.judge.catalog import Catalog
 from scanner.judge.checks import CheckInput, RawFinding, finding_key, run_checks, server_site
+from scanner.judge.not_evaluated import services_not_evaluated
 from scanner.judge.policy import Policy, Waiver
 from scanner.store.repo import FindingRow
 from scanner.util.timefmt import utc_day
@@ -76,6 +77,11 @@ def evaluate(
         p.name.casefold() for p in inp.planned if (obs := inp.observation(p.name)) is not None and
         obs.scan_status == "ok" and not obs.events_read
     }
+    # XS-013 likewise for a protocol whose start mode was not read (judge/not_evaluated.py)
+    service_unread = {
+        (p.name.casefold(), protocol) for p in inp.planned if (obs := inp.observation(p.name)) is not None
+        for protocol in services_not_evaluated(inp.policy, obs)
+    }
     planned_sites = set()
     for p in inp.planned:
         site = server_site(p, inp.observation(p.name))
@@ -93,6 +99,8 @@ def evaluate(
                 carried.append(row)
                 continue
             if name in log_unread and row.rule == "XS-010":
+                continue
+            if row.rule == "XS-013" and (name, row.protocol) in service_unread:
                 continue
         elif (row.site or "").casefold() not in planned_sites:
             continue

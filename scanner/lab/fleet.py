@@ -40,6 +40,8 @@ Format notes beyond docs/contracts.md (all optional):
                       shell's environment variables (whether WinRM 1.1 does is unknown)
   [[server]] language = "en" | "de"   language of event messages (default en; lab/eventlog.py)
   [[server]] application_log = "readable" | "denied"   may the account read it (default readable)
+  [[server]] wmi = "readable" | "denied"   UNCONFIRMED switch: Get-WmiObject Win32_Service
+                      fails with access denied, so no service's start mode is read (XS-013)
   [server.extra_files] "name.config" = '''...'''   further files in the PopImap folder
                       (targets of appSettings file= / configSource=), exact text, UTF-8;
                       served to the collector as Windows would (scanner/lab/simfiles.py)
@@ -98,6 +100,7 @@ from scanner.lab.fleet_model import (
     SERVICE_STATES,
     SITE_VALUES,
     START_MODES,
+    WMI_ACCESS,
     Fleet,
     LabSettings,
     RefusedLogonFact,
@@ -117,7 +120,7 @@ _LAB_KEYS = {"admin_username", "admin_password", "username", "password", "auth",
              *_PLATFORM_KEYS}
 _SERVER_KEYS = {"writable", "replace_fault", "restart_fails", "name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
                 "computer", "fqdn", "roles", "system_root", "port", "env_ignored", "extra_files",
-                "language", "application_log", "env_value_limit", "stdin_ignored", "site_value",
+                "language", "application_log", "wmi", "env_value_limit", "stdin_ignored", "site_value",
                 *_PLATFORM_KEYS, *PROTOCOLS}
 _SYSTEM_ROOT = re.compile(r'^[A-Za-z]:\\[^\\/:*?"<>|]+$')
 _PROTOCOL_KEYS = {"config", "config_file", "encoding", "newline", "modified", "service",
@@ -473,6 +476,7 @@ def _server(table: Any, index: int, address: str, whereof: _Where, folder: Path,
         **_platform_fields(table, lab or _DEFAULT_LAB, where),
         language=_choice(table, "language", where, EVENT_LANGUAGES, "en"),
         application_log=_choice(table, "application_log", where, APPLICATION_LOG_ACCESS, "readable"),
+        wmi=_choice(table, "wmi", where, WMI_ACCESS, "readable"),
     )
 
 

@@ -68,6 +68,8 @@ ACCOUNTS = ("local", "domain")
 EVENT_LANGUAGES = ("en", "de")
 #: [[server]] application_log: whether the scan account may read the Application log.
 APPLICATION_LOG_ACCESS = ("readable", "denied")
+#: [[server]] wmi: whether Get-WmiObject Win32_Service answers the scan account (docs/lab.md).
+WMI_ACCESS = ("readable", "denied")
 #: Where the server's Netlogon keeps its AD site (HKLM\SYSTEM\CurrentControlSet\Services\
 #: Netlogon\Parameters): SiteName (set by an administrator), DynamicSiteName (what Netlogon
 #: found), or neither value ("none": the site cannot be read locally). docs/lab.md, "The domain".
@@ -150,6 +152,7 @@ class SimServer:
     extra_files: dict[str, bytes] = field(default_factory=dict)
     language: str = "en"  # en | de: the language of its event messages
     application_log: str = "readable"  # readable | denied: may the scan account read it
+    wmi: str = "readable"  # readable | denied (UNCONFIRMED switch): Win32_Service is not answered
     env_value_limit: int = 0  # UNCONFIRMED switch: PowerShell sees each env value cut to this length
     stdin_ignored: bool = False  # UNCONFIRMED switch: PowerShell's $input stays empty
     site_value: str = "SiteName"  # the Netlogon value holding `site` (SITE_VALUES)

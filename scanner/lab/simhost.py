@@ -192,11 +192,18 @@ def _config(protocol: str, proto: SimProtocol, install_path: str) -> str:
             + _t("modified", modified) + _t("error", error) + ">" + content + "</config>")
 
 
+#: What the collector's trap records when Get-WmiObject Win32_Service is refused (`wmi =
+#: "denied"`): the COM access-denied text (UNCONFIRMED wording, docs/lab.md).
+WMI_DENIED_MESSAGE = "Access is denied. (Exception from HRESULT: 0x80070005 (E_ACCESSDENIED))"
+
+
 def _service(server: SimServer, protocol: str, proto: SimProtocol) -> str:
     exists, status, mode, pid, started = "false", "", "", "", ""
     if proto.service != "absent":
         exists, status, mode = "true", proto.service, proto.start_mode
-        if proto.has_process:
+        if server.wmi == "denied":
+            mode = ""  # Get-Service still answers; the start mode and the process come from WMI
+        elif proto.has_process:
             pid = str(process_id(server.name, protocol))
             started = _u(proto.started)
     return ("<service" + _t("protocol", protocol) + _t("name", SERVICE_NAMES[protocol]) + _t("exists", exists)
@@ -241,6 +248,8 @@ def collector_document(server: SimServer, env: dict[str, str], now: datetime, *,
     events, log_errors = _events(server, window)
     parts.append(events)
     parts.extend("<error" + _t("stage", "site") + _t("message", m) + "/>" for m in site_errors)
+    if server.wmi == "denied":  # one trapped error per protocol's Get-WmiObject
+        parts.extend("<error" + _t("stage", "service") + _t("message", WMI_DENIED_MESSAGE) + "/>" for _ in PROTOCOLS)
     parts.extend("<error" + _t("stage", "events") + _t("message", m) + "/>" for m in window.errors + log_errors)
     parts.append("<end/></casaudit>\n" + END_MARKER + "\n")
     return "".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scanner.judge.catalog import Catalog, load_catalog
+from scanner.judge.not_evaluated import services_not_evaluated
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ServerObservation, failed
 from scanner.report.context import CHANGE_WINDOW_RUNS, TREND_RUNS, run_context
@@ -59,4 +60,5 @@ def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalo
         rules=tuple(catalog.rule_infos(lang, policy.severity)),
         trend=trend,
         seal=store.run_seal(run_id),
+        services_unread=tuple((s.name, p) for s in servers for p in services_not_evaluated(policy, s)),
     )

@@ -10,7 +10,7 @@ from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.parse.protocol_state import REFERENCE_REPORTED, REPORTED, protocol_state, reference_state
 from scanner.report.model import RunReport
-from scanner.report.notes import json_application_log
+from scanner.report.notes import json_application_log, json_not_evaluated, server_notes
 from scanner.util.timefmt import iso
 
 
@@ -118,6 +118,9 @@ def report_dict(report: RunReport) -> dict[str, Any]:
         "servers": servers,
         "findings": findings,
         "resolved": [{"rule": r.rule, "server": r.server, "protocol": r.protocol} for r in report.resolved],
+        # addition to the contract: each rule a scan could not judge, where and why (report/notes.py)
+        "not_evaluated": json_not_evaluated(
+            [n for s in report.servers for n in server_notes(s, report.services_unread_on(s.name))]),
     }
 
 

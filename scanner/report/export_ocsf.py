@@ -1,4 +1,6 @@
-"""The OCSF report: JSON Lines, one OCSF 1.5.0 Compliance Finding (class_uid 2003) per finding.
+"""The OCSF report: JSON Lines, one OCSF 1.5.0 Compliance Finding (class_uid 2003) per finding,
+then one per rule a scan could not judge on a server (report/notes.py: compliance status
+Warning, status_detail "not-evaluated", the reason in the evidence), so a SIEM sees the gap.
 
 Schema: https://schema.ocsf.io/1.5.0/classes/compliance_finding (the version of the models in
 Prowler's py-ocsf-models 0.10, which tests/test_export_ocsf.py validates every line against).
@@ -14,7 +16,9 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from scanner.report.export_json import report_dict
+from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport
+from scanner.report.notes import ServerNote, note_message, server_notes
 
 OCSF_VERSION = "1.5.0"
 CLASS_UID = 2003  # Compliance Finding
@@ -64,18 +68,23 @@ def _compliance(f: FindingInfo, controls: list[dict[str, Any]]) -> dict[str, Any
 
 
 def _resource(f: FindingInfo) -> dict[str, Any]:
-    data: dict[str, Any] = {"site": f.site, "protocol": f.protocol}
     if f.server is None:  # a site-level finding (XS-009)
+        data: dict[str, Any] = {"site": f.site, "protocol": f.protocol}
         return {"type": "Active Directory site", "name": f.site, "uid": f.site, "data": data}
-    resource: dict[str, Any] = {"type": "Exchange 2007 Client Access Server", "name": f.server,
-                                "uid": f.server, "data": data}
-    if f.site is not None:
-        resource["group"] = {"type": "Active Directory site", "name": f.site}
+    return _resource_of(f.server, f.site, f.protocol)
+
+
+def _resource_of(server: str, site: str | None, protocol: str | None) -> dict[str, Any]:
+    resource: dict[str, Any] = {"type": "Exchange 2007 Client Access Server", "name": server,
+                                "uid": server, "data": {"site": site, "protocol": protocol}}
+    if site is not None:
+        resource["group"] = {"type": "Active Directory site", "name": site}
     return resource
 
 
 def ocsf_events(report: RunReport) -> list[dict[str, Any]]:
-    """One OCSF Compliance Finding per finding of the report, in the report's order."""
+    """One OCSF Compliance Finding per finding of the report, in the report's order, then one per
+    rule not evaluated on a server."""
     head = report_dict(report)
     run = head.get("run")
     view = head.get("as_of")
@@ -143,6 +152,62 @@ def ocsf_events(report: RunReport) -> list[dict[str, Any]]:
         if event["finding_info"]["first_seen_time"] is None:
             del event["finding_info"]["first_seen_time"]
         events.append(event)
+    return events + _not_evaluated_events(report, moment, tool_version, run)
+
+
+def not_evaluated_uid(note: ServerNote) -> str:
+    """Stable per gap: a rule not evaluated on a server (and protocol)."""
+    key = json.dumps(["not-evaluated", note.rule, note.server, note.protocol], ensure_ascii=False)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _not_evaluated_events(report: RunReport, moment: datetime, tool_version: str,
+                          run: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One Compliance Finding per rule a scan could not judge (XS-010, XS-013): compliance
+    status Warning, "did not yield a result due to missing information", with the reason."""
+    labels = Labels(report.lang)
+    rules = {r.id: r for r in report.rules}
+    notes = [n for s in report.servers for n in server_notes(s, report.services_unread_on(s.name))
+             if n.kind == "not-evaluated" and n.rule is not None]
+    events = []
+    for note in notes:
+        rule = rules.get(note.rule or "")
+        controls = [c.as_json() for c in (rule.controls if rule else ()) if c.applies_to(note.protocol)]
+        message = note_message(labels, note)
+        title = rule.title if rule else str(note.rule)
+        unmapped: dict[str, Any] = {"state": "not-evaluated", "reason": note.reason or None, "controls": controls,
+                                    "run_id": run["id"] if run else None}
+        if run is not None and run.get("seal") is not None:
+            unmapped["seal"] = run["seal"]
+        data = {"server": note.server, "site": note.site, "protocol": note.protocol, "reason": note.reason or None}
+        events.append({
+            "activity_id": ACTIVITY_CREATE, "activity_name": "Create",
+            "category_uid": CATEGORY_UID, "category_name": "Findings",
+            "class_uid": CLASS_UID, "class_name": "Compliance Finding",
+            "type_uid": CLASS_UID * 100 + ACTIVITY_CREATE, "type_name": "Compliance Finding: Create",
+            "time": _ms(moment),
+            "severity_id": 1, "severity": "Informational",
+            "status_id": 1, "status": "New", "status_detail": "not-evaluated",
+            "message": message,
+            "metadata": {
+                "version": OCSF_VERSION,
+                "product": {"name": "cas-audit", "vendor_name": "cas-audit", "version": tool_version,
+                            "lang": report.lang},
+            },
+            "finding_info": {"uid": not_evaluated_uid(note), "title": title, "desc": message,
+                             "types": [str(note.rule)], "last_seen_time": _ms(moment)},
+            "compliance": {
+                "control": f"{note.rule} {title}",
+                "requirements": [f"{c['framework']} {c['id']}" for c in controls],
+                "standards": sorted({c["framework"] for c in controls}),
+                "status": "Warning",
+                "status_id": 2,
+            },
+            "resources": [_resource_of(note.server, note.site, note.protocol)],
+            "evidences": [{"name": str(note.rule), "data": data}],
+            "remediation": {"desc": labels("note.service_unread_fix" if note.rule == "XS-013" else "note.log_unread_fix")},
+            "unmapped": unmapped,
+        })
     return events
 
 

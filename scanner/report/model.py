@@ -121,3 +121,10 @@ class RunReport:
     # when the report is signed (`report --sign-key`)
     seal: str | None = None
     key_id: str | None = None
+    # (server, protocol) of each service whose start mode was not read where the policy
+    # requires it disabled: XS-013 not evaluated there (judge/not_evaluated.py)
+    services_unread: tuple[tuple[str, str], ...] = ()
+
+    def services_unread_on(self, server: str) -> tuple[str, ...]:
+        """The protocols of `server` for which XS-013 was not evaluated."""
+        return tuple(p for name, p in self.services_unread if name.casefold() == server.casefold())

@@ -1,22 +1,27 @@
 """What a scan of a server did not establish, for every report format: the collector's
 stage errors, an Application log that could not be read (XS-010 not evaluated) and a
-partly read one (its refused logons are a lower bound), and a site the inventory planned
-that is not the one the server reports.
+partly read one (its refused logons are a lower bound), a service whose start mode could
+not be read where the policy requires it disabled (XS-013 not evaluated,
+judge/not_evaluated.py), and a site the inventory planned that is not the one the server
+reports.
 
 The JSON report carries them per server (`collector_errors`, `application_log`, and
-`refused_logons` null where not evaluated); the workbook's Servers sheet has a column for
-each; the Findings sheet and the CSV list each as a row after the findings, with the state
-"not evaluated", "lower bound" or "collector error" and no severity, so a reader of any
-format sees the gap and its reason.
+`refused_logons` null where not evaluated) and lists every rule not evaluated in
+`not_evaluated`; the OCSF report has a line for each (compliance status Warning); the
+workbook's Servers sheet has a column for each; the Findings sheet, the CSV and the HTML
+list each as a row after the findings, with the state "not evaluated", "lower bound" or
+"collector error" and no severity, so a reader of any format sees the gap and its reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scanner.collect.collected import SERVICE_DISPLAY_NAMES
 from scanner.facts import NoteKind
+from scanner.judge.not_evaluated import service_read_error
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.report.labels import Labels
 
@@ -31,10 +36,11 @@ class ServerNote:
     server: str
     site: str | None
     kind: NoteKind
-    rule: str | None  # XS-010 for the Application log; None for a collector error
+    rule: str | None  # XS-010 for the Application log, XS-013 for a service; None for a collector error
     stage: str | None  # the collector's stage of a collector error
     reason: str  # the server's own text (not-evaluated, collector-error) or "max" | "window"
     limit: int | None = None  # lower-bound: the number of entries or events read
+    protocol: str | None = None  # XS-013: the service's protocol
 
 
 def _clip(text: str) -> str:
@@ -42,8 +48,9 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "\u2026"
 
 
-def server_notes(server: ServerObservation) -> list[ServerNote]:
-    """The notes of one server's scan, in a fixed order (log first, then stage errors)."""
+def server_notes(server: ServerObservation, services_unread: Sequence[str] = ()) -> list[ServerNote]:
+    """The notes of one server's scan, in a fixed order (log first, then the services whose
+    start mode was not read where XS-013 needs it, `services_unread`, then stage errors)."""
     if server.scan_status != "ok":
         return []  # XS-011 says it all
     notes = []
@@ -52,6 +59,10 @@ def server_notes(server: ServerObservation) -> list[ServerNote]:
     elif server.events_truncated is not None:
         notes.append(ServerNote(server.name, server.site, "lower-bound", "XS-010", None, server.events_truncated,
                                 server.events_limit))
+    why = service_read_error(server)
+    for protocol in services_unread:
+        notes.append(ServerNote(server.name, server.site, "not-evaluated", "XS-013", None,
+                                _clip(why) if why is not None else "", protocol=protocol))
     for stage, message in server.collector_errors:
         notes.append(ServerNote(server.name, server.site, "collector-error", None, _clip(stage), _clip(message)))
     if server.site_differs and server.inventory_site is not None:
@@ -62,6 +73,10 @@ def server_notes(server: ServerObservation) -> list[ServerNote]:
 
 def note_message(labels: Labels, note: ServerNote) -> str:
     """The sentence a report shows for a note, in the report's language."""
+    if note.kind == "not-evaluated" and note.rule == "XS-013":
+        key = "note.service_unread" if note.reason else "note.service_unread_none"
+        return labels(key, server=note.server, service=SERVICE_DISPLAY_NAMES.get(note.protocol or "", note.protocol or "?"),
+                      reason=note.reason)
     if note.kind == "not-evaluated":
         return labels("note.log_unread", server=note.server, reason=note.reason)
     if note.kind == "lower-bound":
@@ -110,9 +125,17 @@ def note_rows(notes: list[ServerNote], labels: Labels, rule_titles: dict[str, st
         title = (rule_titles.get(note.rule or "", "") if note.rule
                  else labels("note.site_differs_title") if note.kind == "site-differs"
                  else labels("note.collector_error_title"))
-        remedy = labels("note.log_unread_fix") if note.kind == "not-evaluated" else None
-        yield (note.rule, title, None, labels(state), note.server, note.site, None, None, None,
+        remedy = (labels("note.service_unread_fix") if note.rule == "XS-013" else labels("note.log_unread_fix")
+                  ) if note.kind == "not-evaluated" else None
+        yield (note.rule, title, None, labels(state), note.server, note.site,
+               labels.word("protocol", note.protocol) if note.protocol else None, None, None,
                note_message(labels, note), remedy, None, None, None, None, None)
+
+
+def json_not_evaluated(notes: Sequence[ServerNote]) -> list[dict[str, Any]]:
+    """The JSON report's `not_evaluated`: each rule a scan could not judge, where and why."""
+    return [{"rule": n.rule, "server": n.server, "site": n.site, "protocol": n.protocol, "reason": n.reason or None}
+            for n in notes if n.kind == "not-evaluated"]
 
 
 def json_application_log(server: ServerObservation) -> dict[str, Any] | None:

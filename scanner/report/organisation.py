@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from scanner import __version__
 from scanner.judge.catalog import Catalog, load_catalog
+from scanner.judge.not_evaluated import services_not_evaluated
 from scanner.judge.policy import Policy
 from scanner.report.findings import finding_info, waiver_infos
 from scanner.report.model import AsOf, RunReport, ScopeEntry, ServerSource
@@ -105,6 +106,7 @@ def build_organisation_report(
             finding_runs=tuple(row.run_id or 0 for row in rows),
         ),
         seal=_newest_seal(store, [source.run_id for source in sources] + [row.run_id or 0 for row in rows]),
+        services_unread=tuple((s.name, p) for s in servers for p in services_not_evaluated(policy, s)),
     )
 
 

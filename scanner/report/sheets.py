@@ -331,7 +331,7 @@ def findings_rows(report: RunReport, labels: Labels) -> Iterator[Row]:
 def _note_rows(report: RunReport, labels: Labels) -> Iterator[Row]:
     """After the findings: what the scans did not establish (report/notes.py)."""
     titles = {r.id: r.title for r in report.rules}
-    notes = [n for s in report.servers for n in server_notes(s)]
+    notes = [n for s in report.servers for n in server_notes(s, report.services_unread_on(s.name))]
     for row in note_rows(notes, labels, titles):
         yield tuple(clean(v) if isinstance(v, str) else v for v in row)
 

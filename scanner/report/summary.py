@@ -3,10 +3,13 @@ new since the previous scan, where the history and the reports are."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from scanner.facts import SEVERITIES, RunStatus, is_active
+from scanner.judge.not_evaluated import services_not_evaluated
+from scanner.judge.policy import Policy
 from scanner.store.repo import Store
 
 
@@ -53,10 +56,12 @@ def summarise(store: Store, run_id: int, reports: list[str] | None = None) -> Sc
         (obs.name, obs.error_kind or "error")
         for obs in store.server_observations(run_id) if obs.scan_status != "ok"
     )
+    policy = Policy.from_text(run.policy_text, source="<policy stored with the run>") if run.policy_text else None
+    # what a scanned server's result lacks (report/notes.py); "" when nothing
     incomplete = sorted(
-        (obs.name, _gap(obs.events_error is not None, obs.events_truncated is not None, len(obs.collector_errors)))
-        for obs in store.server_observations(run_id)
-        if obs.scan_status == "ok" and (obs.events_error is not None or obs.events_truncated or obs.collector_errors)
+        (obs.name, gap) for obs in store.server_observations(run_id) if obs.scan_status == "ok" and (
+            gap := _gap(obs.events_error is not None, obs.events_truncated is not None, len(obs.collector_errors),
+                        services_not_evaluated(policy or Policy.default(), obs)))
     )
     previous = [r.id for r in store.runs() if r.id < run_id]
     return ScanSummary(
@@ -70,10 +75,12 @@ def summarise(store: Store, run_id: int, reports: list[str] | None = None) -> Sc
     )
 
 
-def _gap(unread: bool, lower_bound: bool, errors: int) -> str:
+def _gap(unread: bool, lower_bound: bool, errors: int, services: Sequence[str] = ()) -> str:
     """What a server's result lacks, in a few words."""
     what = ["Application log not read (XS-010 not evaluated)" if unread else
             "refused logons a lower bound" if lower_bound else ""]
+    if services:
+        what.append(f"{'/'.join(services)} start mode not read (XS-013 not evaluated)")
     if errors:
         what.append(f"{errors} collector error(s)")
     return "; ".join(w for w in what if w)

@@ -1,0 +1,148 @@
+"""XS-013 where a service's start mode could not be read (issue 17): not evaluated, with the
+reason, in every report format (xlsx, json, csv, ocsf, html; en and de), never "fine".
+
+A lab organisation of two Berlin servers, scanned twice in this process over real WinRM,
+with a policy that wants POP3 and IMAP4 disabled on WMI and allows them on OPEN:
+- first scan: both answer Win32_Service; WMI's services are Auto, so XS-013 fires twice;
+- second scan: neither answers it (`wmi = "denied"`, docs/lab.md). On WMI XS-013 is not
+  evaluated (its earlier findings neither persist nor resolve) and every report says so with
+  the collector's error; on OPEN the policy allows the services, so nothing is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from labfleet import demo_fleet
+from openpyxl import load_workbook
+from test_export_ocsf import validate
+
+from scanner.inventory import load_inventory
+from scanner.judge.catalog import load_catalog
+from scanner.judge.policy import Policy
+from scanner.lab.fleet_model import Fleet
+from scanner.lab.serve import Lab
+from scanner.lab.simhost import WMI_DENIED_MESSAGE
+from scanner.report.build import build_report
+from scanner.report.labels import Labels
+from scanner.report.summary import summarise, summary_lines
+from scanner.report.write import render
+from scanner.scan import run_scan
+from scanner.store.repo import open_store
+
+BASE = "127.0.43.1"
+POLICY = ('[[baseline.override]]\nserver = "WMI"\npop3_service = "disabled"\nimap4_service = "disabled"\n')
+SERVICES = {"pop3": "Microsoft Exchange POP3", "imap4": "Microsoft Exchange IMAP4"}
+
+
+def organisation() -> Fleet:
+    fleet = demo_fleet(BASE, "basic")
+    cas01 = fleet.server("CAS01")
+    return replace(fleet, servers=(replace(cas01, name="WMI", computer="", address=fleet.servers[0].address),
+                                   replace(cas01, name="OPEN", computer="", address=fleet.servers[1].address)))
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("unread")
+    fleet = organisation()
+    store = open_store(f"sqlite:///{folder / 'history.db'}")
+    policy = Policy.from_text(POLICY)
+    with Lab(fleet) as lab:
+        lab.write_inventory(folder / "inventory.toml")
+        inventory = load_inventory(folder / "inventory.toml")
+        for scan in range(2):
+            if scan == 1:
+                lab.replace_fleet(replace(fleet, servers=tuple(replace(s, wmi="denied") for s in fleet.servers)))
+            outcome = run_scan(inventory, store=store, password="lab-password", policy=policy,
+                               catalog=load_catalog(), concurrency=2, timeout_s=30)
+    out: dict[str, Any] = {"first": json.loads(render(build_report(store, outcome.run_id - 1), "json")),
+                           "summary": summary_lines(summarise(store, outcome.run_id))}
+    for lang in ("en", "de"):
+        report = build_report(store, outcome.run_id, lang=lang)
+        out[f"json-{lang}"] = json.loads(render(report, "json"))
+        out[f"xlsx-{lang}"] = load_workbook(io.BytesIO(render(report, "xlsx")))
+        out[f"csv-{lang}"] = list(csv.reader(io.StringIO(render(report, "csv").decode("utf-8-sig"))))
+        lines = render(report, "ocsf").decode("utf-8")
+        out[f"ocsf-{lang}"] = validate(lines) if lines else []
+        out[f"html-{lang}"] = render(report, "html").decode("utf-8")
+    return out
+
+
+def message(labels: Labels, protocol: str) -> str:
+    return labels("note.service_unread", server="WMI", service=SERVICES[protocol], reason=WMI_DENIED_MESSAGE)
+
+
+def test_the_first_scan_fires_where_the_policy_says_disabled(reports: dict[str, Any]) -> None:
+    fired = sorted((f["server"], f["protocol"]) for f in reports["first"]["findings"] if f["rule"] == "XS-013")
+    assert fired == [("WMI", "imap4"), ("WMI", "pop3")]
+    assert reports["first"]["not_evaluated"] == []
+
+
+def test_json_lists_xs013_not_evaluated_with_the_reason(reports: dict[str, Any]) -> None:
+    data = reports["json-en"]
+    wmi = {s["name"]: s for s in data["servers"]}["WMI"]
+    assert [p["start_mode"] for p in wmi["protocols"].values()] == [None, None]
+    assert {"stage": "service", "message": WMI_DENIED_MESSAGE} in wmi["collector_errors"]
+    assert data["not_evaluated"] == [
+        {"rule": "XS-013", "server": "WMI", "site": "Berlin", "protocol": p, "reason": WMI_DENIED_MESSAGE}
+        for p in ("pop3", "imap4")
+    ]  # OPEN's start modes are unread too, but its policy allows the services: nothing missing
+    assert not [f for f in data["findings"] if f["rule"] == "XS-013"]  # not "fine", not carried
+    assert not [r for r in data["resolved"] if r["rule"] == "XS-013"]  # and not resolved
+
+
+def rows(table: list[list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(table[0], r, strict=True)) for r in table[1:]]
+
+
+def assert_not_evaluated_rows(findings: list[dict[str, Any]], labels: Labels) -> None:
+    gaps = [r for r in findings if r[labels("col.rule")] == "XS-013"]
+    assert [(r[labels("col.server")], r[labels("col.protocol")], r[labels("col.state")], r[labels("col.message")])
+            for r in gaps] == [("WMI", labels.word("protocol", p), labels("note.not_evaluated"), message(labels, p))
+                               for p in ("pop3", "imap4")]
+    assert {r[labels("col.severity")] or None for r in gaps} == {None}
+    assert {r[labels("col.remediation")] for r in gaps} == {labels("note.service_unread_fix")}
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_the_workbook_and_the_csv_say_not_evaluated(reports: dict[str, Any], lang: str) -> None:
+    labels = Labels(lang)
+    sheet = reports[f"xlsx-{lang}"][labels.sheet("findings")]
+    assert_not_evaluated_rows(rows([list(r) for r in sheet.iter_rows(values_only=True)]), labels)
+    assert_not_evaluated_rows(rows(reports[f"csv-{lang}"]), labels)
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_the_html_says_not_evaluated(reports: dict[str, Any], lang: str) -> None:
+    labels = Labels(lang)
+    page = html.unescape(reports[f"html-{lang}"])
+    for protocol in ("pop3", "imap4"):
+        assert message(labels, protocol) in page
+    assert labels("note.service_unread_fix") in page
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_ocsf_has_a_warning_line_per_service_not_evaluated(reports: dict[str, Any], lang: str) -> None:
+    labels = Labels(lang)
+    gaps = [e for e in reports[f"ocsf-{lang}"] if e["finding_info"]["types"] == ["XS-013"]]
+    assert [(e["resources"][0]["name"], e["resources"][0]["data"]["protocol"]) for e in gaps] == [
+        ("WMI", "pop3"), ("WMI", "imap4")]
+    for event, protocol in zip(gaps, ("pop3", "imap4"), strict=True):
+        assert (event["compliance"]["status"], event["compliance"]["status_id"]) == ("Warning", 2)
+        assert event["status_detail"] == "not-evaluated" and event["message"] == message(labels, protocol)
+        assert event["evidences"][0]["data"]["reason"] == WMI_DENIED_MESSAGE
+        assert "NIST SP 800-53 CM-7" in event["compliance"]["requirements"]
+    assert len({e["finding_info"]["uid"] for e in gaps}) == 2
+
+
+def test_the_end_of_scan_summary_names_the_service_gap(reports: dict[str, Any]) -> None:
+    (line,) = [line for line in reports["summary"] if line.startswith("  incomplete: ")]
+    assert "WMI (pop3/imap4 start mode not read (XS-013 not evaluated); 2 collector error(s))" in line
+    assert "OPEN (2 collector error(s))" in line
