@@ -64,6 +64,14 @@ from scanner.errors import CollectionError, CollectorOutputError
 CHUNK = 64 * 1024
 AUTH_CHALLENGES = (401, 407)
 MAX_CHALLENGE_BYTES = 64 * 1024
+
+
+def size_text(limit: int) -> str:
+    """A byte limit as people read it: "17 MiB", "64 KiB", "100 bytes" (never "0 MiB")."""
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if limit >= size and limit % size == 0:
+            return f"{limit // size} {unit}"
+    return f"{limit} bytes"
 _current: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("cas_audit_http_guard", default=None)
 _live: weakref.WeakSet[Guard] = weakref.WeakSet()
 _live_lock = threading.Lock()
@@ -249,14 +257,14 @@ def _read_capped(response: requests.Response, guard: Guard) -> None:
         response.close()
         raise CollectorOutputError(
             f"{guard.what} announced a response of {int(declared)} bytes, more than the "
-            f"{guard.max_body // (1024 * 1024)} MiB accepted; refused")
+            f"{size_text(guard.max_body)} accepted; refused")
     try:
         for chunk in response.raw.stream(CHUNK, decode_content=True):
             size += len(chunk)
             if size > guard.max_body:
                 response.close()
                 raise CollectorOutputError(
-                    f"{guard.what} sent a response larger than {guard.max_body // (1024 * 1024)} MiB; refused")
+                    f"{guard.what} sent a response larger than {size_text(guard.max_body)}; refused")
             chunks.append(chunk)
             if guard.ended is not None:
                 break

@@ -261,7 +261,7 @@ def _receive_all(protocol: Protocol, shell_id: str, command_id: str, deadline: f
         size += len(out) + len(err)
         if size > max_output:
             raise CollectorOutputError(
-                f"{target.name} sent more than {max_output // (1024 * 1024)} MiB of output; refused")
+                f"{target.name} sent more than {httpguard.size_text(max_output)} of output; refused")
         stdout.append(out)
         stderr.append(err)
         if done:
