@@ -56,6 +56,28 @@ def test_an_unknown_command_is_a_json_usage_error() -> None:
     assert record["hint"] == "see cas-audit --help"
 
 
+@pytest.mark.parametrize(("args", "env"), [
+    (("--log-format", "json", "--bogus", "history"), {}),
+    (("--log-format=json", "--quiet=yes", "history"), {}),
+    (("--bogus", "history"), {"CAS_AUDIT_LOG_FORMAT": "json"}),
+], ids=["option", "flag-with-a-value", "environment"])
+def test_a_usage_error_of_the_groups_own_options_is_json_too(args: tuple[str, ...], env: dict[str, str]) -> None:
+    """Before: click's text ("Usage: cas-audit [OPTIONS] ..."): the group's options had not
+    been parsed when their own error came."""
+    result = CliRunner().invoke(cli, list(args), prog_name="cas-audit", env=env)
+    assert result.exit_code == 2, result.output
+    [record] = json_lines(result.stderr)
+    assert (record["level"], record["event"], record["exit_code"]) == ("error", "usage-error", 2)
+    assert record["message"].startswith("cas-audit: ") and record["hint"] == "see cas-audit --help"
+
+
+def test_a_usage_error_of_the_groups_own_options_stays_text_when_text_is_asked() -> None:
+    result = CliRunner().invoke(cli, ["--log-format", "text", "--bogus"], prog_name="cas-audit",
+                                env={"CAS_AUDIT_LOG_FORMAT": "json"})
+    assert result.exit_code == 2
+    assert "Usage: cas-audit" in result.stderr and "No such option '--bogus'" in result.stderr
+
+
 def test_an_unknown_command_stays_clicks_text_otherwise() -> None:
     result = run("nosuchcommand")
     assert result.exit_code == 2

@@ -218,10 +218,37 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         ctx.exit()
 
 
+def _json_asked(args: list[str]) -> bool:
+    """Whether the command line (or else CAS_AUDIT_LOG_FORMAT) asks for JSON lines, read from
+    the raw arguments: for a usage error of the group's own options, which comes before
+    click has parsed any of them."""
+    chosen = os.environ.get("CAS_AUDIT_LOG_FORMAT", "text")
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--log-format" and index + 1 < len(args):
+            chosen = args[index + 1]
+        elif arg.startswith("--log-format="):
+            chosen = arg.partition("=")[2]
+    return chosen == "json"
+
+
 class _Group(click.Group):
     """The top-level group: with --log-format json a usage error of a command (unknown
-    option, bad choice, missing argument) or an unknown command is one JSON line too,
-    still exit 2."""
+    option, bad choice, missing argument), an unknown command or an unknown option of the
+    group itself is one JSON line too, still exit 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        raw = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if not _json_asked(raw):
+                raise
+            output.configure(log_format="json")
+            output.error(f"{ctx.command_path}: {exc.format_message()}", hint=f"see {ctx.command_path} --help",
+                         event="usage-error", exit_code=exc.exit_code)
+            ctx.exit(exc.exit_code)
 
     def invoke(self, ctx: click.Context) -> Any:
         # the group's own options are parsed: apply them before click resolves the command,
