@@ -102,6 +102,7 @@ def test_a_file_changed_since_the_plan_and_the_scan_account_are_refused(tmp_path
                          "--db", sqlite_url)   # the inventory's (scan) account
         assert code == 3, out
         assert "Access to the path '" in out and "is denied." in out
+        assert "so nothing was changed" in out and "name the account that may write with --username" in out
         assert lab.hosts[NAME].server == fleet.server(NAME)
         assert sorted(r.result for r in _rows(sqlite_url)) == ["changed", "failed"]
 
@@ -125,3 +126,22 @@ def test_a_ticket_that_cannot_name_a_file_is_a_usage_error(tmp_path: Path, ticke
     inventory.write_text('[defaults]\nusername = "auditor"\n[[server]]\nname = "X"\naddress = "127.0.0.1"\n')
     code, out = _cli("fix", "apply", str(plan), "--inventory", str(inventory), "--yes", "--ticket", ticket)
     assert code == 2, out
+
+
+def test_a_script_whose_code_was_edited_after_the_review_is_never_sent(tmp_path: Path) -> None:
+    """Only the data block is checked against plan.json; the code around it must be what
+    `fix plan` writes too (here an edit that makes a check write), or nothing is sent.
+    Comment lines do not run: a reviewer's note is fine."""
+    fleet = _fleet("127.0.164.1")
+    with Lab(fleet) as lab:
+        plan = _plan(tmp_path / "plan", fleet)
+        inventory = _inventory(tmp_path, lab, fleet)
+        script = plan / f"{NAME}.ps1"
+        reviewed = script.read_bytes()
+        script.write_bytes(reviewed.replace(b"$doApply = [bool]$Apply", b"$doApply = $true"))
+        code, out = _cli("fix", "apply", str(plan), "--inventory", str(inventory), "--username", ADMIN)
+        assert code == 2 and "its code was edited after the review" in " ".join(out.split()), out
+        assert lab.stats(NAME).requests == 0 and lab.hosts[NAME].server == fleet.server(NAME)
+        script.write_bytes(reviewed.replace(b"\r\n#\r\n", b"\r\n# reviewed: J. Weber, CHG-1234\r\n#\r\n", 1))
+        code, out = _cli("fix", "apply", str(plan), "--inventory", str(inventory), "--username", ADMIN)
+        assert code == 0 and "checked only; nothing changed" in out, out

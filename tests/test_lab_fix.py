@@ -198,3 +198,19 @@ def test_rollback_restores_the_scanned_bytes_exactly_and_refuses_after_a_hand_ed
         result, code = _run(lab, fleet, rollback)
         assert (code, result.changes[0].status) == (1, "changed")
         assert _pop3(lab) == b"<configuration>by hand</configuration>"
+
+
+def test_the_lab_runs_a_fix_script_only_as_fix_plan_wrote_it() -> None:
+    """What the lab simulates is the script exactly as rendered (comment lines aside, as
+    PowerShell ignores them); one changed character of code and it is not run, so a test
+    passing in the lab ran the very script a server would."""
+    from scanner.lab.simfix import fix_script_data
+
+    server = _fleet("127.0.165.1").server(NAME)
+    script = _script(server)
+    assert fix_script_data(sendable_script(script)) is not None
+    noted = script.replace("\r\n#\r\n", "\r\n# reviewed\r\n#\r\n", 1)
+    assert fix_script_data(sendable_script(noted)) is not None
+    for edit in (("$doApply = [bool]$Apply", "$doApply = $true"), ("'failed'", "'done'"), ("exit $state.bad", "exit 0")):
+        assert edit[0] in script
+        assert fix_script_data(sendable_script(script.replace(edit[0], edit[1], 1))) is None

@@ -93,6 +93,10 @@ def _run(folder: Path, inventory_path: Path, kind: str, ticket: str | None, yes:
         finally:
             store.close()
     bad = [o.server for o in outcomes if not o.ok]
+    if not username and any(c.status == "failed" for o in outcomes if o.result for c in o.result.changes):
+        output.warning(f"the scripts ran as the inventory's account ({account}); a scan account should only "
+                       "read, so a write it was denied changed nothing: name the account that may write "
+                       "with --username", event="fix_account")
     what = ("changed" if kind == "apply" else "rolled back") if yes else "ready (checked only; nothing changed)"
     output.result(f"fix_{kind}", f"{len(outcomes) - len(bad)} of {len(outcomes)} server(s) {what}"
                   + (f"; not: {', '.join(bad)}" if bad else ""), servers=len(outcomes), failed=bad, applied=yes)

@@ -69,7 +69,7 @@ function Swap($r, $path, $bytes, $want, $keep, $tmp, $bak) {
     $r.m = ''
     trap { $r.m = [string]$_.Exception.Message; continue }
     [System.IO.File]::WriteAllBytes($tmp, $bytes)
-    if ($r.m -ne '') { $r.status = 'failed'; $r.message = 'could not write the new file beside it: ' + $r.m; Drop $tmp; return }
+    if ($r.m -ne '') { $r.status = 'failed'; $r.message = 'could not write the new file beside it, so nothing was changed: ' + $r.m; Drop $tmp; return }
     if ((FH $tmp) -ne $want) { $r.status = 'failed'; $r.message = 'the new file beside it does not have the planned hash'; Drop $tmp; return }
     [System.IO.File]::Replace($tmp, $path, $bak)
     if ($r.m -ne '') {

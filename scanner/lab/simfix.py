@@ -146,7 +146,7 @@ class FixRun:
     def _swap(self, r: dict[str, str], path: str, data: bytes, want: str, keep: str, tmp: str, bak: str) -> None:
         failed = self._write(tmp, data)
         if failed:
-            r["status"], r["message"] = "failed", "could not write the new file beside it: " + failed
+            r["status"], r["message"] = "failed", "could not write the new file beside it, so nothing was changed: " + failed
             return
         fault = self.server.replace_fault
         if fault == "locked":

@@ -24,6 +24,7 @@ from scanner.collect.fixscript import (
     ScriptData,
     read_result,
     read_script_data,
+    render_script,
     script_environment,
     sendable_script,
 )
@@ -86,6 +87,14 @@ def load_scripts(folder: Path, kind: Kind) -> dict[str, tuple[str, ScriptData]]:
             data = read_script_data(text)
         except ValueError as exc:
             raise ConfigError(f"{path} is not a fix script of this plan: {exc}") from None
+        try:  # what runs is what `fix plan` renders from this data (comment lines do not run)
+            rendered = sendable_script(render_script(data))
+        except ValueError:
+            rendered = ""
+        if sendable_script(text) != rendered:
+            raise ConfigError(f"{path} is not the script `fix plan` writes for its changes: its code was edited "
+                              "after the review (or another version of cas-audit wrote it), and such a script "
+                              "is never sent", hint="write a new plan with `cas-audit fix plan` and review it")
         carried = {(c.protocol, c.before_sha256, c.after_sha256) for c in data.changes}
         if data.kind != kind or data.server.casefold() != str(server).casefold() or \
                 carried != planned.get(str(server).casefold(), set()):
