@@ -145,6 +145,54 @@ def test_the_content_security_policy_stops_a_script_that_got_in(tmp_path: Path) 
     assert "pwned-raw" not in re.search(r"<title>(.*?)</title>", dom, re.S).group(1)  # type: ignore[union-attr]
 
 
+# Measures the rendered layout in the page's own browser and writes it into the DOM. Run on a
+# copy of the page without its CSP (which rightly forbids every script).
+_MEASURE = """<script>
+window.addEventListener('load', () => {
+  const box = e => e.getBoundingClientRect();
+  const after = (a, b) => a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING;
+  const start = document.getElementById('summary'), end = document.getElementById('seal');
+  const summary = [...document.querySelectorAll('table')].filter(t => after(start, t) && after(t, end));
+  const runs = document.querySelector('table.trend');
+  const wider = [];
+  for (const t of summary) {
+    const head = box(t.rows[0]);
+    for (const r of [...t.rows].filter(r => r.cells.length)) {
+      const last = box(r.cells[r.cells.length - 1]);
+      if (r.cells.length !== t.rows[0].cells.length || last.right > head.right + 0.5) wider.push(r.textContent);
+    }
+  }
+  const out = {tables: summary.length, wider: wider,
+               summary_bottom: Math.max(...summary.map(t => box(t).bottom)),
+               trend_top: box(document.getElementById('trend')).top,
+               trend_table_top: runs ? box(runs).top : null,
+               svg_bottom: box(document.querySelector('svg')).bottom};
+  const pre = document.createElement('pre');
+  pre.id = 'layout';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+@pytest.mark.slow  # headless Chromium, about a second a page
+@needs_chromium
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_the_summary_tables_stay_apart_from_the_trend(tmp_path: Path, lang: str) -> None:
+    """The Summary's blocks are tables no row of which is wider than its header, all above the
+    trend's heading; the trend's table of runs sits under its chart (measured in Chromium)."""
+    html = render_html(sample_report(lang))
+    page = tmp_path / "layout.html"
+    page.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html)
+                    .replace("</body>", _MEASURE + "</body>", 1), "utf-8")
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dump_dom(page), re.S)
+    assert found is not None, "the measuring script did not run"
+    layout = json.loads(found.group(1))
+    assert layout["wider"] == []  # before: the trend's runs ran on in the summary's table
+    assert layout["tables"] == 3  # items, by severity, by site
+    assert layout["summary_bottom"] < layout["trend_top"] < layout["svg_bottom"] <= layout["trend_table_top"]
+
+
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_report_command_writes_html_for_a_run_and_the_organisation_view(
         sqlite_url: str, tmp_path: Path, lang: str) -> None:

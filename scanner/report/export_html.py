@@ -1,4 +1,4 @@
-"""The single-file HTML report: summary, trend (inline SVG), findings with their evidence and
+"""The single-file HTML report: summary, trend (inline SVG and its table of runs), findings with their evidence and
 controls, action items per server, the run's seal; in the report's language.
 
 One file with no external resource and no script: a Content-Security-Policy meta tag
@@ -88,6 +88,26 @@ def _table(sheet: Sheet) -> dict[str, Any]:
         "headers": [c.header or "" for c in sheet.columns],
         "rows": [[_cell(v) for v in row] for row in sheet.rows],
     }
+
+
+def _summary_tables(sheet: Sheet) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The Summary sheet as HTML tables: its blocks (separated by empty rows) each become a
+    table with its own header row, so no block is wider than its header; the trend's block
+    (runs × severities) goes with the trend chart, not into the summary."""
+    headers = [c.header or "" for c in sheet.columns][:2]
+    blocks: list[list[list[Cell]]] = [[]]
+    trend_block = None
+    for number, row in enumerate(sheet.rows, start=2):  # sheet row numbers: 1 is the header
+        if not row:
+            blocks.append([])
+            continue
+        if sheet.trend is not None and number == sheet.trend.header_row:
+            trend_block = len(blocks) - 1
+        blocks[-1].append([_cell(v) for v in row])
+    tables = [{"headers": [Cell(h) for h in headers], "rows": blocks[0]}]
+    tables += [{"headers": b[0], "rows": b[1:]} for i, b in enumerate(blocks[1:], start=1) if b and i != trend_block]
+    trend = blocks[trend_block] if trend_block is not None else None
+    return tables, ({"headers": trend[0], "rows": trend[1:]} if trend else None)
 
 
 @dataclass(frozen=True)
@@ -190,6 +210,7 @@ _TEMPLATE = """<!DOCTYPE html>
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:8px 0;font-size:.9em}
+table.summary{margin:8px 0 16px;min-width:32em}table.summary td:first-child{width:18em}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;white-space:pre-wrap;word-break:break-word}
 th{background:#f0f0f0}
 .sev{font-weight:600}
@@ -204,13 +225,13 @@ details{margin:6px 0}summary{cursor:default}
 <h1>{{ w.title }} – {{ heading }}</h1>
 
 <h2 id="summary">{{ w.summary }}</h2>
-<table>
-<thead><tr>{% for h in summary.headers[:2] %}<th>{{ h }}</th>{% endfor %}</tr></thead>
+{% for t in summary %}<table class="summary">
+<thead><tr>{% for h in t.headers %}<th{% if h.severity %} class="sev sev-{{ h.severity }}"{% endif %}>{{ h.text }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for row in summary.rows %}<tr>{% for c in row %}<td{% if c.severity %} class="sev sev-{{ c.severity }}"{% endif %}>{{ c.text }}</td>{% endfor %}</tr>
+{% for row in t.rows %}<tr>{% for c in row %}<td{% if c.severity %} class="sev sev-{{ c.severity }}"{% endif %}>{{ c.text }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
 </table>
-
+{% endfor %}
 <h2 id="seal">{{ w.seal }}</h2>
 {% if seal %}<p class="seal">{{ seal }}</p>{% else %}<p>{{ w.no_seal }}</p>{% endif %}
 
@@ -226,6 +247,14 @@ details{margin:6px 0}summary{cursor:default}
 {% for x, y, n in s.dots %}<circle cx="{{ x }}" cy="{{ y }}" r="3" fill="{{ s.colour }}"><title>{{ s.label }}: {{ n }}</title></circle>
 {% endfor %}<text x="{{ trend.right + 10 }}" y="{{ trend.top + 14 * loop.index }}" font-size="12" fill="{{ s.colour }}">{{ s.label }}</text>
 {% endfor %}</svg>
+{% endif %}
+{% if trend_table %}{% if not trend %}<h2 id="trend">{{ w.trend }}</h2>{% endif %}
+<table class="trend">
+<thead><tr>{% for h in trend_table.headers %}<th{% if h.severity %} class="sev sev-{{ h.severity }}"{% endif %}>{{ h.text }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for row in trend_table.rows %}<tr>{% for c in row %}<td>{{ c.text }}</td>{% endfor %}</tr>
+{% endfor %}</tbody>
+</table>
 {% endif %}
 
 <h2 id="actions">{{ w.actions }}</h2>
@@ -272,13 +301,15 @@ def render_html(report: RunReport) -> str:
         heading = f"{labels('summary.as_of')} {report.as_of.time:%Y-%m-%d %H:%M:%S}"
     else:
         heading = f"{labels('summary.run')} {run['id'] if run else ''}"
+    summary, trend_table = _summary_tables(summary_sheet(report, labels))
     return _PAGE.render(
         lang=report.lang,
         csp=CSP,
         w=w,
         heading=heading,
         colours=_COLOURS,
-        summary=_table(summary_sheet(report, labels)),
+        summary=summary,
+        trend_table=trend_table,
         seal=(run or as_json.get("as_of") or {}).get("seal"),
         trend=_trend_svg(report.trend, labels),
         actions=_actions(report, labels, w["site_level"]),
