@@ -93,8 +93,8 @@ def _outcome_lines(outcomes: Sequence[ServerOutcome]) -> Iterator[str]:
             yield line + (f": {c.message}" if c.message else "")
 
 
-def _fix_loop(store: Store, lab: Lab, inventory: Inventory, policy: Policy, run_id: int, out_dir: Path,
-              inventory_path: Path) -> Iterator[str]:
+def _fix_loop(store: Store, lab: Lab, inventory: Inventory, policy: Policy, run_id: int, out_dir: Path
+              ) -> Iterator[str]:
     """fix plan of `run_id` -> check and apply on UPGRADED_SERVER -> a scan that verifies ->
     the rollback checked; one line per step (the lab's writing account, ticket DEMO_TICKET)."""
     folder = out_dir / PLAN_FOLDER
@@ -113,7 +113,13 @@ def _fix_loop(store: Store, lab: Lab, inventory: Inventory, policy: Policy, run_
     for r in plan.refused:
         yield f"  refused {r['server']}/{r['protocol']}: {r['reason']}"
     yield (f"review: read each change's diff in {folder / 'plan.json'} and the scripts; "
-           f"the demo goes on with {UPGRADED_SERVER} only")
+           f"the demo goes on with {UPGRADED_SERVER} only, whose edits are these lines:")
+    for c in plan.changes:
+        if c["server"] == UPGRADED_SERVER:
+            for line in str(c.get("diff", "")).splitlines()[2:]:
+                shown = line.strip().removesuffix(r"\x0d")[:160]  # the diff shows a CRLF line's CR as \x0d
+                if line[:1] in "+-":
+                    yield f"  {c['protocol']} {shown}"
     admin = lab.fleet.lab.admin_username
     targets = {t.name.casefold(): t for t in inventory.targets}
 
@@ -152,14 +158,15 @@ def _fix_loop(store: Store, lab: Lab, inventory: Inventory, policy: Policy, run_
                f"history's changes table names ticket {DEMO_TICKET} for it)")
     checked = run("rollback", False)
     state = "ready" if all(o.ok for o in checked) else "NOT ready"
-    yield (f"rollback: checked on {UPGRADED_SERVER}, {state}; it restores the scanned bytes exactly, "
-           "only while the file is still the one apply wrote:")
-    yield (f"  cas-audit fix rollback {folder} --inventory {inventory_path.name} --ticket {DEMO_TICKET} "
-           f"--yes --username {admin}")
+    yield (f"rollback: checked on {UPGRADED_SERVER}, {state}; run with --yes it puts back the scanned bytes "
+           "exactly, and only while the file is still the one apply wrote")
     others = sorted(set(plan.scripts) - {UPGRADED_SERVER}, key=str.casefold)
-    if others:
-        yield (f"  the rest of the plan ({', '.join(others)}) is yours to apply on a real organisation: "
-               f"cas-audit fix apply {folder} --inventory inventory.toml --yes --ticket CHG-... --username ...")
+    yield (f"the demo's lab stops with the demo and the rest of the plan ({', '.join(others)}) stays unapplied; "
+           "on your own organisation, with its inventory, the same steps are:")
+    yield "  cas-audit fix plan --run latest --out chg-1234"
+    yield "  cas-audit fix apply chg-1234 --inventory inventory.toml"
+    yield f"  cas-audit fix apply chg-1234 --inventory inventory.toml --yes --ticket CHG-1234 --username {admin}"
+    yield f"  cas-audit fix rollback chg-1234 --inventory inventory.toml --ticket CHG-1234 --yes --username {admin}"
 
 
 def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
@@ -199,7 +206,7 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
                     written.append(str(path))
             yield ""
             yield from summary_lines(summarise(store, run_id, reports=written))
-            yield from _fix_loop(store, lab, inventory, policy, run_id, out_dir, inventory_path)
+            yield from _fix_loop(store, lab, inventory, policy, run_id, out_dir)
         checked = store.verify_chain()  # the last step: the history's seal chain (cas-audit verify)
         yield ""
         yield (f"verify: the history's seal chain is intact ({checked.links} runs sealed, newest seal "

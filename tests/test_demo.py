@@ -80,5 +80,9 @@ def test_the_demo_shows_the_whole_change_loop_on_one_server(tmp_path: Path) -> N
         active = {(f.rule, f.server_name) for f in store.findings(3) if f.state in ("new", "persisting")}
         assert not {("XS-002", UPGRADED_SERVER), ("XS-003", UPGRADED_SERVER), ("XS-005", UPGRADED_SERVER)} & active
         assert ("XS-005", "CAS06") in active  # the rest of the plan was not applied
-    assert f"--ticket {DEMO_TICKET} --yes --username fixer" in text
+    assert "  cas-audit fix rollback chg-1234 --inventory inventory.toml --ticket CHG-1234 --yes --username fixer" \
+        in lines
+    # the review shows the upgraded server's edit: the one value line, before and after
+    assert any(line.startswith("  pop3 -") and 'value="false"' in line for line in lines)
+    assert any(line.startswith("  pop3 +") and 'value="true"' in line for line in lines)
     assert "rollback: checked on CAS05, ready" in text
