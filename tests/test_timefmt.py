@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from scanner.util.timefmt import (
     compact_utc,
+    day_iso,
     day_text,
     display_utc,
     exact_utc,
@@ -63,3 +66,32 @@ def test_log_lines_file_names_and_the_registry() -> None:
     assert iso_utc_ms(moment) == "2026-11-20T10:00:05.987Z"
     assert compact_utc(moment) == "20261120T100005Z"
     assert registry_day(date(2026, 1, 2)) == "20260102"
+
+
+FORMATTERS = {"strftime", "isoformat", "ctime"}  # a datetime's or date's ways to become text
+PACKAGE = Path(__file__).resolve().parent.parent / "scanner"
+
+
+def formatting_calls(source: str) -> list[str]:
+    """Calls of a time's own formatters: `x.strftime(...)`, `x.isoformat()`, `x.ctime()`."""
+    return [f"line {node.lineno}: .{node.func.attr}()" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in FORMATTERS]
+
+
+def test_all_time_formatting_goes_through_timefmt() -> None:
+    """Issue 14 item 3. Before: the HTML report wrote its own copy of "%Y-%m-%d %H:%M:%S",
+    the lab its backup stamp, the reports, the history and the policy their days."""
+    found = [f"{path.relative_to(PACKAGE.parent)} {call}" for path in sorted(PACKAGE.rglob("*.py"))
+             if path.name != "timefmt.py" for call in formatting_calls(path.read_text(encoding="utf-8"))]
+    assert found == [], "format times with scanner/util/timefmt.py: " + "; ".join(found)
+
+
+def test_the_formatting_check_sees_each_formatter_and_lets_parsing_pass() -> None:
+    source = ("a.strftime('%Y')\nb.date().isoformat()\nc.isoformat(timespec='seconds')\nd.ctime()\n"
+              "datetime.fromisoformat(t)\ndatetime.strptime(t, f)\n")
+    assert formatting_calls(source) == ["line 1: .strftime()", "line 2: .isoformat()", "line 3: .isoformat()",
+                                        "line 4: .ctime()"]
+
+
+def test_a_day_is_written_as_iso_8601() -> None:
+    assert day_iso(date(2026, 1, 2)) == "2026-01-02"

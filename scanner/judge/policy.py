@@ -36,6 +36,7 @@ from typing import Any
 from scanner.errors import ConfigError
 from scanner.facts import PROTOCOLS, RULE_IDS, SERVICE_POLICIES, SEVERITIES, ServicePolicy
 from scanner.util.paths import data_dir
+from scanner.util.timefmt import day_iso
 from scanner.util.tomlfile import SourceLines, read_text
 
 MAX_POLICY_BYTES = 1024 * 1024
@@ -131,8 +132,8 @@ class Waiver(_Scoped):
             "protocol": self.protocol,
             "justification": self.justification,
             "approver": self.approver,
-            "created": self.created.isoformat() if self.created else None,
-            "expires": self.expires.isoformat(),
+            "created": day_iso(self.created) if self.created else None,
+            "expires": day_iso(self.expires),
             "state": "expired" if self.expired_on(day) else "active",
         }
 
@@ -393,7 +394,7 @@ def _waivers(entries: Any, loc: _Locator, rule_ids: Collection[str]) -> tuple[Wa
         expires = _date(entry, "expires", loc, header, index, required=True)
         assert expires is not None
         if created is not None and expires < created:
-            raise loc.error(header, index, "expires", f"{expires.isoformat()} is before created ({created.isoformat()})")
+            raise loc.error(header, index, "expires", f"{day_iso(expires)} is before created ({day_iso(created)})")
         waivers.append(
             Waiver(
                 rule=rule,

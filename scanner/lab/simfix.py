@@ -38,6 +38,7 @@ from scanner.collect.fixscript import (
 )
 from scanner.facts import PROTOCOLS
 from scanner.lab.fleet_model import SimServer
+from scanner.util.timefmt import compact_utc
 
 __all__ = ["FixRun", "fix_script_data"]
 
@@ -94,7 +95,7 @@ class FixRun:
         self.apply = env.get("CASAUDIT_FIX_APPLY") == "1"
         self.restart = env.get("CASAUDIT_FIX_RESTART") == "1"
         self.ticket = env.get("CASAUDIT_FIX_TICKET", "")
-        self.stamp = now().strftime("%Y%m%dT%H%M%SZ")
+        self.stamp = compact_utc(now())
         self._files = self._folder()
 
     # -- the PopImap folder as a path -> bytes map ---------------------------------------

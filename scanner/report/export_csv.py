@@ -16,7 +16,7 @@ from datetime import date, datetime
 from scanner.report.labels import Labels
 from scanner.report.model import RunReport
 from scanner.report.sheets import CellValue, findings_columns, findings_rows
-from scanner.util.timefmt import iso_utc
+from scanner.util.timefmt import day_iso, iso_utc
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -28,7 +28,7 @@ def csv_field(value: CellValue) -> str:
     if isinstance(value, datetime):
         return iso_utc(value)
     if isinstance(value, date):
-        return value.isoformat()
+        return day_iso(value)
     if isinstance(value, str):
         text = str(value)
         return "'" + text if text.startswith(FORMULA_STARTS) else text

@@ -21,6 +21,7 @@ from scanner.report.export_json import report_dict
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport, TrendPoint
 from scanner.report.sheets import SeverityWord, Sheet, findings_sheet, summary_sheet
+from scanner.util.timefmt import day_iso, display_utc
 
 # scripts, frames, fonts, connections and remote images are all forbidden; only the
 # page's own <style> and data: images may load
@@ -77,9 +78,9 @@ def _cell(value: Any) -> Cell:
     if isinstance(value, SeverityWord):
         return Cell(str(value), value.severity)
     if isinstance(value, datetime):
-        return Cell(value.strftime("%Y-%m-%d %H:%M:%S"))
+        return Cell(display_utc(value))
     if isinstance(value, date):
-        return Cell(value.isoformat())
+        return Cell(day_iso(value))
     return Cell("" if value is None else str(value))
 
 

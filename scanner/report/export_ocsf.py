@@ -19,6 +19,7 @@ from scanner.report.export_json import report_dict
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport
 from scanner.report.notes import ServerNote, note_message, server_notes
+from scanner.util.timefmt import iso_exact
 
 OCSF_VERSION = "1.5.0"
 CLASS_UID = 2003  # Compliance Finding
@@ -50,7 +51,7 @@ def _ms(moment: datetime | None) -> int | None:
 
 def finding_uid(f: FindingInfo) -> str:
     """Stable per finding across runs: rule, server, protocol and when it was first seen."""
-    first = f.first_seen_at.isoformat() if f.first_seen_at is not None else None
+    first = iso_exact(f.first_seen_at)  # the history's exact UTC time: the uids made so far
     key = json.dumps([f.rule, f.server, f.protocol, f.site if f.server is None else None, first],
                      ensure_ascii=False)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()

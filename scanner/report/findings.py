@@ -15,6 +15,7 @@ from scanner.judge.policy import Policy
 from scanner.judge.results import FindingInfo, WaiverInfo
 from scanner.report.reasons import reason_text
 from scanner.store.repo import FindingRow
+from scanner.util.timefmt import day_iso
 
 _INTERNAL_EVIDENCE = ("fields",)
 
@@ -70,7 +71,7 @@ def waiver_infos(policy: Policy, findings: Iterable[FindingRow], day: date) -> l
         state: WaiverState
         if w.expired_on(day):
             state = "expired"
-        elif (w.rule, w.scope, w.expires.isoformat()) in used:
+        elif (w.rule, w.scope, day_iso(w.expires)) in used:
             state = "active"
         else:
             state = "unused"
@@ -80,8 +81,8 @@ def waiver_infos(policy: Policy, findings: Iterable[FindingRow], day: date) -> l
                 scope=w.scope,
                 justification=w.justification,
                 approver=w.approver,
-                created=w.created.isoformat() if w.created else None,
-                expires=w.expires.isoformat(),
+                created=day_iso(w.created) if w.created else None,
+                expires=day_iso(w.expires),
                 state=state,
             )
         )

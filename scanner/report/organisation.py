@@ -20,7 +20,7 @@ from scanner.judge.policy import Policy
 from scanner.report.findings import finding_info, waiver_infos
 from scanner.report.model import AsOf, RunReport, ScopeEntry, ServerSource
 from scanner.store.repo import Store
-from scanner.util.timefmt import as_utc, utc_day
+from scanner.util.timefmt import as_utc, day_text, utc_day
 
 DEFAULT_STALE_DAYS = 7
 
@@ -51,7 +51,7 @@ def stale_cutoff(as_of: datetime, stale_days: int) -> datetime:
     try:
         return as_of - timedelta(days=stale_days)
     except OverflowError:
-        raise ValueError(f"{stale_days} days before {as_of.date().isoformat()} is before the year 1") from None
+        raise ValueError(f"{stale_days} days before {day_text(as_of)} is before the year 1") from None
 
 
 def build_organisation_report(

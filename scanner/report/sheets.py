@@ -30,7 +30,7 @@ from scanner.report.notes import (
     server_notes,
 )
 from scanner.report.reasons import reason_text
-from scanner.util.timefmt import iso, utc_naive
+from scanner.util.timefmt import day_text, iso, utc_naive
 
 CellValue = str | int | datetime | date | None
 Row = tuple[CellValue, ...]
@@ -142,11 +142,9 @@ def _protocols_of(server: ServerObservation) -> list[str]:
 def finding_state(labels: Labels, finding: FindingInfo) -> str:
     """New, persisting since <date> (run n), waived, waiver expired."""
     if finding.state == "persisting":
-        seen_at = utc_naive(finding.first_seen_at)
-        if seen_at is not None and finding.first_seen_run is not None:
-            return labels(
-                "state.persisting_since", date=seen_at.date().isoformat(), run=finding.first_seen_run
-            )
+        seen_on = day_text(finding.first_seen_at)
+        if seen_on is not None and finding.first_seen_run is not None:
+            return labels("state.persisting_since", date=seen_on, run=finding.first_seen_run)
         if finding.first_seen_run is not None:
             return labels("state.persisting_since_run", run=finding.first_seen_run)
     return clean(labels.word("state", finding.state)) or ""

@@ -29,7 +29,7 @@ from scanner.parse.observe import (
 )
 from scanner.parse.protocol_state import REFERENCE_STORED, STORED, reference_state
 from scanner.parse.protocol_state import protocol_state as shared_state
-from scanner.util.timefmt import iso_exact, parse_iso_exact
+from scanner.util.timefmt import day_iso, iso_exact, parse_iso_exact
 
 KINDS: tuple[str, ...] = ("server", "protocol", "finding")
 #: Evidence keys whose values differ on every scan although the finding did not change
@@ -42,7 +42,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso_exact(value)
     if isinstance(value, date):
-        return value.isoformat()
+        return day_iso(value)
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")

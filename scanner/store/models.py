@@ -26,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from scanner.facts import LAUNCH_METHODS, RUN_STATUSES, SCAN_STATUSES, RunStatus
+from scanner.util.timefmt import exact_utc
 
 # Constraint names that are stable on every backend, so later revisions can alter them
 # (SQLite batch mode needs named constraints).
@@ -55,8 +56,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value.isoformat()} given to the store: pass an aware datetime")
+        exact_utc(value)  # refuses a naive datetime (ValueError), as every time the store writes
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 

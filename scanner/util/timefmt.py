@@ -79,9 +79,14 @@ def utc_day(moment: datetime) -> date:
     return as_utc(moment).date()
 
 
+def day_iso(day: date) -> str:
+    """2026-11-20: a calendar day (a waiver's dates) as ISO 8601 writes it."""
+    return day.isoformat()
+
+
 def day_text(value: datetime | None) -> str | None:
     """2026-11-20, the UTC date; None stays None."""
-    return None if value is None else utc_day(value).isoformat()
+    return None if value is None else day_iso(utc_day(value))
 
 
 def utc_naive(value: datetime | None) -> datetime | None:
