@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,29 @@ def test_an_unknown_command_stays_clicks_text_otherwise() -> None:
     result = run("nosuchcommand")
     assert result.exit_code == 2
     assert "Usage: cas-audit" in result.stderr and "No such command 'nosuchcommand'" in result.stderr
+
+
+class LibraryWarning(UserWarning):
+    """What a library raises with warnings.warn (pywinrm's Kerberos: NoCertificateRetrievedWarning)."""
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_librarys_python_warning_follows_the_log_format(capsys: pytest.CaptureFixture[str],
+                                                          log_format: str) -> None:
+    """Before: Python printed it raw ("file.py:163: NoCertificateRetrievedWarning: ..." and
+    the source line), two lines that are no JSON, on every Kerberos logon over http."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        output.configure(log_format=log_format)  # as the command line does, inside the test's filters
+        warnings.warn("Failed to get raw socket for CBT", LibraryWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    if log_format == "json":
+        [record] = json_lines(err)
+        assert (record["level"], record["event"]) == ("warning", "python-warning")
+        assert record["message"] == "LibraryWarning: Failed to get raw socket for CBT"
+        assert record["source"].startswith("test_json_log_gaps.py:")
+    else:
+        assert err == "warning: LibraryWarning: Failed to get raw socket for CBT\n"
 
 
 SIGNALLED = """

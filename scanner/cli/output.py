@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import sys
+import warnings
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any, Literal, get_args
 
 import click
@@ -121,6 +123,17 @@ class Output:
         logger = logging.getLogger("scanner")
         if not any(isinstance(h, _LogBridge) for h in logger.handlers):
             logger.addHandler(_LogBridge(self))
+        warnings.showwarning = self._show_warning
+
+    def _show_warning(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: IO[str] | None = None, line: str | None = None) -> None:
+        """A Python warning a library raises (warnings.warn) is one of our warning lines (a
+        `python-warning` event with --log-format json), not Python's two raw lines."""
+        if file is not None:  # written somewhere on purpose: as Python would
+            warnings._showwarning_orig(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
+            return
+        self.emit("warning", "python-warning", f"{category.__name__}: {message}",
+                  source=f"{Path(filename).name}:{lineno}")
 
     @property
     def json(self) -> bool:

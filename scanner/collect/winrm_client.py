@@ -101,6 +101,9 @@ def _protocol(target: Target, password: str | None, timeout_s: float) -> Protoco
         "operation_timeout_sec": operation,
         "read_timeout_sec": operation + 5,
         "message_encryption": "auto",
+        # Channel binding ties the logon to the TLS certificate: there is none over http,
+        # where pywinrm's Kerberos would warn on every logon that it found no certificate
+        "send_cbt": target.scheme == "https",
     }
     # The inventory's ca_bundle, else the CA certificates requests ships; never an
     # environment variable nobody sees in the inventory (pywinrm's 'legacy_requests').
