@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyinstrument import Profiler
-
 from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import Policy
@@ -82,7 +80,11 @@ def bench(auth: str, servers: int, concurrency: int, profile: bool) -> tuple[flo
                   f"{(total - main_thread) / servers * 1000:.1f} ms); wall {wall:.1f} s", flush=True)
 
         scan("first")
-        profiler = Profiler(interval=0.002) if profile else None
+        profiler = None
+        if profile:
+            from pyinstrument import Profiler  # the bench extra; not needed with --no-profile
+
+            profiler = Profiler(interval=0.002)
         if profiler is not None:
             profiler.start()
         scan("second")

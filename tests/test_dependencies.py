@@ -106,3 +106,14 @@ def test_the_replaced_functions_are_the_ones_winrm_client_replaces() -> None:
     assigned = set(re.findall(r"\btransport\.(\w+) = .*method-assign", source))
     assert assigned <= set(PATCHED_SIGNATURES), assigned
     assert {"build_session", "setup_encryption"} <= assigned
+
+
+def test_the_pyspnego_hash_functions_winrm_client_uses_are_there() -> None:
+    """winrm_client._ntlm_secret hands pyspnego an NTLM password as its "LM:NT" pair, made
+    with pyspnego's own private one-way functions (without them it falls back to the
+    password, correct but slower): their signatures as of pyspnego 0.12."""
+    from scanner.collect import winrm_client
+
+    assert winrm_client.lmowfv1 is not None and winrm_client.ntowfv1 is not None
+    for function in (winrm_client.lmowfv1, winrm_client.ntowfv1):
+        assert str(inspect.signature(function)) == "(password: str) -> bytes"

@@ -15,8 +15,9 @@ byte every half second, or a body that never ends, keeps a read going forever. A
 `Guard` holds one collection's deadline. While it is installed on a requests Session
 (`install`), or passed to `reach`, `peer_certificate` or `post`:
 
-- every connection opened is registered with the guard, and a watchdog timer shuts those
-  sockets down at the deadline, so a read blocked on any peer returns at once;
+- every connection opened is registered with the guard, and at the deadline the watchdog
+  (one thread for every guard of the process) shuts those sockets down, so a read blocked
+  on any peer returns at once;
 - every response body is read as it streams and refused past `max_body` bytes, before
   more is buffered;
 - a request started after the deadline, or after `abort()`, fails at once.
@@ -38,7 +39,9 @@ in its own format, which servers' certificates are not verified.
 from __future__ import annotations
 
 import contextvars
+import heapq
 import http.client
+import itertools
 import socket
 import ssl
 import threading
@@ -89,11 +92,10 @@ class Guard:
         self._lock = threading.Lock()
         self._connections: list[HTTPConnection | socket.socket] = []
         self._ended: str | None = None  # "timeout" | "interrupted"
-        self._timer = threading.Timer(max(0.0, timeout_s), self.abort, args=("timeout",))
-        self._timer.daemon = True
-        self._timer.start()
+        self._unwatched = False
         with _live_lock:
             _live.add(self)
+        _watchdog.watch(self)
 
     # -- state --------------------------------------------------------------------
 
@@ -130,8 +132,10 @@ class Guard:
             _shutdown(conn)
 
     def close(self) -> None:
-        """Stop the watchdog (the collection is over)."""
-        self._timer.cancel()
+        """Stop watching the deadline (the collection is over)."""
+        _watchdog.forget(self)
+        with self._lock:
+            self._connections.clear()
         with _live_lock:
             _live.discard(self)
 
@@ -154,6 +158,58 @@ def _shutdown(conn: HTTPConnection | socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:  # already closed
         pass
+
+
+class _Watchdog:
+    """Ends each guard at its deadline (`Guard.abort("timeout")`): one daemon thread for the
+    whole process, waiting for the earliest deadline, where a timer thread per guard cost a
+    thread's start and end per server (bench/README.md, "CPU per server")."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition(threading.Lock())
+        self._due: list[tuple[float, int, Guard]] = []  # a heap by deadline
+        self._order = itertools.count()
+        self._forgotten = 0  # closed guards still in the heap
+        self._thread: threading.Thread | None = None
+
+    def watch(self, guard: Guard) -> None:
+        with self._wake:
+            if self._forgotten > 64 and self._forgotten * 2 > len(self._due):
+                self._due = [entry for entry in self._due if not entry[2]._unwatched]
+                heapq.heapify(self._due)
+                self._forgotten = 0
+            heapq.heappush(self._due, (guard.deadline, next(self._order), guard))
+            if self._thread is None or not self._thread.is_alive():  # first guard (or after a fork)
+                self._thread = threading.Thread(target=self._run, name="cas-audit-deadlines", daemon=True)
+                self._thread.start()
+            elif self._due[0][2] is guard:
+                self._wake.notify()
+
+    def forget(self, guard: Guard) -> None:
+        with self._wake:
+            if not guard._unwatched:
+                guard._unwatched = True
+                self._forgotten += 1
+
+    def _next_due(self) -> Guard:
+        with self._wake:
+            while True:
+                while self._due and self._due[0][2]._unwatched:
+                    heapq.heappop(self._due)
+                    self._forgotten -= 1
+                now = time.monotonic()
+                if self._due and self._due[0][0] <= now:
+                    guard = heapq.heappop(self._due)[2]
+                    guard._unwatched = True  # watched no more
+                    return guard
+                self._wake.wait(self._due[0][0] - now if self._due else None)
+
+    def _run(self) -> None:
+        while True:
+            self._next_due().abort("timeout")
+
+
+_watchdog = _Watchdog()
 
 
 def abort_all() -> None:

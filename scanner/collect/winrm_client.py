@@ -24,12 +24,13 @@ sentence each. 5 requests per collection: one empty POST carries the Kerberos to
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 from xml.etree import ElementTree
 
 import requests
@@ -42,8 +43,14 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
+try:  # pyspnego's NTLM one-way functions (_ntlm_secret); without them the password goes as it is
+    from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+except ImportError:  # pragma: no cover - a pyspnego that moved them
+    lmowfv1 = ntowfv1 = None  # type: ignore[assignment]
+
 from scanner import collect as collector
-from scanner.collect import httpguard, kerberos
+from scanner.collect import httpguard, kerberos, retry, wsman_messages
+from scanner.collect.retry import ConnectionRefused, on_each_port
 from scanner.collect.shelltext import fault_message, printable
 from scanner.collect.shelltext import shell_codec as shell_codec
 from scanner.collect.shelltext import stderr_summary as stderr_summary
@@ -64,7 +71,6 @@ _TRANSPORTS = {"ntlm": "ntlm", "kerberos": "kerberos", "certificate": "certifica
 # pywinrm's vendored requests_kerberos logs every GSS failure with a traceback (log.exception);
 # the failure reaches us as an exception and becomes one sentence, so its log stays quiet.
 logging.getLogger("winrm.vendor.requests_kerberos").setLevel(logging.CRITICAL)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,56 @@ def _transport(target: Target) -> str:
     if target.auth == "basic":
         return "ssl" if target.scheme == "https" else "plaintext"
     return _TRANSPORTS[target.auth]
+
+
+class _Protocol(Protocol):
+    """pywinrm's Protocol whose requests are written by wsman_messages: the bytes pywinrm
+    0.5.0 sends, without xmltodict's cost (tests/test_wsman_messages.py compares them)."""
+
+    def open_shell(self, i_stream: str = "stdin", o_stream: str = "stdout stderr", working_directory: str | None = None,
+                   env_vars: dict[str, str] | None = None, noprofile: bool = False, codepage: int = 437,
+                   lifetime: None = None, idle_timeout: str | int | None = None) -> str:
+        header = self.build_wsman_header(wsman_messages.CREATE, wsman_messages.SHELL_URI)
+        return wsman_messages.shell_id(self.send_message(wsman_messages.create(
+            header, i_stream=i_stream, o_stream=o_stream, working_directory=working_directory, env_vars=env_vars,
+            noprofile=noprofile, codepage=codepage, idle_timeout=idle_timeout)))
+
+    def run_command(self, shell_id: str, command: str, arguments: Iterable[str | bytes] = (),
+                    console_mode_stdin: bool = True, skip_cmd_shell: bool = False) -> str:
+        header = self.build_wsman_header(wsman_messages.COMMAND, wsman_messages.SHELL_URI, shell_id)
+        words = [a if isinstance(a, str) else a.decode("utf-8") for a in arguments]
+        return wsman_messages.command_id(self.send_message(wsman_messages.command(
+            header, command, words, console_mode_stdin=console_mode_stdin, skip_cmd_shell=skip_cmd_shell)))
+
+    def send_command_input(self, shell_id: str, command_id: str, stdin_input: str | bytes, end: bool = False) -> None:
+        data = stdin_input.encode("437") if isinstance(stdin_input, str) else stdin_input
+        header = self.build_wsman_header(wsman_messages.SEND, wsman_messages.SHELL_URI, shell_id)
+        self.send_message(wsman_messages.send(header, command_id, data, end=end))
+
+    def get_command_output_raw(self, shell_id: str, command_id: str) -> tuple[bytes, bytes, int, bool]:
+        header = self.build_wsman_header(wsman_messages.RECEIVE, wsman_messages.SHELL_URI, shell_id)
+        return wsman_messages.output(self.send_message(wsman_messages.receive(header, command_id)))
+
+    def close_shell(self, shell_id: str, close_session: bool = True) -> None:
+        message_id = uuid.uuid4()
+        try:
+            header = self.build_wsman_header(wsman_messages.DELETE, wsman_messages.SHELL_URI, shell_id, message_id)
+            relates_to = wsman_messages.relates_to(self.send_message(wsman_messages.delete(header)))
+        finally:
+            if close_session:
+                self.transport.close_session()
+        assert uuid.UUID(relates_to.replace("uuid:", "")) == message_id  # as pywinrm checks it
+
+
+@functools.lru_cache(maxsize=16)
+def _ntlm_secret(password: str) -> str:
+    """The password as pyspnego's "LM:NT" hash pair, computed with pyspnego's own functions:
+    it takes that form for the password itself (spnego's README, "NTLM hash"), and would
+    otherwise derive both hashes again for every server (a DES in pure Python: 0.3 ms of CPU
+    a server; bench/README.md, "CPU per server")."""
+    if lmowfv1 is None or ntowfv1 is None:
+        return password
+    return f"{lmowfv1(password).hex()}:{ntowfv1(password).hex()}"
 
 
 def _protocol(target: Target, password: str | None, timeout_s: float) -> Protocol:
@@ -105,6 +161,8 @@ def _protocol(target: Target, password: str | None, timeout_s: float) -> Protoco
         # where pywinrm's Kerberos would warn on every logon that it found no certificate
         "send_cbt": target.scheme == "https",
     }
+    if target.auth == "ntlm" and password:
+        kwargs["password"] = _ntlm_secret(password)
     # The inventory's ca_bundle, else the CA certificates requests ships; never an
     # environment variable nobody sees in the inventory (pywinrm's 'legacy_requests').
     kwargs["ca_trust_path"] = target.ca_bundle or None
@@ -121,7 +179,7 @@ def _protocol(target: Target, password: str | None, timeout_s: float) -> Protoco
         # there may reach a domain controller in the user's name: `inventory discover --from`.
         kwargs["kerberos_delegation"] = target.delegate
     try:
-        return Protocol(**kwargs)  # type: ignore[arg-type]  # kwargs built from the inventory
+        return _Protocol(**kwargs)  # type: ignore[arg-type]  # kwargs built from the inventory
     except WinRMError as exc:
         raise CollectionError("internal", f"cannot set up WinRM for {target.name}: {exc}") from None
 
@@ -138,6 +196,7 @@ def _guard(protocol: Protocol, guard: httpguard.Guard) -> None:
 
     def guarded_setup(session: requests.Session) -> None:
         httpguard.install(session, guard)
+        session.trust_env = False  # build_session has resolved the proxy (see guarded_build)
         setup_encryption(session)
 
     def guarded_build() -> requests.Session:
@@ -165,32 +224,6 @@ def _set_read_timeout(protocol: Protocol, deadline: float) -> None:
 
 
 _FAULT_TEXT_LIMIT = 500
-
-
-class ConnectionRefused(CollectionError):
-    """Nothing listens on the port: another candidate port of the server may answer."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("refused", message)
-
-
-def on_each_port(target: Target, attempt: Callable[[Target], T]) -> T:
-    """Run `attempt` against the target's port, or, when the inventory names none, against
-    WinRM 2.0's port and, only if that connection is refused, WinRM 1.1's (inventory.py,
-    DEFAULT_PORTS): at most one refused connection more than a known port costs."""
-    ports = target.candidate_ports
-    for index, port in enumerate(ports):
-        try:
-            return attempt(replace(target, port=port, port_given=True))
-        except ConnectionRefused:
-            if index + 1 < len(ports):
-                continue
-            if len(ports) == 1:
-                raise
-            tried = " and ".join(str(p) for p in ports)
-            raise ConnectionRefused(f"{target.address} refused connections on ports {tried} "
-                                    "(WinRM not listening?)") from None
-    raise AssertionError("no candidate port")  # candidate_ports is never empty
 
 
 def _translate(target: Target, exc: BaseException) -> CollectionError:
@@ -271,14 +304,6 @@ def _receive_all(protocol: Protocol, shell_id: str, command_id: str, deadline: f
             return b"".join(stdout), b"".join(stderr), exit_code
 
 
-def _undelivered(stdout: bytes, exit_code: int) -> bool:
-    """Whether a bootstrap reported that the script did not arrive (an empty
-    $env:CASAUDIT_PS) or arrived changed (its length or SHA-1 differ: cut short on the way,
-    or nothing read from stdin): then the other launch method is tried."""
-    markers = (collector.NOENV_MARKER.encode("ascii"), collector.BADSCRIPT_MARKER.encode("ascii"))
-    return exit_code == collector.NOENV_EXIT_CODE and stdout.strip() in markers
-
-
 def _environment_refused(exc: WSManFaultError) -> bool:
     """Whether a fault on a Create that carried environment variables is about them: WinRM
     answers fault 87, w:InvalidParameter, "The parameter is incorrect." for a value with a
@@ -346,11 +371,6 @@ class _Shells:
             self.shell_id = None
 
 
-def _not_delivered(target: Target) -> CollectionError:
-    return CollectionError("script-error", f"the script did not reach PowerShell intact on {target.name}, "
-                           "neither in the shell's environment nor on stdin (docs/launch.md)")
-
-
 def run_collector(
     target: Target,
     password: str | None,
@@ -397,29 +417,29 @@ def _run_once(
             shell_id = shells.open_with_script(script, env)
             if shell_id is not None:
                 out, err, code = _run_env(protocol, shell_id, script, deadline, target, max_output)
-                if not _undelivered(out, code):
+                if not retry.undelivered(out, code):
                     return CommandOutput(out, err, code, "env")
             else:  # the environment was refused: a shell without it
                 shell_id = shells.open(None)
             out, err, code = _run_stdin(protocol, shell_id, script, env, deadline, target, max_output)
-            if _undelivered(out, code):
-                raise _not_delivered(target)
+            if retry.undelivered(out, code):
+                raise retry.not_delivered(target)
             return CommandOutput(out, err, code, "stdin")
         # "stdin" remembered: if it no longer delivers the script, the env launch in a new
         # shell (the caller then remembers "env")
         shell_id = shells.open(None)
         out, err, code = _run_stdin(protocol, shell_id, script, env, deadline, target, max_output)
-        if not _undelivered(out, code):
+        if not retry.undelivered(out, code):
             return CommandOutput(out, err, code, "stdin")
         log.info("%s: the remembered stdin launch did not deliver the script; trying the environment",
                  target.name)
         shells.delete()
         shell_id = shells.open_with_script(script, env)
         if shell_id is None:
-            raise _not_delivered(target)
+            raise retry.not_delivered(target)
         out, err, code = _run_env(protocol, shell_id, script, deadline, target, max_output)
-        if _undelivered(out, code):
-            raise _not_delivered(target)
+        if retry.undelivered(out, code):
+            raise retry.not_delivered(target)
         return CommandOutput(out, err, code, "env")
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):

@@ -52,6 +52,8 @@ def value_text(value: bool | None) -> str | None:
 
 def ordinal_ignore_case(key: str) -> str:
     """StringComparer.OrdinalIgnoreCase as a key: per-character simple upper case."""
+    if key.isascii():  # ASCII letters upper-case one to one: str.upper is the same, faster
+        return key.upper()
     out = []
     for ch in key:
         up = ch.upper()
@@ -62,6 +64,8 @@ def ordinal_ignore_case(key: str) -> str:
 def culture_ignore_case(key: str) -> str:
     """StringComparer.InvariantCultureIgnoreCase, approximated as a key: ignorable code
     points dropped, per-character simple lower case."""
+    if key.isascii() and "\x00" not in key:  # nothing ignorable, one-to-one lower case
+        return key.lower()
     out = []
     for ch in key:
         if ch in _NLS_IGNORABLE:
