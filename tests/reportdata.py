@@ -2,7 +2,8 @@
 
 `sample_report()` is a lab organisation scanned for the seventh time: a service pack
 upgrade reset CAS02's POP3 value, CAS03 lost its IMAP4 config file, CAS04 timed out, and a
-waiver covers CAS03. With `hostile=TEXT`, every string that would come from a server, the
+waiver covers CAS03; a recorded change (ticket CHG-1234) put CAS01's IMAP4 value back,
+resolving its XS-002. With `hostile=TEXT`, every string that would come from a server, the
 inventory or the policy is TEXT instead, so a test can look for it in every column.
 """
 
@@ -18,6 +19,7 @@ from scanner.parse.observe import (
 )
 from scanner.report.model import (
     ChangeInfo,
+    ChangeRecord,
     FindingInfo,
     ResolvedInfo,
     RuleInfo,
@@ -361,17 +363,27 @@ def sample_report(lang: str = "en", hostile: str | None = None) -> RunReport:
             (7, {"high": 4, "medium": 3, "info": 1}),
         )
     )
+    # CAS01's IMAP4 value put back under ticket CHG-1234 between run 6 and this run
+    applied = ChangeRecord(
+        ticket="CHG-1234", kind="apply", operator=_t(h, "admin as CONTOSO\\fixer"), server_name=_t(h, "CAS01"),
+        protocol=_t(h, "imap4"), config_path=_t(h, "C:\\Exchange\\Microsoft.Exchange.Imap4.exe.config"),
+        before_sha256=_t(h, "9f" * 32), after_sha256=_t(h, "4c" * 32), found_sha256=_t(h, "9f" * 32),
+        backup_path=_t(h, "C:\\Exchange\\Microsoft.Exchange.Imap4.exe.config.CHG-1234-20261120T100000Z.bak"),
+        restart=_t(h, "none"), result=_t(h, "done"), message=_t(h, "written and checked"),
+        changed_at=datetime(2026, 11, 20, 10, 0, tzinfo=UTC))
     return RunReport(
         run=run,
         lang=lang,
         servers=servers,
         scope=scope,
         findings=_findings(h),
-        resolved=(ResolvedInfo("XS-002", _t(h, "CAS01"), "imap4"),),
+        resolved=(ResolvedInfo(_t(h, "XS-002"), _t(h, "CAS01"), _t(h, "imap4"), applied),),
         changes=changes,
         waivers=waivers,
         rules=_rules(h),
         trend=trend,
+        applied_changes=(applied,),
+        applied_window=(STARTED - timedelta(days=7), FINISHED),
     )
 
 

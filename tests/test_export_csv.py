@@ -28,7 +28,7 @@ def test_one_row_per_finding_with_the_workbook_columns(lang: str) -> None:
     report = sample_report(lang)
     labels = Labels(lang)
     rows = parse(csv_text(report))
-    header, data = rows[0], rows[1:]
+    header, data, resolved = rows[0], rows[1:1 + len(report.findings)], rows[1 + len(report.findings):]
     if lang == "de":
         assert header[:7] == ["Regel", "Titel", "Schweregrad", "Zustand", "Server", "Standort",
                               "Protokoll"]
@@ -41,6 +41,9 @@ def test_one_row_per_finding_with_the_workbook_columns(lang: str) -> None:
         assert row[col[labels("col.severity")]] == labels(f"severity.{f.severity}")
         assert row[col[labels("col.first_seen_run")]] == str(f.first_seen_run)
     assert data[0][col[labels("col.first_seen_at")]] == "2026-11-21T09:30:00Z"
+    # the finding the run resolved follows, naming the change that resolved it
+    assert [(r[col[labels("col.rule")]], r[col[labels("col.state")]]) for r in resolved] == \
+        [("XS-002", labels("state.resolved_by", ticket="CHG-1234"))]
 
 
 def test_every_field_is_quoted_and_rows_end_in_crlf() -> None:
@@ -60,7 +63,7 @@ def test_formula_like_text_gets_a_leading_quote(hostile: str) -> None:
     shown = "'" + hostile if dangerous else hostile
     for key in ("col.rule", "col.title", "col.server", "col.site", "col.observed",
                 "col.expected", "col.message", "col.remediation", "col.protocol"):
-        values = [row[col[labels(key)]] for row in rows[1:] if row[col[labels(key)]]]
+        values = [row[col[labels(key)]] for row in rows[1:1 + len(report.findings)] if row[col[labels(key)]]]
         assert values and all(v == shown for v in values), key
     # no field of the file starts with a formula character
     for row in rows:

@@ -20,10 +20,10 @@ from scanner.report.export_xlsx import SEVERITY_COLOURS, write_xlsx
 from scanner.report.labels import LANGUAGES, Labels, clean_sheet_name, label_keys
 from scanner.report.model import RunReport
 
-SHEETS_EN = ["Summary", "Findings", "Servers", "Changes", "Evidence", "Waivers", "Scope", "Rules"]
+SHEETS_EN = ["Summary", "Findings", "Servers", "Changes", "Evidence", "Waivers", "Scope", "Rules", "Applied changes"]
 SHEETS_DE = [
     "Zusammenfassung", "Befunde", "Server", "Änderungen", "Nachweise", "Ausnahmen",
-    "Prüfumfang", "Regeln",
+    "Prüfumfang", "Regeln", "Durchgeführte Änderungen",
 ]
 
 
@@ -60,7 +60,7 @@ def lang_book(request) -> tuple[str, Workbook, RunReport]:
     return request.param, read_back(report), report
 
 
-def test_eight_sheets_with_proper_names_in_english_and_german() -> None:
+def test_nine_sheets_with_proper_names_in_english_and_german() -> None:
     assert read_back(sample_report("en")).sheetnames == SHEETS_EN
     assert read_back(sample_report("de")).sheetnames == SHEETS_DE
 
@@ -94,8 +94,13 @@ def test_findings_sheet_equals_the_model(lang_book) -> None:
     lang, wb, report = lang_book
     labels = Labels(lang)
     ws = wb.worksheets[1]
-    rows = table(ws)
+    rows, resolved = table(ws)[:len(report.findings)], table(ws)[len(report.findings):]
     assert len(rows) == len(report.findings)
+    # after the findings, the finding the run resolved names the change that resolved it
+    (row,) = resolved
+    assert (row[labels("col.rule")], row[labels("col.server")], row[labels("col.severity")]) == ("XS-002", "CAS01", None)
+    assert row[labels("col.state")] == {"en": "resolved by change CHG-1234", "de": "behoben durch Änderung CHG-1234"}[lang]
+    assert "CHG-1234" in row[labels("col.message")] and "4c" * 32 in row[labels("col.message")]
     if lang == "de":
         assert [c.value for c in ws[1]][:10] == [
             "Regel", "Titel", "Schweregrad", "Zustand", "Server", "Standort", "Protokoll",
@@ -137,10 +142,11 @@ def test_severity_is_shown_by_colour_on_findings_summary_and_rules(lang_book) ->
     lang, wb, report = lang_book
     labels = Labels(lang)
     findings = wb.worksheets[1]
-    for cell, f in zip(cells_by_header(findings, labels("col.severity")), report.findings, strict=True):
+    severity_cells = cells_by_header(findings, labels("col.severity"))[:len(report.findings)]  # not the resolved
+    for cell, f in zip(severity_cells, report.findings, strict=True):
         assert cell.fill.fill_type == "solid"
         assert cell.fill.fgColor.rgb.endswith(SEVERITY_COLOURS[f.severity][0])
-    fills = {c.fill.fgColor.rgb for c in cells_by_header(findings, labels("col.severity"))}
+    fills = {c.fill.fgColor.rgb for c in severity_cells}
     assert len(fills) == 3  # high, medium, info
     summary = wb.worksheets[0]
     coloured = {
@@ -312,6 +318,8 @@ OUTSIDE_COLUMNS: dict[int, list[str]] = {
         "col.expires"],
     6: ["col.server", "col.address", "col.site", "col.error_kind", "col.reason"],
     7: ["col.rule", "col.title", "col.rationale", "col.remediation", "col.references"],
+    8: ["col.server", "col.protocol", "col.operator", "col.config_path", "col.before_sha256", "col.after_sha256",
+        "col.found_sha256", "col.backup_path", "col.restart", "col.result", "col.message"],
 }
 SUMMARY_OUTSIDE = ["summary.organisation", "summary.operator", "summary.scanning_host",
                    "summary.tool_version", "summary.catalog_version", "summary.site_filter"]
@@ -332,6 +340,8 @@ def test_outside_strings_are_text_never_formulas_on_every_sheet(hostile: str) ->
             name, _, protocol = key.partition("|")
             header = labels(name, p=protocol) if protocol else labels(name)
             cells = [c for c in cells_by_header(ws, header) if c.value is not None]
+            if index == 1:  # the resolved finding's row says in our words what resolved it
+                cells = cells[:len(report.findings)]
             assert cells, (ws.title, header)
             for cell in cells:
                 assert cell.value == hostile, (ws.title, header, cell.coordinate)
@@ -388,7 +398,7 @@ def test_naive_and_aware_utc_datetimes_give_the_same_cells() -> None:
 def test_empty_run_still_has_all_sheets_with_headers() -> None:
     report = dataclasses.replace(
         sample_report("en"), servers=(), scope=(), findings=(), changes=(), waivers=(),
-        rules=(), trend=())
+        rules=(), trend=(), resolved=(), applied_changes=())
     wb = read_back(report)
     assert wb.sheetnames == SHEETS_EN
     for ws in wb.worksheets[1:]:

@@ -6,10 +6,10 @@ from scanner.judge.catalog import Catalog, load_catalog
 from scanner.judge.not_evaluated import services_not_evaluated
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ServerObservation, failed
-from scanner.report.context import CHANGE_WINDOW_RUNS, TREND_RUNS, run_context
+from scanner.report.applied import applied_bounds, applied_context
+from scanner.report.context import CHANGE_WINDOW_RUNS, TREND_RUNS, kept_bounds, run_context
 from scanner.report.findings import finding_info, waiver_infos
 from scanner.report.model import (
-    ResolvedInfo,
     RunReport,
     ScopeEntry,
 )
@@ -48,17 +48,22 @@ def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalo
     finding_rows = store.findings(run_id)
     findings = tuple(finding_info(f, catalog, lang) for f in finding_rows)
     changes, trend = run_context(store, run_id)  # as kept if prune removed runs it reads
+    resolved_keys = store.resolved(run_id)
+    bounds = kept_bounds(store, run_id) or applied_bounds(store, row, servers, resolved_keys)
+    window, applied, resolved = applied_context(store, row, servers, resolved_keys, bounds)
     return RunReport(
         run=row,
         lang=lang,
         servers=tuple(servers),
         scope=tuple(scope),
         findings=findings,
-        resolved=tuple(ResolvedInfo(rule, server, protocol) for rule, server, protocol in store.resolved(run_id)),
+        resolved=resolved,
         changes=changes,
         waivers=tuple(waiver_infos(policy, finding_rows, utc_day(row.started_at))),
         rules=tuple(catalog.rule_infos(lang, policy.severity)),
         trend=trend,
         seal=store.run_seal(run_id),
         services_unread=tuple((s.name, p) for s in servers for p in services_not_evaluated(policy, s)),
+        applied_changes=applied,
+        applied_window=window,
     )

@@ -1,6 +1,7 @@
 """What a run's report reads from other runs (its context): the Changes sheet (changes
 detected in the last CHANGE_WINDOW_RUNS runs, each server's first one compared with its
-previous successful scan) and the trend (active findings of the last TREND_RUNS runs).
+previous successful scan), the trend (active findings of the last TREND_RUNS runs) and the
+bounds of the recorded changes its reports show (report/applied.py).
 
 `prune` removes old runs; a kept run whose context read one of them keeps its context as
 it was (`evidence_to_keep`, stored by the store in `run_contexts`), and `run_context`
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from scanner.facts import is_active
+from scanner.report.applied import AppliedBounds, applied_bounds
 from scanner.report.history import changes
 from scanner.report.model import ChangeInfo, TrendPoint
 from scanner.store.models import RunRow
@@ -63,14 +65,39 @@ def _when(value: datetime) -> str:
     return exact_utc(value)
 
 
-def encode(context: tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]]) -> str:
-    """The JSON text of a context (`decode` gives it back equal, datetimes included)."""
+def encode(context: tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]], bounds: AppliedBounds | None = None) -> str:
+    """The JSON text of a context (`decode` gives it back equal, datetimes included), with
+    the bounds of the run's recorded changes (`kept_bounds` gives them back)."""
     found, points = context
-    return json.dumps({
+    data: dict[str, Any] = {
         "changes": [{**asdict(c), "before_at": _when(c.before_at), "after_at": _when(c.after_at)} for c in found],
         "trend": [{"run_id": p.run_id, "started_at": _when(p.started_at),
                    "active_by_severity": p.active_by_severity} for p in points],
-    }, ensure_ascii=False)
+    }
+    if bounds is not None:
+        data["applied"] = {"after": bounds.after and _when(bounds.after),
+                           "since": [[server, protocol, moment and _when(moment)]
+                                     for (server, protocol), moment in sorted(bounds.since.items())]}
+    return json.dumps(data, ensure_ascii=False)
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def kept_bounds(store: Store, run_id: int) -> AppliedBounds | None:
+    """The bounds of run `run_id`'s recorded changes as kept when prune removed runs they
+    read (None: not kept; read them live with report.applied.applied_bounds)."""
+    kept = store.run_context(run_id)
+    applied = json.loads(kept).get("applied") if kept is not None else None
+    if applied is None:
+        return None
+    return AppliedBounds(_moment(applied["after"]),
+                         {(server, protocol): _moment(moment) for server, protocol, moment in applied["since"]})
+
+
+def live_bounds(store: Store, run_id: int) -> AppliedBounds:
+    return applied_bounds(store, store.run(run_id), store.server_observations(run_id), store.resolved(run_id))
 
 
 def decode(text: str) -> tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]]:
@@ -108,5 +135,5 @@ def evidence_to_keep(store: Store, removed_ids: Sequence[int]) -> dict[int, str]
         reads = set(window) | {r.id for r in _trend_runs(runs, run.id)}
         index = bisect_left(marks, min(window))
         if reads & removed or (index < len(marks) and marks[index] <= run.id):
-            keep[run.id] = encode(live_context(store, run.id))
+            keep[run.id] = encode(live_context(store, run.id), live_bounds(store, run.id))
     return keep

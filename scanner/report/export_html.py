@@ -1,5 +1,6 @@
 """The single-file HTML report: summary, trend (inline SVG and its table of runs), findings with their evidence and
-controls, action items per server, the run's seal; in the report's language.
+controls, action items per server, the changes recorded in the run's window, the run's
+seal; in the report's language.
 
 One file with no external resource and no script: a Content-Security-Policy meta tag
 forbids scripts, and every value goes through Jinja2's autoescaping (server data is
@@ -17,6 +18,7 @@ from typing import Any
 from jinja2 import Environment, StrictUndefined
 
 from scanner.facts import SEVERITIES
+from scanner.report.applied_sheet import applied_changes_sheet
 from scanner.report.export_json import report_dict
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport, TrendPoint
@@ -45,6 +47,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "site_level": "Site",
         "exact": "exact",
         "closest": "closest equivalent",
+        "applied": "Changes recorded in this run's window (fix apply / fix rollback)",
+        "no_applied": "No change was recorded in this run's window.",
     },
     "de": {
         "title": "cas-audit-Bericht",
@@ -63,6 +67,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "site_level": "Standort",
         "exact": "genau",
         "closest": "nächste Entsprechung",
+        "applied": "Im Zeitraum dieses Laufs erfasste Änderungen (fix apply / fix rollback)",
+        "no_applied": "Im Zeitraum dieses Laufs wurde keine Änderung erfasst.",
     },
 }
 _COLOURS = {"critical": "#7b1fa2", "high": "#c62828", "medium": "#ef6c00", "low": "#1565c0", "info": "#607d8b"}
@@ -274,6 +280,14 @@ details{margin:6px 0}summary{cursor:default}
 {% endfor %}</tbody>
 </table>
 
+<h2 id="applied">{{ w.applied }}</h2>
+{% if applied.rows %}<table>
+<thead><tr>{% for h in applied.headers %}<th>{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for row in applied.rows %}<tr>{% for c in row %}<td>{{ c.text }}</td>{% endfor %}</tr>
+{% endfor %}</tbody>
+</table>{% else %}<p>{{ w.no_applied }}</p>{% endif %}
+
 <h2 id="details">{{ w.details }}</h2>
 {% for d in details %}
 <details>
@@ -315,6 +329,7 @@ def render_html(report: RunReport) -> str:
         trend=_trend_svg(report.trend, labels),
         actions=_actions(report, labels, w["site_level"]),
         findings=_table(findings_sheet(report, labels)),
+        applied=_table(applied_changes_sheet(report, labels)),
         details=list(_details(report, as_json["findings"], labels)),
     )
 

@@ -9,7 +9,7 @@ from scanner.facts import PROTOCOLS
 from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.parse.protocol_state import REFERENCE_REPORTED, REPORTED, protocol_state, reference_state
-from scanner.report.model import RunReport
+from scanner.report.model import ChangeRecord, RunReport
 from scanner.report.notes import json_application_log, json_not_evaluated, server_notes
 from scanner.util.timefmt import iso
 
@@ -54,6 +54,34 @@ def _server(s: ServerObservation) -> dict[str, Any]:
     }
 
 
+def change_dict(c: ChangeRecord) -> dict[str, Any]:
+    """One recorded change of `fix apply`/`fix rollback` (addition to the contract)."""
+    return {
+        "ticket": c.ticket,
+        "kind": c.kind,
+        "operator": c.operator,
+        "server": c.server_name,
+        "protocol": c.protocol,
+        "config_path": c.config_path or None,
+        "before_sha256": c.before_sha256 or None,
+        "after_sha256": c.after_sha256 or None,
+        "found_sha256": c.found_sha256 or None,
+        "backup_path": c.backup_path or None,
+        "restart": c.restart,
+        "result": c.result,
+        "message": c.message or None,
+        "changed_at": iso(c.changed_at),
+    }
+
+
+def _resolved_change(c: ChangeRecord | None) -> dict[str, Any] | None:
+    """The change that resolved a finding: its ticket (docs/contracts.md)."""
+    if c is None:
+        return None
+    return {"ticket": c.ticket, "changed_at": iso(c.changed_at), "operator": c.operator,
+            "after_sha256": c.after_sha256 or None, "restart": c.restart, "result": c.result}
+
+
 def _head(report: RunReport) -> tuple[str, dict[str, Any]]:
     """("run", the run) for a run's report; ("as_of", the view's time) for the organisation view."""
     if report.as_of is not None:
@@ -79,6 +107,8 @@ def _head(report: RunReport) -> tuple[str, dict[str, Any]]:
         "servers_scanned": run.servers_scanned,
         "tool_version": run.tool_version,
         "seal": report.seal,
+        # addition to the contract: the window `applied_changes` lists (report/applied.py)
+        "applied_changes_window": {"after": iso(report.applied_window[0]), "through": iso(report.applied_window[1])},
     }
 
 
@@ -117,10 +147,14 @@ def report_dict(report: RunReport) -> dict[str, Any]:
         key: head,
         "servers": servers,
         "findings": findings,
-        "resolved": [{"rule": r.rule, "server": r.server, "protocol": r.protocol} for r in report.resolved],
+        # "change": the recorded change that resolved it (its ticket), else null
+        "resolved": [{"rule": r.rule, "server": r.server, "protocol": r.protocol, "change": _resolved_change(r.change)}
+                     for r in report.resolved],
         # addition to the contract: each rule a scan could not judge, where and why (report/notes.py)
         "not_evaluated": json_not_evaluated(
             [n for s in report.servers for n in server_notes(s, report.services_unread_on(s.name))]),
+        # addition to the contract: the changes recorded in the run's window, oldest first
+        "applied_changes": [change_dict(c) for c in report.applied_changes],
     }
 
 

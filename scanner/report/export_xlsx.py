@@ -1,6 +1,6 @@
 """The auditor's workbook (XLSX) of one run, written from the report model to a stream.
 
-Eight sheets (see `report_sheets`), written in openpyxl's write-only mode so a run of
+Nine sheets (see `sheets.workbook_sheets`), written in openpyxl's write-only mode so a run of
 100,000 findings stays in bounded memory. Every string is stored as text: a server name
 such as `=HYPERLINK(...)` or `#N/A` shows verbatim and is never a formula or an error.
 """

@@ -13,11 +13,13 @@ from datetime import datetime
 from scanner.facts import ErrorKind, ScopeStatus
 from scanner.judge.results import FindingInfo, RuleInfo, WaiverInfo
 from scanner.parse.observe import ServerObservation
+from scanner.store.changes import ChangeRecord
 from scanner.store.models import RunRow
 
 __all__ = [
     "AsOf",
     "ChangeInfo",
+    "ChangeRecord",
     "FindingInfo",
     "ResolvedInfo",
     "RuleInfo",
@@ -65,6 +67,8 @@ class ResolvedInfo:
     rule: str
     server: str | None
     protocol: str | None
+    # the recorded change (`fix apply`) that resolved it, as report/applied.py matches them
+    change: ChangeRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,10 @@ class RunReport:
     # (server, protocol) of each service whose start mode was not read where the policy
     # requires it disabled: XS-013 not evaluated there (judge/not_evaluated.py)
     services_unread: tuple[tuple[str, str], ...] = ()
+    # the changes `fix apply`/`fix rollback` recorded in the run's window (report/applied.py),
+    # oldest first, and the window (after, through; None: open)
+    applied_changes: tuple[ChangeRecord, ...] = ()
+    applied_window: tuple[datetime | None, datetime | None] = (None, None)
 
     def services_unread_on(self, server: str) -> tuple[str, ...]:
         """The protocols of `server` for which XS-013 was not evaluated."""

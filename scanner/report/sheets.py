@@ -9,16 +9,15 @@ Every string is cleaned of characters XML cannot carry.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 from scanner.facts import PROTOCOLS, SEVERITIES
 from scanner.parse.builds import rollup_check
 from scanner.parse.observe import ReferenceObservation, ServerObservation
+from scanner.report.applied_sheet import applied_changes_sheet, resolved_rows
 from scanner.report.controls import controls_text
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport
@@ -30,15 +29,13 @@ from scanner.report.notes import (
     server_notes,
 )
 from scanner.report.reasons import reason_text
+from scanner.report.table import (  # the exporters import these from here too
+    CellValue as CellValue,
+)
+from scanner.report.table import Column, Row, TrendBlock
+from scanner.report.table import Sheet as Sheet
+from scanner.report.table import clean as clean
 from scanner.util.timefmt import day_text, iso, utc_naive
-
-CellValue = str | int | datetime | date | None
-Row = tuple[CellValue, ...]
-
-# XML 1.0 forbids these (openpyxl raises IllegalCharacterError); lone surrogates cannot be
-# encoded as UTF-8. Tab, LF and CR are legal and kept.
-_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-REPLACEMENT = "\ufffd"
 
 
 class SeverityWord(str):
@@ -50,46 +47,6 @@ class SeverityWord(str):
         obj = super().__new__(cls, text)
         obj.severity = severity
         return obj
-
-
-@dataclass(frozen=True)
-class Column:
-    header: str | None  # None: a column without a header (the Summary's trend table)
-    width: float
-
-
-@dataclass(frozen=True)
-class TrendBlock:
-    """Where the Summary holds the trend table (1-based sheet rows and columns)."""
-
-    header_row: int
-    first_row: int
-    last_row: int
-    first_series_col: int
-    last_series_col: int
-    title: str
-    y_title: str
-    x_title: str
-
-
-@dataclass
-class Sheet:
-    key: str
-    name: str
-    columns: list[Column]
-    rows: Iterable[Row]
-    filter_rows: int | None = None  # data rows the autofilter spans; None: all of them
-    filter_cols: int | None = None  # columns the header and autofilter span; None: all
-    bold_rows: frozenset[int] = field(default_factory=frozenset)  # 1-based sheet rows
-    trend: TrendBlock | None = None
-    fit_to_page: bool = False  # print one page wide (the Summary)
-
-
-def clean(value: str | None) -> str | None:
-    """The string with XML-illegal characters replaced by U+FFFD."""
-    if value is None:
-        return None
-    return _ILLEGAL.sub(REPLACEMENT, value)
 
 
 def _date_or_text(value: str | None) -> date | str | None:
@@ -324,6 +281,7 @@ def findings_rows(report: RunReport, labels: Labels) -> Iterator[Row]:
             clean(controls_text(labels, f.controls)),
         )
     yield from _note_rows(report, labels)
+    yield from resolved_rows(report, labels)
 
 
 def _note_rows(report: RunReport, labels: Labels) -> Iterator[Row]:
@@ -576,7 +534,7 @@ def rules_sheet(report: RunReport, labels: Labels) -> Sheet:
 
 
 def workbook_sheets(report: RunReport) -> list[Sheet]:
-    """The eight sheets of the workbook, in order, in the report's language."""
+    """The nine sheets of the workbook, in order, in the report's language."""
     labels = Labels(report.lang)
     return [
         summary_sheet(report, labels),
@@ -587,4 +545,5 @@ def workbook_sheets(report: RunReport) -> list[Sheet]:
         waivers_sheet(report, labels),
         scope_sheet(report, labels),
         rules_sheet(report, labels),
+        applied_changes_sheet(report, labels),
     ]

@@ -1,0 +1,130 @@
+"""The next scan verifies: which recorded change (`cas-audit fix apply`, the `changes`
+table) resolved a finding, and the changes recorded in a run's window
+(docs/remediation.md, "The next scan verifies").
+
+The run window of run N: changes recorded after the start of the previous finished run
+(complete or partial; the run N's findings were compared with) up to N's finish (open
+ends: no previous run, or a run that has not finished).
+
+A finding resolved in run N (rule, server, protocol) was resolved by change C when:
+- the rule is one a fix plan acts on: XS-001, XS-002, XS-003 (the file) or XS-005 (the
+  restart);
+- C was recorded for that server (names compared case-insensitively, as the inventory
+  does) and protocol, after the previous successful scan of that server's protocol
+  started and no later than run N's scan of the server finished;
+- C is an `apply` that took effect: for XS-001..XS-003 its result is `done` (the script
+  wrote the file and checked the written hash) and the file run N scanned has exactly
+  C's after SHA-256; for XS-005 it restarted the service (`restart` = `restarted`) and,
+  when it wrote a file, that file is what run N scanned;
+- no `rollback` with result `done` on that server and protocol was recorded after C
+  (rollbacks later in the window undo it); of several changes the latest one counts.
+Anything else (a hand edit, a change whose file was changed again) is resolved without
+a change: reports then say only "resolved".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from scanner.parse.observe import ServerObservation
+from scanner.report.model import ResolvedInfo
+from scanner.store.changes import ChangeRecord, changes_between
+from scanner.store.models import RunRow
+from scanner.store.repo import Store
+
+__all__ = ["EDIT_RULES", "RESTART_RULES", "AppliedBounds", "applied_bounds", "applied_context", "resolving_change"]
+
+#: the rules a change of the file resolves, and the rule a restart resolves
+EDIT_RULES = frozenset({"XS-001", "XS-002", "XS-003"})
+RESTART_RULES = frozenset({"XS-005"})
+
+
+def _key(server: str, protocol: str) -> tuple[str, str]:
+    return server.casefold(), protocol.casefold()
+
+
+def resolving_change(rule: str, scanned_sha256: str | None, changes: Sequence[ChangeRecord]) -> ChangeRecord | None:
+    """The change (of `changes`: one server and protocol, oldest first, inside the window of
+    the finding) that resolved `rule`, given the SHA-256 of the file the run scanned."""
+    if rule not in EDIT_RULES and rule not in RESTART_RULES:
+        return None
+    explained: ChangeRecord | None = None
+    for change in changes:
+        if change.kind == "rollback":
+            if change.result == "done":
+                explained = None
+            continue
+        if change.kind != "apply":
+            continue
+        if rule in EDIT_RULES:
+            took_effect = change.result == "done" and bool(change.after_sha256) \
+                and change.after_sha256 == scanned_sha256
+        else:
+            took_effect = change.restart == "restarted" and \
+                (not change.after_sha256 or change.after_sha256 == scanned_sha256)
+        if took_effect:
+            explained = change
+    return explained
+
+
+@dataclass(frozen=True)
+class AppliedBounds:
+    """Where the history's changes are read from for a run: the window's start, and per
+    resolved (server, protocol) the start of its previous successful scan (None: open).
+    Read from other runs, so kept in the run's context when prune removes them
+    (report/context.py)."""
+
+    after: datetime | None
+    since: dict[tuple[str, str], datetime | None]
+
+
+def applied_bounds(store: Store, run: RunRow, servers: Sequence[ServerObservation],
+                   resolved: Sequence[tuple[str, str | None, str | None]]) -> AppliedBounds:
+    """The bounds of run `run` as the history holds them now."""
+    previous_run = store.previous_finished_run(run.id)
+    start = None if previous_run is None else store.run(previous_run).started_at
+    observed = {s.name.casefold(): s for s in servers if s.scan_status == "ok"}
+    wanted = [(name, proto) for rule, name, proto in resolved
+              if name and proto and (rule in EDIT_RULES or rule in RESTART_RULES)
+              and name.casefold() in observed and proto in observed[name.casefold()].protocols]
+    since: dict[tuple[str, str], datetime | None] = {}
+    if wanted:
+        names = sorted({name for name, _ in wanted}, key=str.casefold)
+        previous = store.previous_successful_many(run.id, names, sorted({proto for _, proto in wanted}))
+        for name, proto in wanted:
+            found = previous.get((name.casefold(), proto))
+            since[_key(name, proto)] = found[1].started_at if found is not None else start
+    return AppliedBounds(start, since)
+
+
+def applied_context(store: Store, run: RunRow, servers: Sequence[ServerObservation],
+                    resolved: Sequence[tuple[str, str | None, str | None]], bounds: AppliedBounds
+                    ) -> tuple[tuple[datetime | None, datetime | None], tuple[ChangeRecord, ...], tuple[ResolvedInfo, ...]]:
+    """The run window, the changes recorded in it, and the resolved findings of the run,
+    each with the change that resolved it (or None)."""
+    start, end, since = bounds.after, run.finished_at, bounds.since
+    observed = {s.name.casefold(): s for s in servers if s.scan_status == "ok"}
+    earliest = start
+    if any(moment is None for moment in since.values()):
+        earliest = None
+    elif since:
+        earliest = min([m for m in since.values() if m is not None] + ([start] if start is not None else []))
+    recorded = changes_between(store, earliest, end)
+    in_window = tuple(c for c in recorded if start is None or c.changed_at > start)
+    by_key: dict[tuple[str, str], list[ChangeRecord]] = {}
+    for record in recorded:
+        by_key.setdefault(_key(record.server_name, record.protocol), []).append(record)
+    infos = []
+    for rule, server, protocol in resolved:
+        change = None
+        if server and protocol and _key(server, protocol) in since and server.casefold() in observed \
+                and protocol in observed[server.casefold()].protocols:
+            obs = observed[server.casefold()]
+            lower = since[_key(server, protocol)]
+            candidates = [c for c in by_key.get(_key(server, protocol), [])
+                          if (lower is None or c.changed_at > lower) and c.changed_at <= obs.finished_at]
+            change = resolving_change(rule, obs.protocols[protocol].config_sha256, candidates)
+        infos.append(ResolvedInfo(rule, server, protocol, change))
+    return (start, end), in_window, tuple(infos)
