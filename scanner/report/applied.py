@@ -4,14 +4,16 @@ table) resolved a finding, and the changes recorded in a run's window
 
 The run window of run N: changes recorded after the start of the previous finished run
 (complete or partial; the run N's findings were compared with) up to N's finish (open
-ends: no previous run, or a run that has not finished).
+ends: no previous run, or a run that has not finished). Scan times are kept to the second,
+so "up to" a scan's finish includes changes recorded within that second, except those the
+run's seal (made at its end) did not cover yet.
 
 A finding resolved in run N (rule, server, protocol) was resolved by change C when:
 - the rule is one a fix plan acts on: XS-001, XS-002, XS-003 (the file) or XS-005 (the
   restart);
 - C was recorded for that server (names compared case-insensitively, as the inventory
   does) and protocol, after the previous successful scan of that server's protocol
-  started and no later than run N's scan of the server finished;
+  started and no later than run N's scan of the server finished (to the second);
 - C is an `apply` that took effect: for XS-001..XS-003 its result is `done` (the script
   wrote the file and checked the written hash) and the file run N scanned has exactly
   C's after SHA-256; for XS-005 it restarted the service (`restart` = `restarted`) and,
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from scanner.parse.observe import ServerObservation
 from scanner.report.model import ResolvedInfo
@@ -39,6 +41,7 @@ __all__ = ["EDIT_RULES", "RESTART_RULES", "AppliedBounds", "applied_bounds", "ap
 #: the rules a change of the file resolves, and the rule a restart resolves
 EDIT_RULES = frozenset({"XS-001", "XS-002", "XS-003"})
 RESTART_RULES = frozenset({"XS-005"})
+SECOND = timedelta(seconds=1)
 
 
 def _key(server: str, protocol: str) -> tuple[str, str]:
@@ -111,7 +114,12 @@ def applied_context(store: Store, run: RunRow, servers: Sequence[ServerObservati
         earliest = None
     elif since:
         earliest = min([m for m in since.values() if m is not None] + ([start] if start is not None else []))
-    recorded = changes_between(store, earliest, end)
+    # scan times are kept to the second (scan.py): a change recorded within the second a scan
+    # finished counts as before its end, unless the run's seal (made at its end) says it came later
+    through = None if end is None else end + SECOND
+    sealed = store.run_changes_through(run.id)
+    recorded = [c for c in changes_between(store, earliest, through) if (through is None or c.changed_at < through)
+                and (sealed is None or c.id is None or c.id <= sealed)]
     in_window = tuple(c for c in recorded if start is None or c.changed_at > start)
     by_key: dict[tuple[str, str], list[ChangeRecord]] = {}
     for record in recorded:
@@ -124,7 +132,7 @@ def applied_context(store: Store, run: RunRow, servers: Sequence[ServerObservati
             obs = observed[server.casefold()]
             lower = since[_key(server, protocol)]
             candidates = [c for c in by_key.get(_key(server, protocol), [])
-                          if (lower is None or c.changed_at > lower) and c.changed_at <= obs.finished_at]
+                          if (lower is None or c.changed_at > lower) and c.changed_at < obs.finished_at + SECOND]
             change = resolving_change(rule, obs.protocols[protocol].config_sha256, candidates)
         infos.append(ResolvedInfo(rule, server, protocol, change))
     return (start, end), in_window, tuple(infos)

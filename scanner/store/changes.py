@@ -31,6 +31,7 @@ class ChangeRecord:
     result: str
     message: str
     changed_at: datetime
+    id: int | None = None  # the history's row id (None before it is recorded)
 
 
 def record_changes(store: Any, records: Sequence[ChangeRecord]) -> None:
@@ -60,4 +61,4 @@ def changes_between(store: Any, start: datetime | None, end: datetime | None) ->
             ticket=c.ticket, kind=c.kind, operator=c.operator, server_name=c.server_name, protocol=c.protocol,
             config_path=c.config_path or "", before_sha256=c.before_sha256 or "", after_sha256=c.after_sha256 or "",
             found_sha256=c.found_sha256 or "", backup_path=c.backup_path or "", restart=c.restart, result=c.result,
-            message=c.message or "", changed_at=c.changed_at) for c in rows]
+            message=c.message or "", changed_at=c.changed_at, id=c.id) for c in rows]

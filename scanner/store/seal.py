@@ -286,6 +286,12 @@ def run_seal(session: Session, run_id: int) -> str | None:
     return session.scalar(select(SealEntry.seal).where(SealEntry.run_id == run_id))
 
 
+def run_changes_through(session: Session, run_id: int) -> int | None:
+    """The newest change id recorded when the run was sealed (at its end); None while it is
+    not sealed or for a link without changes."""
+    return _through(session.scalar(select(SealEntry.body).where(SealEntry.run_id == run_id)))
+
+
 def head_seal(session: Session) -> str | None:
     """The newest link's seal (None: an empty chain)."""
     return session.scalar(select(SealEntry.seal).order_by(SealEntry.position.desc()).limit(1))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scanner.store.base import StoreBase
-from scanner.store.seal import Verification, head_seal, run_seal, verify_chain
+from scanner.store.seal import Verification, head_seal, run_changes_through, run_seal, verify_chain
 
 
 class Seals(StoreBase):
@@ -18,6 +18,12 @@ class Seals(StoreBase):
         """The seal of run `run_id` (None while it is not sealed)."""
         with self._read(f"read the seal of run {run_id}") as session:
             return run_seal(session, run_id)
+
+    def run_changes_through(self, run_id: int) -> int | None:
+        """The newest change id the run's link covers: recorded before the run was sealed at
+        its end (None: not sealed)."""
+        with self._read(f"read the seal of run {run_id}") as session:
+            return run_changes_through(session, run_id)
 
     def head_seal(self) -> str | None:
         """The seal of the chain's newest link (None: nothing sealed yet)."""
