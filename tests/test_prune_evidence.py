@@ -1,5 +1,5 @@
 """Issue 14: prune keeps what every kept run's reports read. After pruning runs 1-3, the
-reports of kept runs 4-6 (JSON, CSV and the workbook, in English and German) regenerate
+reports of kept runs 4-6 (JSON, CSV, the workbook, HTML and OCSF, in English and German) regenerate
 byte for byte: their Changes sheets compare with scans of the removed runs, their trends
 show the removed runs. A second prune (of runs that already kept their context) and a new
 scan after it change nothing either. SQLite and PostgreSQL, prune through the command line
@@ -22,7 +22,7 @@ from scanner.report.write import render
 from scanner.store.repo import Store, open_store
 
 DAY = timedelta(days=1)
-FORMATS = ("json", "csv", "xlsx")
+FORMATS = ("json", "csv", "xlsx", "html", "ocsf")  # every format `report` writes
 
 
 def scans(number: int) -> list:
