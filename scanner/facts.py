@@ -97,6 +97,16 @@ CONTROL_FRAMEWORKS: tuple[ControlFramework, ...] = get_args(ControlFramework)
 ControlMatch = Literal["exact", "closest"]
 CONTROL_MATCHES: tuple[ControlMatch, ...] = get_args(ControlMatch)
 
+#: The command line's output formats (click's choices are built from these tuples):
+#: `report --format` (scanner/report/write.py renders each), `preflight --format` (a table for
+#: people, the JSON document for scripts) and `--log-format`.
+ReportFormat = Literal["xlsx", "json", "csv", "ocsf", "html"]
+REPORT_FORMATS: tuple[ReportFormat, ...] = get_args(ReportFormat)
+PreflightFormat = Literal["table", "json"]
+PREFLIGHT_FORMATS: tuple[PreflightFormat, ...] = get_args(PreflightFormat)
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+
 
 def word(values: tuple[_W, ...], text: object) -> _W:
     """`text` as a member of the vocabulary `values` (e.g. a status read back from the

@@ -11,29 +11,28 @@ import click
 import pytest
 
 from scanner import facts, inventory
-from scanner.cli import cmd_fix_apply, output
+from scanner.cli import cmd_fix_apply
 from scanner.cli.app import cli
-from scanner.cli.cmd_preflight import PREFLIGHT_FORMATS, PreflightFormat
 from scanner.collect import ldapclient
+from scanner.errors import ConfigError
 from scanner.parse import builds
-from scanner.report.write import REPORT_FORMATS, ReportFormat
 from scanner.store import models
 
 #: (command path, option) -> the vocabulary type its Choice offers.
 CHOICES: dict[tuple[str, str], Any] = {
     ("scan", "--fail-on"): facts.Severity,
-    ("report", "--format"): ReportFormat,
+    ("report", "--format"): facts.ReportFormat,
     ("report", "--lang"): facts.Language,
     ("evidence", "--protocol"): facts.Protocol,
     ("history", "--protocol"): facts.Protocol,
     ("rules", "--lang"): facts.Language,
     ("demo", "--lang"): facts.Language,
-    ("preflight", "--format"): PreflightFormat,
+    ("preflight", "--format"): facts.PreflightFormat,
     ("inventory discover", "--auth"): inventory.LogonAuth,
     ("inventory discover", "--scheme"): inventory.Scheme,
     ("inventory discover", "--ldap-auth"): ldapclient.Bind,
     ("inventory discover", "--ldap-transport"): ldapclient.Transport,
-    ("", "--log-format"): output.LogFormat,
+    ("", "--log-format"): facts.LogFormat,
     ("fix apply", "--restart"): cmd_fix_apply.RestartChoice,
 }
 
@@ -62,14 +61,14 @@ TUPLES: list[tuple[tuple[str, ...], Any]] = [
     (facts.CONTROL_FRAMEWORKS, facts.ControlFramework),
     (facts.CONTROL_MATCHES, facts.ControlMatch),
     (facts.SERVICE_POLICIES, facts.ServicePolicy),
-    (REPORT_FORMATS, ReportFormat),
-    (PREFLIGHT_FORMATS, PreflightFormat),
+    (facts.REPORT_FORMATS, facts.ReportFormat),
+    (facts.PREFLIGHT_FORMATS, facts.PreflightFormat),
     (inventory.AUTHS, inventory.Auth),
     (inventory.LOGON_AUTHS, inventory.LogonAuth),
     (inventory.SCHEMES, inventory.Scheme),
     (ldapclient.BINDS, ldapclient.Bind),
     (ldapclient.TRANSPORTS, ldapclient.Transport),
-    (output.LOG_FORMATS, output.LogFormat),
+    (facts.LOG_FORMATS, facts.LogFormat),
 ]
 
 
@@ -93,6 +92,19 @@ def test_every_choice_offers_exactly_its_vocabulary() -> None:
 def test_each_tuple_is_its_type(values: tuple[str, ...], kind: Any) -> None:
     assert values == get_args(kind)
     assert len(set(values)) == len(values)
+
+
+def test_every_report_format_renders_and_nothing_else() -> None:
+    """The formats `report --format` offers (facts.REPORT_FORMATS) are exactly those the writer
+    renders: each gives bytes, a word outside the vocabulary is refused."""
+    from reportdata import sample_report
+
+    from scanner.report.write import render
+
+    report = sample_report("en")
+    assert all(render(report, fmt) for fmt in facts.REPORT_FORMATS)
+    with pytest.raises(ConfigError, match="pdf"):
+        render(report, "pdf")  # type: ignore[arg-type]
 
 
 def test_finished_and_bad_statuses_are_subsets() -> None:

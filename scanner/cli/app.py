@@ -15,9 +15,10 @@ import click
 from rich.console import Console
 
 from scanner import __version__
-from scanner.cli.output import LOG_FORMATS, output, stream_safe
+from scanner.cli.output import output, stream_safe
 from scanner.cli.streams import final_flush, guard_standard_streams
 from scanner.errors import CasAuditError, ConfigError, ExitCode
+from scanner.facts import LOG_FORMATS
 from scanner.util import crashlog
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import click
 from rich.table import Table
@@ -14,9 +14,7 @@ from scanner.cli.app import _text, account_passwords, cli, handle_errors, out_co
 from scanner.cli.cmd_scan import Interrupts, _exit_now
 from scanner.cli.output import output
 from scanner.errors import ExitCode
-
-PreflightFormat = Literal["table", "json"]  # a table for people, the JSON document for scripts
-PREFLIGHT_FORMATS: tuple[PreflightFormat, ...] = get_args(PreflightFormat)
+from scanner.facts import PREFLIGHT_FORMATS, PreflightFormat
 
 
 @cli.command()

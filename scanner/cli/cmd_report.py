@@ -16,8 +16,7 @@ from scanner.cli.app import (
 )
 from scanner.cli.output import output
 from scanner.errors import ConfigError
-from scanner.facts import LANGUAGES, PROTOCOLS, Language, Protocol
-from scanner.report.write import REPORT_FORMATS, ReportFormat
+from scanner.facts import LANGUAGES, PROTOCOLS, REPORT_FORMATS, Language, Protocol, ReportFormat
 
 
 def _resolve_run(store: Any, run: str) -> int:

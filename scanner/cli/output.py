@@ -17,16 +17,13 @@ import sys
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, get_args
+from typing import IO, Any
 
 import click
 from rich.console import Console
 from rich.text import Text
 
 from scanner.util.timefmt import iso_utc_ms
-
-LogFormat = Literal["text", "json"]
-LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 
 
 def stream_safe(stream: IO[str] | None) -> None:

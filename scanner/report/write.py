@@ -5,33 +5,32 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 from scanner.errors import ConfigError
+from scanner.facts import ReportFormat
 from scanner.util.safefile import write_file
 from scanner.util.timefmt import iso_utc
 
-if TYPE_CHECKING:  # the command line imports REPORT_FORMATS: not the store and SQLAlchemy with it
+if TYPE_CHECKING:  # nothing of the store (SQLAlchemy) at import: the command line imports this module
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from scanner.report.model import RunReport
 
-ReportFormat = Literal["xlsx", "json", "csv", "ocsf", "html"]  # report --format
-REPORT_FORMATS: tuple[ReportFormat, ...] = get_args(ReportFormat)
-# a file name's ending per format (OCSF is JSON Lines)
-_SUFFIX: dict[str, str] = {"ocsf": "ocsf.jsonl"}
+# a file name's ending per format of facts.REPORT_FORMATS (OCSF is JSON Lines)
+_SUFFIX: dict[ReportFormat, str] = {"ocsf": "ocsf.jsonl"}
 # formats that go to stdout when no --out is given
-_STDOUT_BY_DEFAULT = ("json", "csv", "ocsf")
+_STDOUT_BY_DEFAULT: tuple[ReportFormat, ...] = ("json", "csv", "ocsf")
 
 
-def default_path(report: RunReport, fmt: str) -> Path:
-    fmt = _SUFFIX.get(fmt, fmt)
+def default_path(report: RunReport, fmt: ReportFormat) -> Path:
+    suffix = _SUFFIX.get(fmt, fmt)
     if report.run is None and report.as_of is not None:
-        return Path("reports") / f"cas-audit-as-of-{report.as_of.time:%Y%m%dT%H%M%SZ}-{report.lang}.{fmt}"
-    return Path("reports") / f"cas-audit-run-{report.run.id if report.run else 'none'}-{report.lang}.{fmt}"
+        return Path("reports") / f"cas-audit-as-of-{report.as_of.time:%Y%m%dT%H%M%SZ}-{report.lang}.{suffix}"
+    return Path("reports") / f"cas-audit-run-{report.run.id if report.run else 'none'}-{report.lang}.{suffix}"
 
 
-def render(report: RunReport, fmt: str) -> bytes:
+def render(report: RunReport, fmt: ReportFormat) -> bytes:
     """The report in `fmt` (xlsx, json, csv, ocsf, html) as bytes."""
     if fmt == "json":
         from scanner.report.export_json import write_json
@@ -75,7 +74,7 @@ def signed_facts(report: RunReport) -> dict[str, Any]:
             "tool_version": view.tool_version if view is not None else None, "catalog_version": None}
 
 
-def write_report(report: RunReport, fmt: str, out: str | None, *, force: bool = False,
+def write_report(report: RunReport, fmt: ReportFormat, out: str | None, *, force: bool = False,
                  sign_key: Ed25519PrivateKey | None = None) -> Path | None:
     """Write the report to `out` (a path, '-' for stdout, None for the format's default);
     an existing file is replaced only with `force` (see scanner.util.safefile). With
