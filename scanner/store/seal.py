@@ -26,183 +26,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from scanner.store.documents import digest as document_key
-from scanner.store.documents import reference_sha256
-from scanner.store.models import (
-    Change,
-    ConfigBlob,
-    Document,
-    Finding,
-    Observation,
-    RefusedLogon,
-    ResolvedFinding,
-    RunServer,
-    ScanRun,
-    SealEntry,
-    Server,
-    ServerScan,
-)
+from scanner.store.models import Change, ScanRun, SealEntry
+from scanner.store.seal_content import ContentReader, canonical, history_digests, when
 
 SEAL_VERSION = "cas-audit-seal/1"
 GENESIS = "0" * 64
 PG_SEAL_LOCK_KEY = 0x6361_7373_6561_6C73  # "cassseals": held while a link is appended
-_CHUNK = 500
-
-
-def when(value: datetime | None) -> str | None:
-    """A time in the canonical encoding: UTC, microseconds, `Z`."""
-    if value is None:
-        return None
-    v = value.astimezone(UTC) if value.tzinfo is not None else value
-    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
-            f".{v.microsecond:06d}Z")
-
-
-def _value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return when(value)
-    if isinstance(value, bytes):
-        return hashlib.sha256(value).hexdigest()
-    return value
-
-
-def canonical(value: Any) -> bytes:
-    """The canonical bytes of a JSON-able value (sorted keys, ASCII, compact)."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"),
-                      allow_nan=False).encode("ascii")
 
 
 def chain_hash(previous: str, kind: str, digest: str) -> str:
     """The seal of a link: over the previous link's seal and this link's digest."""
     return hashlib.sha256(f"{SEAL_VERSION}\n{kind}\n{previous}\n{digest}".encode("ascii")).hexdigest()
-
-
-class ContentReader:
-    """Computes run digests, hashing each document and config file once (from its stored bytes)."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._documents: dict[int, tuple[str, tuple[str, ...]]] = {}  # id -> (hash, config file keys)
-        self._blobs: dict[str, str | None] = {}  # claimed sha256 -> sha256 of the stored bytes
-
-    def _load_documents(self, ids: Iterable[int]) -> None:
-        missing = sorted({i for i in ids if i not in self._documents})
-        for start in range(0, len(missing), _CHUNK):
-            chunk = missing[start:start + _CHUNK]
-            for doc_id, kind, body in self._session.execute(
-                    select(Document.id, Document.kind, Document.body).where(Document.id.in_(chunk))):
-                files: tuple[str, ...] = ()
-                if kind == "protocol":
-                    try:
-                        state = json.loads(body)
-                    except ValueError:
-                        state = {}
-                    if isinstance(state, dict):
-                        files = tuple(sha for sha in (state.get("config_sha256"), reference_sha256(state))
-                                      if isinstance(sha, str))
-                self._documents[doc_id] = (document_key(kind, body), files)
-
-    def _load_blobs(self, keys: Iterable[str]) -> None:
-        missing = sorted({k for k in keys if k not in self._blobs})
-        for start in range(0, len(missing), _CHUNK):
-            chunk = missing[start:start + _CHUNK]
-            found = dict(self._session.execute(select(ConfigBlob.sha256, ConfigBlob.content)
-                                               .where(ConfigBlob.sha256.in_(chunk))).all())
-            for key in chunk:
-                content = found.get(key)
-                self._blobs[key] = None if content is None else hashlib.sha256(content).hexdigest()
-
-    def _document(self, doc_id: int) -> dict[str, Any]:
-        known = self._documents.get(doc_id)
-        if known is None:
-            return {"missing": True}
-        sha, files = known
-        entry: dict[str, Any] = {"sha256": sha}
-        if files:
-            entry["files"] = [[key, self._blobs.get(key)] for key in files]
-        return entry
-
-    def content(self, run_id: int) -> dict[str, Any] | None:
-        """Everything run `run_id` recorded, in the canonical structure (None: no such run)."""
-        s = self._session
-        run = s.execute(select(ScanRun.__table__).where(ScanRun.id == run_id)).mappings().first()
-        if run is None:
-            return None
-        planned = [[name, position, address, site] for name, position, address, site in s.execute(
-            select(Server.name, RunServer.position, RunServer.address, RunServer.inventory_site)
-            .join(Server, Server.id == RunServer.server_id).where(RunServer.run_id == run_id)
-            .order_by(RunServer.position))]
-        scans = s.execute(
-            select(ServerScan.id, Server.name, ServerScan.scan_status, ServerScan.error_kind, ServerScan.error_message,
-                   ServerScan.started_at, ServerScan.finished_at, ServerScan.events_since, ServerScan.site,
-                   ServerScan.state_id)
-            .join(Server, Server.id == ServerScan.server_id).where(ServerScan.run_id == run_id)).all()
-        observations = s.execute(
-            select(Observation.id, Observation.server_scan_id, Observation.protocol, Observation.state_id)
-            .join(ServerScan, ServerScan.id == Observation.server_scan_id).where(ServerScan.run_id == run_id)
-            .order_by(Observation.id)).all()
-        refused: dict[int, list[list[Any]]] = defaultdict(list)
-        for observation_id, at, user, mailbox_site, cas in s.execute(
-                select(RefusedLogon.observation_id, RefusedLogon.at, RefusedLogon.user_name,
-                       RefusedLogon.mailbox_site, RefusedLogon.cas)
-                .join(Observation, Observation.id == RefusedLogon.observation_id)
-                .join(ServerScan, ServerScan.id == Observation.server_scan_id)
-                .where(ServerScan.run_id == run_id).order_by(RefusedLogon.id)):
-            refused[observation_id].append([when(at), user, mailbox_site, cas])
-        findings = s.execute(
-            select(Server.name, Finding.body_id, Finding.extra).outerjoin(Server, Server.id == Finding.server_id)
-            .where(Finding.run_id == run_id).order_by(Finding.id)).all()
-        resolved = [[rule, server, protocol] for rule, server, protocol in s.execute(
-            select(ResolvedFinding.rule, ResolvedFinding.server_name, ResolvedFinding.protocol)
-            .where(ResolvedFinding.run_id == run_id).order_by(ResolvedFinding.id))]
-        self._load_documents([row.state_id for row in scans] + [row.state_id for row in observations]
-                             + [row.body_id for row in findings])
-        self._load_blobs(key for doc_id in {row.state_id for row in observations}
-                         for key in self._documents.get(doc_id, ("", ()))[1])
-        by_scan: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for obs_id, scan_id, protocol, state_id in observations:
-            by_scan[scan_id].append({"protocol": protocol, "state": self._document(state_id),
-                                     "refused_logons": refused.get(obs_id, [])})
-        scan_entries = sorted(
-            ({"server": row.name, "scan_status": row.scan_status, "error_kind": row.error_kind,
-              "error_message": row.error_message, "started_at": when(row.started_at),
-              "finished_at": when(row.finished_at), "events_since": when(row.events_since), "site": row.site,
-              "state": self._document(row.state_id), "observations": by_scan.get(row.id, [])}
-             for row in scans),
-            key=lambda entry: entry["server"])
-        return {
-            "run": {key: _value(value) for key, value in run.items()},
-            "planned": planned,
-            "scans": scan_entries,
-            "findings": [[name, self._document(body_id), extra] for name, body_id, extra in findings],
-            "resolved": resolved,
-        }
-
-    def changes(self, after: int, through: int) -> list[list[Any]]:
-        """The changes `fix apply`/`fix rollback` recorded with ids in (after, through], in order."""
-        columns = [c for c in Change.__table__.columns if c.name != "id"]
-        return [[_value(value) for value in row] for row in self._session.execute(
-            select(*columns).where(Change.id > after, Change.id <= through).order_by(Change.id))]
-
-    def digest(self, run_id: int, changes: tuple[int, int] | None = None) -> str | None:
-        """SHA-256 of the run's canonical encoding (None: no such run); with `changes`
-        (after, through) the changes recorded since the previous run link are part of it."""
-        content = self.content(run_id)
-        if content is None:
-            return None
-        if changes is not None:
-            content["changes"] = self.changes(*changes)
-            content["changes_through"] = changes[1]
-        return hashlib.sha256(canonical(content)).hexdigest()
 
 
 def _through(body: str | None) -> int | None:
@@ -349,12 +190,19 @@ class Verification:
 
 
 def verify_chain(session: Session) -> Verification:
-    """Recompute the chain from the history's rows; stop at the first link that does not match."""
+    """Recompute the chain from the history's rows; stop at the first link that does not match.
+
+    Every run's digest is computed first, in one streamed pass over the history in run id
+    order (`history_digests`), then the links are followed in position order."""
+    if session.get_bind().dialect.name == "postgresql":  # one snapshot for every query below
+        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
     entries = session.execute(select(SealEntry.position, SealEntry.kind, SealEntry.run_id, SealEntry.digest,
                                      SealEntry.seal, SealEntry.body).order_by(SealEntry.position)).all()
     existing = set(session.scalars(select(ScanRun.id)))
     finished = set(session.scalars(select(ScanRun.id).where(ScanRun.status != "running")))
     pruned: dict[int, tuple[int, str]] = {}  # run id -> (position, digest) as a checkpoint names it
+    wanted: dict[int, tuple[int, int] | None] = {}  # run id -> the changes its link covers
+    covered = 0
     for entry in entries:
         if entry.kind == "checkpoint" and entry.body:
             try:
@@ -362,8 +210,13 @@ def verify_chain(session: Session) -> Verification:
                     pruned[int(item["run_id"])] = (int(item["position"]), str(item["digest"]))
             except (ValueError, TypeError, KeyError, AttributeError):
                 pass  # an edited body: its own digest no longer matches below
-    reader = ContentReader(session)
-    previous, runs, removed, covered = GENESIS, 0, 0, 0
+        elif entry.kind == "run" and entry.run_id is not None:
+            through = _through(entry.body)
+            if entry.run_id in existing and entry.run_id not in wanted:
+                wanted[entry.run_id] = None if through is None else (covered, through)
+            covered = through or covered
+    digests = dict(history_digests(session, wanted))
+    previous, runs, removed = GENESIS, 0, 0
 
     def result(broken: Break | None, count: int) -> Verification:
         return Verification(count, runs, removed, entries[-1].seal if entries else None, broken)
@@ -378,8 +231,7 @@ def verify_chain(session: Session) -> Verification:
                                 f"link {index + 1} of the chain is missing{which}"), index)
         if kind == "run" and run_id is not None:
             if run_id in existing:
-                through = _through(entry.body)
-                digest = reader.digest(run_id, None if through is None else (covered, through))
+                digest = digests.get(run_id)
                 runs += 1
             elif run_id in pruned and pruned[run_id][0] == position:
                 digest = pruned[run_id][1]
@@ -400,10 +252,7 @@ def verify_chain(session: Session) -> Verification:
                 why = f"{what} is not where it was sealed: the order of the chain or a seal was changed"
             return result(Break(position, run_id, why), index)
         previous = entry.seal
-        if kind == "run":
-            covered = _through(entry.body) or covered
     if unsealed:
         return result(Break(None, unsealed[0], f"run {unsealed[0]} is finished but not sealed "
                             "(added to the history, or its link removed, outside cas-audit)"), len(entries))
     return result(None, len(entries))
-
