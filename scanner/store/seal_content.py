@@ -26,11 +26,20 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from itertools import groupby
+from itertools import chain, groupby
 from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, func, literal_column, select, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    func,
+    literal_column,
+    select,
+    type_coerce,
+)
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.orm import Session
 
@@ -54,7 +63,7 @@ from scanner.store.models import (
 _CHUNK = 500
 _STREAM = 5_000  # rows fetched at a time from a streamed query
 _Query = Select[*tuple[Any, ...]]
-_SQLITE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")  # how SQLAlchemy stores a DateTime
+_SQLITE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")  # as SQLAlchemy stores one
 
 
 def when(value: datetime | None) -> str | None:
@@ -90,29 +99,36 @@ def _json(value: Any) -> str:
 
 
 class _Times:
-    """Times read as the canonical text: PostgreSQL formats them itself (`to_char` in UTC);
-    SQLite's stored text is rewritten when it has the form SQLAlchemy writes, and anything
-    else goes through the column type as `when` would see it."""
+    """Times read as their canonical JSON text: PostgreSQL formats them itself (`to_char`
+    in UTC); SQLite's stored text is rewritten when it has the form SQLAlchemy writes
+    (`YYYY-MM-DD HH:MM:SS.ffffff`, naive UTC), and anything else there goes through the
+    column type, as `when` saw it before."""
 
     def __init__(self, session: Session) -> None:
         dialect = session.get_bind().dialect
         self.postgresql = dialect.name == "postgresql"
         self._parse = UTCDateTime().result_processor(dialect, None)
+        self.json: Callable[[Any], str] = self._formatted if self.postgresql else self._stored
 
     def column(self, column: Any) -> ColumnElement[Any]:
+        """What to select for the time `column`: the value `json` takes."""
         if self.postgresql:
-            return func.to_char(column.op("AT TIME ZONE")(literal_column("'UTC'")),
-                                 literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"))
-        return type_coerce(column, String)
+            utc = column.op("AT TIME ZONE")(literal_column("'UTC'"))
+            quote = literal_column("'\"'", String)
+            return quote + func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"),
+                                        type_=String) + quote
+        return type_coerce(column, String)  # the stored text, without the column type's parsing
 
-    def text(self, raw: Any) -> str | None:
-        if raw is None:
-            return None
-        if self.postgresql:
-            return str(raw)
-        if type(raw) is str and len(raw) == 26 and _SQLITE_TIME.fullmatch(raw):
-            return f"{raw[:10]}T{raw[11:]}Z"
-        return when(self._parse(raw) if self._parse is not None else raw)
+    @staticmethod
+    def _formatted(value: str | None) -> str:
+        return "null" if value is None else value
+
+    def _stored(self, value: Any) -> str:
+        if type(value) is str and _SQLITE_TIME.fullmatch(value):
+            return f'"{value[:10]}T{value[11:]}Z"'
+        if value is None:
+            return "null"
+        return _json(when(self._parse(value) if self._parse is not None else value))
 
 
 class _Documents:
@@ -128,7 +144,7 @@ class _Documents:
         for start in range(0, len(missing), _CHUNK):
             chunk = missing[start:start + _CHUNK]
             named: dict[int, tuple[str, tuple[str, ...]]] = {}
-            for doc_id, kind, body in self._session.execute(
+            for doc_id, kind, body in self._session.connection().execute(
                     select(Document.id, Document.kind, Document.body).where(Document.id.in_(chunk))):
                 files: tuple[str, ...] = ()
                 if kind == "protocol":
@@ -157,7 +173,7 @@ class _Documents:
         found: dict[str, str] = {}
         ordered = sorted(keys)
         for start in range(0, len(ordered), _CHUNK):
-            for key, content in self._session.execute(select(ConfigBlob.sha256, ConfigBlob.content)
+            for key, content in self._session.connection().execute(select(ConfigBlob.sha256, ConfigBlob.content)
                                                       .where(ConfigBlob.sha256.in_(ordered[start:start + _CHUNK]))):
                 if content is not None:
                     found[key] = hashlib.sha256(content).hexdigest()
@@ -234,48 +250,45 @@ class _RunEncoder:
     def changes(self, after: int, through: int) -> list[list[Any]]:
         """The changes `fix apply`/`fix rollback` recorded with ids in (after, through], in order."""
         columns = [c for c in Change.__table__.columns if c.name != "id"]
-        return [[_value(value) for value in row] for row in self._session.execute(
+        return [[_value(value) for value in row] for row in self._session.connection().execute(
             select(*columns).where(Change.id > after, Change.id <= through).order_by(Change.id))]
 
     def digest(self, run: RowMapping, rows: Mapping[str, Sequence[Any]],
                changes: tuple[int, int] | None) -> str:
         """SHA-256 of the run's canonical encoding; with `changes` (after, through) the
         changes recorded since the previous run link are part of it."""
-        text = self._time_text
+        tj = self.times.json
+        q = _json
         docs = self.documents
         docs.load([row[-1] for row in rows["scans"]] + [row[-1] for row in rows["observations"]]
                   + [row[2] for row in rows["findings"]])
         entry = docs.entry
         refused: dict[int, list[str]] = defaultdict(list)
         for _, observation_id, at, user, mailbox_site, cas in rows["refused"]:
-            refused[observation_id].append(f"[{_json(text(at))},{_json(user)},{_json(mailbox_site)},{_json(cas)}]")
+            refused[observation_id].append(f"[{tj(at)},{q(user)},{q(mailbox_site)},{q(cas)}]")
         by_scan: dict[int, list[str]] = defaultdict(list)
         for _, obs_id, scan_id, protocol, state_id in rows["observations"]:
             logons = refused.get(obs_id)
-            by_scan[scan_id].append(f'{{"protocol":{_json(protocol)},"refused_logons":'
+            by_scan[scan_id].append(f'{{"protocol":{q(protocol)},"refused_logons":'
                                     f'[{",".join(logons) if logons else ""}],"state":{entry(state_id)}}}')
         scans = sorted(
-            (name, f'{{"error_kind":{_json(kind)},"error_message":{_json(message)},'
-                   f'"events_since":{_json(text(since))},"finished_at":{_json(text(finished))},'
-                   f'"observations":[{",".join(by_scan.get(scan_id, ()))}],"scan_status":{_json(status)},'
-                   f'"server":{_json(name)},"site":{_json(site)},"started_at":{_json(text(started))},'
+            (name, f'{{"error_kind":{q(kind)},"error_message":{q(message)},'
+                   f'"events_since":{tj(since)},"finished_at":{tj(finished)},'
+                   f'"observations":[{",".join(by_scan.get(scan_id, ()))}],"scan_status":{q(status)},'
+                   f'"server":{q(name)},"site":{q(site)},"started_at":{tj(started)},'
                    f'"state":{entry(state_id)}}}')
             for _, scan_id, name, status, kind, message, started, finished, since, site, state_id in rows["scans"])
         parts = ["{"]
         if changes is not None:
-            parts.append(f'"changes":{_json(self.changes(*changes))},"changes_through":{_json(changes[1])},')
+            parts.append(f'"changes":{q(self.changes(*changes))},"changes_through":{q(changes[1])},')
         parts.append('"findings":[')
-        parts.append(",".join(f"[{_json(name)},{entry(body_id)},{_json(extra)}]"
-                              for _, name, body_id, extra in rows["findings"]))
-        parts.append(f'],"planned":{_json([list(row[1:]) for row in rows["planned"]])}')
-        parts.append(f',"resolved":{_json([list(row[1:]) for row in rows["resolved"]])}')
-        parts.append(f',"run":{_json({key: _value(value) for key, value in run.items()})},"scans":[')
-        parts.append(",".join(fragment for _, fragment in scans))
+        parts.append(",".join([f"[{q(name)},{entry(body_id)},{q(extra)}]" for _, name, body_id, extra in rows["findings"]]))
+        parts.append(f'],"planned":{q([list(row[1:]) for row in rows["planned"]])}')
+        parts.append(f',"resolved":{q([list(row[1:]) for row in rows["resolved"]])}')
+        parts.append(f',"run":{q({key: _value(value) for key, value in run.items()})},"scans":[')
+        parts.append(",".join([fragment for _, fragment in scans]))
         parts.append("]}")
         return hashlib.sha256("".join(parts).encode("ascii")).hexdigest()
-
-    def _time_text(self, raw: Any) -> str | None:
-        return self.times.text(raw)
 
 
 class ContentReader:
@@ -289,7 +302,7 @@ class ContentReader:
     def digest(self, run_id: int, changes: tuple[int, int] | None = None) -> str | None:
         """SHA-256 of the run's canonical encoding (None: no such run); with `changes`
         (after, through) the changes recorded since the previous run link are part of it."""
-        s, statements = self._session, self._encoder.statements
+        s, statements = self._session.connection(), self._encoder.statements
         run = s.execute(statements.runs(run_id)).mappings().first()
         if run is None:
             return None
@@ -301,7 +314,7 @@ class _Stream:
     """One streamed query's rows, handed out run by run (rows ordered by their first column)."""
 
     def __init__(self, rows: Iterator[Any]) -> None:
-        self._groups = groupby(rows, key=lambda row: row[0])
+        self._groups = groupby(rows, key=itemgetter(0))
         self._head: tuple[int, Iterator[Any]] | None = None
         self._done = False
 
@@ -330,10 +343,12 @@ def history_digests(session: Session, wanted: Mapping[int, tuple[int, int] | Non
     encoder = _RunEncoder(session)
     statements = encoder.statements
 
-    def stream(query: _Query) -> Iterator[Any]:
-        return iter(session.execute(query, execution_options={"yield_per": _STREAM}))
+    conn = session.connection()  # Core rows: no ORM result processing
 
-    runs = session.execute(statements.runs(None), execution_options={"yield_per": _STREAM}).mappings()
+    def stream(query: _Query) -> Iterator[Any]:  # rows taken a batch at a time, not one by one
+        return chain.from_iterable(conn.execute(query, execution_options={"yield_per": _STREAM}).partitions())
+
+    runs = conn.execute(statements.runs(None), execution_options={"yield_per": _STREAM}).mappings()
     streams = {part: _Stream(stream(getattr(statements, part)(None))) for part in _PARTS}
     for run in runs:
         run_id = run["id"]
