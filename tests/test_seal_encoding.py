@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from click.testing import CliRunner
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from scanner.cli import cli
-from scanner.store.db import make_engine
+from scanner.store.db import make_engine, upgrade_database
 from scanner.store.models import (
     Change,
     ConfigBlob,
@@ -178,6 +178,24 @@ def seal_backlog_upto(session: Session, run_id: int) -> list[int]:
 def test_a_fixed_history_seals_to_the_pinned_values(history_url: str) -> None:
     _write(history_url)
     assert _seal(history_url) == PINNED
+
+
+def test_times_stored_in_another_form_encode_the_same(sqlite_url: str) -> None:
+    """SQLite keeps times as text: rows written by older versions or by hand in another
+    form of the same instant (no microseconds, an offset) encode as SQLAlchemy's form does."""
+    upgrade_database(sqlite_url)
+    _write(sqlite_url)
+    sql = ["UPDATE server_scans SET started_at = '2026-03-01 03:00:01+01:00' WHERE id = 1",
+           "UPDATE server_scans SET finished_at = '2026-03-01 02:00:04' WHERE id = 1",
+           "UPDATE refused_logons SET at = '2026-02-28T23:00:00.000000' WHERE id = 1"]
+    engine = make_engine(sqlite_url)
+    try:
+        with engine.begin() as conn:
+            for statement in sql:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+    assert _seal(sqlite_url) == PINNED
 
 
 def test_a_history_sealed_by_an_earlier_version_verifies(history_url: str) -> None:

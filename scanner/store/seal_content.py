@@ -107,7 +107,7 @@ class _Times:
     def __init__(self, session: Session) -> None:
         dialect = session.get_bind().dialect
         self.postgresql = dialect.name == "postgresql"
-        self._parse = UTCDateTime().result_processor(dialect, None)
+        self._parse = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
         self.json: Callable[[Any], str] = self._formatted if self.postgresql else self._stored
 
     def column(self, column: Any) -> ColumnElement[Any]:
