@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/cas-audit demo --out reports
 
+# pytest-xdist: most tests wait (sockets, child processes, deadlines), so more workers than
+# cores; tests sharing a module's fixture run on one worker (tests/conftest.py)
+XDIST ?= -n 3 --dist loadgroup
+
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(XDIST)
 
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "not slow"
+	$(VENV)/bin/python -m pytest $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -107,15 +107,45 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that take `pg_url` directly are marked `postgres` like the parametrized ones."""
+    """Tests that take `pg_url` directly are marked `postgres` like the parametrized ones.
+
+    For pytest-xdist (`make test` runs `-n ... --dist loadgroup`): the tests that use a
+    module- or session-scoped fixture of their own module run on one worker, the module's
+    group, so that the fixture is built once (a lab, a scan, a wheel) and not once per worker.
+    That also keeps on one worker what must not run twice at once: the Kerberos realm and the
+    Samba DC (session fixtures of test_kerberos and test_discover_ldap) add their fixed host
+    names to /etc/hosts, and Samba listens on the fixed LDAP ports. A test module may name
+    its group itself (`pytest.mark.xdist_group`)."""
+    xdist = bool(items) and items[0].config.pluginmanager.has_plugin("xdist")
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+        module = getattr(item, "module", None)
+        if module is None or not xdist or item.get_closest_marker("xdist_group") is not None:
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = getattr(info, "name2fixturedefs", {}).values()
+        if any(d.scope in ("module", "session") and getattr(d.func, "__module__", None) == module.__name__
+               for defs in definitions for d in defs):
+            item.add_marker(pytest.mark.xdist_group(module.__name__))
 
 
 # --- no process left behind (issue 14) -------------------------------------------------------
+# Under pytest-xdist (`make test` runs `-n`), the controller and each worker are sessions. Each
+# worker checks what it started (its descendants, its mark, its temporary folder) once its
+# fixtures ended, ends those and hands their lines to the controller (xdist's workeroutput; a
+# worker's own terminal is not shown). The controller marks the environment before it starts
+# the workers, so everything they start carries its mark too: after the workers have exited, it
+# finds what outlived them (an orphan of a worker's child, a worker itself), and fails the run
+# for both.
 _LEAKS: dict[str, object] = {}
+_WORKER_KEY = "cas_audit_leaked"
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -124,7 +154,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     as in some containers and CI images), compile the package once: otherwise each of the
     many `cas-audit` child processes compiles every module it imports again (0.3 s of CPU
     each for a scan)."""
-    if sys.dont_write_bytecode:
+    if sys.dont_write_bytecode and not _is_worker(session.config):
         import compileall
 
         import scanner
@@ -134,36 +164,58 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         _LEAKS["mark"] = uuid.uuid4().hex
         _LEAKS["before"] = leaks.identities(leaks.processes())
         _LEAKS["folders"] = set()
+        _LEAKS["reported"] = []
         leaks.add_mark(os.environ, str(_LEAKS["mark"]))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_folders(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The session's temporary folder, which the command lines of its processes name."""
+    _note_folder(tmp_path_factory.getbasetemp())
+
+
+def _note_folder(base: Path) -> None:
     folders = _LEAKS.get("folders")
     if isinstance(folders, set):
-        base = tmp_path_factory.getbasetemp()
         folders.update({str(base), str(base.resolve())})
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """The controller: keep what a worker found left running (pytest-xdist's hook)."""
+    lines = getattr(node, "workeroutput", {}).get(_WORKER_KEY, [])
+    worker = getattr(getattr(node, "gateway", None), "id", "a worker")
+    reported = _LEAKS.get("reported")
+    if isinstance(reported, list):
+        reported.extend(f"{worker}: {line}" for line in lines)
+
+
+@pytest.hookimpl(trylast=True)   # after xdist's controller has ended its workers
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the run when a process the session started still runs after every fixture ended
     (a grace of a few seconds for processes a teardown has just signalled); end those."""
     if "mark" not in _LEAKS:
         return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and not _is_worker(session.config) and session.config.pluginmanager.has_plugin("dsession"):
+        _note_folder(factory.getbasetemp())   # the workers' folders are inside the controller's
     folders = tuple(sorted(_LEAKS["folders"]))  # type: ignore[call-overload]
     found = leaks.session_processes(_LEAKS["before"], str(_LEAKS["mark"]), folders)  # type: ignore[arg-type]
     left = leaks.wait_gone(found, leaks.GRACE_S)
-    if not left:
+    leaks.kill(left)
+    lines = [*_LEAKS["reported"], *(f"pid {p.pid} (parent {p.ppid}): {p.cmdline[:300]}" for p in left)]  # type: ignore[misc]
+    if _is_worker(session.config):
+        session.config.workeroutput[_WORKER_KEY] = lines  # type: ignore[attr-defined]
+        return
+    if not lines:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    lines = [f"pid {p.pid} (parent {p.ppid}): {p.cmdline[:300]}" for p in left]
     if reporter is not None:
-        reporter.write_sep("=", f"{len(left)} process(es) started by this test session still running", red=True)
+        reporter.ensure_newline()
+        reporter.write_sep("=", f"{len(lines)} process(es) started by this test session still running", red=True)
         for line in lines:
             reporter.write_line(line)
-        reporter.stats.setdefault("leaked", []).extend(left)
+        reporter.stats.setdefault("leaked", []).extend(lines)
     else:
         print("leaked processes:", *lines, sep="\n")
-    leaks.kill(left)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED

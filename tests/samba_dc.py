@@ -23,8 +23,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import random
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -55,13 +57,17 @@ def missing() -> str | None:
     return None
 
 
-def free_loopback_address(first: int = 60) -> str:
-    """A 127.0.X.1 on which none of the DC's ports is in use (another session's DC, say)."""
-    for third in range(first, 250):
-        address = f"127.0.{third}.1"
+def free_loopback_address(first: int = 60, last: int = 249) -> str:
+    """A 127.0.X.1 on which none of the DC's ports is in use (another session's DC, say).
+    The search starts at a random X: two sessions provisioning at once (each takes seconds
+    between choosing and listening) rarely choose the same one; `start` notices if they did."""
+    span = last - first + 1
+    offset = random.randrange(span)
+    for step in range(span):
+        address = f"127.0.{first + (offset + step) % span}.1"
         if all(_port_free(address, port) for port in LDAP_PORTS):
             return address
-    raise RuntimeError("no loopback address with free LDAP ports in 127.0.60-249.1")
+    raise RuntimeError(f"no loopback address with free LDAP ports in 127.0.{first}-{last}.1")
 
 
 def _port_free(address: str, port: int) -> bool:
@@ -219,12 +225,22 @@ class SambaDC:
                 err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
                 raise RuntimeError(f"samba exited with {self._process.returncode}: {err.strip()[-2000:]}")
             try:
-                with socket.create_connection((self.address, 636), timeout=0.5):
-                    return
+                presented = _certificate_at(self.address, 636)
             except OSError:
                 time.sleep(0.1)
+                continue
+            if presented != self.certificate_der:
+                self.stop()
+                raise RuntimeError(f"another domain controller (another test session's?) answers on "
+                                   f"{self.address}:636, not the one provisioned here")
+            return
         self.stop()
         raise RuntimeError(f"samba did not listen on {self.address}:636 within {timeout_s:.0f} s")
+
+    @property
+    def certificate_der(self) -> bytes:
+        pem = (self.folder / "tls" / "cert.pem").read_bytes()
+        return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -239,6 +255,16 @@ class SambaDC:
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+def _certificate_at(address: str, port: int) -> bytes | None:
+    """The certificate an LDAPS listener presents (not verified: only compared)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((address, port), timeout=0.5) as sock, \
+            context.wrap_socket(sock) as tls:
+        return tls.getpeercert(binary_form=True)
 
 
 def _run(args: list[str], what: str, *, stdin: str | None = None) -> None:

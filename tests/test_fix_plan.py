@@ -21,7 +21,7 @@ from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import load_policy
 from scanner.lab.fleet import load_fleet
-from scanner.lab.fleet_model import Fleet, upgrade_server
+from scanner.lab.fleet_model import Fleet, relocate_fleet, upgrade_server
 from scanner.lab.serve import Lab
 from scanner.parse.configfile import read_config
 from scanner.remedy.plan import clean_text, unified_diff
@@ -47,7 +47,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[int]]:
     url = f"sqlite:///{tmp / 'history.db'}"
     store = open_store(url)
     policy = load_policy(HERE / "three_scans_policy.toml")
-    fleet = load_fleet(HERE / "three_scans.toml")
+    # addresses of its own (test_three_scans scans this organisation at the same time under
+    # pytest-xdist), on the fixed port that B3's restart needs
+    fleet = relocate_fleet(load_fleet(HERE / "three_scans.toml"), "127.0.20.1", 15985)
     # B3: cross-site on (and in force) before scan 1
     fleet = _edit_pop3(fleet, "B3", datetime(2026, 11, 1, tzinfo=UTC), started=datetime(2026, 11, 2, tzinfo=UTC))
     runs = []

@@ -29,8 +29,10 @@ def test_site_split_scans_keep_every_lifecycle(tmp_path: Path, store_url: str) -
     store = open_store(store_url)
     catalog = load_catalog()
     policy = load_policy(HERE / "three_scans_policy.toml")
-    # addresses of its own: three tests scan this organisation, each on a fixed port
-    with Lab(relocate_fleet(load_fleet(HERE / "three_scans.toml"), "127.0.18.1", 15985)) as lab:
+    # addresses of its own (per database: pytest-xdist may run both at once): several tests
+    # scan this organisation, each on a fixed port
+    base = "127.0.18.1" if store_url.startswith("sqlite") else "127.0.22.1"
+    with Lab(relocate_fleet(load_fleet(HERE / "three_scans.toml"), base, 15985)) as lab:
         lab.write_inventory(tmp_path / "inventory.toml")
         inventory = load_inventory(tmp_path / "inventory.toml")
 

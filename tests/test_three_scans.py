@@ -19,7 +19,7 @@ from scanner.inventory import load_inventory
 from scanner.judge.catalog import load_catalog
 from scanner.judge.policy import load_policy
 from scanner.lab.fleet import load_fleet
-from scanner.lab.fleet_model import Fleet, upgrade_server
+from scanner.lab.fleet_model import Fleet, relocate_fleet, upgrade_server
 from scanner.lab.serve import Lab
 from scanner.report.build import build_report
 from scanner.report.write import render
@@ -60,7 +60,11 @@ def test_three_scans(tmp_path: Path, store_url: str) -> None:
     store = open_store(db)
     catalog = load_catalog()
     policy = load_policy(HERE / "three_scans_policy.toml")
+    # addresses of its own (per database: pytest-xdist may run both at once), on the fixed
+    # port that B3's restart needs
     fleet = load_fleet(HERE / "three_scans.toml")
+    if not store_url.startswith("sqlite"):
+        fleet = relocate_fleet(fleet, "127.0.21.1", 15985)
     runs = []
     with Lab(fleet) as lab:
         lab.write_inventory(tmp_path / "inventory.toml")
