@@ -37,4 +37,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_xlsx.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis reports/*.xlsx reports/*.json reports/*.db*
+	rm -rf $(VENV) .pytest_cache .hypothesis reports/*.xlsx reports/*.json reports/*.html reports/*.db* reports/fix-plan
