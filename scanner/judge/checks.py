@@ -13,7 +13,9 @@ Decisions worth knowing:
   either side is no change (XS-006 reports it). The effective value is what counts: a
   removed key and `value="false"` both give false, so switching between them is no change.
 - The build "changed" when both builds are known and differ; an unknown build on either
-  side cannot explain a change, which is then XS-004.
+  side cannot explain a change, which is then XS-004. Nor is it XS-004 when a recorded
+  change (`fix apply`/`fix rollback`) wrote the file the scan found (`CheckInput.explained`,
+  judge/explained.py).
 - XS-008/XS-009 are not reported when every value involved is exactly what the policy
   asks for (the policy itself wants them to differ).
 - XS-013 judges a service only where its start mode was read: an unknown start mode is not
@@ -38,6 +40,7 @@ from scanner.parse.builds import sp3_build
 from scanner.parse.configfile import value_text
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.parse.protocol_state import EVIDENCE, protocol_state
+from scanner.store.changes import ChangeRecord
 from scanner.store.repo import PlannedServer
 from scanner.util.timefmt import day_text, iso
 
@@ -80,6 +83,9 @@ class CheckInput:
     current: Mapping[str, ServerObservation]  # by casefolded server name
     previous: Mapping[tuple[str, str], Previous]  # by (casefolded server name, protocol)
     policy: Policy
+    # the recorded change (fix apply / fix rollback) that wrote the file this scan found,
+    # where the value changed since the previous scan: XS-004 is then no unexplained change
+    explained: Mapping[tuple[str, str], ChangeRecord] = field(default_factory=dict)
 
     def observation(self, name: str) -> ServerObservation | None:
         return self.current.get(name.casefold())
@@ -238,6 +244,8 @@ def _change_check(rule: str, upgrade: bool) -> Callable[[CheckInput], list[RawFi
                 changed = build_changed(prev.server, obs)
                 if changed != upgrade:
                     continue
+                if not upgrade and (planned.name.casefold(), protocol) in inp.explained:
+                    continue  # a recorded change wrote the file found: explained
                 fields = common_fields(planned.name, site, obs, protocol)
                 fields.update(
                     before=value_text(before),

@@ -15,8 +15,11 @@ from typing import Any, Protocol
 from scanner.facts import SEVERITIES, is_active, severity_rank
 from scanner.judge.catalog import Catalog
 from scanner.judge.checks import CheckInput, Previous, server_site
+from scanner.judge.explained import between_scans, writing_change
 from scanner.judge.lifecycle import Evaluation, evaluate
 from scanner.judge.policy import Policy
+from scanner.parse.observe import ServerObservation
+from scanner.store.changes import ChangeRecord, changes_between
 from scanner.store.repo import Store
 
 __all__ = ["Evaluation", "active_at_or_above", "evaluate_run", "gather_inputs", "planned_sites"]
@@ -54,9 +57,29 @@ def gather_inputs(store: Store, run_id: int, policy: Policy) -> tuple[CheckInput
                 before_run, before = hit
                 previous[(name.casefold(), protocol)] = Previous(before_run, before, before.protocols[protocol])
     inp = CheckInput(
-        run_id=run_id, run_at=run.started_at, planned=planned, current=current, previous=previous, policy=policy
+        run_id=run_id, run_at=run.started_at, planned=planned, current=current, previous=previous, policy=policy,
+        explained=_explained(store, current, previous),
     )
     return inp, run.started_at
+
+
+def _explained(store: Store, current: dict[str, ServerObservation], previous: dict[tuple[str, str], Previous]
+               ) -> dict[tuple[str, str], ChangeRecord]:
+    """Per (server, protocol) whose value changed since its previous successful scan: the
+    recorded change that wrote the file this scan found, if one did."""
+    changed = {key: prev for key, prev in previous.items()
+               if prev.protocol.allow_cross_site != current[key[0]].protocols[key[1]].allow_cross_site}
+    if not changed:
+        return {}
+    recorded = changes_between(store, min(prev.server.started_at for prev in changed.values()), None)
+    found = {}
+    for (name, protocol), prev in changed.items():
+        obs = current[name]
+        candidates = between_scans(recorded, obs.name, protocol, prev.server.started_at, obs.finished_at)
+        change = writing_change(obs.protocols[protocol].config_sha256, candidates)
+        if change is not None:
+            found[(name, protocol)] = change
+    return found
 
 
 def planned_sites(inp: CheckInput) -> dict[str, list[str]]:

@@ -9,8 +9,8 @@ so "up to" a scan's finish includes changes recorded within that second, except 
 run's seal (made at its end) did not cover yet.
 
 A finding resolved in run N (rule, server, protocol) was resolved by change C when:
-- the rule is one a fix plan acts on: XS-001, XS-002, XS-003 (the file) or XS-005 (the
-  restart);
+- the rule is one a fix plan acts on, XS-001, XS-002, XS-003 (the file) or XS-005 (the
+  restart), or XS-004 (a value changed by hand that the change put back);
 - C was recorded for that server (names compared case-insensitively, as the inventory
   does) and protocol, after the previous successful scan of that server's protocol
   started and no later than run N's scan of the server finished (to the second);
@@ -28,48 +28,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from scanner.judge.explained import EDIT_RULES, RESTART_RULES, SECOND, between_scans, resolving_change
 from scanner.parse.observe import ServerObservation
 from scanner.report.model import ResolvedInfo
 from scanner.store.changes import ChangeRecord, changes_between
 from scanner.store.models import RunRow
 from scanner.store.repo import Store
 
-__all__ = ["EDIT_RULES", "RESTART_RULES", "AppliedBounds", "applied_bounds", "applied_context", "resolving_change"]
-
-#: the rules a change of the file resolves, and the rule a restart resolves
-EDIT_RULES = frozenset({"XS-001", "XS-002", "XS-003"})
-RESTART_RULES = frozenset({"XS-005"})
-SECOND = timedelta(seconds=1)
-
+__all__ = ["AppliedBounds", "applied_bounds", "applied_context"]
 
 def _key(server: str, protocol: str) -> tuple[str, str]:
     return server.casefold(), protocol.casefold()
-
-
-def resolving_change(rule: str, scanned_sha256: str | None, changes: Sequence[ChangeRecord]) -> ChangeRecord | None:
-    """The change (of `changes`: one server and protocol, oldest first, inside the window of
-    the finding) that resolved `rule`, given the SHA-256 of the file the run scanned."""
-    if rule not in EDIT_RULES and rule not in RESTART_RULES:
-        return None
-    explained: ChangeRecord | None = None
-    for change in changes:
-        if change.kind == "rollback":
-            if change.result == "done":
-                explained = None
-            continue
-        if change.kind != "apply":
-            continue
-        if rule in EDIT_RULES:
-            took_effect = change.result == "done" and bool(change.after_sha256) \
-                and change.after_sha256 == scanned_sha256
-        else:
-            took_effect = change.restart == "restarted" and \
-                (not change.after_sha256 or change.after_sha256 == scanned_sha256)
-        if took_effect:
-            explained = change
-    return explained
 
 
 @dataclass(frozen=True)
@@ -121,18 +92,13 @@ def applied_context(store: Store, run: RunRow, servers: Sequence[ServerObservati
     recorded = [c for c in changes_between(store, earliest, through) if (through is None or c.changed_at < through)
                 and (sealed is None or c.id is None or c.id <= sealed)]
     in_window = tuple(c for c in recorded if start is None or c.changed_at > start)
-    by_key: dict[tuple[str, str], list[ChangeRecord]] = {}
-    for record in recorded:
-        by_key.setdefault(_key(record.server_name, record.protocol), []).append(record)
     infos = []
     for rule, server, protocol in resolved:
         change = None
         if server and protocol and _key(server, protocol) in since and server.casefold() in observed \
                 and protocol in observed[server.casefold()].protocols:
             obs = observed[server.casefold()]
-            lower = since[_key(server, protocol)]
-            candidates = [c for c in by_key.get(_key(server, protocol), [])
-                          if (lower is None or c.changed_at > lower) and c.changed_at < obs.finished_at + SECOND]
+            candidates = between_scans(recorded, server, protocol, since[_key(server, protocol)], obs.finished_at)
             change = resolving_change(rule, obs.protocols[protocol].config_sha256, candidates)
         infos.append(ResolvedInfo(rule, server, protocol, change))
     return (start, end), in_window, tuple(infos)
