@@ -100,3 +100,27 @@ def test_prune_refuses_a_bad_date(sqlite_url: str) -> None:
     result = cas_audit_here("prune", "--before", "last tuesday", db=sqlite_url)
     assert result.returncode == 2
     assert "--before must be a date" in result.stderr
+
+
+def test_a_scan_that_begins_after_prunes_plan_stops_its_deletion(history_url: str) -> None:
+    """The window the issue found (prune deleting documents a new scan refers to) is closed
+    under the retention lock: a run that began after prune planned (here: while prune
+    gathers the kept runs' context, the last step before deleting) makes the deletion
+    change nothing, and with no time to wait prune refuses (HistoryBusyError, exit 4)."""
+    from scanner.store.retention import HistoryBusyError, prune
+
+    with open_store(history_url) as store, open_store(history_url) as scanner:
+        runs = history(store)
+        began: list[int] = []
+
+        def a_scan_begins(removed: object) -> dict[int, str]:
+            began.append(scanner.begin_run(planned=[("CAS09", "cas09", "Berlin")], tool_version="t", operator="o",
+                                           scanning_host="another-host", inventory_sha256="0" * 64))
+            return {}
+
+        with pytest.raises(HistoryBusyError, match="a scan is still running on this history") as refused:
+            prune(store, datetime(2026, 11, 1, tzinfo=UTC), apply=True, now=DAY + timedelta(days=51), wait_s=0,
+                  keep_evidence=a_scan_begins)
+        assert f"run {began[0]} on another-host" in str(refused.value)
+        assert [r.id for r in store.runs()] == [began[0], *reversed(runs)]  # nothing removed
+        assert store.run(began[0]).status == "running"
