@@ -93,8 +93,8 @@ def _outcome_lines(outcomes: Sequence[ServerOutcome]) -> Iterator[str]:
             yield line + (f": {c.message}" if c.message else "")
 
 
-def _fix_loop(store: Store, lab: Lab, inventory: Inventory, policy: Policy, run_id: int, out_dir: Path
-              ) -> Iterator[str]:
+def _fix_loop(store: Store, lab: Lab, inventory: Inventory, policy: Policy, run_id: int, out_dir: Path,
+              db_url: str) -> Iterator[str]:
     """fix plan of `run_id` -> check and apply on UPGRADED_SERVER -> a scan that verifies ->
     the rollback checked; one line per step (the lab's writing account, ticket DEMO_TICKET)."""
     folder = out_dir / PLAN_FOLDER
@@ -149,13 +149,18 @@ def _fix_loop(store: Store, lab: Lab, inventory: Inventory, policy: Policy, run_
                        catalog=load_catalog(), concurrency=4, timeout_s=20)
     yield _scan_line("third scan, to verify", outcome)
     after = _active(store, outcome.run_id, UPGRADED_SERVER)
+    # the reports' own matching of resolved findings to recorded changes (report/applied.py)
+    why = {(r.rule, r.protocol or ""): f"resolved by change {r.change.ticket}" if r.change else "resolved"
+           for r in build_report(store, outcome.run_id, lang="en").resolved if r.server == UPGRADED_SERVER}
     gone = sorted(before - after)
-    yield (f"  {UPGRADED_SERVER}: " + (", ".join(f"{rule}/{protocol}" for rule, protocol in gone) + " no longer active"
-                                       if gone else "no finding resolved")
+    yield (f"  {UPGRADED_SERVER}: " + ("; ".join(f"{rule}/{protocol} {why.get((rule, protocol), 'resolved')}"
+                                                 for rule, protocol in gone) if gone else "no finding resolved")
            + (f"; active: {', '.join(f'{r}/{p}' for r, p in sorted(after))}" if after else ""))
     if any(rule == "XS-004" for rule, _protocol in after):
         yield (f"  (XS-004 reports the value the change set: it changed without a service pack; the "
                f"history's changes table names ticket {DEMO_TICKET} for it)")
+    yield (f"  the reports of run {outcome.run_id} say so in every format, and list the run's changes: "
+           f"cas-audit report --db {db_url} --run {outcome.run_id} --format html --out run-{outcome.run_id}.html")
     checked = run("rollback", False)
     state = "ready" if all(o.ok for o in checked) else "NOT ready"
     yield (f"rollback: checked on {UPGRADED_SERVER}, {state}; run with --yes it puts back the scanned bytes "
@@ -206,7 +211,7 @@ def run_demo(out_dir: Path, *, lang: str = "en") -> Iterator[str]:
                     written.append(str(path))
             yield ""
             yield from summary_lines(summarise(store, run_id, reports=written))
-            yield from _fix_loop(store, lab, inventory, policy, run_id, out_dir)
+            yield from _fix_loop(store, lab, inventory, policy, run_id, out_dir, f"sqlite:///{db_path}")
         checked = store.verify_chain()  # the last step: the history's seal chain (cas-audit verify)
         yield ""
         yield (f"verify: the history's seal chain is intact ({checked.links} runs sealed, newest seal "

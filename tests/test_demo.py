@@ -86,3 +86,4 @@ def test_the_demo_shows_the_whole_change_loop_on_one_server(tmp_path: Path) -> N
     assert any(line.startswith("  pop3 -") and 'value="false"' in line for line in lines)
     assert any(line.startswith("  pop3 +") and 'value="true"' in line for line in lines)
     assert "rollback: checked on CAS05, ready" in text
+    assert f"XS-003/pop3 resolved by change {DEMO_TICKET}" in text  # as the reports of run 3 match them
