@@ -14,7 +14,7 @@ A finding resolved in run N (rule, server, protocol) was resolved by change C wh
 - C was recorded for that server (names compared case-insensitively, as the inventory
   does) and protocol, after the previous successful scan of that server's protocol
   started and no later than run N's scan of the server finished (to the second);
-- C is an `apply` that took effect: for XS-001..XS-003 its result is `done` (the script
+- C is an `apply` that took effect: for XS-001..XS-004 its result is `done` (the script
   wrote the file and checked the written hash) and the file run N scanned has exactly
   C's after SHA-256; for XS-005 it restarted the service (`restart` = `restarted`) and,
   when it wrote a file, that file is what run N scanned;
