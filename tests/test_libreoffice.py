@@ -110,7 +110,7 @@ def test_formula_like_text_is_shown_verbatim_not_evaluated(converted, index: int
     assert findings[1][0] == hostile  # rule id column
     assert servers[1][0] == hostile  # server name
     every = list(folder.glob(f"{name}-*.csv"))
-    assert len(every) == 8
+    assert len(every) == 9  # every sheet, the Applied changes too
     for path in every:
         for row in read_sheet_csv(path):
             assert "y" not in row  # =HYPERLINK("http://x","y") would show as y
