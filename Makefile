@@ -20,8 +20,11 @@ demo: $(STAMP)
 	$(VENV)/bin/cas-audit demo --out reports
 
 # pytest-xdist: most tests wait (sockets, child processes, deadlines), so more workers than
-# cores; tests sharing a module's fixture run on one worker (tests/conftest.py)
-XDIST ?= -n 3 --dist loadgroup
+# cores. --dist loadfile: each test file on one worker, so a module's fixtures (a lab, a scan,
+# the Kerberos realm and the Samba DC, which edit /etc/hosts and listen on fixed ports) are
+# built once and never twice at once. (loadgroup's xdist_group marks have no effect with
+# pytest 9.2: pytest-xdist issue 1386.)
+XDIST ?= -n 3 --dist loadfile
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(XDIST)

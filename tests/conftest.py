@@ -107,29 +107,11 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that take `pg_url` directly are marked `postgres` like the parametrized ones.
-
-    For pytest-xdist (`make test` runs `-n ... --dist loadgroup`): the tests that use a
-    module- or session-scoped fixture of their own module run on one worker, the module's
-    group, so that the fixture is built once (a lab, a scan, a wheel) and not once per worker.
-    That also keeps on one worker what must not run twice at once: the Kerberos realm and the
-    Samba DC (session fixtures of test_kerberos and test_discover_ldap) add their fixed host
-    names to /etc/hosts, and Samba listens on the fixed LDAP ports. A test module may name
-    its group itself (`pytest.mark.xdist_group`)."""
-    xdist = bool(items) and items[0].config.pluginmanager.has_plugin("xdist")
+    """Tests that take `pg_url` directly are marked `postgres` like the parametrized ones."""
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
-        module = getattr(item, "module", None)
-        if module is None or not xdist or item.get_closest_marker("xdist_group") is not None:
-            continue
-        info = getattr(item, "_fixtureinfo", None)
-        definitions = getattr(info, "name2fixturedefs", {}).values()
-        if any(d.scope in ("module", "session") and getattr(d.func, "__module__", None) == module.__name__
-               for defs in definitions for d in defs):
-            item.add_marker(pytest.mark.xdist_group(module.__name__))
 
 
 # --- no process left behind (issue 14) -------------------------------------------------------
