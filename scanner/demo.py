@@ -156,9 +156,6 @@ def _fix_loop(store: Store, lab: Lab, inventory: Inventory, policy: Policy, run_
     yield (f"  {UPGRADED_SERVER}: " + ("; ".join(f"{rule}/{protocol} {why.get((rule, protocol), 'resolved')}"
                                                  for rule, protocol in gone) if gone else "no finding resolved")
            + (f"; active: {', '.join(f'{r}/{p}' for r, p in sorted(after))}" if after else ""))
-    if any(rule == "XS-004" for rule, _protocol in after):
-        yield (f"  (XS-004 reports the value the change set: it changed without a service pack; the "
-               f"history's changes table names ticket {DEMO_TICKET} for it)")
     yield (f"  the reports of run {outcome.run_id} say so in every format, and list the run's changes: "
            f"cas-audit report --db {db_url} --run {outcome.run_id} --format html --out run-{outcome.run_id}.html")
     checked = run("rollback", False)
