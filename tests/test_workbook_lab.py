@@ -85,7 +85,7 @@ def hostile(tmp_path_factory) -> dict[str, bytes]:
 def test_outside_strings_are_text_on_every_sheet(hostile: dict[str, bytes], lang: str) -> None:
     book = sheets(hostile[lang])
     labels = Labels(lang)
-    assert len(book) == 8
+    assert len(book) == 9
     seen: dict[str, set[str]] = {}
     for title, rows in book.items():
         for row in rows:
@@ -137,13 +137,19 @@ def test_libreoffice_shows_the_databases_values(tmp_path: Path, hostile: dict[st
     for lang in ("en", "de"):
         labels = Labels(lang)
         name = f"demo-{lang}"
-        assert len(list((tmp_path / "csv").glob(f"{name}-*.csv"))) == 8
+        assert len(list((tmp_path / "csv").glob(f"{name}-*.csv"))) == 9
         findings = read(name, labels.sheet("findings"))
         header = findings[0]
         col = {h: i for i, h in enumerate(header)}
-        rows = {(r[0], r[col[header[4]]] or None) for r in findings[1:]}
+        resolved_row = [r[col[labels("col.state")]].startswith(labels("state.resolved")) for r in findings[1:]]
+        rows = {(r[0], r[col[header[4]]] or None) for r, gone in zip(findings[1:], resolved_row, strict=True)
+                if not gone}
         stored = {(f.rule, f.server_name) for f in store.findings(run_id)}
         assert rows == stored
+        # after them, the findings the run resolved
+        gone_rows = {(r[0], r[col[header[4]]] or None) for r, gone in zip(findings[1:], resolved_row, strict=True)
+                     if gone}
+        assert gone_rows == {(rule, server) for rule, server, _protocol in store.resolved(run_id)}
         servers = read(name, labels.sheet("servers"))
         by_name = {r[0]: r for r in servers[1:]}
         for obs in store.server_observations(run_id):

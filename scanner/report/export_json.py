@@ -154,7 +154,8 @@ def report_dict(report: RunReport) -> dict[str, Any]:
         "not_evaluated": json_not_evaluated(
             [n for s in report.servers for n in server_notes(s, report.services_unread_on(s.name))]),
         # addition to the contract: the changes recorded in the run's window, oldest first
-        "applied_changes": [change_dict(c) for c in report.applied_changes],
+        # (a run's report; the organisation view has no run window)
+        **({} if view is not None else {"applied_changes": [change_dict(c) for c in report.applied_changes]}),
     }
 
 
