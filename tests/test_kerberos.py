@@ -8,20 +8,26 @@ skip with the reason; in CI (CI=true) they fail instead. A developer without roo
     127.0.12.1 cas01.krb.cas-audit.test
     127.0.12.2 cas02.krb.cas-audit.test
     127.0.13.1 cas03.krb.cas-audit.test
+    127.0.146.1 cas04.krb.cas-audit.test
+    127.0.147.1 cas05.krb.cas-audit.test
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import select
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -42,7 +48,8 @@ OPERATOR = "operator"     # a second account with a lab of its own (CAS04): the 
 OPERATOR_PASSWORD = "op-Passw0rd"
 HOSTS = {f"cas01.{DOMAIN}": "127.0.12.1", f"cas02.{DOMAIN}": "127.0.12.2",
          f"cas03.{DOMAIN}": "127.0.13.1",   # CAS03: the lab with its clock moved (its own process)
-         f"cas04.{DOMAIN}": "127.0.146.1"}  # CAS04: the operator's lab
+         f"cas04.{DOMAIN}": "127.0.146.1",  # CAS04: the operator's lab
+         f"cas05.{DOMAIN}": "127.0.147.1"}  # CAS05: https with CbtHardeningLevel Strict
 FLEET = f"""
 [lab]
 username = "{USER}"
@@ -75,6 +82,23 @@ port = 0
 name = "CAS04"
 site = "Berlin"
 fqdn = "cas04.{DOMAIN}"
+"""
+HTTPS_STRICT_FLEET = f"""
+[lab]
+username = "{USER}"
+domain = "{REALM}"
+auth = "kerberos"
+keytab = "http.keytab"
+tls_cert = "cas05.pem"
+tls_key = "cas05.key"
+cbt_hardening = "strict"
+base_address = "127.0.147.1"
+port = 0
+
+[[server]]
+name = "CAS05"
+site = "Berlin"
+fqdn = "cas05.{DOMAIN}"
 """
 SKEWED_FLEET = f"""
 [lab]
@@ -137,6 +161,8 @@ def krb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosLab]:
     (folder / "fleet.toml").write_text(FLEET, encoding="utf-8")
     (folder / "skewed.toml").write_text(SKEWED_FLEET, encoding="utf-8")
     (folder / "operator.toml").write_text(OPERATOR_FLEET, encoding="utf-8")
+    (folder / "strict.toml").write_text(HTTPS_STRICT_FLEET, encoding="utf-8")
+    write_self_signed(folder / "cas05.pem", folder / "cas05.key", f"cas05.{DOMAIN}")
     (folder / "http.keytab").write_bytes(realm.keytab.read_bytes())
     saved = {key: os.environ.get(key) for key in realm.env}
     os.environ.update(realm.env)   # the in-process lab's acceptor reads this krb5.conf
@@ -442,3 +468,80 @@ def test_discover_from_without_a_forwardable_ticket_names_the_second_hop(krb_lab
     assert "second hop" in done.stderr and "inventory discover --ldap DC" in done.stderr
     assert "An operations error occurred" in done.stderr  # what the lab's Get-ExchangeServer met
     assert not out.exists()
+
+
+def write_self_signed(cert: Path, key: Path, host: str) -> None:
+    """A self-signed certificate for `host` (its own CA: the lab inventory's ca_bundle)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+                   .not_valid_after(now + timedelta(days=30))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(private, hashes.SHA384()))
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+
+
+@pytest.mark.parametrize("level", ["strict", "relaxed"])
+def test_kerberos_over_https_binds_the_logon_to_the_certificate(krb_lab: KerberosLab, tmp_path: Path,
+                                                                level: str) -> None:
+    """A WinRM service with CbtHardeningLevel = Strict lets in only a logon carrying the
+    channel binding token of its certificate; Relaxed (the default) checks one if sent.
+    The scan's first Kerberos logon carries it: no logon is refused, no warning is said.
+    (Before: pywinrm built its AP-REQ before the connection existed, so without a CBT;
+    Strict refused it and pywinrm logged on again; after Relaxed let it in, pywinrm warned
+    "Failed to get raw socket for CBT": the answer's body was read by our adapter.)"""
+    ccache = tmp_path / "ccache"
+    krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
+    fleet = krb_lab.folder / f"{level}.toml"   # beside the keytab and certificate it names
+    fleet.write_text(HTTPS_STRICT_FLEET.replace('"strict"', f'"{level}"'), encoding="utf-8")
+    with Lab(load_fleet(fleet)) as https_lab:
+        inventory = tmp_path / "inventory.toml"
+        https_lab.write_inventory(inventory)
+        assert 'scheme = "https"' in inventory.read_text(encoding="utf-8")
+        scan = cas_audit(krb_lab, "scan", "--inventory", str(inventory), ccache=ccache, db=tmp_path / "history.db")
+        stats = https_lab.stats("CAS05")
+    assert scan.returncode == 0, scan.stdout + scan.stderr
+    assert "1 scanned, 0 failed" in scan.stderr, scan.stderr
+    assert "Warning" not in scan.stderr, scan.stderr
+    assert stats.auth_failures == 0
+
+
+def _negotiate(lab: Lab, ccache: Path, application_data: bytes | None) -> int:
+    """One Kerberos logon (an empty POST, as pywinrm's first) to CAS05 with these bindings."""
+    import gssapi
+    import requests
+
+    creds = gssapi.Credentials(usage="initiate", store={"ccache": f"FILE:{ccache}"})
+    bindings = None if application_data is None else gssapi.raw.ChannelBindings(application_data=application_data)
+    context = gssapi.SecurityContext(name=gssapi.Name(f"HTTP@cas05.{DOMAIN}", gssapi.NameType.hostbased_service),
+                                     creds=creds, usage="initiate", channel_bindings=bindings,
+                                     flags=gssapi.RequirementFlag.mutual_authentication)
+    token = base64.b64encode(context.step()).decode("ascii")
+    url = f"https://cas05.{DOMAIN}:{lab.port('CAS05')}/wsman"
+    answer = requests.post(url, data=b"", headers={"Authorization": f"Negotiate {token}"},
+                           verify=str(lab.fleet.lab.tls_cert), timeout=30)
+    return answer.status_code
+
+
+def test_the_strict_lab_refuses_a_wrong_or_missing_channel_binding(krb_lab: KerberosLab, tmp_path: Path) -> None:
+    """The lab models CbtHardeningLevel = Strict: MIT's acceptor, given the certificate's
+    bindings, refuses other bindings; the lab refuses a logon without any."""
+    ccache = tmp_path / "ccache"
+    krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
+    with Lab(load_fleet(krb_lab.folder / "strict.toml")) as strict_lab:
+        der = ssl.PEM_cert_to_DER_cert(Path(strict_lab.fleet.lab.tls_cert).read_text(encoding="ascii"))
+        right = b"tls-server-end-point:" + hashlib.sha384(der).digest()   # signed with SHA-384
+        assert _negotiate(strict_lab, ccache, right) == 200
+        assert _negotiate(strict_lab, ccache, b"tls-server-end-point:" + bytes(48)) == 401
+        assert _negotiate(strict_lab, ccache, None) == 401
+        assert strict_lab.stats("CAS05").auth_failures == 2

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 
 from scanner.errors import CollectionError
 
@@ -172,3 +173,19 @@ def ensure_ticket(principal: str, password: str | None, *, host: str) -> None:
             _tickets[principal] = time.monotonic() + (creds.lifetime or 0)
         cache = _caches[principal]
     use_cache(cache)
+
+
+def bind_to_tls(session: typing.Any, *, https: bool) -> None:
+    """Kerberos over https: the first logon answers the server's 401, so that its AP-REQ
+    carries the channel binding token of the connection's certificate (RFC 5929
+    'tls-server-end-point', what WinRM's CbtHardeningLevel = Strict requires).
+
+    pywinrm's Kerberos sends its token pre-emptively, built before any connection exists,
+    so without a CBT: a Strict service refuses that logon (pywinrm then logs on again), and
+    after an accepted one pywinrm looks for the certificate behind the answer, whose body
+    httpguard has already read, and warns that it found no socket. Answering the 401, it
+    reads the certificate from the 401's connection (httpguard leaves a challenge unread).
+    Other auth methods (no `force_preemptive`) and http are left as they are."""
+    auth = session.auth
+    if https and hasattr(auth, "force_preemptive") and getattr(auth, "send_cbt", False):
+        auth.force_preemptive = False

@@ -208,6 +208,7 @@ def _guard(protocol: Protocol, guard: httpguard.Guard) -> None:
             # (a third of a collection's CPU: bench/README.md, "CPU per server")
             session.trust_env = False
             session.prepare_request = httpguard.prepare_once(session)  # type: ignore[method-assign,assignment]
+            kerberos.bind_to_tls(session, https=transport.endpoint.lower().startswith("https:"))
         httpguard.install(session, guard)
         return session
 

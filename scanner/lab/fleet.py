@@ -14,6 +14,12 @@ Format notes beyond docs/contracts.md (all optional):
                       ("CONTOSO.COM") and the inventory names the user "auditor@CONTOSO.COM"
                       and each server by its fqdn; [lab] password is not used (the KDC
                       checks it) and may be left out.
+  [lab] tls_cert, tls_key  https: the listeners' certificate and key (PEM paths, relative
+                      to the fleet file's folder); the inventory then says scheme "https"
+                      with the certificate as its ca_bundle (docs/lab.md, "https and
+                      channel binding").
+  [lab] cbt_hardening = "relaxed" | "strict" | "none"   WinRM's CbtHardeningLevel over
+                      https (default relaxed; scanner/lab/tlsbind.py).
   [lab] port = 0      any free port, chosen per server when the lab starts (tests).
   [[server]] computer $env:COMPUTERNAME the collector reports (default: name).
   [[server]] fqdn     Fqdn for discovery (default: "<name in lower case>.contoso.lab").
@@ -111,13 +117,14 @@ from scanner.lab.fleet_model import (
     server_addresses,
 )
 from scanner.lab.platforms import DEFAULT_PLATFORM, PLATFORMS, POWERSHELLS, platform
+from scanner.lab.tlsbind import CBT_LEVELS
 from scanner.util.timefmt import as_utc, registry_day
 from scanner.util.tomlfile import check_keys, line_of, load_toml, server_location
 
 #: Keys a [[server]] may set and [lab] may give a default for (the Windows platform).
 _PLATFORM_KEYS = {"platform", "powershell", "account", "allow_unencrypted"}
 _LAB_KEYS = {"admin_username", "admin_password", "username", "password", "auth", "latency_ms", "base_address", "port", "domain", "keytab",
-             *_PLATFORM_KEYS}
+             "tls_cert", "tls_key", "cbt_hardening", *_PLATFORM_KEYS}
 _SERVER_KEYS = {"writable", "replace_fault", "restart_fails", "name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
                 "computer", "fqdn", "roles", "system_root", "port", "env_ignored", "extra_files",
                 "language", "application_log", "wmi", "env_value_limit", "stdin_ignored", "site_value",
@@ -231,6 +238,9 @@ def _lab(table: Any, where: str, folder: Path) -> LabSettings:
     if not address.is_loopback:
         raise _fail(where, "base_address", f"must be a loopback address in 127.0.0.0/8, not {base}",
                     "the lab only ever listens on loopback")
+    tls = {key: str(folder / _text(table, key, where)) for key in ("tls_cert", "tls_key") if key in table}
+    if len(tls) == 1:
+        raise _fail(where, "tls_cert" if "tls_key" in tls else "tls_key", "must be given with the other (https)")
     plat = _choice(table, "platform", where, PLATFORMS, DEFAULT_PLATFORM)
     powershell = _choice(table, "powershell", where, POWERSHELLS, "") if "powershell" in table else None
     account = _choice(table, "account", where, ACCOUNTS, "") if "account" in table else None
@@ -249,6 +259,9 @@ def _lab(table: Any, where: str, folder: Path) -> LabSettings:
         keytab=keytab,
         admin_username=_text(table, "admin_username", where, "", empty=True),
         admin_password=_text(table, "admin_password", where, "", empty=True),
+        tls_cert=tls.get("tls_cert", ""),
+        tls_key=tls.get("tls_key", ""),
+        cbt_hardening=_choice(table, "cbt_hardening", where, CBT_LEVELS, "relaxed"),
     )
 
 

@@ -95,6 +95,9 @@ class LabSettings:
     keytab: str = ""  # auth "kerberos": the keytab with HTTP/<fqdn> of every server
     admin_username: str = ""  # an account allowed to write (fix apply); the scan account only reads
     admin_password: str = ""
+    tls_cert: str = ""  # https: the certificate (PEM, also the inventory's ca_bundle) and its key
+    tls_key: str = ""
+    cbt_hardening: str = "relaxed"  # WinRM's CbtHardeningLevel: relaxed | strict | none (over https)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,10 @@ and drops the connection's security context (pywinrm raises InvalidCredentialsEr
 encrypted body that does not decrypt gets 400 and the connection is closed; a body over
 MAX_HTTP_BODY gets 413 (read and discarded up to MAX_DRAIN, else the connection is closed).
 Handshake requests and rejected logons are counted in HostStats.actions["auth"].
+
+https (HostConfig tls_cert/tls_key): each connection's TLS handshake, then the same logons
+with SOAP in the clear inside TLS (no message encryption), and the service's
+CbtHardeningLevel for channel binding tokens (scanner/lab/tlsbind.py).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import collections
 import hmac
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -52,6 +57,7 @@ from scanner.errors import ConfigError
 from scanner.lab.credentials import register_ntlm_user, use_keytab
 from scanner.lab.msgcrypt import ENCRYPTED_CONTENT_TYPE, SOAP_CONTENT_TYPE, decrypt, encrypt, is_encrypted
 from scanner.lab.platforms import DEFAULT_PLATFORM, Platform, platform
+from scanner.lab.tlsbind import CBT_LEVELS, acceptor_bindings, certificate_bindings, channel_bound, server_context
 from scanner.lab.wsman import CommandRunner, Reply, WSManService
 from scanner.lab.wsman_identify import (
     IDENTIFY_HEADER,
@@ -67,6 +73,7 @@ FAULTS = ("", "refuse", "timeout", "reset", "auth", "soap-fault", "slow")
 AUTHS = ("basic", "ntlm", "kerberos")
 SLOW_DELAY_S = 60.0                 # fault "slow": each response waits this long (or until stop)
 MAX_HTTP_BODY = MAX_SOAP_BYTES + 8192   # encrypted framing adds a few hundred bytes
+HANDSHAKE_TIMEOUT_S = 10.0
 MAX_DRAIN = 8 * 1024 * 1024         # larger bodies are not read: 413 and close
 
 
@@ -92,6 +99,9 @@ class HostConfig:
     keytab: str = ""            # Kerberos: the keytab holding HTTP/<fqdn>'s key
     admin_username: str = ""    # a second account allowed to write ([lab] admin_username); "" = none
     admin_password: str = ""
+    tls_cert: str = ""          # https: the certificate (PEM) and key the listener serves
+    tls_key: str = ""
+    cbt_hardening: str = "relaxed"  # WinRM's CbtHardeningLevel over https (scanner/lab/tlsbind.py)
     anonymous_identify: bool = True  # Identify with WSMANIDENTIFY: unauthenticated is answered
                                      # without logon (UNCONFIRMED on WinRM 1.1: docs/lab.md)
 
@@ -138,6 +148,12 @@ class _Listener(ThreadingHTTPServer):
     allow_reuse_address = True
     lab: LabServer
 
+    def get_request(self) -> tuple[socket.socket, typing.Any]:
+        conn, address = super().get_request()
+        if self.lab._tls is not None:  # the handshake runs in the connection's own thread (setup)
+            conn = self.lab._tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, address
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -150,8 +166,16 @@ class _Handler(BaseHTTPRequestHandler):
     _authenticated = False
 
     def setup(self) -> None:
-        super().setup()
         lab = self.server.lab
+        if isinstance(self.request, ssl.SSLSocket):
+            try:
+                self.request.settimeout(HANDSHAKE_TIMEOUT_S)
+                self.request.do_handshake()
+                self.request.settimeout(None)
+            except (OSError, ValueError):
+                self.close_connection = True
+                self.handle = lambda: None  # type: ignore[method-assign]  # no HTTP without TLS
+        super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         lab.stats.add("connections")
         lab._track(self.connection, add=True)
@@ -263,9 +287,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
             return
         if (lab.config.fault == "auth" or not lab._basic_ok(token.strip())
-                or lab.config.account != "local" or not lab.config.allow_unencrypted):
+                or lab.config.account != "local" or not (lab.config.allow_unencrypted or lab._tls is not None)):
             # Basic logs on local accounts only, and the service refuses it over plain HTTP
-            # while AllowUnencrypted is false (docs/lab.md, [BASIC]); the lab is HTTP only.
+            # while AllowUnencrypted is false (docs/lab.md, [BASIC]); over https it does not.
             lab.stats.action("auth")
             lab.stats.add("auth_failures")
             self._send(401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"'})
@@ -284,6 +308,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authenticated:
             lab.stats.action("auth")
             self._send(401, b"", {"WWW-Authenticate": "Negotiate"})
+            return
+        if lab._tls is not None and body and not is_encrypted(self.headers.get("Content-Type", "")):
+            self._dispatch_plain(body, {})  # https: TLS protects the body, no message encryption
             return
         if not body:
             # pywinrm's setup_encryption() may send an empty POST on an authenticated connection
@@ -323,7 +350,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._authenticated = False
             kerberos = lab.config.auth == "kerberos"
             hostname = (lab.config.fqdn or lab.config.name) if kerberos else lab.config.name
-            self._ctx = spnego.server(hostname=hostname, service="HTTP", protocol="negotiate")
+            bindings = acceptor_bindings(lab.config.cbt_hardening, lab.config.auth, lab._bindings)
+            self._ctx = spnego.server(hostname=hostname, service="HTTP", protocol="negotiate",
+                                      channel_bindings=bindings)
         try:
             out = self._ctx.step(token)
         except Exception as exc:  # pyspnego raises several types for bad tokens/passwords
@@ -334,16 +363,26 @@ class _Handler(BaseHTTPRequestHandler):
             value = "Negotiate " + base64.b64encode(out or b"").decode("ascii")
             self._send(401, b"", {"WWW-Authenticate": value})
             return
-        if lab.config.fault == "auth" or not lab._principal_ok(self._ctx):
+        if (lab.config.fault == "auth" or not lab._principal_ok(self._ctx)
+                or (lab._tls is not None and not channel_bound(self._ctx, lab.config.cbt_hardening, lab.config.auth))):
             self._fail_auth()
             return
         self._authenticated = True
         headers = {"WWW-Authenticate": "Negotiate " + base64.b64encode(out).decode("ascii")} if out else {}
+        if body and lab._tls is not None:
+            self._dispatch_plain(body, headers)
+            return
         if body:
             # the authenticating request itself carried a SOAP body: it cannot be encrypted
             self._reject_unencrypted()
             return
         self._send(200, b"", headers)
+
+    def _dispatch_plain(self, body: bytes, headers: dict[str, str]) -> None:
+        lab = self.server.lab
+        delegated = lab.config.auth == "kerberos" and bool(self._ctx.context_attr & spnego.ContextReq.delegate)
+        reply = lab._dispatch(body, delegated=delegated, admin=lab._is_admin(self._ctx))
+        self._send(reply.status, reply.body, {**headers, "Content-Type": SOAP_CONTENT_TYPE} if reply.body else headers)
 
     def _fail_auth(self) -> None:
         lab = self.server.lab
@@ -395,7 +434,12 @@ class LabServer:
         if config.auth not in AUTHS:
             raise ConfigError(f"lab host {config.name}: unknown auth {config.auth!r}",
                               hint="basic, ntlm or kerberos")
+        if config.cbt_hardening not in CBT_LEVELS:
+            raise ConfigError(f"lab host {config.name}: unknown cbt_hardening {config.cbt_hardening!r}",
+                              hint=", ".join(CBT_LEVELS))
         self.config = config
+        self._tls = server_context(config.tls_cert, config.tls_key) if config.tls_cert else None
+        self._bindings = certificate_bindings(config.tls_cert) if config.tls_cert else None
         self.stats = HostStats()
         self._stopping = threading.Event()
         self._listener: _Listener | None = None
@@ -411,7 +455,8 @@ class LabServer:
     @property
     def endpoint(self) -> str:
         """The URL clients use: http://address:port/wsman."""
-        return f"http://{self.config.address}:{self._port}/wsman"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self.config.address}:{self._port}/wsman"
 
     def start(self) -> None:
         """Bind and listen (fault "refuse": bind only, so connecting is refused)."""

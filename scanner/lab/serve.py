@@ -50,7 +50,8 @@ class Lab:
                     latency_ms=lab.latency_ms, fault=transport_fault, domain=lab.domain,
                     platform=server.windows, account=server.account,
                     allow_unencrypted=server.allow_unencrypted, env_ignored=server.env_ignored,
-                    fqdn=server.fqdn, keytab=lab.keytab,
+                    fqdn=server.fqdn, keytab=lab.keytab, tls_cert=lab.tls_cert, tls_key=lab.tls_key,
+                    cbt_hardening=lab.cbt_hardening,
                     admin_username=lab.admin_username, admin_password=lab.admin_password,
                 ))
                 try:
@@ -105,8 +106,10 @@ class Lab:
         defaults: dict[str, object] = {
             "username": username,
             "auth": lab.auth,
-            "scheme": "http",
+            "scheme": "https" if lab.tls_cert else "http",
         }
+        if lab.tls_cert:
+            defaults["ca_bundle"] = lab.tls_cert
         same_port = len(set(ports.values())) == 1
         if same_port:
             defaults["port"] = next(iter(ports.values()))
