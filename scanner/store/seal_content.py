@@ -179,8 +179,10 @@ class _Documents:
                     found[key] = hashlib.sha256(content).hexdigest()
         return found
 
-    def entry(self, doc_id: int) -> str:
-        return self._entries[doc_id]
+    @property
+    def entries(self) -> Mapping[int, str]:
+        """The encoded entry of every document loaded, by id."""
+        return self._entries
 
 
 class _Statements:
@@ -262,7 +264,7 @@ class _RunEncoder:
         docs = self.documents
         docs.load([row[-1] for row in rows["scans"]] + [row[-1] for row in rows["observations"]]
                   + [row[2] for row in rows["findings"]])
-        entry = docs.entry
+        entry = docs.entries.__getitem__
         refused: dict[int, list[str]] = defaultdict(list)
         for _, observation_id, at, user, mailbox_site, cas in rows["refused"]:
             refused[observation_id].append(f"[{tj(at)},{q(user)},{q(mailbox_site)},{q(cas)}]")
