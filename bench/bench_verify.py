@@ -5,8 +5,9 @@ which seals every run), then the chain recomputed from the rows, timed.
     .venv/bin/python bench/bench_verify.py --url postgresql+psycopg://postgres@127.0.0.1:5432/verify_bench \\
         --code /tmp/before --code . --cold --repeats 2
 
-Each `verify` is a child process (start-up included); its wall time and peak resident set
-(`ru_maxrss` of that child, from `wait4`) are printed with the load average. `--code DIR`
+Each `verify` is a child process (start-up included); its wall time, CPU time (user +
+system) and peak resident set (`ru_maxrss` of that child, from `wait4`) are printed with
+the load average (the database server's CPU is not in it). `--code DIR`
 (repeatable) runs verify with DIR first on PYTHONPATH, alternating between them, to
 compare two versions on the same database in the same minutes. `--cold` evicts the
 operating system's cache of the database's files before each verify (posix_fadvise
@@ -68,18 +69,23 @@ def _has_runs(url: str) -> bool:
         engine.dispose()
 
 
-def _verify(url: str, code: str | None) -> tuple[int, float, float, str]:
-    env = dict(os.environ)
-    if code is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(code).resolve()), env.get("PYTHONPATH", "")])
+def _verify(url: str, code: str | None) -> tuple[int, float, float, float, str]:
+    env, cwd = dict(os.environ), None
+    if code is not None:  # first on the path, and the working folder (`-m` puts that first)
+        cwd = str(Path(code).resolve())
+        env["PYTHONPATH"] = os.pathsep.join([cwd, env.get("PYTHONPATH", "")])
+        imported = subprocess.run([sys.executable, "-c", "import scanner; print(scanner.__file__)"], env=env,
+                                  cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        assert imported.startswith(cwd), f"{imported} is not from {cwd}"
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "scanner", "verify", "--db", url], env=env,
+    child = subprocess.Popen([sys.executable, "-m", "scanner", "verify", "--db", url], env=env, cwd=cwd,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = child.stdout.read() if child.stdout is not None else ""
     _, status, usage = os.wait4(child.pid, 0)
     took = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, took, usage.ru_maxrss / 1024, " ".join(out.split())[:150]
+    cpu = usage.ru_utime + usage.ru_stime
+    return child.returncode, took, cpu, usage.ru_maxrss / 1024, " ".join(out.split())[:150]
 
 
 def main() -> None:
@@ -106,8 +112,9 @@ def main() -> None:
         for code in args.code or [None]:
             evicted = f", evicted {_evict(files) / 2**20:.0f} MiB" if args.cold else ""
             load = os.getloadavg()[0]
-            code_rc, took, peak, out = _verify(url, code)
-            print(f"[{repeat + 1}] {code or 'installed'}: exit {code_rc} in {took:.1f} s, peak RSS {peak:.0f} MiB, "
+            code_rc, took, cpu, peak, out = _verify(url, code)
+            print(f"[{repeat + 1}] {code or 'installed'}: exit {code_rc} in {took:.1f} s ({cpu:.1f} s CPU), "
+                  f"peak RSS {peak:.0f} MiB, "
                   f"load {load:.1f}{evicted}: {out}", flush=True)
 
 
