@@ -168,6 +168,10 @@ def _servers(hostile: str | None) -> tuple[ServerObservation, ...]:
                 ),
                 "imap4": _protocol("imap4", False, hostile=hostile),
             },
+            # a hostile server's own error texts reach the reports' "not evaluated" and
+            # "collector error" rows (report/notes.py)
+            events_error=hostile,
+            collector_errors=((hostile, hostile),) if hostile is not None else (),
             **ok,  # type: ignore[arg-type]
         ),
         ServerObservation(

@@ -112,9 +112,12 @@ def test_hostile_server_text_stays_inside_its_strings(hostile: str) -> None:
     report = sample_report(hostile=hostile)
     text = render(report, "ocsf").decode("utf-8")
     events = validate(text)
-    assert len(events) == len(text.splitlines()) == len(report.findings)
+    # one line per finding, and one for CAS02's Application log its own error says was not read
+    assert len(events) == len(text.splitlines()) == len(report.findings) + 1
     assert all(e["class_uid"] == 2003 for e in events)
     assert any(e["resources"][0]["name"] == hostile for e in events)
+    (unread,) = [e for e in events if e["status_detail"] == "not-evaluated"]
+    assert unread["evidences"][0]["data"]["reason"] == " ".join(hostile.split())  # white space as the notes keep it
 
 
 def _history(url: str) -> tuple[int, int]:
@@ -175,3 +178,26 @@ def test_report_command_writes_ocsf_for_a_run_and_for_the_organisation_view(
     # the default goes to stdout, like json
     default = runner.invoke(cli, ["report", "--db", sqlite_url, "--format", "ocsf"], prog_name="cas-audit")
     assert default.exit_code == 0 and len(validate(default.stdout)) == 1
+
+
+@pytest.mark.slow  # the demo: three scans of the lab organisation
+def test_every_line_of_a_lab_organisations_reports_validates(tmp_path: Path) -> None:
+    """Real scan output, not a fixture: every OCSF line of each demo run and of the
+    organisation view, in both languages, validates, one line per finding of the JSON."""
+    from scanner.demo import run_demo
+
+    for _ in run_demo(tmp_path):
+        pass
+    db = f"sqlite:///{tmp_path / 'demo-history.db'}"
+    runner = CliRunner()
+    rules = set()
+    for lang in ("en", "de"):
+        for where in (["--run", "1"], ["--run", "2"], ["--run", "3"], ["--as-of", "2099-01-01T00:00:00Z"]):
+            args = ["report", "--db", db, *where, "--lang", lang]
+            lines = runner.invoke(cli, [*args, "--format", "ocsf"], prog_name="cas-audit")
+            assert lines.exit_code == 0, lines.output
+            events = validate(lines.stdout)
+            as_json = json.loads(runner.invoke(cli, [*args, "--format", "json"], prog_name="cas-audit").stdout)
+            assert len(events) == len(as_json["findings"]) + len(as_json["not_evaluated"])
+            rules |= {e["finding_info"]["types"][0] for e in events}
+    assert len(rules) >= 10, sorted(rules)  # most of the catalog fires in the demo

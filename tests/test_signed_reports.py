@@ -17,6 +17,7 @@ from test_seal_chain import add_run
 
 from scanner.cli import cli
 from scanner.errors import TamperedError
+from scanner.facts import REPORT_FORMATS
 from scanner.store import open_store
 from scanner.util.signing import verify_report
 
@@ -134,3 +135,22 @@ def test_another_key_or_stdout_is_refused(signed: dict[str, Path | str], tmp_pat
     assert code == 1 and "was signed with key" in " ".join(out.split())
     code, out = run_cli("report", "--db", str(signed["url"]), "--format", "json", "--sign-key", str(signed["key"]))
     assert code == 2 and "give --out FILE" in out
+
+
+@pytest.mark.parametrize("fmt", REPORT_FORMATS)
+def test_every_format_signed_verifies_and_one_changed_byte_exits_1(signed: dict[str, Path | str], tmp_path: Path,
+                                                                  fmt: str) -> None:
+    """The command line's contract for each `report --format`: exit 0 intact, 1 for a changed byte."""
+    report = tmp_path / f"report.{fmt}"
+    code, out = run_cli("report", "--db", str(signed["url"]), "--format", fmt, "--out", str(report),
+                        "--sign-key", str(signed["key"]))
+    assert code == 0, out
+    code, out = run_cli("verify-report", str(report), "--public-key", str(signed["pub"]))
+    assert code == 0 and "intact" in out, out
+    original = report.read_bytes()
+    for position in (0, len(original) // 2, len(original) - 1):
+        changed = bytearray(original)
+        changed[position] ^= 0x01
+        report.write_bytes(bytes(changed))
+        code, out = run_cli("verify-report", str(report), "--public-key", str(signed["pub"]))
+        assert code == 1 and "is not the report that was signed" in " ".join(out.split()), (position, out)
