@@ -43,6 +43,7 @@ def test_every_rule_serves_a_nist_control_and_names_its_source() -> None:
         assert rule.controls, f"{rule.id} serves no control"
         assert "NIST SP 800-53" in {c.framework for c in rule.controls}, rule.id
         assert "ISO/IEC 27001:2022" in {c.framework for c in rule.controls}, rule.id
+        assert "CIS Controls v8" in {c.framework for c in rule.controls}, rule.id
         for control in rule.controls:
             assert control.title and control.source.startswith(catalog.frameworks[control.framework].document)
 
@@ -193,3 +194,10 @@ def test_the_rules_command_lists_every_rules_controls(lang: str, word: str) -> N
         assert rule_id in result.output
     assert f"NIST SP 800-53 CM-7 ({word})" in result.output
     assert "DISA STIG V-33562" in result.output and "[imap4]" in result.output
+    # each rule's row lists every control the catalog gives it, with its match
+    starts = [result.output.index(f"│ {rule_id} ") for rule_id in RULE_IDS]
+    catalog = load_catalog()
+    for rule_id, start, end in zip(RULE_IDS, starts, [*starts[1:], len(result.output)], strict=True):
+        shown = result.output[start:end]
+        for control in catalog.controls(rule_id):
+            assert f"{control.framework} {control.id} (" in shown, (rule_id, control.id)

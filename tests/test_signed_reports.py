@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -58,7 +59,10 @@ def test_keys_generate_writes_a_private_key_only_its_owner_reads(signed: dict[st
 def test_a_signed_report_verifies_and_carries_the_seal(signed: dict[str, Path | str]) -> None:
     folder = Path(signed["folder"])
     report = json.loads((folder / "report.json").read_text("utf-8"))
-    assert report["run"]["seal"] == signed["seal"] and len(str(signed["seal"])) == 64
+    assert report["run"]["seal"] == signed["seal"] and re.fullmatch(r"[0-9a-f]{64}", str(signed["seal"]))
+    # design.md's run object, in its order, then the seal (additions may follow)
+    assert list(report["run"])[:8] == ["id", "started_at", "finished_at", "status", "servers_planned",
+                                       "servers_scanned", "tool_version", "seal"]
     sig = json.loads((folder / "report.json.sig.json").read_text("utf-8"))
     assert sig["run_id"] == 2 and sig["seal"] == signed["seal"] and sig["file"] == "report.json"
     assert {"sha256", "key_id", "signature", "tool_version", "catalog_version", "as_of"} <= set(sig)
