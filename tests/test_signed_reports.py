@@ -60,7 +60,7 @@ def test_a_signed_report_verifies_and_carries_the_seal(signed: dict[str, Path | 
     folder = Path(signed["folder"])
     report = json.loads((folder / "report.json").read_text("utf-8"))
     assert report["run"]["seal"] == signed["seal"] and re.fullmatch(r"[0-9a-f]{64}", str(signed["seal"]))
-    # design.md's run object, in its order, then the seal (additions may follow)
+    # the contract's run object (docs/contracts.md), in its order, then the seal (additions may follow)
     assert list(report["run"])[:8] == ["id", "started_at", "finished_at", "status", "servers_planned",
                                        "servers_scanned", "tool_version", "seal"]
     sig = json.loads((folder / "report.json.sig.json").read_text("utf-8"))
