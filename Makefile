@@ -23,8 +23,9 @@ demo: $(STAMP)
 # cores. --dist loadfile: each test file on one worker, so a module's fixtures (a lab, a scan,
 # the Kerberos realm and the Samba DC, which edit /etc/hosts and listen on fixed ports) are
 # built once and never twice at once. (loadgroup's xdist_group marks have no effect with
-# pytest 9.2: pytest-xdist issue 1386.)
-XDIST ?= -n 3 --dist loadfile
+# pytest 9.2: pytest-xdist issue 1386.) Files in collection order, whose longest files come
+# first (tests/conftest.py, LONGEST_FIRST), not xdist's order by number of tests.
+XDIST ?= -n 3 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(XDIST)

@@ -28,7 +28,7 @@ EXPECTED_KIND = {
     "F09": "output",        # 20 MiB of output: refused by size
     "F10": "script-error",  # PowerShell error, exit code 1
 }
-TIMEOUT_S = 6  # F09 streams 8 MiB through the scanner within it, while other workers of the suite run (xdist)
+TIMEOUT_S = 10  # F09 streams 8 MiB through the scanner within it, while the other xdist workers run (6 s missed at load 14)
 
 
 def test_each_fault_fails_only_its_server_within_the_time_limit(tmp_path: Path) -> None:

@@ -20,21 +20,29 @@ import pytest
 from labfleet import demo_fleet, running
 from test_cli_errors import cas_audit, db_url
 
+from scanner.lab.serve import Lab
+
 pytestmark = pytest.mark.slow
 STALLING = ("CAS03", "CAS04")  # lab fault "slow": every answer waits 60 s
 BOUND_S = 20  # generous (shared machine); before this work the first signal never returned
 
 
 @pytest.fixture(scope="module")
-def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
+    """The demo organisation, CAS03 and CAS04 stalling; and its inventory."""
     fleet = demo_fleet("127.0.37.1")
     fleet = replace(fleet, servers=tuple(replace(s, fault="slow") if s.name in STALLING else s
                                          for s in fleet.servers))
-    with running(fleet, tmp_path_factory.mktemp("signals")) as (_lab, path):
-        yield path
+    with running(fleet, tmp_path_factory.mktemp("signals")) as running_lab:
+        yield running_lab
 
 
-def _start_and_wait_until_stuck(tmp_path: Path, inventory: Path) -> subprocess.Popen[str]:
+def _start_and_wait_until_stuck(tmp_path: Path, lab: tuple[Lab, Path]) -> subprocess.Popen[str]:
+    """The scan, once both its workers are inside a stalling server's first exchange: each
+    stalling server has received a request of this scan (the lab counts a request when it
+    arrives, and answers it only after a minute)."""
+    served, inventory = lab
+    before = {name: served.stats(name).requests for name in STALLING}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_AUDIT_")}
     env.update(CAS_AUDIT_DB=db_url(tmp_path), CAS_AUDIT_PASSWORD="lab-password", XDG_STATE_HOME=str(tmp_path))
     # two workers, both on a stalling server: the other eight wait their turn
@@ -42,15 +50,9 @@ def _start_and_wait_until_stuck(tmp_path: Path, inventory: Path) -> subprocess.P
                              "--concurrency", "2", "--timeout", "600"], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        try:
-            with sqlite3.connect(tmp_path / "history.db") as db:
-                if db.execute("SELECT count(*) FROM scan_runs").fetchone()[0]:
-                    break
-        except sqlite3.Error:
-            pass
-    time.sleep(2)  # the workers are inside the stalling servers' first exchange
+    while any(served.stats(name).requests == before[name] for name in STALLING):
+        assert time.monotonic() < deadline and scan.poll() is None, "the scan never reached the stalling servers"
+        time.sleep(0.05)
     return scan
 
 
@@ -61,9 +63,9 @@ def _report(tmp_path: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(("signum", "code", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_a_signal_abandons_the_servers_in_flight(tmp_path: Path, inventory: Path, signum: int, code: int,
+def test_a_signal_abandons_the_servers_in_flight(tmp_path: Path, lab: tuple[Lab, Path], signum: int, code: int,
                                                  name: str) -> None:
-    scan = _start_and_wait_until_stuck(tmp_path, inventory)
+    scan = _start_and_wait_until_stuck(tmp_path, lab)
     sent = time.monotonic()
     scan.send_signal(signum)
     _out, err = scan.communicate(timeout=60)
@@ -86,8 +88,8 @@ def test_a_signal_abandons_the_servers_in_flight(tmp_path: Path, inventory: Path
         assert db.execute("SELECT end_reason FROM scan_runs").fetchone()[0] == f"interrupted by {name}"
 
 
-def test_a_second_signal_exits_at_once(tmp_path: Path, inventory: Path) -> None:
-    scan = _start_and_wait_until_stuck(tmp_path, inventory)
+def test_a_second_signal_exits_at_once(tmp_path: Path, lab: tuple[Lab, Path]) -> None:
+    scan = _start_and_wait_until_stuck(tmp_path, lab)
     scan.send_signal(signal.SIGINT)
     time.sleep(0.05)
     scan.send_signal(signal.SIGINT)
