@@ -143,6 +143,9 @@ def test_the_json_report_names_the_ticket_and_lists_the_windows_changes(loop: di
         assert c["before_sha256"] != c["after_sha256"]
     window = report["run"]["applied_changes_window"]
     assert window["after"] == render_time(store.run(upgraded).started_at)
+    # the changes are sealed with the run that followed them: the chain still verifies
+    checked = store.verify_chain()
+    assert checked.broken is None and checked.links == 3
     # the run that planned the fix names no change: nothing was applied before it
     earlier = json.loads(render(build_report(store, upgraded), "json"))
     assert earlier["applied_changes"] == [] and all(r["change"] is None for r in earlier["resolved"])

@@ -280,13 +280,13 @@ details{margin:6px 0}summary{cursor:default}
 {% endfor %}</tbody>
 </table>
 
-<h2 id="applied">{{ w.applied }}</h2>
+{% if applied is not none %}<h2 id="applied">{{ w.applied }}</h2>
 {% if applied.rows %}<table>
 <thead><tr>{% for h in applied.headers %}<th>{{ h }}</th>{% endfor %}</tr></thead>
 <tbody>
 {% for row in applied.rows %}<tr>{% for c in row %}<td>{{ c.text }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
-</table>{% else %}<p>{{ w.no_applied }}</p>{% endif %}
+</table>{% else %}<p>{{ w.no_applied }}</p>{% endif %}{% endif %}
 
 <h2 id="details">{{ w.details }}</h2>
 {% for d in details %}
@@ -329,7 +329,8 @@ def render_html(report: RunReport) -> str:
         trend=_trend_svg(report.trend, labels),
         actions=_actions(report, labels, w["site_level"]),
         findings=_table(findings_sheet(report, labels)),
-        applied=_table(applied_changes_sheet(report, labels)),
+        # a run's window; the organisation view has none
+        applied=_table(applied_changes_sheet(report, labels)) if report.as_of is None else None,
         details=list(_details(report, as_json["findings"], labels)),
     )
 
