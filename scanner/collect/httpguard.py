@@ -56,7 +56,6 @@ from typing import Any
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.auth import HTTPBasicAuth
 from requests.hooks import default_hooks
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -506,37 +505,44 @@ def unreadable_auth_token(exc: BaseException, what: str) -> CollectionError | No
                            hint="check what answers on this port: WinRM sends a well-formed NTLM challenge")
 
 
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An auth that changes nothing: a template prepared without the session's auth."""
+    return request
+
+
 def prepare_once(session: requests.Session) -> Callable[[requests.Request], requests.PreparedRequest]:
     """`session.prepare_request` that prepares pywinrm's plain POST once per session.
 
     requests merges the session's headers, cookies, hooks and auth and parses the URL for
-    every request (0.15-0.25 ms each, four or five per server; bench/README.md, "CPU per
-    server"). pywinrm's unencrypted messages differ only in their body: the first is
-    prepared by requests itself (with an empty body) and kept; each later one is a copy of
-    it with its own body. Only while nothing it was built from changed (same method and
-    URL, no per-request settings, the same headers and auth object, no hooks, no cookies)
-    and for Basic auth or none, whose header does not depend on the body; anything else is
-    prepared by requests as before (NTLM and Kerberos register hooks on each request)."""
-    templates: dict[tuple[str, str], tuple[requests.PreparedRequest, dict[str, str], object]] = {}
+    every request (0.15-0.25 ms each, four to seven per server; bench/README.md, "CPU per
+    server"). pywinrm's messages differ only in their body: a template is prepared by
+    requests itself, without the auth, and kept; each message is a copy of it with its own
+    body, then the session's auth applied to it as requests applies it (`prepare_auth`, on
+    every request: Basic's header, NTLM's and Kerberos's per-request hooks and headers).
+    Only while nothing the template came from changed (same method and URL, no per-request
+    settings, the same session headers, no hooks, no cookies, no netrc lookup); anything
+    else is prepared by requests as before."""
+    templates: dict[tuple[str, str], tuple[requests.PreparedRequest, dict[str, str]]] = {}
 
     def prepare_request(request: requests.Request) -> requests.PreparedRequest:
         plain = (isinstance(request.data, bytes) and not (request.files or request.json or request.params
                  or request.headers or request.cookies or request.auth)
                  and not any(request.hooks.values()) and not any(session.hooks.values())
-                 and not session.cookies and type(session.auth) in (type(None), HTTPBasicAuth)
+                 and not session.cookies and (session.auth is not None or not session.trust_env)
                  and isinstance(request.url, str) and request.method == "POST")
         if not plain:
             return requests.Session.prepare_request(session, request)
         key = (str(request.method), str(request.url))
         kept = templates.get(key)
         headers = dict(session.headers)
-        if kept is None or kept[1] != headers or kept[2] is not session.auth:
-            template = requests.Session.prepare_request(session, requests.Request(request.method, request.url,
-                                                                                  data=b""))
-            kept = templates[key] = (template, headers, session.auth)
+        if kept is None or kept[1] != headers:
+            template = requests.Session.prepare_request(
+                session, requests.Request(request.method, request.url, data=b"", auth=_no_auth))
+            kept = templates[key] = (template, headers)
         prepared = kept[0].copy()
         prepared.hooks = default_hooks()  # its own, as requests gives each request
         prepared.prepare_body(request.data, None)
+        prepared.prepare_auth(session.auth)
         return prepared
 
     return prepare_request
