@@ -27,12 +27,12 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import tomli_w
 from kdc import Realm, find_tool, hosts_entries, missing_tools, resolves_to
+from tlscert import write_self_signed
 
 from scanner.lab.fleet import load_fleet
 from scanner.lab.serve import Lab
@@ -468,27 +468,6 @@ def test_discover_from_without_a_forwardable_ticket_names_the_second_hop(krb_lab
     assert "second hop" in done.stderr and "inventory discover --ldap DC" in done.stderr
     assert "An operations error occurred" in done.stderr  # what the lab's Get-ExchangeServer met
     assert not out.exists()
-
-
-def write_self_signed(cert: Path, key: Path, host: str) -> None:
-    """A self-signed certificate for `host` (its own CA: the lab inventory's ca_bundle)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.now(UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-                   .not_valid_after(now + timedelta(days=30))
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(private, hashes.SHA384()))
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
 
 
 @pytest.mark.parametrize("level", ["strict", "relaxed"])
