@@ -2,8 +2,8 @@
 against the lab (real pywinrm over HTTP) and a real SQLite history, with plans that
 `cas-audit fix plan` wrote from a real scan: without --yes nothing on any server and
 nothing in the history changes, byte for byte; a read-only server is refused with a
-sentence saying nothing was changed; a replace failing halfway leaves the scanned bytes
-and no temporary file; a restart that fails is reported and recorded; a rollback after a
+sentence saying nothing was changed; a write or a replace failing halfway leaves the
+scanned bytes and no temporary file; a restart that fails is reported and recorded; a rollback after a
 later hand edit is refused and leaves the hand edit. Each refusal exits 3 and is
 recorded in the history as what it was."""
 
@@ -92,20 +92,19 @@ def test_without_yes_nothing_changes_on_any_server_nor_in_the_history(tmp_path: 
 
 
 @pytest.mark.parametrize(
-    ("switches", "restart", "status", "said"),
+    ("address", "switches", "restart", "status", "said"),
     [
-        ({"writable": False}, "none", "failed", "could not write the new file beside it, so nothing was changed: "
-                                                "Access to the path '"),
-        ({"replace_fault": "halfway"}, "none", "failed", "the file was copied back from the backup"),
-        ({"restart_fails": True}, "now", "done", "The restart failed: Service 'Microsoft Exchange POP3"),
+        ("127.0.174.1", {"writable": False}, "none", "failed",
+         "could not write the new file beside it, so nothing was changed: Access to the path '"),
+        ("127.0.178.1", {"write_fault": "disk-full"}, "none", "failed",
+         "could not write the new file beside it, so nothing was changed: There is not enough space on the disk."),
+        ("127.0.175.1", {"replace_fault": "halfway"}, "none", "failed", "the file was copied back from the backup"),
+        ("127.0.176.1", {"restart_fails": True}, "now", "done", "The restart failed: Service 'Microsoft Exchange POP3"),
     ],
-    ids=["read-only", "replace-halfway", "restart-fails"],
+    ids=["read-only", "write-halfway", "replace-halfway", "restart-fails"],
 )
 def test_a_refused_or_failed_change_exits_3_says_why_and_is_recorded(
-        tmp_path: Path, switches: dict[str, object], restart: str, status: str, said: str) -> None:
-    base = {"read-only": "127.0.174.1", "replace-halfway": "127.0.175.1", "restart-fails": "127.0.176.1"}
-    address = base["read-only" if "writable" in switches else "replace-halfway" if "replace_fault" in switches
-                   else "restart-fails"]
+        tmp_path: Path, address: str, switches: dict[str, object], restart: str, status: str, said: str) -> None:
     with Lab(_fleet(address, **switches)) as lab:
         inventory, plan, url = _scanned_and_planned(lab, tmp_path)
         scanned = lab.hosts[EDITED].server.protocols["pop3"].config_bytes

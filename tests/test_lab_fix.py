@@ -154,6 +154,19 @@ def test_a_replace_failing_halfway_leaves_the_scanned_file_in_place() -> None:
         assert lab.hosts[NAME].server == server  # not even the .new file is left
 
 
+def test_a_write_failing_halfway_leaves_no_partial_file() -> None:
+    """The new file's write stops halfway (disk full): the partial file beside the config
+    file is deleted and the config file keeps its scanned bytes."""
+    fleet = _fleet("127.0.149.1", write_fault="disk-full")
+    server = fleet.server(NAME)
+    with Lab(fleet) as lab:
+        result, code = _run(lab, fleet, _script(server))
+        change = result.changes[0]
+        assert (code, change.status, change.now) == (1, "failed", _sha(server.protocols["pop3"].config_bytes or b""))
+        assert change.message.endswith("nothing was changed: There is not enough space on the disk.")
+        assert lab.hosts[NAME].server == server  # the file as scanned, nothing left beside it
+
+
 def test_restart_sets_the_process_start_time_and_a_failing_restart_is_reported() -> None:
     fleet = _fleet("127.0.156.1")
     server = fleet.server(NAME)

@@ -60,6 +60,8 @@ Format notes beyond docs/contracts.md (all optional):
   [[server]] writable = false   the PopImap files are read-only for everyone
   [[server]] replace_fault = "locked" | "halfway"   how [System.IO.File]::Replace fails
   [[server]] restart_fails = true   Restart-Service cannot start the service again
+  [[server]] write_fault = "disk-full"   writing the new file beside the config file stops
+                      halfway: "There is not enough space on the disk." (UNCONFIRMED switch)
   [server.pop3] newline = "crlf" | "lf"   line endings of `config` text (default: as the
                       TOML parser returns it, i.e. "\\n"; Windows files have CRLF).
   A protocol table left out entirely stands for the protocol as setup left it: the
@@ -125,7 +127,7 @@ from scanner.util.tomlfile import check_keys, line_of, load_toml, server_locatio
 _PLATFORM_KEYS = {"platform", "powershell", "account", "allow_unencrypted"}
 _LAB_KEYS = {"admin_username", "admin_password", "username", "password", "auth", "latency_ms", "base_address", "port", "domain", "keytab",
              "tls_cert", "tls_key", "cbt_hardening", *_PLATFORM_KEYS}
-_SERVER_KEYS = {"writable", "replace_fault", "restart_fails", "name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
+_SERVER_KEYS = {"writable", "replace_fault", "restart_fails", "write_fault", "name", "site", "build", "install_path", "registry_key", "fault", "rollups", "hostile",
                 "computer", "fqdn", "roles", "system_root", "port", "env_ignored", "extra_files",
                 "language", "application_log", "wmi", "env_value_limit", "stdin_ignored", "site_value",
                 *_PLATFORM_KEYS, *PROTOCOLS}
@@ -438,6 +440,7 @@ def _platform_fields(table: dict[str, Any], lab: LabSettings, where: str) -> dic
         "writable": _bool(table, "writable", where, True),
         "replace_fault": _choice(table, "replace_fault", where, ("", "locked", "halfway"), ""),
         "restart_fails": _bool(table, "restart_fails", where, False),
+        "write_fault": _choice(table, "write_fault", where, ("", "disk-full"), ""),
     }
 
 

@@ -162,6 +162,7 @@ class SimServer:
     writable: bool = True  # false: the PopImap files are read-only for everyone (fix apply is denied)
     replace_fault: str = ""  # "" | locked | halfway: how [System.IO.File]::Replace fails (scanner/lab/simfix.py)
     restart_fails: bool = False  # Restart-Service fails (the service cannot start)
+    write_fault: str = ""  # "" | disk-full: the new file's write stops halfway (scanner/lab/simfix.py)
 
     @property
     def windows(self) -> Platform:

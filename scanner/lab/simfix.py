@@ -13,7 +13,8 @@ Who may write: only the lab's admin account ([lab] admin_username); the scan acc
 everyone on a server with `writable = false`, gets .NET's UnauthorizedAccessException
 ("Access to the path '...' is denied."). Failure switches per server: `replace_fault`
 ("locked": Replace throws and leaves both files; "halfway": the replaced file is left under
-the backup name, ERROR_UNABLE_TO_MOVE_REPLACEMENT_2) and `restart_fails`. Sources and
+the backup name, ERROR_UNABLE_TO_MOVE_REPLACEMENT_2), `write_fault` ("disk-full": the new
+file's write stops halfway) and `restart_fails`. Sources and
 unconfirmed points: docs/lab.md, "Fix scripts".
 """
 
@@ -46,6 +47,8 @@ __all__ = ["FixRun", "fix_script_data"]
 DISPLAY_NAMES = {"MSExchangePOP3": "Microsoft Exchange POP3", "MSExchangeIMAP4": "Microsoft Exchange IMAP4"}
 #: ERROR_SHARING_VIOLATION as .NET's IOException says it (winerror 32).
 SHARING_VIOLATION = "The process cannot access the file '{path}' because it is being used by another process."
+#: ERROR_DISK_FULL (winerror 112), as FormatMessage says it.
+DISK_FULL = "There is not enough space on the disk."
 #: ERROR_UNABLE_TO_MOVE_REPLACEMENT_2 (winerror 1177), as FormatMessage says it.
 MOVE_REPLACEMENT_2 = ("Unable to move the replacement file to the file to be replaced. The file to be "
                       "replaced has been renamed using the backup name.")
@@ -124,6 +127,9 @@ class FixRun:
         """WriteAllBytes / Copy: '' or the exception's message."""
         if not (self._admin and self.server.writable):
             return _denied(path)
+        if self.server.write_fault == "disk-full" and path.casefold().endswith(".new"):
+            self._files[path.casefold()] = (path, data[: len(data) // 2])  # what was written before it failed
+            return DISK_FULL
         self._files[path.casefold()] = (path, data)
         return ""
 
@@ -147,6 +153,7 @@ class FixRun:
     def _swap(self, r: dict[str, str], path: str, data: bytes, want: str, keep: str, tmp: str, bak: str) -> None:
         failed = self._write(tmp, data)
         if failed:
+            self._files.pop(tmp.casefold(), None)  # Drop $tmp
             r["status"], r["message"] = "failed", "could not write the new file beside it, so nothing was changed: " + failed
             return
         fault = self.server.replace_fault
