@@ -90,7 +90,7 @@ def test_json_lists_xs013_not_evaluated_with_the_reason(reports: dict[str, Any])
     wmi = {s["name"]: s for s in data["servers"]}["WMI"]
     assert [p["start_mode"] for p in wmi["protocols"].values()] == [None, None]
     assert {"stage": "service", "message": WMI_DENIED_MESSAGE} in wmi["collector_errors"]
-    assert data["not_evaluated"] == [
+    assert [n for n in data["not_evaluated"] if n["rule"] == "XS-013"] == [
         {"rule": "XS-013", "server": "WMI", "site": "Berlin", "protocol": p, "reason": WMI_DENIED_MESSAGE}
         for p in ("pop3", "imap4")
     ]  # OPEN's start modes are unread too, but its policy allows the services: nothing missing
@@ -144,5 +144,6 @@ def test_ocsf_has_a_warning_line_per_service_not_evaluated(reports: dict[str, An
 
 def test_the_end_of_scan_summary_names_the_service_gap(reports: dict[str, Any]) -> None:
     (line,) = [line for line in reports["summary"] if line.startswith("  incomplete: ")]
-    assert "WMI (pop3/imap4 start mode not read (XS-013 not evaluated); 2 collector error(s))" in line
-    assert "OPEN (2 collector error(s))" in line
+    assert "WMI (pop3/imap4 start mode not read (XS-013 not evaluated); " in line
+    # without Win32_Service no process start time either: XS-005 is not evaluated (test_restart_unread.py)
+    assert ("OPEN (pop3/imap4 pending restart unknown (XS-005 not evaluated); 2 collector error(s))") in line

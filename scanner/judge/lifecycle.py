@@ -36,7 +36,7 @@ from typing import Any
 from scanner.facts import FindingState
 from scanner.judge.catalog import Catalog
 from scanner.judge.checks import CheckInput, RawFinding, finding_key, run_checks, server_site
-from scanner.judge.not_evaluated import services_not_evaluated
+from scanner.judge.not_evaluated import restarts_not_evaluated, services_not_evaluated
 from scanner.judge.policy import Policy, Waiver
 from scanner.store.repo import FindingRow
 from scanner.util.timefmt import utc_day
@@ -82,6 +82,11 @@ def evaluate(
         (p.name.casefold(), protocol) for p in inp.planned if (obs := inp.observation(p.name)) is not None
         for protocol in services_not_evaluated(inp.policy, obs)
     }
+    # XS-005 likewise for a protocol whose pending restart is unknown
+    restart_unread = {
+        (p.name.casefold(), protocol) for p in inp.planned if (obs := inp.observation(p.name)) is not None
+        for protocol in restarts_not_evaluated(obs)
+    }
     planned_sites = set()
     for p in inp.planned:
         site = server_site(p, inp.observation(p.name))
@@ -101,6 +106,8 @@ def evaluate(
             if name in log_unread and row.rule == "XS-010":
                 continue
             if row.rule == "XS-013" and (name, row.protocol) in service_unread:
+                continue
+            if row.rule == "XS-005" and (name, row.protocol) in restart_unread:
                 continue
         elif (row.site or "").casefold() not in planned_sites:
             continue

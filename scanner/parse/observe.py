@@ -71,7 +71,9 @@ class ProtocolObservation:
     service: str  # Running | Stopped | StartPending | ... | absent | "" (unknown)
     start_mode: str | None
     service_started: datetime | None
-    pending_restart: bool  # running service started before the file was last written
+    #: The running service started before the file was last written; None when unknown
+    #: (running, but its start time or an existing file's last write time was not read).
+    pending_restart: bool | None
     refused_logons: tuple[RefusedLogonObservation, ...] = field(default=())
     detail: str = ""  # human sentence for a non-ok config_status
     config_reference: ReferenceObservation | None = None  # file=/configSource= of the section in force
@@ -127,9 +129,20 @@ class ServerObservation:
                 and (self.site or "").casefold() != self.inventory_site.casefold())
 
 
-def _pending_restart(service_status: str, started: datetime | None, modified: datetime | None) -> bool:
-    """The running process read its configuration at start: a later write is not in force."""
-    return service_status == "Running" and started is not None and modified is not None and modified > started
+def _pending_restart(service_status: str, started: datetime | None,
+                     modified: list[datetime | None]) -> bool | None:
+    """The running process read its configuration at start: a later write is not in force.
+
+    `modified`: the last write time of each file in force that exists (None where it was not
+    read). Unknown (None) for a running service whose start time, or one of those times,
+    was not read and no known write is later than its start."""
+    if service_status != "Running":
+        return False
+    if started is not None and any(m is not None and m > started for m in modified):
+        return True
+    if started is None or any(m is None for m in modified):
+        return None
+    return False
 
 
 def _reference(reading: ConfigReading, config: CollectedConfig) -> ReferenceObservation | None:
@@ -159,10 +172,9 @@ def _protocol_observation(host: CollectedHost, protocol: Protocol) -> ProtocolOb
     content = config.content
     reference = _reference(reading, config)
     # a referenced file that was read counts like the config file for a pending restart
-    modified = [config.modified]
+    modified = [config.modified] if config.exists else []
     if reference is not None and reference.outcome == "applied":
         modified.append(reference.modified)
-    latest = max((m for m in modified if m is not None), default=None)
     status = service.status if service.exists else "absent"
     logons = []
     for event in host.events:
@@ -186,7 +198,7 @@ def _protocol_observation(host: CollectedHost, protocol: Protocol) -> ProtocolOb
         service=status,
         start_mode=service.start_mode or None if service.exists else None,
         service_started=service.started,
-        pending_restart=_pending_restart(status, service.started, latest),
+        pending_restart=_pending_restart(status, service.started, modified),
         refused_logons=tuple(logons),
         detail=reading.detail,
         config_reference=reference,

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from scanner.report.export_json import report_dict
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, RunReport
-from scanner.report.notes import ServerNote, note_message, server_notes
+from scanner.report.notes import ServerNote, not_evaluated_fix, note_message, server_notes
 from scanner.util.timefmt import iso_exact
 
 OCSF_VERSION = "1.5.0"
@@ -164,7 +164,7 @@ def not_evaluated_uid(note: ServerNote) -> str:
 
 def _not_evaluated_events(report: RunReport, moment: datetime, tool_version: str,
                           run: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """One Compliance Finding per rule a scan could not judge (XS-010, XS-013): compliance
+    """One Compliance Finding per rule a scan could not judge (XS-010, XS-013, XS-005): compliance
     status Warning, "did not yield a result due to missing information", with the reason."""
     labels = Labels(report.lang)
     rules = {r.id: r for r in report.rules}
@@ -206,7 +206,7 @@ def _not_evaluated_events(report: RunReport, moment: datetime, tool_version: str
             },
             "resources": [_resource_of(note.server, note.site, note.protocol)],
             "evidences": [{"name": str(note.rule), "data": data}],
-            "remediation": {"desc": labels("note.service_unread_fix" if note.rule == "XS-013" else "note.log_unread_fix")},
+            "remediation": {"desc": not_evaluated_fix(labels, note)},
             "unmapped": unmapped,
         })
     return events

@@ -2,7 +2,8 @@
 stage errors, an Application log that could not be read (XS-010 not evaluated) and a
 partly read one (its refused logons are a lower bound), a service whose start mode could
 not be read where the policy requires it disabled (XS-013 not evaluated,
-judge/not_evaluated.py), and a site the inventory planned that is not the one the server
+judge/not_evaluated.py), a running service whose pending restart is unknown (its start
+time or its file's last write time was not read: XS-005 not evaluated), and a site the inventory planned that is not the one the server
 reports.
 
 The JSON report carries them per server (`collector_errors`, `application_log`, and
@@ -21,7 +22,7 @@ from typing import Any
 
 from scanner.collect.collected import SERVICE_DISPLAY_NAMES
 from scanner.facts import NoteKind
-from scanner.judge.not_evaluated import service_read_error
+from scanner.judge.not_evaluated import restart_read_error, restarts_not_evaluated, service_read_error
 from scanner.parse.observe import ProtocolObservation, ServerObservation
 from scanner.report.labels import Labels
 
@@ -36,11 +37,11 @@ class ServerNote:
     server: str
     site: str | None
     kind: NoteKind
-    rule: str | None  # XS-010 for the Application log, XS-013 for a service; None for a collector error
-    stage: str | None  # the collector's stage of a collector error
+    rule: str | None  # XS-010 for the Application log, XS-013/XS-005 for a service; None for a collector error
+    stage: str | None  # the collector's stage of a collector error; XS-005: the stage of the time not read
     reason: str  # the server's own text (not-evaluated, collector-error) or "max" | "window"
     limit: int | None = None  # lower-bound: the number of entries or events read
-    protocol: str | None = None  # XS-013: the service's protocol
+    protocol: str | None = None  # XS-013, XS-005: the service's protocol
 
 
 def _clip(text: str) -> str:
@@ -50,7 +51,8 @@ def _clip(text: str) -> str:
 
 def server_notes(server: ServerObservation, services_unread: Sequence[str] = ()) -> list[ServerNote]:
     """The notes of one server's scan, in a fixed order (log first, then the services whose
-    start mode was not read where XS-013 needs it, `services_unread`, then stage errors)."""
+    start mode was not read where XS-013 needs it, `services_unread`, then the services
+    whose pending restart is unknown (XS-005), then stage errors)."""
     if server.scan_status != "ok":
         return []  # XS-011 says it all
     notes = []
@@ -63,6 +65,10 @@ def server_notes(server: ServerObservation, services_unread: Sequence[str] = ())
     for protocol in services_unread:
         notes.append(ServerNote(server.name, server.site, "not-evaluated", "XS-013", None,
                                 _clip(why) if why is not None else "", protocol=protocol))
+    for protocol in restarts_not_evaluated(server):
+        stage, why = restart_read_error(server, protocol)
+        notes.append(ServerNote(server.name, server.site, "not-evaluated", "XS-005", stage,
+                                _clip(why) if why is not None else "", protocol=protocol))
     for stage, message in server.collector_errors:
         notes.append(ServerNote(server.name, server.site, "collector-error", None, _clip(stage), _clip(message)))
     if server.site_differs and server.inventory_site is not None:
@@ -73,10 +79,13 @@ def server_notes(server: ServerObservation, services_unread: Sequence[str] = ())
 
 def note_message(labels: Labels, note: ServerNote) -> str:
     """The sentence a report shows for a note, in the report's language."""
+    service = SERVICE_DISPLAY_NAMES.get(note.protocol or "", note.protocol or "?")
     if note.kind == "not-evaluated" and note.rule == "XS-013":
         key = "note.service_unread" if note.reason else "note.service_unread_none"
-        return labels(key, server=note.server, service=SERVICE_DISPLAY_NAMES.get(note.protocol or "", note.protocol or "?"),
-                      reason=note.reason)
+        return labels(key, server=note.server, service=service, reason=note.reason)
+    if note.kind == "not-evaluated" and note.rule == "XS-005":
+        key = "note.restart_service" if note.stage == "service" else "note.restart_config"
+        return labels(key if note.reason else key + "_none", server=note.server, service=service, reason=note.reason)
     if note.kind == "not-evaluated":
         return labels("note.log_unread", server=note.server, reason=note.reason)
     if note.kind == "lower-bound":
@@ -125,11 +134,16 @@ def note_rows(notes: list[ServerNote], labels: Labels, rule_titles: dict[str, st
         title = (rule_titles.get(note.rule or "", "") if note.rule
                  else labels("note.site_differs_title") if note.kind == "site-differs"
                  else labels("note.collector_error_title"))
-        remedy = (labels("note.service_unread_fix") if note.rule == "XS-013" else labels("note.log_unread_fix")
-                  ) if note.kind == "not-evaluated" else None
+        remedy = not_evaluated_fix(labels, note) if note.kind == "not-evaluated" else None
         yield (note.rule, title, None, labels(state), note.server, note.site,
                labels.word("protocol", note.protocol) if note.protocol else None, None, None,
                note_message(labels, note), remedy, None, None, None, None, None)
+
+
+def not_evaluated_fix(labels: Labels, note: ServerNote) -> str:
+    """What lets the next scan judge a rule not evaluated."""
+    return labels({"XS-013": "note.service_unread_fix", "XS-005": "note.restart_unread_fix"}.get(
+        note.rule or "", "note.log_unread_fix"))
 
 
 def json_not_evaluated(notes: Sequence[ServerNote]) -> list[dict[str, Any]]:

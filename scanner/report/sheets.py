@@ -365,9 +365,10 @@ def servers_sheet(report: RunReport, labels: Labels) -> Sheet:
                     _bool_word(labels, p.allow_cross_site),
                     clean(labels.word("source", p.value_source)),
                     clean(labels.word("config", p.config_status)),
-                    clean(p.service) or None,
-                    clean(p.start_mode),
-                    _yes_no(labels, p.pending_restart),
+                    # not read on a scanned server: "unknown", never an empty cell
+                    clean(p.service) or labels("value.unknown"),
+                    clean(p.start_mode) or (None if p.service == "absent" else labels("value.unknown")),
+                    _yes_no(labels, p.pending_restart) or labels("value.unknown"),
                     refused_logons_cell(labels, s, p),
                 ]
             if view is not None:

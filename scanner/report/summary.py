@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scanner.facts import SEVERITIES, RunStatus, is_active
-from scanner.judge.not_evaluated import services_not_evaluated
+from scanner.judge.not_evaluated import restarts_not_evaluated, services_not_evaluated
 from scanner.judge.policy import Policy
 from scanner.store.repo import Store
 
@@ -61,7 +61,7 @@ def summarise(store: Store, run_id: int, reports: list[str] | None = None) -> Sc
     incomplete = sorted(
         (obs.name, gap) for obs in store.server_observations(run_id) if obs.scan_status == "ok" and (
             gap := _gap(obs.events_error is not None, obs.events_truncated is not None, len(obs.collector_errors),
-                        services_not_evaluated(policy or Policy.default(), obs)))
+                        services_not_evaluated(policy or Policy.default(), obs), restarts_not_evaluated(obs)))
     )
     previous = [r.id for r in store.runs() if r.id < run_id]
     return ScanSummary(
@@ -75,12 +75,15 @@ def summarise(store: Store, run_id: int, reports: list[str] | None = None) -> Sc
     )
 
 
-def _gap(unread: bool, lower_bound: bool, errors: int, services: Sequence[str] = ()) -> str:
+def _gap(unread: bool, lower_bound: bool, errors: int, services: Sequence[str] = (),
+         restarts: Sequence[str] = ()) -> str:
     """What a server's result lacks, in a few words."""
     what = ["Application log not read (XS-010 not evaluated)" if unread else
             "refused logons a lower bound" if lower_bound else ""]
     if services:
         what.append(f"{'/'.join(services)} start mode not read (XS-013 not evaluated)")
+    if restarts:
+        what.append(f"{'/'.join(restarts)} pending restart unknown (XS-005 not evaluated)")
     if errors:
         what.append(f"{errors} collector error(s)")
     return "; ".join(w for w in what if w)

@@ -1,0 +1,162 @@
+"""XS-005 where a running service's start time could not be read: its pending restart is
+unknown, and every report says "not evaluated" with the reason (xlsx, json, csv, ocsf, html;
+en and de), never "pending restart: no" and never an empty cell.
+
+A lab organisation of two servers, scanned twice in this process over real WinRM:
+- STALE is the demo's CAS06 (IMAP4 file written after the service started), OPEN its CAS01;
+- first scan: both answer Win32_Service, so XS-005 fires on STALE's IMAP4;
+- second scan: STALE does not answer it (`wmi = "denied"`, docs/lab.md: no process, so no
+  start time, while Get-Service still says Running). XS-005 is not evaluated on STALE (its
+  earlier finding neither persists nor resolves); OPEN is judged as before.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from labfleet import demo_fleet
+from openpyxl import load_workbook
+from test_export_ocsf import validate
+
+from scanner.inventory import load_inventory
+from scanner.judge.catalog import load_catalog
+from scanner.judge.policy import Policy
+from scanner.lab.fleet_model import Fleet
+from scanner.lab.serve import Lab
+from scanner.lab.simhost import WMI_DENIED_MESSAGE
+from scanner.report.build import build_report
+from scanner.report.labels import Labels
+from scanner.report.summary import summarise, summary_lines
+from scanner.report.write import render
+from scanner.scan import run_scan
+from scanner.store.repo import open_store
+
+BASE = "127.0.203.1"
+SERVICES = {"pop3": "Microsoft Exchange POP3", "imap4": "Microsoft Exchange IMAP4"}
+
+
+def organisation() -> Fleet:
+    fleet = demo_fleet(BASE, "basic")
+    return replace(fleet, servers=(
+        replace(fleet.server("CAS06"), name="STALE", computer="", address=fleet.servers[0].address),
+        replace(fleet.server("CAS01"), name="OPEN", computer="", address=fleet.servers[1].address)))
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("restart")
+    fleet = organisation()
+    store = open_store(f"sqlite:///{folder / 'history.db'}")
+    with Lab(fleet) as lab:
+        lab.write_inventory(folder / "inventory.toml")
+        inventory = load_inventory(folder / "inventory.toml")
+        for scan in range(2):
+            if scan == 1:
+                stale, other = fleet.servers
+                lab.replace_fleet(replace(fleet, servers=(replace(stale, wmi="denied"), other)))
+            outcome = run_scan(inventory, store=store, password="lab-password", policy=Policy.default(),
+                               catalog=load_catalog(), concurrency=2, timeout_s=30)
+    out: dict[str, Any] = {"first": json.loads(render(build_report(store, outcome.run_id - 1), "json")),
+                           "summary": summary_lines(summarise(store, outcome.run_id))}
+    for lang in ("en", "de"):
+        report = build_report(store, outcome.run_id, lang=lang)
+        out[f"json-{lang}"] = json.loads(render(report, "json"))
+        out[f"xlsx-{lang}"] = load_workbook(io.BytesIO(render(report, "xlsx")))
+        out[f"csv-{lang}"] = list(csv.reader(io.StringIO(render(report, "csv").decode("utf-8-sig"))))
+        lines = render(report, "ocsf").decode("utf-8")
+        out[f"ocsf-{lang}"] = validate(lines) if lines else []
+        out[f"html-{lang}"] = render(report, "html").decode("utf-8")
+    return out
+
+
+def message(labels: Labels, protocol: str) -> str:
+    return labels("note.restart_service", server="STALE", service=SERVICES[protocol], reason=WMI_DENIED_MESSAGE)
+
+
+def test_the_first_scan_finds_the_pending_restart(reports: dict[str, Any]) -> None:
+    fired = [(f["server"], f["protocol"]) for f in reports["first"]["findings"] if f["rule"] == "XS-005"]
+    assert fired == [("STALE", "imap4")]
+    assert reports["first"]["not_evaluated"] == []
+
+
+def test_json_says_unknown_and_lists_xs005_not_evaluated(reports: dict[str, Any]) -> None:
+    data = reports["json-en"]
+    servers = {s["name"]: s for s in data["servers"]}
+    stale = servers["STALE"]["protocols"]
+    assert [(p["service"], p["service_started"], p["pending_restart"]) for p in stale.values()] == [
+        ("Running", None, None), ("Running", None, None)]  # unknown, not "no"
+    assert [p["pending_restart"] for p in servers["OPEN"]["protocols"].values()] == [False, False]
+    assert [n for n in data["not_evaluated"] if n["rule"] == "XS-005"] == [
+        {"rule": "XS-005", "server": "STALE", "site": "Hamburg", "protocol": p, "reason": WMI_DENIED_MESSAGE}
+        for p in ("pop3", "imap4")
+    ]
+    assert not [f for f in data["findings"] if f["rule"] == "XS-005"]  # not "fine", not carried
+    assert not [r for r in data["resolved"] if r["rule"] == "XS-005"]  # and not resolved
+
+
+def rows(table: list[list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(table[0], r, strict=True)) for r in table[1:]]
+
+
+def assert_not_evaluated_rows(findings: list[dict[str, Any]], labels: Labels) -> None:
+    gaps = [r for r in findings if r[labels("col.rule")] == "XS-005"]
+    assert [(r[labels("col.server")], r[labels("col.protocol")], r[labels("col.state")], r[labels("col.message")])
+            for r in gaps] == [("STALE", labels.word("protocol", p), labels("note.not_evaluated"), message(labels, p))
+                               for p in ("pop3", "imap4")]
+    assert {r[labels("col.severity")] or None for r in gaps} == {None}
+    assert {r[labels("col.remediation")] for r in gaps} == {labels("note.restart_unread_fix")}
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_the_workbook_and_the_csv_say_not_evaluated(reports: dict[str, Any], lang: str) -> None:
+    labels = Labels(lang)
+    sheet = reports[f"xlsx-{lang}"][labels.sheet("findings")]
+    assert_not_evaluated_rows(rows([list(r) for r in sheet.iter_rows(values_only=True)]), labels)
+    assert_not_evaluated_rows(rows(reports[f"csv-{lang}"]), labels)
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_the_servers_sheet_says_unknown_not_empty(reports: dict[str, Any], lang: str) -> None:
+    labels = Labels(lang)
+    sheet = reports[f"xlsx-{lang}"][labels.sheet("servers")]
+    servers = {r[labels("col.server")]: r for r in rows([list(r) for r in sheet.iter_rows(values_only=True)])}
+    for protocol in ("pop3", "imap4"):
+        shown = labels.word("protocol", protocol)
+        cells = [labels(key, p=shown) for key in ("col.p.service", "col.p.start_mode", "col.p.pending_restart")]
+        assert [servers["STALE"][c] for c in cells] == ["Running", labels("value.unknown"), labels("value.unknown")]
+        assert [servers["OPEN"][c] for c in cells] == ["Running", "Auto", labels("no")]
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_the_html_says_not_evaluated(reports: dict[str, Any], lang: str) -> None:
+    labels = Labels(lang)
+    page = html.unescape(reports[f"html-{lang}"])
+    for protocol in ("pop3", "imap4"):
+        assert message(labels, protocol) in page
+    assert labels("note.restart_unread_fix") in page
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_ocsf_has_a_warning_line_per_restart_not_evaluated(reports: dict[str, Any], lang: str) -> None:
+    labels = Labels(lang)
+    gaps = [e for e in reports[f"ocsf-{lang}"] if e["finding_info"]["types"] == ["XS-005"]]
+    assert [(e["resources"][0]["name"], e["resources"][0]["data"]["protocol"]) for e in gaps] == [
+        ("STALE", "pop3"), ("STALE", "imap4")]
+    for event, protocol in zip(gaps, ("pop3", "imap4"), strict=True):
+        assert (event["compliance"]["status"], event["compliance"]["status_id"]) == ("Warning", 2)
+        assert event["status_detail"] == "not-evaluated" and event["message"] == message(labels, protocol)
+        assert event["evidences"][0]["data"]["reason"] == WMI_DENIED_MESSAGE
+        assert event["remediation"]["desc"] == labels("note.restart_unread_fix")
+    assert len({e["finding_info"]["uid"] for e in gaps}) == 2
+
+
+def test_the_end_of_scan_summary_names_the_restart_gap(reports: dict[str, Any]) -> None:
+    (line,) = [line for line in reports["summary"] if line.startswith("  incomplete: ")]
+    assert "STALE (pop3/imap4 pending restart unknown (XS-005 not evaluated); 2 collector error(s))" in line
+    assert "OPEN" not in line
