@@ -111,6 +111,9 @@ def test_a_refused_or_failed_change_exits_3_says_why_and_is_recorded(
         code, out = _apply(plan, inventory, url, "--yes", "--ticket", "CHG-7", "--restart", restart)
         assert code == 3, out
         assert said in " ".join(out.split())
+        # the summary says what each server's change did: a written file whose restart failed
+        # is not "not changed"
+        assert f"not: {EDITED} (pop3 {status}" + (", restart failed)" if restart == "now" else ")") in out
         pop3 = lab.hosts[EDITED].server
         if status == "failed":  # the scanned bytes in place, no temporary file left beside them
             assert pop3.protocols["pop3"].config_bytes == scanned

@@ -8,7 +8,7 @@ import getpass
 import os
 import sys
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import click
 
@@ -16,6 +16,9 @@ from scanner.cli.app import _open_store, _password, db_option, handle_errors
 from scanner.cli.cmd_fix import fix
 from scanner.cli.output import output
 from scanner.errors import ConfigError, ExitCode
+
+if TYPE_CHECKING:
+    from scanner.remedy.apply import ServerOutcome
 
 FIX_PASSWORD_ENV = "CAS_AUDIT_FIX_PASSWORD"
 #: `fix apply --restart`: restart the protocol services after the change, or leave it.
@@ -99,9 +102,22 @@ def _run(folder: Path, inventory_path: Path, kind: str, ticket: str | None, yes:
                        "with --username", event="fix_account")
     what = ("changed" if kind == "apply" else "rolled back") if yes else "ready (checked only; nothing changed)"
     output.result(f"fix_{kind}", f"{len(outcomes) - len(bad)} of {len(outcomes)} server(s) {what}"
-                  + (f"; not: {', '.join(bad)}" if bad else ""), servers=len(outcomes), failed=bad, applied=yes)
+                  + (f"; not: {', '.join(_not_done(o) for o in outcomes if not o.ok)}" if bad else ""), servers=len(outcomes), failed=bad, applied=yes)
     if bad:
         sys.exit(int(ExitCode.UNSCANNED))
+
+
+def _not_done(outcome: ServerOutcome) -> str:
+    """`CAS05 (pop3 done, restart failed)`: a server that did not end fully done, with what each
+    of its changes did, so a written file whose restart failed is not read as "not changed"."""
+    if outcome.result is None:
+        return f"{outcome.server} (not reached)"
+    parts = []
+    for c in outcome.result.changes:
+        if c.ok:
+            continue
+        parts.append(f"{c.protocol} {c.status}" + (", restart failed" if c.restart == "failed" else ""))
+    return f"{outcome.server} ({'; '.join(parts)})" if parts else outcome.server
 
 
 _COMMON = [
