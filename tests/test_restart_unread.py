@@ -31,6 +31,7 @@ from scanner.lab.fleet_model import Fleet
 from scanner.lab.serve import Lab
 from scanner.lab.simhost import WMI_DENIED_MESSAGE
 from scanner.report.build import build_report
+from scanner.report.history import timeline
 from scanner.report.labels import Labels
 from scanner.report.summary import summarise, summary_lines
 from scanner.report.write import render
@@ -63,7 +64,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             outcome = run_scan(inventory, store=store, password="lab-password", policy=Policy.default(),
                                catalog=load_catalog(), concurrency=2, timeout_s=30)
     out: dict[str, Any] = {"first": json.loads(render(build_report(store, outcome.run_id - 1), "json")),
-                           "summary": summary_lines(summarise(store, outcome.run_id))}
+                           "summary": summary_lines(summarise(store, outcome.run_id)),
+                           "timeline": [r.as_dict() for r in timeline(store, "STALE")]}
     for lang in ("en", "de"):
         report = build_report(store, outcome.run_id, lang=lang)
         out[f"json-{lang}"] = json.loads(render(report, "json"))
@@ -160,3 +162,10 @@ def test_the_end_of_scan_summary_names_the_restart_gap(reports: dict[str, Any]) 
     (line,) = [line for line in reports["summary"] if line.startswith("  incomplete: ")]
     assert "STALE (pop3/imap4 pending restart unknown (XS-005 not evaluated); 2 collector error(s))" in line
     assert "OPEN" not in line
+
+
+def test_the_history_timeline_says_unknown(reports: dict[str, Any]) -> None:
+    """`cas-audit history --server STALE` prints these values, one row per scan and protocol."""
+    shown = [(r["run"], r["protocol"], r["service"], r["start_mode"], r["pending_restart"]) for r in reports["timeline"]]
+    assert shown == [(1, "pop3", "Running", "Auto", "no"), (1, "imap4", "Running", "Auto", "yes"),
+                     (2, "pop3", "Running", "unknown", "unknown"), (2, "imap4", "Running", "unknown", "unknown")]

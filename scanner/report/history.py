@@ -57,7 +57,9 @@ class TimelineRow:
     changed: frozenset[str]
 
     def as_dict(self) -> dict[str, Any]:
-        """Display columns; keys match the names in `changed`."""
+        """Display columns; keys match the names in `changed`. What a successful scan did not
+        read is "unknown", never an empty cell (a failed scan read nothing: its row is empty)."""
+        unknown = "unknown" if self.scan_status == "ok" else None
         return {
             "run": self.run_id,
             "at": iso(self.at),
@@ -70,9 +72,9 @@ class TimelineRow:
             "build": self.build,
             "service_pack": self.service_pack,
             "rollup": self.rollup,
-            "service": self.service,
-            "start_mode": self.start_mode,
-            "pending_restart": None if self.pending_restart is None else ("yes" if self.pending_restart else "no"),
+            "service": self.service or unknown,
+            "start_mode": self.start_mode or (None if self.service == "absent" else unknown),
+            "pending_restart": unknown if self.pending_restart is None else ("yes" if self.pending_restart else "no"),
         }
 
 
