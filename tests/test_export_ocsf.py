@@ -67,8 +67,13 @@ def test_the_models_are_the_version_we_write() -> None:
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_one_valid_compliance_finding_per_finding(lang: str) -> None:
     report = sample_report(lang)
-    events = validate(render(report, "ocsf").decode("utf-8"))
+    lines = validate(render(report, "ocsf").decode("utf-8"))
+    events = [e for e in lines if e["activity_id"] == 1]
     assert len(events) == len(report.findings) > 0
+    # then one Close per resolved finding; this one's first-seen time is unknown: its uid says so
+    closed = [e for e in lines if e["activity_id"] == 3]
+    assert len(closed) == len(report.resolved) == 1 and closed[0]["unmapped"]["first_seen_known"] is False
+    assert "first_seen_time" not in closed[0]["finding_info"]
     for event, f in zip(events, report.findings, strict=True):
         assert (event["class_uid"], event["category_uid"], event["type_uid"]) == (2003, 2, 200301)
         assert event["metadata"]["version"] == "1.5.0"
@@ -100,8 +105,8 @@ def test_one_valid_compliance_finding_per_finding(lang: str) -> None:
 
 
 def test_the_uid_is_stable_across_runs_and_distinct_per_finding() -> None:
-    first = validate(render(sample_report(), "ocsf").decode())
-    again = validate(render(sample_report("de"), "ocsf").decode())
+    first = [e for e in validate(render(sample_report(), "ocsf").decode()) if e["activity_id"] == 1]
+    again = [e for e in validate(render(sample_report("de"), "ocsf").decode()) if e["activity_id"] == 1]
     assert [e["finding_info"]["uid"] for e in first] == [e["finding_info"]["uid"] for e in again]
     uids = [e["finding_info"]["uid"] for e in first]
     assert len(set(uids)) == len(uids)
@@ -112,8 +117,9 @@ def test_hostile_server_text_stays_inside_its_strings(hostile: str) -> None:
     report = sample_report(hostile=hostile)
     text = render(report, "ocsf").decode("utf-8")
     events = validate(text)
-    # one line per finding, and one for CAS02's Application log its own error says was not read
-    assert len(events) == len(text.splitlines()) == len(report.findings) + 1
+    # one line per finding, one for CAS02's Application log its own error says was not read,
+    # one per resolved finding
+    assert len(events) == len(text.splitlines()) == len(report.findings) + 1 + len(report.resolved)
     assert all(e["class_uid"] == 2003 for e in events)
     assert any(e["resources"][0]["name"] == hostile for e in events)
     (unread,) = [e for e in events if e["status_detail"] == "not-evaluated"]
@@ -191,6 +197,8 @@ def test_every_line_of_a_lab_organisations_reports_validates(tmp_path: Path) -> 
     db = f"sqlite:///{tmp_path / 'demo-history.db'}"
     runner = CliRunner()
     rules = set()
+    opened: dict[tuple[str, int], set[str]] = {}
+    closes = 0
     for lang in ("en", "de"):
         for where in (["--run", "1"], ["--run", "2"], ["--run", "3"], ["--as-of", "2099-01-01T00:00:00Z"]):
             args = ["report", "--db", db, *where, "--lang", lang]
@@ -198,6 +206,16 @@ def test_every_line_of_a_lab_organisations_reports_validates(tmp_path: Path) -> 
             assert lines.exit_code == 0, lines.output
             events = validate(lines.stdout)
             as_json = json.loads(runner.invoke(cli, [*args, "--format", "json"], prog_name="cas-audit").stdout)
-            assert len(events) == len(as_json["findings"]) + len(as_json["not_evaluated"])
+            assert len(events) == len(as_json["findings"]) + len(as_json["not_evaluated"]) + len(
+                as_json.get("resolved", []))
+            if where[0] == "--run":
+                run = int(where[1])
+                opened[(lang, run)] = {e["finding_info"]["uid"] for e in events if e["activity_id"] == 1}
+                closed = [e for e in events if e["activity_id"] == 3]
+                assert len(closed) == len(as_json["resolved"])
+                closes += len(closed)
+                # each Close names the uid under which the previous run reported the finding
+                assert all(e["finding_info"]["uid"] in opened.get((lang, run - 1), set()) for e in closed)
             rules |= {e["finding_info"]["types"][0] for e in events}
     assert len(rules) >= 10, sorted(rules)  # most of the catalog fires in the demo
+    assert closes > 0  # and later runs resolve some

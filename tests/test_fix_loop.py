@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
+from test_export_ocsf import validate
 
 from scanner.cli import cli
 from scanner.facts import is_active
@@ -172,3 +173,26 @@ def test_workbook_csv_and_html_say_resolved_by_change(loop: dict[str, Any], lang
     assert sum(1 for row in csv.reader(io.StringIO(text)) if said in row) == 7
     html = render(model, "html").decode("utf-8")
     assert html.count(said) == 7 and html.count(f"<td>{TICKET}</td>") == 3
+
+
+@pytest.mark.parametrize("lang", ["en", "de"])
+def test_ocsf_closes_each_resolved_finding_under_its_uid_and_names_the_ticket(loop: dict[str, Any], lang: str) -> None:
+    store, (_first, upgraded, verified) = loop["store"], loop["runs"]
+    labels = Labels(lang)
+    earlier = validate(render(build_report(store, upgraded, lang=lang), "ocsf").decode("utf-8"))
+    opened = {(e["finding_info"]["types"][0], e["resources"][0]["name"], e["resources"][0]["data"]["protocol"]):
+              e["finding_info"]["uid"] for e in earlier if e["activity_id"] == 1}
+    lines = validate(render(build_report(store, verified, lang=lang), "ocsf").decode("utf-8"))
+    closed = {(e["finding_info"]["types"][0], e["resources"][0]["name"], e["resources"][0]["data"]["protocol"]): e
+              for e in lines if e["activity_id"] == 3}
+    for key in [("XS-002", "H1", "pop3"), ("XS-003", "H1", "pop3"), ("XS-002", "H1", "imap4"),
+                ("XS-003", "H1", "imap4"), ("XS-001", "B1", "pop3"), ("XS-005", "B1", "pop3"),
+                ("XS-004", "B1", "pop3")]:
+        line = closed[key]
+        assert line["finding_info"]["uid"] == opened[key], key  # the SIEM closes the finding it has
+        assert (line["status_id"], line["status"], line["type_uid"]) == (4, "Resolved", 200303)
+        assert line["compliance"]["status"] == "Pass" and line["compliance"]["status_id"] == 1
+        assert line["message"] == labels("state.resolved_by", ticket=TICKET)
+        assert TICKET in line["finding_info"]["desc"]
+        assert line["unmapped"]["change"]["ticket"] == TICKET
+        assert line["unmapped"]["change"]["operator"].endswith(f" as {ADMIN}")

@@ -8,6 +8,7 @@ in process (click's CliRunner)."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import zipfile
 from datetime import timedelta
@@ -69,6 +70,13 @@ def test_kept_runs_reports_regenerate_byte_for_byte_after_prune(history_url: str
         assert len([c for c in changes_4 if c.before_run in runs[:3]]) >= 5  # what the issue saw lost
         assert [p.run_id for p in build_report(store, runs[3]).trend] == runs[:4]
         assert any(c.server == "CAS03" and c.before_run == runs[0] for c in build_report(store, runs[5]).changes)
+        # the OCSF Close lines of runs 5 and 6 (XS-001, XS-009 of the site, XS-011) carry the
+        # first-seen times read from runs 4 and 5, which the second prune removes
+        for run_id in runs[4:]:
+            text = before[(run_id, "en", "ocsf")]
+            assert isinstance(text, bytes)
+            closes = [json.loads(line) for line in text.decode("utf-8").splitlines() if '"activity_id":3,' in line]
+            assert closes and all(c["unmapped"]["first_seen_known"] for c in closes), run_id
 
     out = prune(history_url, (T0 + 4 * DAY - timedelta(hours=1)).isoformat())
     assert out.splitlines()[-1].startswith("removed 3 run(s)"), out

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scanner.judge.catalog import Catalog, load_catalog
 from scanner.judge.not_evaluated import services_not_evaluated
 from scanner.judge.policy import Policy
 from scanner.parse.observe import ServerObservation, failed
 from scanner.report.applied import applied_bounds, applied_context
-from scanner.report.context import CHANGE_WINDOW_RUNS, TREND_RUNS, kept_bounds, run_context
+from scanner.report.context import CHANGE_WINDOW_RUNS, TREND_RUNS, kept_bounds, kept_first_seen, run_context
 from scanner.report.findings import finding_info, waiver_infos
 from scanner.report.model import (
     RunReport,
     ScopeEntry,
 )
+from scanner.report.resolved_seen import resolved_first_seen
 from scanner.store.repo import Store
 from scanner.util.timefmt import utc_day
 
@@ -51,6 +54,11 @@ def build_report(store: Store, run_id: int, *, lang: str = "en", catalog: Catalo
     resolved_keys = store.resolved(run_id)
     bounds = kept_bounds(store, run_id) or applied_bounds(store, row, servers, resolved_keys)
     window, applied, resolved = applied_context(store, row, servers, resolved_keys, bounds)
+    seen = kept_first_seen(store, run_id)
+    if seen is None or len(seen) != len(resolved):
+        seen = resolved_first_seen(store, run_id, planned, servers, resolved_keys)
+    resolved = tuple(r if s is None else replace(r, site=s[0], first_seen_at=s[1])
+                     for r, s in zip(resolved, seen, strict=True))
     return RunReport(
         run=row,
         lang=lang,

@@ -22,6 +22,7 @@ from scanner.facts import is_active
 from scanner.report.applied import AppliedBounds, applied_bounds
 from scanner.report.history import changes
 from scanner.report.model import ChangeInfo, TrendPoint
+from scanner.report.resolved_seen import Seen, resolved_first_seen
 from scanner.store.models import RunRow
 from scanner.store.repo import Store
 from scanner.util.timefmt import exact_utc
@@ -65,9 +66,11 @@ def _when(value: datetime) -> str:
     return exact_utc(value)
 
 
-def encode(context: tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]], bounds: AppliedBounds | None = None) -> str:
+def encode(context: tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]], bounds: AppliedBounds | None = None,
+           seen: Sequence[Seen] | None = None) -> str:
     """The JSON text of a context (`decode` gives it back equal, datetimes included), with
-    the bounds of the run's recorded changes (`kept_bounds` gives them back)."""
+    the bounds of the run's recorded changes (`kept_bounds` gives them back) and when the
+    findings it resolved were first seen (`kept_first_seen`)."""
     found, points = context
     data: dict[str, Any] = {
         "changes": [{**asdict(c), "before_at": _when(c.before_at), "after_at": _when(c.after_at)} for c in found],
@@ -78,6 +81,8 @@ def encode(context: tuple[tuple[ChangeInfo, ...], tuple[TrendPoint, ...]], bound
         data["applied"] = {"after": bounds.after and _when(bounds.after),
                            "since": [[server, protocol, moment and _when(moment)]
                                      for (server, protocol), moment in sorted(bounds.since.items())]}
+    if seen is not None:
+        data["first_seen"] = [None if s is None else [s[0], _when(s[1])] for s in seen]
     return json.dumps(data, ensure_ascii=False)
 
 
@@ -94,6 +99,21 @@ def kept_bounds(store: Store, run_id: int) -> AppliedBounds | None:
         return None
     return AppliedBounds(_moment(applied["after"]),
                          {(server, protocol): _moment(moment) for server, protocol, moment in applied["since"]})
+
+
+def kept_first_seen(store: Store, run_id: int) -> list[Seen] | None:
+    """When the findings run `run_id` resolved were first seen, as kept when prune removed
+    runs (None: not kept, read them live with report.resolved_seen)."""
+    kept = store.run_context(run_id)
+    seen = json.loads(kept).get("first_seen") if kept is not None else None
+    if seen is None:
+        return None
+    return [None if s is None else (s[0], datetime.fromisoformat(s[1])) for s in seen]
+
+
+def live_first_seen(store: Store, run_id: int) -> list[Seen]:
+    return resolved_first_seen(store, run_id, store.planned_servers(run_id), store.server_observations(run_id),
+                               store.resolved(run_id))
 
 
 def live_bounds(store: Store, run_id: int) -> AppliedBounds:
@@ -135,5 +155,6 @@ def evidence_to_keep(store: Store, removed_ids: Sequence[int]) -> dict[int, str]
         reads = set(window) | {r.id for r in _trend_runs(runs, run.id)}
         index = bisect_left(marks, min(window))
         if reads & removed or (index < len(marks) and marks[index] <= run.id):
-            keep[run.id] = encode(live_context(store, run.id), live_bounds(store, run.id))
+            keep[run.id] = encode(live_context(store, run.id), live_bounds(store, run.id),
+                                 live_first_seen(store, run.id))
     return keep

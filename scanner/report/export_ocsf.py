@@ -1,6 +1,8 @@
 """The OCSF report: JSON Lines, one OCSF 1.5.0 Compliance Finding (class_uid 2003) per finding,
 then one per rule a scan could not judge on a server (report/notes.py: compliance status
-Warning, status_detail "not-evaluated", the reason in the evidence), so a SIEM sees the gap.
+Warning, status_detail "not-evaluated", the reason in the evidence), so a SIEM sees the gap,
+then one Close per finding the run resolved (status Resolved, compliance Pass, the uid of
+the lines that reported it, the change that resolved it: docs/contracts.md).
 
 Schema: https://schema.ocsf.io/1.5.0/classes/compliance_finding (the version of the models in
 Prowler's py-ocsf-models 0.10, which tests/test_export_ocsf.py validates every line against).
@@ -17,14 +19,16 @@ from typing import Any, TextIO
 
 from scanner.report.export_json import report_dict
 from scanner.report.labels import Labels
-from scanner.report.model import FindingInfo, RunReport
+from scanner.report.model import FindingInfo, ResolvedInfo, RunReport
 from scanner.report.notes import ServerNote, not_evaluated_fix, note_message, server_notes
-from scanner.util.timefmt import iso_exact
+from scanner.util.timefmt import iso, iso_exact
 
 OCSF_VERSION = "1.5.0"
 CLASS_UID = 2003  # Compliance Finding
 CATEGORY_UID = 2  # Findings
 ACTIVITY_CREATE = 1
+ACTIVITY_CLOSE = 3  # a finding was closed: the run resolved it
+STATUS_RESOLVED = 4
 # OCSF severity_id: 1 Informational, 2 Low, 3 Medium, 4 High, 5 Critical
 SEVERITY_IDS: dict[str, tuple[int, str]] = {
     "info": (1, "Informational"),
@@ -49,11 +53,21 @@ def _ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 
 
-def finding_uid(f: FindingInfo) -> str:
+def finding_uid(f: FindingInfo | ResolvedInfo) -> str:
     """Stable per finding across runs: rule, server, protocol and when it was first seen."""
     first = iso_exact(f.first_seen_at)  # the history's exact UTC time: the uids made so far
     key = json.dumps([f.rule, f.server, f.protocol, f.site if f.server is None else None, first],
                      ensure_ascii=False)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def resolved_uid(r: ResolvedInfo) -> str:
+    """The uid of the finding a resolved line closes; without its first-seen time (no longer
+    in the history) one of rule, server, protocol and "first-seen-unknown", which matches
+    no earlier line."""
+    if r.first_seen_at is not None:
+        return finding_uid(r)
+    key = json.dumps(["first-seen-unknown", r.rule, r.server, r.protocol], ensure_ascii=False)
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
@@ -153,7 +167,8 @@ def ocsf_events(report: RunReport) -> list[dict[str, Any]]:
         if event["finding_info"]["first_seen_time"] is None:
             del event["finding_info"]["first_seen_time"]
         events.append(event)
-    return events + _not_evaluated_events(report, moment, tool_version, run)
+    return (events + _not_evaluated_events(report, moment, tool_version, run)
+            + _resolved_events(report, moment, tool_version, run))
 
 
 def not_evaluated_uid(note: ServerNote) -> str:
@@ -207,6 +222,71 @@ def _not_evaluated_events(report: RunReport, moment: datetime, tool_version: str
             "resources": [_resource_of(note.server, note.site, note.protocol)],
             "evidences": [{"name": str(note.rule), "data": data}],
             "remediation": {"desc": not_evaluated_fix(labels, note)},
+            "unmapped": unmapped,
+        })
+    return events
+
+
+def _resolved_events(report: RunReport, moment: datetime, tool_version: str,
+                     run: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One Close per finding the run resolved: status Resolved, compliance Pass, the same
+    finding_info.uid as the lines that reported it, the change that resolved it if any."""
+    labels = Labels(report.lang)
+    rules = {r.id: r for r in report.rules}
+    sites = {s.name.casefold(): s.site for s in report.servers}
+    events = []
+    for r in report.resolved:
+        rule = rules.get(r.rule)
+        title = rule.title if rule else r.rule
+        controls = [c.as_json() for c in (rule.controls if rule else ()) if c.applies_to(r.protocol)]
+        c = r.change
+        if c is None:
+            message, desc = labels("state.resolved"), labels("resolved.message")
+            change = None
+        else:
+            message = labels("state.resolved_by", ticket=c.ticket)
+            key = "resolved.by_restart" if r.rule == "XS-005" else "resolved.by_change"
+            desc = labels(key, ticket=c.ticket, time=iso(c.changed_at), operator=c.operator,
+                          sha256=c.after_sha256 or "-")
+            change = {"ticket": c.ticket, "changed_at": iso(c.changed_at), "operator": c.operator,
+                      "after_sha256": c.after_sha256 or None, "restart": c.restart, "result": c.result}
+        unmapped: dict[str, Any] = {"state": "resolved", "change": change, "controls": controls,
+                                    "first_seen_known": r.first_seen_at is not None,
+                                    "run_id": run["id"] if run else None}
+        if run is not None and run.get("seal") is not None:
+            unmapped["seal"] = run["seal"]
+        info: dict[str, Any] = {"uid": resolved_uid(r), "title": title, "desc": desc, "types": [r.rule],
+                                "last_seen_time": _ms(moment)}
+        if r.first_seen_at is not None:
+            info["first_seen_time"] = _ms(r.first_seen_at)
+        if r.server is None:
+            resource: dict[str, Any] = {"type": "Active Directory site", "name": r.site, "uid": r.site,
+                                        "data": {"site": r.site, "protocol": r.protocol}}
+        else:
+            resource = _resource_of(r.server, sites.get(r.server.casefold()), r.protocol)
+        events.append({
+            "activity_id": ACTIVITY_CLOSE, "activity_name": "Close",
+            "category_uid": CATEGORY_UID, "category_name": "Findings",
+            "class_uid": CLASS_UID, "class_name": "Compliance Finding",
+            "type_uid": CLASS_UID * 100 + ACTIVITY_CLOSE, "type_name": "Compliance Finding: Close",
+            "time": _ms(moment),
+            "severity_id": 1, "severity": "Informational",
+            "status_id": STATUS_RESOLVED, "status": "Resolved", "status_detail": "resolved",
+            "message": message,
+            "metadata": {
+                "version": OCSF_VERSION,
+                "product": {"name": "cas-audit", "vendor_name": "cas-audit", "version": tool_version,
+                            "lang": report.lang},
+            },
+            "finding_info": info,
+            "compliance": {
+                "control": f"{r.rule} {title}",
+                "requirements": [f"{x['framework']} {x['id']}" for x in controls],
+                "standards": sorted({x["framework"] for x in controls}),
+                "status": "Pass",
+                "status_id": 1,
+            },
+            "resources": [resource],
             "unmapped": unmapped,
         })
     return events

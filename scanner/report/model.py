@@ -69,6 +69,10 @@ class ResolvedInfo:
     protocol: str | None
     # the recorded change (`fix apply`) that resolved it, as report/applied.py matches them
     change: ChangeRecord | None = None
+    # when the finding was first seen, and its site for a site finding (report/resolved_seen.py):
+    # the OCSF Close line's uid; None when the history no longer holds it
+    first_seen_at: datetime | None = None
+    site: str | None = None
 
 
 @dataclass(frozen=True)
