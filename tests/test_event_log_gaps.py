@@ -13,29 +13,17 @@ A small lab organisation, scanned twice in this process over real WinRM:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from gapreports import rows, scan_twice
 from labfleet import demo_fleet
-from openpyxl import load_workbook
 
-from scanner.inventory import load_inventory
-from scanner.judge.catalog import load_catalog
-from scanner.judge.policy import Policy
 from scanner.lab.eventlog import DENIED_MESSAGE, WINDOW
 from scanner.lab.fleet_model import Fleet, RefusedLogonFact
-from scanner.lab.serve import Lab
-from scanner.report.build import build_report
 from scanner.report.labels import Labels
-from scanner.report.summary import summarise, summary_lines
-from scanner.report.write import render
-from scanner.scan import run_scan
-from scanner.store.repo import open_store
 
 pytestmark = pytest.mark.slow  # two scans of a lab organisation (the fast checks: test_event_window.py)
 
@@ -57,34 +45,19 @@ def organisation() -> Fleet:
     return replace(fleet, servers=(de01, deny, full))
 
 
+def _second(fleet: Fleet) -> Fleet:
+    """DENY's Application log refused; FULL's window filled again with newer events."""
+    denied = replace(fleet.server("DENY"), application_log="denied")
+    later = datetime.now(UTC) + timedelta(hours=3)  # newer than the second scan's cut-off
+    fresh = tuple(RefusedLogonFact(f"CONTOSO\\v{i}", later - timedelta(seconds=i), "Berlin") for i in range(WINDOW))
+    full = fleet.server("FULL")
+    full = replace(full, protocols={**full.protocols, "imap4": replace(full.protocols["imap4"], refused_logons=fresh)})
+    return replace(fleet, servers=(fleet.servers[0], denied, full))
+
+
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = tmp_path_factory.mktemp("gaps")
-    fleet = organisation()
-    store = open_store(f"sqlite:///{folder / 'history.db'}")
-    with Lab(fleet) as lab:
-        lab.write_inventory(folder / "inventory.toml")
-        inventory = load_inventory(folder / "inventory.toml")
-        for scan in range(2):
-            if scan == 1:
-                denied = replace(fleet.server("DENY"), application_log="denied")
-                later = datetime.now(UTC) + timedelta(hours=3)  # newer than the second scan's cut-off
-                fresh = tuple(RefusedLogonFact(f"CONTOSO\\v{i}", later - timedelta(seconds=i), "Berlin")
-                              for i in range(WINDOW))
-                full = fleet.server("FULL")
-                full = replace(full, protocols={**full.protocols,
-                                                "imap4": replace(full.protocols["imap4"], refused_logons=fresh)})
-                lab.replace_fleet(replace(fleet, servers=(fleet.servers[0], denied, full)))
-            outcome = run_scan(inventory, store=store, password="lab-password", policy=Policy.default(),
-                               catalog=load_catalog(), concurrency=3, timeout_s=30)
-    out: dict[str, Any] = {"first": json.loads(render(build_report(store, outcome.run_id - 1), "json")),
-                           "summary": summary_lines(summarise(store, outcome.run_id))}
-    for lang in ("en", "de"):
-        report = build_report(store, outcome.run_id, lang=lang)
-        out[f"json-{lang}"] = json.loads(render(report, "json"))
-        out[f"xlsx-{lang}"] = load_workbook(io.BytesIO(render(report, "xlsx")))
-        out[f"csv-{lang}"] = list(csv.reader(io.StringIO(render(report, "csv").decode("utf-8-sig"))))
-    return out
+    return scan_twice(tmp_path_factory.mktemp("gaps"), organisation(), _second)
 
 
 def servers(data: dict[str, Any]) -> dict[str, Any]:
@@ -124,16 +97,15 @@ def test_a_full_window_is_a_lower_bound_in_json(reports: dict[str, Any]) -> None
     assert servers(reports["json-en"])["DE01"]["protocols"]["pop3"]["refused_logons_lower_bound"] is False
 
 
-def rows(sheet: Any) -> list[dict[str, Any]]:
-    values = [list(r) for r in sheet.iter_rows(values_only=True)]
-    return [dict(zip(values[0], r, strict=True)) for r in values[1:]]
+def sheet_rows(sheet: Any) -> list[dict[str, Any]]:
+    return rows([list(r) for r in sheet.iter_rows(values_only=True)])
 
 
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_the_workbook_says_not_evaluated_and_lower_bound(reports: dict[str, Any], lang: str) -> None:
     labels = Labels(lang)
     book = reports[f"xlsx-{lang}"]
-    by_server = {r[labels("col.server")]: r for r in rows(book[labels.sheet("servers")])}
+    by_server = {r[labels("col.server")]: r for r in sheet_rows(book[labels.sheet("servers")])}
     deny = by_server["DENY"]
     assert deny[labels("col.application_log")] == labels("log.not_read", reason=DENIED_MESSAGE)
     assert deny[labels("col.collector_errors")] == f"events: {DENIED_MESSAGE}"
@@ -143,7 +115,7 @@ def test_the_workbook_says_not_evaluated_and_lower_bound(reports: dict[str, Any]
     assert full[labels("col.p.refused_logons", p="IMAP4")] == "200+"  # at most 200 listed, of 10,000 new
     assert full[labels("col.application_log")] == labels("log.window", limit=WINDOW)
     assert by_server["DE01"][labels("col.application_log")] == labels("log.read")
-    findings = rows(book[labels.sheet("findings")])
+    findings = sheet_rows(book[labels.sheet("findings")])
     assert_gap_rows(findings, labels)
 
 
@@ -151,7 +123,7 @@ def test_the_workbook_says_not_evaluated_and_lower_bound(reports: dict[str, Any]
 def test_the_csv_says_not_evaluated_and_lower_bound(reports: dict[str, Any], lang: str) -> None:
     labels = Labels(lang)
     table = reports[f"csv-{lang}"]
-    assert_gap_rows([dict(zip(table[0], r, strict=True)) for r in table[1:]], labels)
+    assert_gap_rows(rows(table), labels)
 
 
 def assert_gap_rows(findings: list[dict[str, Any]], labels: Labels) -> None:

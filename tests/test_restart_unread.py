@@ -12,31 +12,18 @@ A lab organisation of two servers, scanned twice in this process over real WinRM
 
 from __future__ import annotations
 
-import csv
 import html
-import io
-import json
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from gapreports import assert_not_evaluated_rows, rows, scan_twice
 from labfleet import demo_fleet
-from openpyxl import load_workbook
-from test_export_ocsf import validate
 
-from scanner.inventory import load_inventory
-from scanner.judge.catalog import load_catalog
-from scanner.judge.policy import Policy
 from scanner.lab.fleet_model import Fleet
-from scanner.lab.serve import Lab
 from scanner.lab.simhost import WMI_DENIED_MESSAGE
-from scanner.report.build import build_report
 from scanner.report.history import timeline
 from scanner.report.labels import Labels
-from scanner.report.summary import summarise, summary_lines
-from scanner.report.write import render
-from scanner.scan import run_scan
-from scanner.store.repo import open_store
 
 BASE = "127.0.203.1"
 SERVICES = {"pop3": "Microsoft Exchange POP3", "imap4": "Microsoft Exchange IMAP4"}
@@ -49,32 +36,15 @@ def organisation() -> Fleet:
         replace(fleet.server("CAS01"), name="OPEN", computer="", address=fleet.servers[1].address)))
 
 
+def _stale_denied(fleet: Fleet) -> Fleet:
+    stale, other = fleet.servers
+    return replace(fleet, servers=(replace(stale, wmi="denied"), other))
+
+
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder = tmp_path_factory.mktemp("restart")
-    fleet = organisation()
-    store = open_store(f"sqlite:///{folder / 'history.db'}")
-    with Lab(fleet) as lab:
-        lab.write_inventory(folder / "inventory.toml")
-        inventory = load_inventory(folder / "inventory.toml")
-        for scan in range(2):
-            if scan == 1:
-                stale, other = fleet.servers
-                lab.replace_fleet(replace(fleet, servers=(replace(stale, wmi="denied"), other)))
-            outcome = run_scan(inventory, store=store, password="lab-password", policy=Policy.default(),
-                               catalog=load_catalog(), concurrency=2, timeout_s=30)
-    out: dict[str, Any] = {"first": json.loads(render(build_report(store, outcome.run_id - 1), "json")),
-                           "summary": summary_lines(summarise(store, outcome.run_id)),
-                           "timeline": [r.as_dict() for r in timeline(store, "STALE")]}
-    for lang in ("en", "de"):
-        report = build_report(store, outcome.run_id, lang=lang)
-        out[f"json-{lang}"] = json.loads(render(report, "json"))
-        out[f"xlsx-{lang}"] = load_workbook(io.BytesIO(render(report, "xlsx")))
-        out[f"csv-{lang}"] = list(csv.reader(io.StringIO(render(report, "csv").decode("utf-8-sig"))))
-        lines = render(report, "ocsf").decode("utf-8")
-        out[f"ocsf-{lang}"] = validate(lines) if lines else []
-        out[f"html-{lang}"] = render(report, "html").decode("utf-8")
-    return out
+    return scan_twice(tmp_path_factory.mktemp("restart"), organisation(), _stale_denied,
+                      extra=lambda store: {"timeline": [r.as_dict() for r in timeline(store, "STALE")]})
 
 
 def message(labels: Labels, protocol: str) -> str:
@@ -102,25 +72,17 @@ def test_json_says_unknown_and_lists_xs005_not_evaluated(reports: dict[str, Any]
     assert not [r for r in data["resolved"] if r["rule"] == "XS-005"]  # and not resolved
 
 
-def rows(table: list[list[Any]]) -> list[dict[str, Any]]:
-    return [dict(zip(table[0], r, strict=True)) for r in table[1:]]
-
-
-def assert_not_evaluated_rows(findings: list[dict[str, Any]], labels: Labels) -> None:
-    gaps = [r for r in findings if r[labels("col.rule")] == "XS-005"]
-    assert [(r[labels("col.server")], r[labels("col.protocol")], r[labels("col.state")], r[labels("col.message")])
-            for r in gaps] == [("STALE", labels.word("protocol", p), labels("note.not_evaluated"), message(labels, p))
-                               for p in ("pop3", "imap4")]
-    assert {r[labels("col.severity")] or None for r in gaps} == {None}
-    assert {r[labels("col.remediation")] for r in gaps} == {labels("note.restart_unread_fix")}
+def assert_xs005_rows(findings: list[dict[str, Any]], labels: Labels) -> None:
+    assert_not_evaluated_rows(findings, labels, rule="XS-005", server="STALE", message=message,
+                              fix="note.restart_unread_fix")
 
 
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_the_workbook_and_the_csv_say_not_evaluated(reports: dict[str, Any], lang: str) -> None:
     labels = Labels(lang)
     sheet = reports[f"xlsx-{lang}"][labels.sheet("findings")]
-    assert_not_evaluated_rows(rows([list(r) for r in sheet.iter_rows(values_only=True)]), labels)
-    assert_not_evaluated_rows(rows(reports[f"csv-{lang}"]), labels)
+    assert_xs005_rows(rows([list(r) for r in sheet.iter_rows(values_only=True)]), labels)
+    assert_xs005_rows(rows(reports[f"csv-{lang}"]), labels)
 
 
 @pytest.mark.parametrize("lang", ["en", "de"])
