@@ -1,6 +1,8 @@
 """Scheduled and machine-read runs: `--log-format json` (one JSON object per stderr line, no
-secret), `--quiet`, NO_COLOR, and the summary at the end of a scan. The scans run the real
-command line in a child process against the lab, as cron or the Task Scheduler would."""
+secret), `--quiet`, NO_COLOR, and the summary at the end of a scan. The scans run the command
+line in this process (CliRunner) against the lab; what depends on the process's start (the
+environment's log format, NO_COLOR and colour detection) runs it in a child process, as cron
+or the Task Scheduler would."""
 
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labfleet import cas_audit, demo_fleet, running
+from labfleet import cas_audit, cas_audit_here, demo_fleet, running
 
 from scanner.cli.output import Output
 
-pytestmark = pytest.mark.slow  # each test runs the cas-audit command in a subprocess
+pytestmark = pytest.mark.slow  # scans of the nine-server lab
 
 LAB_PASSWORD = "lab-password"
 SEVERITIES = ["critical", "high", "medium", "low", "info"]
@@ -44,8 +46,10 @@ def lab_inventory(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def test_json_log_lines_carry_the_scan_and_no_secret(tmp_path: Path, lab_inventory: Path) -> None:
     db = f"sqlite:///{tmp_path / 'h.db'}"
+    # the first scan in a child process: in this process the password may already be a secret
+    # the output masks (an earlier command learnt it), so only a fresh process proves it is masked
     first = cas_audit("--log-format", "json", "scan", "--inventory", str(lab_inventory), db=db)
-    second = cas_audit("--log-format", "json", "scan", "--inventory", str(lab_inventory), db=db)
+    second = cas_audit_here("--log-format", "json", "scan", "--inventory", str(lab_inventory), db=db)
     for result in (first, second):
         assert result.returncode == 3, result.stderr  # CAS08 refuses connections
         assert LAB_PASSWORD not in result.stdout + result.stderr
@@ -72,8 +76,8 @@ def test_json_log_lines_carry_the_scan_and_no_secret(tmp_path: Path, lab_invento
 
 
 def test_a_wrong_password_never_reaches_the_log(tmp_path: Path, lab_inventory: Path) -> None:
-    secret = "Wr0ng-Secret-Passw0rd"
-    result = cas_audit("--log-format", "json", "scan", "--inventory", str(lab_inventory),
+    secret = "Wr0ng-Secret-Passw0rd"  # used by no other command in this process: none masks it already
+    result = cas_audit_here("--log-format", "json", "scan", "--inventory", str(lab_inventory),
                        password=secret, db=f"sqlite:///{tmp_path / 'h.db'}")
     assert result.returncode == 3, result.stderr
     records = json_lines(result.stderr)
@@ -83,11 +87,11 @@ def test_a_wrong_password_never_reaches_the_log(tmp_path: Path, lab_inventory: P
 
 def test_quiet_prints_only_what_needs_attention(tmp_path: Path, lab_inventory: Path) -> None:
     db = f"sqlite:///{tmp_path / 'h.db'}"
-    quiet = cas_audit("--quiet", "scan", "--inventory", str(lab_inventory), db=db)
+    quiet = cas_audit_here("--quiet", "scan", "--inventory", str(lab_inventory), db=db)
     assert quiet.returncode == 3
     assert quiet.stderr.splitlines() == [
         f"warning: [{_position(quiet.stderr)}/9] CAS08: failed (refused): {_error_of(quiet.stderr)}"]
-    loud = cas_audit("scan", "--inventory", str(lab_inventory), db=db)
+    loud = cas_audit_here("scan", "--inventory", str(lab_inventory), db=db)
     lines = loud.stderr.splitlines()
     assert len([line for line in lines if re.match(r"\[\d/9\] CAS0\d: ok$", line)]) == 8
     summary = lines[lines.index(next(line for line in lines if line.startswith("run 2 partial"))):]
@@ -112,7 +116,7 @@ def _error_of(stderr: str) -> str:
 
 
 def test_json_errors_are_json_too(tmp_path: Path) -> None:
-    result = cas_audit("--log-format", "json", "scan", "--inventory", str(tmp_path / "missing.toml"),
+    result = cas_audit_here("--log-format", "json", "scan", "--inventory", str(tmp_path / "missing.toml"),
                        db=f"sqlite:///{tmp_path / 'h.db'}")
     assert result.returncode == 2
     [record] = json_lines(result.stderr)
@@ -173,11 +177,11 @@ def test_no_color_is_respected(tmp_path: Path, no_color: str | None) -> None:
 
 
 def test_json_usage_errors_are_json_too(tmp_path: Path) -> None:
-    result = cas_audit("--log-format", "json", "scan", "--inventory", "cas.toml", "--fail-on", "severe",
+    result = cas_audit_here("--log-format", "json", "scan", "--inventory", "cas.toml", "--fail-on", "severe",
                        db=f"sqlite:///{tmp_path / 'h.db'}")
     assert result.returncode == 2
     [record] = json_lines(result.stderr)
     assert (record["level"], record["event"], record["exit_code"]) == ("error", "usage-error", 2)
     assert record["message"].startswith("cas-audit scan: Invalid value for '--fail-on'")
-    text = cas_audit("scan", "--inventory", "cas.toml", "--fail-on", "severe", db=f"sqlite:///{tmp_path / 'h.db'}")
+    text = cas_audit_here("scan", "--inventory", "cas.toml", "--fail-on", "severe", db=f"sqlite:///{tmp_path / 'h.db'}")
     assert text.returncode == 2 and "Usage: cas-audit scan" in text.stderr  # click's own text otherwise
