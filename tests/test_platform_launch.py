@@ -269,3 +269,25 @@ def test_launch_method_memory_round_trips(store_url: str) -> None:
         store.remember_launch("cas02", "env")
         store.remember_launch("Cas01", "env")
         assert store.launch_methods() == {"cas01": "env", "cas02": "env"}
+
+
+def test_launch_method_of_a_planned_server_is_remembered_and_replaced(store_url: str) -> None:
+    """A scan remembers the method of servers its run planned (their ids known from
+    begin_run): the first method is stored, a later one replaces it with its time."""
+    from sqlalchemy import select
+
+    from scanner.store.models import LaunchMethod
+
+    first, later = datetime(2026, 12, 6, 5, 0, tzinfo=UTC), datetime(2026, 12, 6, 6, 0, tzinfo=UTC)
+    with open_store(store_url) as store:
+        store.begin_run(planned=[("CAS01", "cas01.contoso.local", "Berlin"), ("CAS02", "cas02.contoso.local", None)],
+                        tool_version="0.1.0", operator="op", scanning_host="admin01", inventory_sha256="a" * 64)
+        store.remember_launch("CAS01", "stdin", at=first)
+        store.remember_launch("cas02", "env", at=first)
+        assert store.launch_methods() == {"cas01": "stdin", "cas02": "env"}
+        store.remember_launch("Cas01", "env", at=later)
+    with open_store(store_url) as store:
+        assert store.launch_methods() == {"cas01": "env", "cas02": "env"}
+        with store._read("check") as session:
+            times = sorted(session.scalars(select(LaunchMethod.learned_at)))
+        assert times == [first, later]

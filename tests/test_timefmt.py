@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from scanner.util.timefmt import (
+    ISO_UTC,
     compact_utc,
     day_iso,
     day_text,
@@ -95,3 +96,25 @@ def test_the_formatting_check_sees_each_formatter_and_lets_parsing_pass() -> Non
 
 def test_a_day_is_written_as_iso_8601() -> None:
     assert day_iso(date(2026, 1, 2)) == "2026-01-02"
+
+
+def test_parse_accepts_and_refuses_what_strptime_does() -> None:
+    """The collector's times are read without strptime in the usual shape: every text
+    (hostile ones included) gives the same datetime, or the same refusal, as strptime."""
+    texts = ["2026-11-20T10:00:00Z", "2024-02-29T23:59:59Z", "2026-02-29T00:00:00Z", "2026-13-01T00:00:00Z",
+             "2026-00-10T00:00:00Z", "2026-11-31T00:00:00Z", "0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+             "2026-11-20T24:00:00Z", "2026-11-20T10:60:00Z", "2026-11-20T10:00:60Z", "2026-11-20T10:00:61Z",
+             "2026-1-5T1:2:3Z", "2026-11-20t10:00:00z", "2026-11-20T10:00:00Z\n", " 2026-11-20T10:00:00Z",
+             "\u0662\u0660\u0662\u0666-11-20T10:00:00Z", "２０２６-11-20T10:00:00Z", "2026-11-20T10:00:00.5Z",
+             "+2026-11-20T10:00:00Z", "20261-11-20T10:00:00Z", "2026-11-20T10:00:00ZZ", ""]
+    for text in texts:
+        try:
+            expected: datetime | str = datetime.strptime(text, ISO_UTC).replace(tzinfo=UTC)
+        except ValueError:
+            expected = "refused"
+        try:
+            got: datetime | str = parse_iso_utc(text)
+        except ValueError:
+            got = "refused"
+        assert got == expected, text
+        assert not isinstance(got, datetime) or got.tzinfo is UTC

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from scanner import facts
@@ -137,8 +138,22 @@ class Recording(StoreBase):
         """Remember that `method` ("env" | "stdin") delivered the collector to the server."""
         at = at or self._now()
         with self._write(f"remember the launch method of {server_name}") as session:
-            server_id = self._server_ids(session, [server_name], None)[server_name.casefold()]
-            # insert-or-nothing, then update: safe when two scans write at once
+            key = server_name.casefold()
+            server_id = self._server_id_cache.get(key)  # begin_run committed every planned server
+            if server_id is None:
+                server_id = self._server_ids(session, [server_name], None)[key]
+            dialect = session.get_bind().dialect.name
+            if dialect in ("sqlite", "postgresql"):
+                # one upsert, a statement SQLAlchemy compiles once (a scan's first run
+                # remembers every server: bench/README.md, "CPU per server")
+                table = cast(Table, LaunchMethod.__table__)
+                upsert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+                session.execute(upsert.on_conflict_do_update(
+                    index_elements=[table.c.server_id],
+                    set_={"method": upsert.excluded.method, "learned_at": upsert.excluded.learned_at},
+                ), {"server_id": server_id, "method": method, "learned_at": at})
+                return
+            # other backends: insert-or-nothing, then update: safe when two scans write at once
             insert_ignoring_duplicates(session, LaunchMethod,
                                         [{"server_id": server_id, "method": method, "learned_at": at}], "server_id")
             session.execute(update(LaunchMethod).where(LaunchMethod.server_id == server_id)
