@@ -4,11 +4,10 @@ Windows editors write) is accepted."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from labfleet import cas_audit_here
 
 from scanner.errors import ConfigError
 from scanner.inventory import load_inventory
@@ -24,13 +23,12 @@ def _inventory(tmp_path: Path, servers: str, prefix: bytes = b"") -> Path:
 
 
 @pytest.mark.parametrize("option", ["--inventory", "--policy"])
-def test_an_endless_input_fails_fast_with_exit_2(tmp_path: Path, option: str) -> None:
+def test_an_endless_input_fails_fast_with_exit_2(tmp_path: Path, option: str, monkeypatch: pytest.MonkeyPatch) -> None:
     inventory = _inventory(tmp_path, '[[server]]\nname = "CAS01"\n')
     args = ["--inventory", "/dev/zero"] if option == "--inventory" else ["--inventory", str(inventory),
                                                                           "--policy", "/dev/zero"]
-    result = subprocess.run([sys.executable, "-m", "scanner", "scan", *args], capture_output=True, text=True,
-                            timeout=60, stdin=subprocess.DEVNULL, cwd=tmp_path,
-                            env={"PATH": "/usr/bin:/bin", "CAS_AUDIT_DB": f"sqlite:///{tmp_path / 'h.db'}"})
+    monkeypatch.chdir(tmp_path)
+    result = cas_audit_here("scan", *args, password=None, db=f"sqlite:///{tmp_path / 'h.db'}")
     assert result.returncode == 2, result.stderr
     assert "/dev/zero is larger than" in result.stderr
     assert "Traceback" not in result.stderr
