@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from kdc import hosts_entries
-from labfleet import cas_audit, many_servers
+from labfleet import cas_audit_here, many_servers
 from samba_dc import DIRECTORY, Account, SambaDC, free_loopback_address, missing
 
 from scanner.cli import cli
@@ -35,7 +35,7 @@ from scanner.inventory import load_inventory
 from scanner.lab.fleet_model import relocate_fleet
 from scanner.lab.serve import Lab
 
-pytestmark = pytest.mark.slow   # one Samba provision per session (about 10 s of CPU)
+pytestmark = pytest.mark.slow   # one Samba DC per session (a provision, about 5 s of CPU, unless templated)
 
 REALM = "CONTOSO.TEST"
 DOMAIN = "contoso.test"
@@ -234,9 +234,9 @@ def test_the_discovered_inventory_scans_completely(samba_dc: SambaDC, tmp_path: 
         result = discover(samba_dc, out, "--base", CONTOSO, "--port", str(port))
         assert result.exit_code == 0, result.output
         db = f"sqlite:///{tmp_path / 'history.db'}"
-        scan = cas_audit("scan", "--inventory", str(out), "--db", db)
+        scan = cas_audit_here("scan", "--inventory", str(out), "--db", db)
         assert scan.returncode in (0, 1), scan.stderr
-        report = cas_audit("report", "--db", db, "--format", "json", "--out", "-")
+        report = cas_audit_here("report", "--db", db, "--format", "json", "--out", "-")
     assert report.returncode == 0, report.stderr
     data = json.loads(report.stdout)
     assert data["run"]["status"] == "complete"
