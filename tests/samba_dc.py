@@ -3,10 +3,11 @@ Debian (packages samba, samba-ad-dc, samba-ad-provision), provisioned once per t
 into a private folder.
 
 `SambaDC.create()` provisions a realm (`samba-tool domain provision --use-rfc2307
---dns-backend=NONE`, about 7 s), writes its own smb.conf (loopback only, the services the
-tests need, a TLS certificate of the tests' own CA), adds the Exchange schema extension and
-the Exchange configuration objects of tests/directory/*.ldif to the offline database, and
-creates the test account. `start()` runs `samba -i -M single` in the foreground and waits
+--dns-backend=NONE`, about 4 s of CPU), adds the Exchange schema extension and the Exchange
+configuration objects of tests/directory/*.ldif to the offline database, and creates the
+test account; the result is kept as a template (under ~/.cache/cas-audit-tests, named by a
+hash of its inputs) that later sessions copy instead. Each DC then gets its own smb.conf
+(loopback only, the services the tests need, a TLS certificate of the tests' own CA). `start()` runs `samba -i -M single` in the foreground and waits
 for LDAPS; `stop()` ends it (the fixture always does), and a test process that dies takes
 its DC with it: no process is left behind.
 
@@ -21,6 +22,7 @@ through KRB5_CONFIG.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import os
 import random
@@ -28,6 +30,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,8 @@ PACKAGES = ("samba", "samba-ad-dc", "samba-ad-provision")
 DIRECTORY = Path(__file__).parent / "directory"
 #: The Python that runs samba-tool: it has Samba's own bindings (python3-samba).
 SAMBA_PYTHON = "/usr/bin/python3"
+#: Provisioned directories, one per set of inputs, kept across test sessions (SambaDC._template).
+TEMPLATES = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cas-audit-tests"
 LDAP_PORTS = (389, 636, 88, 464, 3268, 3269)
 
 
@@ -118,21 +123,53 @@ class SambaDC:
         return f"{self.account.user}@{self.realm}"
 
     def create(self, *ldif_files: Path) -> None:
-        """Provision the realm, then write the schema extension and `ldif_files` offline."""
+        """The provisioned realm with the schema extension and `ldif_files` written offline
+        (a copy of the template of these inputs), then this DC's certificate and configuration."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        tool = shutil.which("samba-tool") or "/usr/bin/samba-tool"
-        provision = [tool, "domain", "provision", "--use-rfc2307", "--dns-backend=NONE", "--server-role=dc",
-                     f"--realm={self.realm}", f"--domain={self.netbios}", f"--host-name={self.host}",
-                     f"--adminpass={self.admin_password}", f"--targetdir={self.folder}",
-                     f"--option=interfaces = {self.address}/8", "--option=bind interfaces only = yes"]
-        _run(provision, "samba-tool domain provision")
-        self._write_tls()
-        self._write_smb_conf()
-        self._write_krb5_conf()
         texts = [self._text(DIRECTORY / name) for name in ("dc-spn.ldif", "exchange-schema.ldif")]
         texts += [self._text(f) for f in ldif_files]
-        _run([SAMBA_PYTHON, str(DIRECTORY / "samba_apply.py"), str(self.smb_conf), self.account.user],
-             "writing the test directory", stdin=self.account.password + "\n" + "\n\n".join(texts))
+        shutil.copytree(self._template(texts), self.folder, symlinks=True, dirs_exist_ok=True)
+        self._write_tls()
+        self._write_smb_conf(self.folder)
+        self._write_krb5_conf()
+
+    def _template(self, texts: list[str]) -> Path:
+        """A provisioned and written directory for these inputs, made once and kept in
+        TEMPLATES (provisioning costs seconds of CPU; a copy, a tenth of one). Its name
+        is a hash of everything that goes into it: Samba's version, this file and
+        samba_apply.py, the realm's names and passwords, the LDIF texts. Nothing in it
+        names its folder or this DC's address (smb.conf, krb5.conf and the certificate are
+        written per DC). Made in a folder of its own and renamed into place when complete:
+        sessions making it at once each make one, the first rename wins."""
+        version = subprocess.run([shutil.which("samba") or "/usr/sbin/samba", "--version"], capture_output=True,
+                                 text=True, timeout=60).stdout
+        key = hashlib.sha256("\0".join([
+            version, Path(__file__).read_text(encoding="utf-8"),
+            (DIRECTORY / "samba_apply.py").read_text(encoding="utf-8"), self.realm, self.netbios, self.host,
+            self.account.user, self.account.password, self.admin_password, *texts]).encode()).hexdigest()[:24]
+        template = TEMPLATES / f"samba-dc-{key}"
+        if template.is_dir():
+            return template
+        TEMPLATES.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix="building-", dir=TEMPLATES))
+        try:
+            tool = shutil.which("samba-tool") or "/usr/bin/samba-tool"
+            provision = [tool, "domain", "provision", "--use-rfc2307", "--dns-backend=NONE", "--server-role=dc",
+                         f"--realm={self.realm}", f"--domain={self.netbios}", f"--host-name={self.host}",
+                         f"--adminpass={self.admin_password}", f"--targetdir={building}",
+                         f"--option=interfaces = {self.address}/8", "--option=bind interfaces only = yes"]
+            _run(provision, "samba-tool domain provision")
+            smb_conf = self._write_smb_conf(building)
+            _run([SAMBA_PYTHON, str(DIRECTORY / "samba_apply.py"), str(smb_conf), self.account.user],
+                 "writing the test directory", stdin=self.account.password + "\n" + "\n\n".join(texts))
+            try:
+                building.rename(template)
+            except OSError:   # another session's template of the same inputs came first
+                if not template.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+        return template
 
     def _text(self, path: Path) -> str:
         return (path.read_text(encoding="utf-8")
@@ -140,9 +177,10 @@ class SambaDC:
                 .replace("${DOMAIN}", self.domain).replace("${DCNAME}", self.host.upper())
                 .replace("${DCFQDN}", self.fqdn))
 
-    def _write_smb_conf(self) -> None:
-        f = self.folder
-        self.smb_conf.write_text(
+    def _write_smb_conf(self, f: Path) -> Path:
+        """smb.conf of a DC whose files are in folder `f`."""
+        smb_conf = f / "etc" / "smb.conf"
+        smb_conf.write_text(
             "[global]\n"
             f"  netbios name = {self.host.upper()}\n"
             f"  realm = {self.realm}\n"
@@ -157,17 +195,18 @@ class SambaDC:
             "  tls enabled = yes\n"
             f"  tls keyfile = {f / 'tls' / 'key.pem'}\n"
             f"  tls certfile = {f / 'tls' / 'cert.pem'}\n"
-            f"  tls cafile = {self.ca_pem}\n"
+            f"  tls cafile = {f / 'tls' / 'ca.pem'}\n"
             f"  private dir = {f / 'private'}\n"
             f"  lock directory = {f}\n"
             f"  pid directory = {f}\n"
             f"  state directory = {f / 'state'}\n"
             f"  cache directory = {f / 'cache'}\n"
             f"  binddns dir = {f / 'bind-dns'}\n"
-            f"  log file = {self.log}\n"
+            f"  log file = {f / 'samba.log'}\n"
             "  max log size = 1000\n"
             "  idmap_ldb:use rfc2307 = yes\n",
             encoding="utf-8")
+        return smb_conf
 
     def _write_krb5_conf(self) -> None:
         self.krb5_conf.write_text(
