@@ -8,11 +8,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from chromium_cdp import Browser
 from click.testing import CliRunner
 from reportdata import HOSTILE_VALUES, sample_report
 from test_export_ocsf import _history
@@ -62,15 +63,20 @@ def elements(html: str) -> _Elements:
     return parser
 
 
-def dump_dom(page: Path) -> str:
-    """The page's DOM after Chromium loaded it and ran whatever it would run (2 s virtual time)."""
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """One headless Chromium for the module's pages, each loaded in a tab of its own."""
     assert CHROMIUM is not None, "chromium is not installed (CI=true: the browser checks must run)"
-    done = subprocess.run(
-        [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-extensions",
-         f"--user-data-dir={page.parent / 'chromium-profile'}", "--virtual-time-budget=2000",
-         "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=60, check=True)
-    return done.stdout
+    browser = Browser(CHROMIUM, tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+def dump_dom(browser: Browser, page: Path) -> str:
+    """The page's DOM after Chromium loaded it and ran whatever it would run (2 s virtual time)."""
+    return browser.dump_dom(page.as_uri())
 
 
 def test_one_file_with_csp_and_no_script_or_external_resource() -> None:
@@ -110,12 +116,12 @@ def test_hostile_text_is_escaped_in_the_markup() -> None:
     assert any(HOSTILE in t for t in parsed.texts)  # the payload, whole, as text
 
 
-@pytest.mark.slow  # headless Chromium, about a second a page
+@pytest.mark.slow  # headless Chromium (one for the module, a tab a page)
 @needs_chromium
-def test_hostile_payloads_render_as_text_in_chromium_and_nothing_runs(tmp_path: Path) -> None:
+def test_hostile_payloads_render_as_text_in_chromium_and_nothing_runs(chromium: Browser, tmp_path: Path) -> None:
     page = tmp_path / "hostile.html"
     page.write_bytes(render(sample_report("en", hostile=HOSTILE), "html"))
-    dom = dump_dom(page)
+    dom = dump_dom(chromium, page)
     parsed = elements(dom)
     title = re.search(r"<title>(.*?)</title>", dom, re.S)
     assert title is not None and title.group(1).startswith(TITLE)
@@ -129,9 +135,9 @@ def test_hostile_payloads_render_as_text_in_chromium_and_nothing_runs(tmp_path: 
     assert any(HOSTILE.replace("\r", "\n") in t for t in parsed.texts)
 
 
-@pytest.mark.slow  # headless Chromium, about a second a page
+@pytest.mark.slow  # headless Chromium (one for the module, a tab a page)
 @needs_chromium
-def test_the_content_security_policy_stops_a_script_that_got_in(tmp_path: Path) -> None:
+def test_the_content_security_policy_stops_a_script_that_got_in(chromium: Browser, tmp_path: Path) -> None:
     """Defence in depth: a script put into the page raw (as if escaping had failed) does not
     run under the page's CSP; without the CSP the same page runs it (the check can fail)."""
     html = render_html(sample_report("en"))
@@ -140,8 +146,8 @@ def test_the_content_security_policy_stops_a_script_that_got_in(tmp_path: Path) 
     with_csp.write_text(injected, "utf-8")
     without = tmp_path / "without-csp.html"
     without.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", injected), "utf-8")
-    assert "<title>pwned-raw</title>" in dump_dom(without)
-    dom = dump_dom(with_csp)
+    assert "<title>pwned-raw</title>" in dump_dom(chromium, without)
+    dom = dump_dom(chromium, with_csp)
     assert "pwned-raw" not in re.search(r"<title>(.*?)</title>", dom, re.S).group(1)  # type: ignore[union-attr]
 
 
@@ -175,17 +181,17 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-@pytest.mark.slow  # headless Chromium, about a second a page
+@pytest.mark.slow  # headless Chromium (one for the module, a tab a page)
 @needs_chromium
 @pytest.mark.parametrize("lang", ["en", "de"])
-def test_the_summary_tables_stay_apart_from_the_trend(tmp_path: Path, lang: str) -> None:
+def test_the_summary_tables_stay_apart_from_the_trend(chromium: Browser, tmp_path: Path, lang: str) -> None:
     """The Summary's blocks are tables no row of which is wider than its header, all above the
     trend's heading; the trend's table of runs sits under its chart (measured in Chromium)."""
     html = render_html(sample_report(lang))
     page = tmp_path / "layout.html"
     page.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", html)
                     .replace("</body>", _MEASURE + "</body>", 1), "utf-8")
-    found = re.search(r'<pre id="layout">(.*?)</pre>', dump_dom(page), re.S)
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dump_dom(chromium, page), re.S)
     assert found is not None, "the measuring script did not run"
     layout = json.loads(found.group(1))
     assert layout["wider"] == []  # before: the trend's runs ran on in the summary's table
