@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from labfleet import demo_fleet, running
+from labfleet import cas_audit_here, demo_fleet, running
 from rules_fixtures import server
 from test_history import record
 from test_upgrade_wait import first_line
@@ -53,13 +53,15 @@ def test_prune_and_a_running_scan_exclude_each_other(store_url: str, tmp_path: P
             while not re.match(r"\[\d+/\d+\] ", line):  # a server is recorded: the run is running
                 line = scan.stderr.readline() if scan.stderr else ""
                 assert line, "the scan ended before it recorded a server"
-            prune = cas_audit(store_url, "prune", "--before", "2025-06-01", "--apply", "--wait", wait)
-            if wait == "0":
-                out, err = prune.communicate(timeout=60)
-                assert prune.returncode == 4, err
+            if wait == "0":  # refused at once: prune runs in this process, the scan in its own
+                refused = cas_audit_here("prune", "--before", "2025-06-01", "--apply", "--wait", wait,
+                                         db=store_url)
+                out, err = refused.stdout, refused.stderr
+                assert refused.returncode == 4, err
                 assert "error: a scan is still running on this history (run 3 on" in err
                 assert "nothing was removed" in err and "removed" not in out
             else:
+                prune = cas_audit(store_url, "prune", "--before", "2025-06-01", "--apply", "--wait", wait)
                 said = first_line(prune.stderr, timeout=60)
                 assert said is not None and "waiting for the scan(s) running on this history to finish" in said, said
                 assert "run 3 on" in said and prune.poll() is None
