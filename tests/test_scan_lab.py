@@ -91,8 +91,8 @@ def test_scan_reports_what_every_server_really_does(tmp_path: Path, auth: str, b
 
 def test_scan_without_password_is_a_usage_error(tmp_path: Path) -> None:
     with running(demo_fleet("127.0.8.1", "ntlm"), tmp_path) as (_lab, inventory):
-        result = cas_audit("scan", "--inventory", str(inventory), password=None,
-                           db=f"sqlite:///{tmp_path / 'h.db'}")
+        result = cas_audit_here("scan", "--inventory", str(inventory), password=None,
+                                db=f"sqlite:///{tmp_path / 'h.db'}")
     assert result.returncode == 2
     assert "CAS_AUDIT_PASSWORD" in result.stderr
 
@@ -100,7 +100,7 @@ def test_scan_without_password_is_a_usage_error(tmp_path: Path) -> None:
 def test_wrong_password_is_reported_per_server_not_as_a_crash(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'h.db'}"
     with running(demo_fleet("127.0.9.1", "basic"), tmp_path) as (_lab, inventory):
-        result = cas_audit("scan", "--inventory", str(inventory), password="wrong", db=db)
+        result = cas_audit_here("scan", "--inventory", str(inventory), password="wrong", db=db)
     assert result.returncode == 3
     data = json.loads(cas_audit_here("report", "--format", "json", db=db).stdout)
     kinds = {s["name"]: (s["error"] or "").split(":")[0] for s in data["servers"]}
