@@ -13,10 +13,11 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from labfleet import demo_fleet, running
+from labfleet import cas_audit_here, demo_fleet, running
 from rawhttp import raw_peer
 from test_cli_errors import one_run
 
@@ -32,6 +33,12 @@ def run(folder: Path, *args: str, **env_extra: str) -> subprocess.CompletedProce
                XDG_STATE_HOME=str(folder / "state"), **env_extra)
     return subprocess.run([sys.executable, "-m", "scanner", *args], cwd=folder, env=env, capture_output=True,
                           text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+
+def read(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A command whose result the test only reads (a report, the scan before the damage), in
+    this process: the exit codes and error logs under test come from `run`'s child processes."""
+    return cas_audit_here(*args, db=f"sqlite:///{folder / 'history.db'}")
 
 
 def internal(result: subprocess.CompletedProcess[str], folder: Path) -> str:
@@ -51,7 +58,8 @@ def internal(result: subprocess.CompletedProcess[str], folder: Path) -> str:
 @pytest.fixture(scope="module")
 def lab_inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("lab")
-    with running(demo_fleet("127.0.35.1"), folder) as (_lab, inventory):
+    fleet = demo_fleet("127.0.35.1")  # two of its servers: every stage runs for each
+    with running(replace(fleet, servers=fleet.servers[:2]), folder) as (_lab, inventory):
         yield inventory
 
 
@@ -70,7 +78,7 @@ def test_parse_failure_exits_4_and_keeps_the_results(tmp_path: Path, lab_invento
     result = run(tmp_path, "scan", "--inventory", str(lab_inventory), CAS_AUDIT_TEST_FAIL_STAGE="parse")
     log = internal(result, tmp_path)
     assert "failure injected at stage 'parse'" in log
-    report = json.loads(run(tmp_path, "report", "--format", "json").stdout)
+    report = json.loads(read(tmp_path, "report", "--format", "json").stdout)
     assert report["run"]["status"] == "partial"
     assert {s["error"].split(":")[0] for s in report["servers"]} >= {"internal"}
 
@@ -81,7 +89,7 @@ def test_a_bug_in_the_config_evaluator_exits_4_and_is_no_finding(tmp_path: Path,
     result = run(tmp_path, "scan", "--inventory", str(lab_inventory), CAS_AUDIT_TEST_FAIL_STAGE="config")
     log = internal(result, tmp_path)
     assert "failure injected at stage 'config'" in log
-    report = json.loads(run(tmp_path, "report", "--format", "json").stdout)
+    report = json.loads(read(tmp_path, "report", "--format", "json").stdout)
     assert not [f for f in report["findings"] if f["rule"] == "XS-006"]
     assert {s["error"].split(":")[0] for s in report["servers"] if s["error"]} >= {"internal"}
 
@@ -96,7 +104,7 @@ def test_store_a_corrupt_database_file_exits_4(tmp_path: Path) -> None:
 
 
 def test_evaluate_a_damaged_history_exits_4_and_the_run_is_not_clean(tmp_path: Path, lab_inventory: Path) -> None:
-    assert run(tmp_path, "scan", "--inventory", str(lab_inventory)).returncode in (1, 3)
+    assert read(tmp_path, "scan", "--inventory", str(lab_inventory)).returncode == 0
     with sqlite3.connect(tmp_path / "history.db") as db:  # someone edits the history by hand
         db.execute("UPDATE documents SET body = 'last tuesday' WHERE kind = 'protocol'")
     internal(run(tmp_path, "scan", "--inventory", str(lab_inventory)), tmp_path)
