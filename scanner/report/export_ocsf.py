@@ -29,6 +29,7 @@ CATEGORY_UID = 2  # Findings
 ACTIVITY_CREATE = 1
 ACTIVITY_CLOSE = 3  # a finding was closed: the run resolved it
 STATUS_RESOLVED = 4
+_ACTIVITY_NAMES = {ACTIVITY_CREATE: "Create", ACTIVITY_CLOSE: "Close"}
 # OCSF severity_id: 1 Informational, 2 Low, 3 Medium, 4 High, 5 Critical
 SEVERITY_IDS: dict[str, tuple[int, str]] = {
     "info": (1, "Informational"),
@@ -51,6 +52,27 @@ _NO_RESULT_RULES = frozenset({"XS-011"})
 
 def _ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def _head(activity_id: int, moment: datetime, severity: tuple[int, str], status: tuple[int, str, str],
+          message: str, tool_version: str, lang: str) -> dict[str, Any]:
+    """The keys every line of the class starts with, in this order: activity, category, class,
+    type, time, severity, status (id, name, detail), message and metadata."""
+    activity = _ACTIVITY_NAMES[activity_id]
+    return {
+        "activity_id": activity_id, "activity_name": activity,
+        "category_uid": CATEGORY_UID, "category_name": "Findings",
+        "class_uid": CLASS_UID, "class_name": "Compliance Finding",
+        "type_uid": CLASS_UID * 100 + activity_id, "type_name": f"Compliance Finding: {activity}",
+        "time": _ms(moment),
+        "severity_id": severity[0], "severity": severity[1],
+        "status_id": status[0], "status": status[1], "status_detail": status[2],
+        "message": message,
+        "metadata": {
+            "version": OCSF_VERSION,
+            "product": {"name": "cas-audit", "vendor_name": "cas-audit", "version": tool_version, "lang": lang},
+        },
+    }
 
 
 def finding_uid(f: FindingInfo | ResolvedInfo) -> str:
@@ -129,26 +151,8 @@ def ocsf_events(report: RunReport) -> list[dict[str, Any]]:
         if f.waiver is not None:
             unmapped["waiver"] = f.waiver
         event: dict[str, Any] = {
-            "activity_id": ACTIVITY_CREATE,
-            "activity_name": "Create",
-            "category_uid": CATEGORY_UID,
-            "category_name": "Findings",
-            "class_uid": CLASS_UID,
-            "class_name": "Compliance Finding",
-            "type_uid": CLASS_UID * 100 + ACTIVITY_CREATE,
-            "type_name": "Compliance Finding: Create",
-            "time": _ms(moment),
-            "severity_id": severity_id,
-            "severity": severity,
-            "status_id": status_id,
-            "status": status,
-            "status_detail": f.state,
-            "message": f.message,
-            "metadata": {
-                "version": OCSF_VERSION,
-                "product": {"name": "cas-audit", "vendor_name": "cas-audit", "version": tool_version,
-                            "lang": report.lang},
-            },
+            **_head(ACTIVITY_CREATE, moment, (severity_id, severity), (status_id, status, f.state), f.message,
+                    tool_version, report.lang),
             "finding_info": {
                 "uid": finding_uid(f),
                 "title": f.title,
@@ -197,19 +201,8 @@ def _not_evaluated_events(report: RunReport, moment: datetime, tool_version: str
             unmapped["seal"] = run["seal"]
         data = {"server": note.server, "site": note.site, "protocol": note.protocol, "reason": note.reason or None}
         events.append({
-            "activity_id": ACTIVITY_CREATE, "activity_name": "Create",
-            "category_uid": CATEGORY_UID, "category_name": "Findings",
-            "class_uid": CLASS_UID, "class_name": "Compliance Finding",
-            "type_uid": CLASS_UID * 100 + ACTIVITY_CREATE, "type_name": "Compliance Finding: Create",
-            "time": _ms(moment),
-            "severity_id": 1, "severity": "Informational",
-            "status_id": 1, "status": "New", "status_detail": "not-evaluated",
-            "message": message,
-            "metadata": {
-                "version": OCSF_VERSION,
-                "product": {"name": "cas-audit", "vendor_name": "cas-audit", "version": tool_version,
-                            "lang": report.lang},
-            },
+            **_head(ACTIVITY_CREATE, moment, (1, "Informational"), (1, "New", "not-evaluated"), message,
+                    tool_version, report.lang),
             "finding_info": {"uid": not_evaluated_uid(note), "title": title, "desc": message,
                              "types": [str(note.rule)], "last_seen_time": _ms(moment)},
             "compliance": {
@@ -265,19 +258,8 @@ def _resolved_events(report: RunReport, moment: datetime, tool_version: str,
         else:
             resource = _resource_of(r.server, sites.get(r.server.casefold()), r.protocol)
         events.append({
-            "activity_id": ACTIVITY_CLOSE, "activity_name": "Close",
-            "category_uid": CATEGORY_UID, "category_name": "Findings",
-            "class_uid": CLASS_UID, "class_name": "Compliance Finding",
-            "type_uid": CLASS_UID * 100 + ACTIVITY_CLOSE, "type_name": "Compliance Finding: Close",
-            "time": _ms(moment),
-            "severity_id": 1, "severity": "Informational",
-            "status_id": STATUS_RESOLVED, "status": "Resolved", "status_detail": "resolved",
-            "message": message,
-            "metadata": {
-                "version": OCSF_VERSION,
-                "product": {"name": "cas-audit", "vendor_name": "cas-audit", "version": tool_version,
-                            "lang": report.lang},
-            },
+            **_head(ACTIVITY_CLOSE, moment, (1, "Informational"), (STATUS_RESOLVED, "Resolved", "resolved"),
+                    message, tool_version, report.lang),
             "finding_info": info,
             "compliance": {
                 "control": f"{r.rule} {title}",
