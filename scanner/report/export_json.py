@@ -74,7 +74,7 @@ def change_dict(c: ChangeRecord) -> dict[str, Any]:
     }
 
 
-def _resolved_change(c: ChangeRecord | None) -> dict[str, Any] | None:
+def resolved_change(c: ChangeRecord | None) -> dict[str, Any] | None:
     """The change that resolved a finding: its ticket (docs/contracts.md)."""
     if c is None:
         return None
@@ -148,7 +148,7 @@ def report_dict(report: RunReport) -> dict[str, Any]:
         "servers": servers,
         "findings": findings,
         # "change": the recorded change that resolved it (its ticket), else null
-        "resolved": [{"rule": r.rule, "server": r.server, "protocol": r.protocol, "change": _resolved_change(r.change)}
+        "resolved": [{"rule": r.rule, "server": r.server, "protocol": r.protocol, "change": resolved_change(r.change)}
                      for r in report.resolved],
         # addition to the contract: each rule a scan could not judge, where and why (report/notes.py)
         "not_evaluated": json_not_evaluated(

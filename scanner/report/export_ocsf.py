@@ -17,7 +17,7 @@ import json
 from datetime import datetime
 from typing import Any, TextIO
 
-from scanner.report.export_json import report_dict
+from scanner.report.export_json import report_dict, resolved_change
 from scanner.report.labels import Labels
 from scanner.report.model import FindingInfo, ResolvedInfo, RunReport
 from scanner.report.notes import ServerNote, not_evaluated_fix, note_message, server_notes
@@ -94,13 +94,18 @@ def resolved_uid(r: ResolvedInfo) -> str:
 
 
 def _compliance(f: FindingInfo, controls: list[dict[str, Any]]) -> dict[str, Any]:
-    status_id, status = (2, "Warning") if f.rule in _NO_RESULT_RULES else (3, "Fail")
+    status = (2, "Warning") if f.rule in _NO_RESULT_RULES else (3, "Fail")
+    return _compliance_of(f"{f.rule} {f.title}", controls, status)
+
+
+def _compliance_of(control: str, controls: list[dict[str, Any]], status: tuple[int, str]) -> dict[str, Any]:
+    """OCSF `compliance`: the rule, the controls it serves, and Pass (1), Warning (2) or Fail (3)."""
     return {
-        "control": f"{f.rule} {f.title}",
+        "control": control,
         "requirements": [f"{c['framework']} {c['id']}" for c in controls],
         "standards": sorted({str(c["framework"]) for c in controls}),
-        "status": status,
-        "status_id": status_id,
+        "status": status[1],
+        "status_id": status[0],
     }
 
 
@@ -205,13 +210,7 @@ def _not_evaluated_events(report: RunReport, moment: datetime, tool_version: str
                     tool_version, report.lang),
             "finding_info": {"uid": not_evaluated_uid(note), "title": title, "desc": message,
                              "types": [str(note.rule)], "last_seen_time": _ms(moment)},
-            "compliance": {
-                "control": f"{note.rule} {title}",
-                "requirements": [f"{c['framework']} {c['id']}" for c in controls],
-                "standards": sorted({c["framework"] for c in controls}),
-                "status": "Warning",
-                "status_id": 2,
-            },
+            "compliance": _compliance_of(f"{note.rule} {title}", controls, (2, "Warning")),
             "resources": [_resource_of(note.server, note.site, note.protocol)],
             "evidences": [{"name": str(note.rule), "data": data}],
             "remediation": {"desc": not_evaluated_fix(labels, note)},
@@ -235,15 +234,12 @@ def _resolved_events(report: RunReport, moment: datetime, tool_version: str,
         c = r.change
         if c is None:
             message, desc = labels("state.resolved"), labels("resolved.message")
-            change = None
         else:
             message = labels("state.resolved_by", ticket=c.ticket)
             key = "resolved.by_restart" if r.rule == "XS-005" else "resolved.by_change"
             desc = labels(key, ticket=c.ticket, time=iso(c.changed_at), operator=c.operator,
                           sha256=c.after_sha256 or "-")
-            change = {"ticket": c.ticket, "changed_at": iso(c.changed_at), "operator": c.operator,
-                      "after_sha256": c.after_sha256 or None, "restart": c.restart, "result": c.result}
-        unmapped: dict[str, Any] = {"state": "resolved", "change": change, "controls": controls,
+        unmapped: dict[str, Any] = {"state": "resolved", "change": resolved_change(c), "controls": controls,
                                     "first_seen_known": r.first_seen_at is not None,
                                     "run_id": run["id"] if run else None}
         if run is not None and run.get("seal") is not None:
@@ -261,13 +257,7 @@ def _resolved_events(report: RunReport, moment: datetime, tool_version: str,
             **_head(ACTIVITY_CLOSE, moment, (1, "Informational"), (STATUS_RESOLVED, "Resolved", "resolved"),
                     message, tool_version, report.lang),
             "finding_info": info,
-            "compliance": {
-                "control": f"{r.rule} {title}",
-                "requirements": [f"{x['framework']} {x['id']}" for x in controls],
-                "standards": sorted({x["framework"] for x in controls}),
-                "status": "Pass",
-                "status_id": 1,
-            },
+            "compliance": _compliance_of(f"{r.rule} {title}", controls, (1, "Pass")),
             "resources": [resource],
             "unmapped": unmapped,
         })
