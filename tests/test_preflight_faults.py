@@ -156,6 +156,31 @@ def test_a_bug_of_ours_exits_4_after_reporting_every_server(tmp_path: Path) -> N
 # -- signals -----------------------------------------------------------------------------------
 
 
+def test_an_interrupted_server_is_not_counted_as_checked() -> None:
+    """SIGINT ends the exchanges in flight (httpguard.abort_all); a worker can then finish
+    before preflight leaves its pool, so its result was counted: 'interrupted: 1 of 1
+    server(s) checked' for a server that was not. The result now says it was interrupted,
+    and check_inventory leaves it out."""
+    import threading
+
+    from scanner.collect.preflight import check_inventory
+
+    with raw_peer("stall") as peer:
+        results: list[Any] = []
+        worker = threading.Thread(target=lambda: results.append(
+            check_server(raw_target(peer.port), "pw", timeout_s=600.0)))
+        worker.start()
+        assert peer.requested.wait(30), "preflight never sent its request"
+        httpguard.abort_all()
+        worker.join(BOUND_S)
+        (readiness,) = results
+        assert readiness.interrupted and not readiness.ready
+        # the stop already set and the exchange already ended: still not a checked server
+        stop = threading.Event()
+        stop.set()
+        assert check_inventory((raw_target(peer.port),), lambda _t: "pw", timeout_s=5.0, stop=stop) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_preflight_while_a_server_stalls(tmp_path: Path, signum: int, code: int) -> None:

@@ -98,6 +98,7 @@ class Readiness:
     certificate: Certificate | None = None
     problems: list[Problem] = field(default_factory=list)
     internal: bool = False  # a bug of ours stopped the checks (logged with its traceback)
+    interrupted: bool = False  # SIGINT/SIGTERM ended its checks: not checked
 
     @property
     def ready(self) -> bool:
@@ -412,6 +413,8 @@ def check_server(target: Target, password: str | None, *, timeout_s: float) -> R
         log.error("internal error while checking %s", target.name, exc_info=exc)
         _internal(result, f"{type(exc).__name__}: {exc}")
     finally:
+        # whichever step the interruption cut short, and whatever it made of that
+        result.interrupted = guard.ended == "interrupted"
         guard.close()
     return result
 
@@ -448,7 +451,8 @@ def check_inventory(targets: tuple[Target, ...], password: Callable[[Target], st
     """check_server for every target, `concurrency` at once, in inventory order.
 
     When `stop` is set (SIGINT, SIGTERM), no more servers start, the exchanges in flight
-    are shut down (httpguard.abort_all) and only the servers finished by then are returned;
+    are shut down (httpguard.abort_all) and only the servers whose checks finished without
+    the interruption are returned;
     the workers still running are not waited for (the caller exits)."""
     pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets))),
                               thread_name_prefix="cas-audit-preflight")
@@ -457,9 +461,12 @@ def check_inventory(targets: tuple[Target, ...], password: Callable[[Target], st
     pending = set(futures)
     while pending and not (stop is not None and stop.is_set()):
         _done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-    if pending:
+    if stop is not None and stop.is_set():
+        # the signal handler may have ended the exchanges in flight before this loop saw it:
+        # a server whose checks the interruption cut short was not checked either way
         httpguard.abort_all()
         pool.shutdown(wait=False, cancel_futures=True)
-        return [f.result() for f in futures if f.done() and not f.cancelled()]
+        done = [f.result() for f in futures if f.done() and not f.cancelled()]
+        return [r for r in done if not r.interrupted]
     pool.shutdown(wait=True)
     return [f.result() for f in futures]
