@@ -107,6 +107,17 @@ EDITS = {
                          "UPDATE seal_chain SET position = 2 WHERE run_id = 3",
                          "UPDATE seal_chain SET position = 3 WHERE run_id = 2"],
     "a run's link deleted": ["DELETE FROM seal_chain WHERE run_id = 2"],
+    # values of a type or form cas-audit never writes (SQLite keeps what it is given): verify
+    # names the run, as for any other edit, instead of failing on the value (exit 4)
+    "a scan's time that is no time": ["UPDATE server_scans SET started_at = 'yesterday' WHERE run_id = 2"],
+    "a run's time as a number": ["UPDATE scan_runs SET finished_at = 12345 WHERE id = 2"],
+    "a run's time out of range": ["UPDATE scan_runs SET heartbeat_at = '99999-01-01 00:00:00' WHERE id = 2"],
+    "a protocol as bytes": [
+        "UPDATE observations SET protocol = X'00ff' WHERE id = (SELECT min(o.id) FROM observations o "
+        "JOIN server_scans s ON s.id = o.server_scan_id WHERE s.run_id = 2)"],
+    "a finding's extra as bytes": ["UPDATE findings SET extra = X'7b7d' WHERE id = (SELECT min(id) FROM findings "
+                                   "WHERE run_id = 2)"],
+    "a finding's text as a number": ["UPDATE documents SET body = 42 WHERE kind = 'finding' AND body LIKE '%day 1%'"],
 }
 
 

@@ -90,12 +90,24 @@ def canonical(value: Any) -> bytes:
 
 
 def _json(value: Any) -> str:
-    """One value in the canonical encoding (as `canonical`, as text): a fast path for text and null."""
+    """One value in the canonical encoding (as `canonical`, as text): a fast path for text and null.
+    A value no cas-audit writes (bytes where text belongs, after an edit outside cas-audit) is
+    encoded as `unreadable`: the run's digest then differs from its seal, and verify names it."""
     if value is None:
         return "null"
     if type(value) is str:
         return encode_basestring_ascii(value)
-    return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return unreadable(value)
+
+
+def unreadable(value: Any) -> str:
+    """The encoding of a stored value of a type or form cas-audit never writes: a JSON object,
+    where every readable value is a string, number, list or null, so no edit can make it
+    equal to what was sealed."""
+    return f'{{"unreadable":{encode_basestring_ascii(type(value).__name__)}}}'
 
 
 class _Times:
@@ -128,7 +140,10 @@ class _Times:
             return f'"{value[:10]}T{value[11:]}Z"'
         if value is None:
             return "null"
-        return _json(when(self._parse(value) if self._parse is not None else value))
+        try:
+            return _json(when(self._parse(value) if self._parse is not None else value))
+        except (TypeError, ValueError, OverflowError, AttributeError):  # no time, after an edit outside cas-audit
+            return unreadable(value)
 
 
 class _Documents:
@@ -150,7 +165,7 @@ class _Documents:
                 if kind == "protocol":
                     try:
                         state = json.loads(body)
-                    except ValueError:
+                    except (ValueError, TypeError):
                         state = {}
                     if isinstance(state, dict):
                         files = tuple(sha for sha in (state.get("config_sha256"), reference_sha256(state))
@@ -175,8 +190,10 @@ class _Documents:
         for start in range(0, len(ordered), _CHUNK):
             for key, content in self._session.connection().execute(select(ConfigBlob.sha256, ConfigBlob.content)
                                                       .where(ConfigBlob.sha256.in_(ordered[start:start + _CHUNK]))):
-                if content is not None:
+                if isinstance(content, bytes):
                     found[key] = hashlib.sha256(content).hexdigest()
+                elif content is not None:  # text or a number where the file's bytes belong
+                    found[key] = unreadable(content)
         return found
 
     @property
@@ -196,8 +213,13 @@ class _Statements:
             return query.where(run_column == run_id).order_by(*order)
         return query.order_by(run_column, *order)
 
+    def with_times(self, columns: Iterable[Any]) -> list[Any]:
+        """`columns` with each time column selected as `_Times.column` (the stored text), so that
+        a value that is no time is encoded as unreadable instead of failing the whole read."""
+        return [self.t.column(c).label(c.name) if isinstance(c.type, UTCDateTime) else c for c in columns]
+
     def runs(self, run_id: int | None) -> _Query:
-        query = select(ScanRun.__table__)
+        query = select(*self.with_times(ScanRun.__table__.columns))
         return query.where(ScanRun.id == run_id) if run_id is not None else query.order_by(ScanRun.id)
 
     def planned(self, run_id: int | None) -> _Query:
@@ -249,11 +271,24 @@ class _RunEncoder:
         self.statements = _Statements(self.times)
         self.documents = _Documents(session)
 
-    def changes(self, after: int, through: int) -> list[list[Any]]:
-        """The changes `fix apply`/`fix rollback` recorded with ids in (after, through], in order."""
+    def changes(self, after: int, through: int) -> str:
+        """The encoded changes `fix apply`/`fix rollback` recorded with ids in (after, through], in order."""
         columns = [c for c in Change.__table__.columns if c.name != "id"]
-        return [[_value(value) for value in row] for row in self._session.connection().execute(
-            select(*columns).where(Change.id > after, Change.id <= through).order_by(Change.id))]
+        rows = self._session.connection().execute(
+            select(*self.statements.with_times(columns)).where(Change.id > after, Change.id <= through)
+            .order_by(Change.id))
+        return "[" + ",".join("[" + ",".join(self._field(column, value) for column, value in zip(columns, row, strict=True))
+                              + "]" for row in rows) + "]"
+
+    def _field(self, column: Any, value: Any) -> str:
+        """One stored value of `column` in the canonical encoding."""
+        return self.times.json(value) if isinstance(column.type, UTCDateTime) else _json(_value(value))
+
+    def _run(self, run: RowMapping) -> str:
+        """The run's row as the JSON object `{column: value}` with sorted keys."""
+        columns = ScanRun.__table__.columns
+        return "{" + ",".join(f"{encode_basestring_ascii(key)}:{self._field(columns[key], run[key])}"
+                              for key in sorted(run.keys())) + "}"
 
     def digest(self, run: RowMapping, rows: Mapping[str, Sequence[Any]],
                changes: tuple[int, int] | None) -> str:
@@ -282,12 +317,12 @@ class _RunEncoder:
             for _, scan_id, name, status, kind, message, started, finished, since, site, state_id in rows["scans"])
         parts = ["{"]
         if changes is not None:
-            parts.append(f'"changes":{q(self.changes(*changes))},"changes_through":{q(changes[1])},')
+            parts.append(f'"changes":{self.changes(*changes)},"changes_through":{q(changes[1])},')
         parts.append('"findings":[')
         parts.append(",".join([f"[{q(name)},{entry(body_id)},{q(extra)}]" for _, name, body_id, extra in rows["findings"]]))
         parts.append(f'],"planned":{q([list(row[1:]) for row in rows["planned"]])}')
         parts.append(f',"resolved":{q([list(row[1:]) for row in rows["resolved"]])}')
-        parts.append(f',"run":{q({key: _value(value) for key, value in run.items()})},"scans":[')
+        parts.append(f',"run":{self._run(run)},"scans":[')
         parts.append(",".join([fragment for _, fragment in scans]))
         parts.append("]}")
         return hashlib.sha256("".join(parts).encode("ascii")).hexdigest()
