@@ -1,8 +1,9 @@
 """Alembic environment for the cas-audit history database.
 
-cas-audit runs migrations from code (scanner.store.db.upgrade) and hands over its own
-connection in config.attributes["connection"]. To write a new revision, compare the models
-with a database at head:
+cas-audit runs its upgrades from code (scanner.store.db.upgrade, with the options of
+`migration_options`) without this file; alembic.command (tests, writing a revision) runs it,
+on the connection handed over in config.attributes["connection"]. To write a new revision,
+compare the models with a database at head:
 
     from alembic import command
     from scanner.store.db import alembic_config, open_engine
@@ -17,7 +18,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from scanner.store.db import VERSION_TABLE, default_url, make_engine
+from scanner.store.db import VERSION_TABLE, default_url, make_engine, migration_options
 from scanner.store.models import Base
 
 config = context.config
@@ -26,13 +27,7 @@ version_table = config.attributes.get("version_table", VERSION_TABLE)
 
 
 def _configure(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        version_table=version_table,
-        render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
-    )
+    context.configure(connection=connection, **{**migration_options(connection.dialect.name), "version_table": version_table})
 
 
 def _url() -> str:

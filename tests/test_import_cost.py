@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("sqlalchemy", "alembic", "lxml", "openpyxl", "winrm", "requests", "ldap3", "cryptography")
 
@@ -19,3 +20,20 @@ def test_importing_the_command_line_loads_no_heavy_library() -> None:
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [], f"importing scanner.cli loads {done.stdout.strip()}"
+
+
+def test_opening_a_history_at_head_needs_no_alembic(tmp_path: Path) -> None:
+    """A command that opens a history already at head (to read it, or to write to it) compares
+    its version with HEAD_REVISION: Alembic and the ten migration scripts are not loaded."""
+    from scanner.store.db import upgrade_database
+
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    upgrade_database(url)
+    code = ("import sys\nfrom scanner.store.db import open_engine\n"
+            f"open_engine({url!r}, read_only=True).dispose()\nopen_engine({url!r}).dispose()\n"
+            f"open_engine({url!r}, create=False).dispose()\n"
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

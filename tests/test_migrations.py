@@ -17,7 +17,7 @@ from sqlalchemy import inspect
 import scanner
 from scanner.errors import StoreError
 from scanner.store import upgrade_database
-from scanner.store.db import VERSION_TABLE, head_revision, make_engine, migrations_dir
+from scanner.store.db import HEAD_REVISION, VERSION_TABLE, head_revision, make_engine, migrations_dir, script_directory
 from scanner.store.models import Base
 from scanner.util.paths import data_dir
 
@@ -48,6 +48,16 @@ def test_empty_database_upgrades_to_head_matching_the_models(store_url: str) -> 
 
     upgrade_database(store_url)  # second upgrade: nothing to do, nothing breaks
     assert schema_state(store_url)[:2] == (head_revision(), [])
+
+
+def test_the_head_known_without_alembic_is_alembics_head() -> None:
+    """HEAD_REVISION (compared with a history's version without loading Alembic) is the head
+    of the revisions in migrations/versions: a new revision must update it."""
+    from alembic.script import ScriptDirectory
+
+    assert HEAD_REVISION == ScriptDirectory(str(migrations_dir())).get_current_head() == head_revision()
+    assert script_directory().get_current_head() == HEAD_REVISION
+    assert sorted(p.name.split("_")[0] for p in (migrations_dir() / "versions").glob("*.py"))[-1] == HEAD_REVISION
 
 
 def test_concurrent_first_upgrades(store_url: str) -> None:

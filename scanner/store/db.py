@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -24,7 +22,15 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from scanner.errors import ExitCode, StoreError
 from scanner.util.paths import data_dir, user_data_folder
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 VERSION_TABLE = "cas_audit_schema_version"
+# The newest revision in migrations/versions. Opening a history at head compares its version
+# with this and needs neither Alembic nor the migration scripts (importing Alembic and loading
+# the scripts cost ~0.25 s of CPU); tests/test_migrations.py checks that it is Alembic's head.
+HEAD_REVISION = "0010"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
 # Key of the PostgreSQL advisory lock held while the schema is upgraded (any fixed bigint).
@@ -211,23 +217,60 @@ def store_errors(url: URL, doing: str) -> Iterator[None]:
         yield
     except StoreError:
         raise
-    except (SQLAlchemyError, CommandError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, SQLAlchemyError) and not _is_alembic_error(exc):
+            raise
         raise StoreError(f"cannot {doing}: {_driver_message(exc, url)} (database {shown})") from exc
 
 
-def head_revision() -> str | None:
+def _is_alembic_error(exc: BaseException) -> bool:
+    """An Alembic CommandError (Alembic is imported only when a schema is upgraded: without
+    it in sys.modules no such error can have been raised)."""
+    errors = sys.modules.get("alembic.util.exc")
+    return errors is not None and isinstance(exc, errors.CommandError)
+
+
+def head_revision() -> str:
     """The newest schema revision this installation knows."""
-    return ScriptDirectory(str(migrations_dir())).get_current_head()
+    return HEAD_REVISION
+
+
+_scripts_lock = threading.Lock()
+
+
+@functools.cache
+def _load_scripts(location: str) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(location)
+    scripts.revision_map.heads  # load every revision once, here, under the lock  # noqa: B018
+    return scripts
+
+
+def script_directory() -> ScriptDirectory:
+    """This installation's Alembic script directory, its revisions loaded once per process."""
+    location = str(migrations_dir())
+    with _scripts_lock:
+        return _load_scripts(location)
 
 
 def current_revision(connection: Connection) -> str | None:
-    """The schema revision the database is at (None for an empty database)."""
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    """The schema revision the database is at (None for an empty database), read as Alembic's
+    MigrationContext.get_current_revision reads it: no version table or no row is None,
+    more than one row is an error."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revisions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(revisions) > 1:
+        raise StoreError(f"the history database's {VERSION_TABLE} holds more than one schema revision "
+                         f"({', '.join(sorted(revisions))}): it was not written by cas-audit's upgrade")
+    return revisions[0] if revisions else None
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic Config that runs our migrations, on `connection` when given."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["version_table"] = VERSION_TABLE
@@ -238,13 +281,13 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to head; a no-op when it is there. Safe for concurrent callers."""
-    scripts = ScriptDirectory(str(migrations_dir()))
-    head = scripts.get_current_head()
+    head = HEAD_REVISION
     with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn:
         with conn.begin():
             current = current_revision(conn)
     if current == head:
         return
+    scripts = script_directory()
     if current is not None and not _known_revision(scripts, current):
         raise StoreError(
             f"the history database {mask_url(engine.url)} has schema revision {current}, "
@@ -266,7 +309,7 @@ def upgrade(engine: Engine) -> None:
                     _pg_upgrade_lock(conn, notice, shared=False)
                 if current_revision(conn) == head:
                     return
-                command.upgrade(alembic_config(conn), "head")
+                _run_migrations(conn, scripts)
                 if current is not None and current < SEAL_CHAIN_REVISION:
                     _seal_existing_runs(conn)
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
@@ -274,6 +317,30 @@ def upgrade(engine: Engine) -> None:
         finally:
             if sqlite:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
+
+
+def migration_options(dialect: str) -> dict[str, Any]:
+    """The options of Alembic's migration context for a database of `dialect`
+    (the same for `_run_migrations` and migrations/env.py)."""
+    from scanner.store.models import Base
+
+    return {"target_metadata": Base.metadata, "version_table": VERSION_TABLE,
+            "render_as_batch": dialect == "sqlite", "compare_type": True}
+
+
+def _run_migrations(conn: Connection, scripts: ScriptDirectory) -> None:
+    """`alembic upgrade head` on `conn`, in its transaction: what alembic.command.upgrade does
+    with migrations/env.py, but with the process's script directory (the scripts are not
+    loaded again) and without running env.py."""
+    from alembic.runtime.environment import EnvironmentContext
+
+    def steps(revision: Any, _context: Any) -> Any:
+        return scripts._upgrade_revs("head", revision)
+
+    with EnvironmentContext(alembic_config(conn), scripts, fn=steps, destination_rev="head") as environment:
+        environment.configure(connection=conn, **migration_options(conn.dialect.name))
+        with environment.begin_transaction():
+            environment.run_migrations()
 
 
 SEAL_CHAIN_REVISION = "0009"  # the revision that added the seal chain (seal.py)
@@ -325,6 +392,8 @@ def _wait_for_upgrade(engine: Engine, current: str | None, head: str | None) -> 
 
 
 def _known_revision(scripts: ScriptDirectory, revision: str) -> bool:
+    from alembic.util import CommandError
+
     try:
         return scripts.get_revision(revision) is not None
     except CommandError:
@@ -373,8 +442,8 @@ def _check_existing(engine: Engine, *, any_revision: bool = False) -> None:
         current = current_revision(conn)
     if any_revision:
         return
-    head = head_revision()
-    if current != head and current is not None and _known_revision(ScriptDirectory(str(migrations_dir())), current):
+    head = HEAD_REVISION
+    if current != head and current is not None and _known_revision(script_directory(), current):
         _wait_for_upgrade(engine, current, head)  # an upgrade may be running: read what it leaves
         with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
             current = current_revision(conn)
