@@ -21,8 +21,6 @@ from labfleet import cas_audit_here, demo_fleet, running
 from rawhttp import raw_peer
 from test_cli_errors import one_run
 
-pytestmark = pytest.mark.slow  # each test runs the cas-audit command in a subprocess
-
 __all__ = ["one_run"]  # the fixture, used by name
 
 
@@ -36,8 +34,11 @@ def run(folder: Path, *args: str, **env_extra: str) -> subprocess.CompletedProce
 
 
 def read(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """A command whose result the test only reads (a report, the scan before the damage), in
-    this process: the exit codes and error logs under test come from `run`'s child processes."""
+    """A command in this process (CliRunner): for the results a test only reads (a report, the
+    scan before the damage) and for the failures a command turns into an exit code and one
+    sentence itself. The error log with its traceback is written by the entry point
+    (scanner.cli.main installs it), so the tests of a bug's exit 4 and its log use `run`'s
+    child processes; an exception no command caught is raised here and fails the test."""
     return cas_audit_here(*args, db=f"sqlite:///{folder / 'history.db'}")
 
 
@@ -64,16 +65,18 @@ def lab_inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_collect_a_peer_answering_no_xml_is_an_unscanned_server(tmp_path: Path) -> None:
+    """In this process: the exit code and the sentence are the scan's (no error log)."""
     inventory = tmp_path / "inventory.toml"
     with raw_peer("not-xml") as peer:
         inventory.write_text(
             '[defaults]\nusername = "auditor"\nauth = "basic"\nscheme = "http"\nallow_insecure = true\n'
             f'[[server]]\nname = "RAW"\naddress = "127.0.0.1"\nport = {peer.port}\n', encoding="utf-8")
-        result = run(tmp_path, "scan", "--inventory", str(inventory), "--timeout", "10")
+        result = read(tmp_path, "scan", "--inventory", str(inventory), "--timeout", "10")
     assert result.returncode == 3, result.stderr
     assert "RAW: failed (protocol)" in result.stderr
 
 
+@pytest.mark.slow  # a scan of the lab in a child process (the error log is the entry point's)
 def test_parse_failure_exits_4_and_keeps_the_results(tmp_path: Path, lab_inventory: Path) -> None:
     result = run(tmp_path, "scan", "--inventory", str(lab_inventory), CAS_AUDIT_TEST_FAIL_STAGE="parse")
     log = internal(result, tmp_path)
@@ -83,6 +86,7 @@ def test_parse_failure_exits_4_and_keeps_the_results(tmp_path: Path, lab_invento
     assert {s["error"].split(":")[0] for s in report["servers"]} >= {"internal"}
 
 
+@pytest.mark.slow  # the same
 def test_a_bug_in_the_config_evaluator_exits_4_and_is_no_finding(tmp_path: Path, lab_inventory: Path) -> None:
     """An exception inside the config file evaluator is our bug: exit 4 with its traceback
     in the error log, never an XS-006 "malformed" finding with exit 1 and no log line."""
@@ -95,14 +99,16 @@ def test_a_bug_in_the_config_evaluator_exits_4_and_is_no_finding(tmp_path: Path,
 
 
 def test_store_a_corrupt_database_file_exits_4(tmp_path: Path) -> None:
+    """In this process: the store's refusal is a sentence and exit 4 of the command itself."""
     (tmp_path / "history.db").write_bytes(b"this is not a SQLite database" * 100)
     for command in (("history",), ("report", "--format", "json"), ("db", "upgrade")):
-        result = run(tmp_path, *command)
+        result = read(tmp_path, *command)
         assert result.returncode == 4, result.stderr
         assert "Traceback" not in result.stderr
         assert "history database" in result.stderr
 
 
+@pytest.mark.slow  # the same
 def test_evaluate_a_damaged_history_exits_4_and_the_run_is_not_clean(tmp_path: Path, lab_inventory: Path) -> None:
     assert read(tmp_path, "scan", "--inventory", str(lab_inventory)).returncode == 0
     with sqlite3.connect(tmp_path / "history.db") as db:  # someone edits the history by hand
@@ -114,9 +120,10 @@ def test_evaluate_a_damaged_history_exits_4_and_the_run_is_not_clean(tmp_path: P
 
 
 def test_export_an_unwritable_output_exits_4(one_run: Path) -> None:
+    """In this process: the report's refusal to write is its own sentence and exit 4."""
     folder = one_run
     (folder / "a-file").write_text("x", encoding="utf-8")
-    result = run(folder, "report", "--format", "json", "--out", str(folder / "a-file" / "report.json"))
+    result = read(folder, "report", "--format", "json", "--out", str(folder / "a-file" / "report.json"))
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stderr
     assert "cannot write" in result.stderr
