@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+
+from scanner.lab.fleet import load_fleet
+from scanner.lab.serve import demo_fleet_path
+from scanner.lab.simhost import collector_document
 
 pytestmark = pytest.mark.slow  # many threads collecting from a running lab at once
 
 SCRIPT = """
+import sys
 import threading
-from datetime import datetime, timezone
-from scanner.lab.fleet import load_fleet
-from scanner.lab.serve import demo_fleet_path
-from scanner.lab.simhost import collector_document
-fleet = load_fleet(demo_fleet_path())
-docs = [collector_document(s, {}, datetime.now(timezone.utc)).encode() for s in fleet.servers]
+from pathlib import Path
 from scanner.collect.reader import read_collector_output
+docs = [p.read_bytes() for p in sorted(Path(sys.argv[1]).glob("*.xml"))]
 errors = []
 start = threading.Barrier(16)
 def work(doc):
@@ -39,8 +42,14 @@ print(len(errors), errors[:1])
 """
 
 
-def test_first_reads_from_many_threads_at_once_all_succeed() -> None:
+def test_first_reads_from_many_threads_at_once_all_succeed(tmp_path: Path) -> None:
+    """The demo servers' collector documents are written here once; each attempt's process
+    imports only the reader (0.1 s of CPU instead of 0.3 s with the lab's modules)."""
+    now = datetime.now(UTC)
+    for i, server in enumerate(load_fleet(demo_fleet_path()).servers):
+        (tmp_path / f"{i:02d}.xml").write_text(collector_document(server, {}, now), encoding="utf-8")
     for _attempt in range(12):
-        result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60)
+        result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                                timeout=60)
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.stdout.startswith("0 "), result.stdout
