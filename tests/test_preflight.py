@@ -18,7 +18,7 @@ from typing import Any
 import pslint
 import pytest
 import tomli_w
-from labfleet import cas_audit, running
+from labfleet import cas_audit_here, running
 
 import scanner.collect as collector
 from scanner.collect.preflight import offered_schemes, parse_identify
@@ -38,8 +38,8 @@ EXPECTED = {
 
 
 def preflight_json(inventory: Path, password: str = "lab-password") -> tuple[int, dict[str, dict[str, Any]], str]:
-    run = cas_audit("preflight", "--inventory", str(inventory), "--format", "json", "--timeout", "30",
-                    password=password)
+    run = cas_audit_here("preflight", "--inventory", str(inventory), "--format", "json", "--timeout", "30",
+                         password=password)
     assert run.returncode in (0, 3), run.stderr
     data = json.loads(run.stdout)
     assert password not in run.stdout + run.stderr
@@ -57,7 +57,7 @@ def test_every_platform_reports_winrm_os_and_powershell(tmp_path: Path) -> None:
         code, servers, _ = preflight_json(inventory)
         stats = {name: (lab.stats(name).actions["Identify"], lab.stats(name).shells_open,
                         lab.stats(name).commands) for name in EXPECTED}
-        table = cas_audit("preflight", "--inventory", str(inventory))
+        table = cas_audit_here("preflight", "--inventory", str(inventory))
         ports = {name: lab.port(name) for name in EXPECTED}
     assert code == 3  # DOWN refuses connections
     keys = {"name", "address", "ready", "winrm", "os", "auth_offered", "powershell", "problems"}
