@@ -36,9 +36,10 @@ def cas_audit(url: str, *args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@pytest.mark.parametrize("wait", ["0", "5"])
-def test_prune_and_a_running_scan_exclude_each_other(store_url: str, tmp_path: Path, wait: str) -> None:
-    fleet = demo_fleet("127.0.61.1" if wait == "0" else "127.0.62.1")
+def test_prune_and_a_running_scan_exclude_each_other(store_url: str, tmp_path: Path) -> None:
+    """One running scan for both: `--wait 0` is refused while it runs, then `--wait 5` waits
+    for it and removes the old run once it has finished."""
+    fleet = demo_fleet("127.0.61.1")
     # two servers: CAS01 is recorded (the run is running), CAS03 stalls until the lab stops
     fleet = replace(fleet, servers=(fleet.server("CAS01"), replace(fleet.server("CAS03"), fault="slow")))
     names = [s.name for s in fleet.servers]
@@ -54,28 +55,27 @@ def test_prune_and_a_running_scan_exclude_each_other(store_url: str, tmp_path: P
             while not re.match(r"\[\d+/\d+\] ", line):  # a server is recorded: the run is running
                 line = scan.stderr.readline() if scan.stderr else ""
                 assert line, "the scan ended before it recorded a server"
-            if wait == "0":  # refused at once: prune runs in this process, the scan in its own
-                refused = cas_audit_here("prune", "--before", "2025-06-01", "--apply", "--wait", wait,
-                                         db=store_url)
-                out, err = refused.stdout, refused.stderr
-                assert refused.returncode == 4, err
-                assert "error: a scan is still running on this history (run 3 on" in err
-                assert "nothing was removed" in err and "removed" not in out
-            else:
-                prune = cas_audit(store_url, "prune", "--before", "2025-06-01", "--apply", "--wait", wait)
-                said = first_line(prune.stderr, timeout=60)
-                assert said is not None and "waiting for the scan(s) running on this history to finish" in said, said
-                assert "run 3 on" in said and prune.poll() is None
+            # refused at once: prune runs in this process, the scan in its own
+            refused = cas_audit_here("prune", "--before", "2025-06-01", "--apply", "--wait", "0", db=store_url)
+            assert refused.returncode == 4, refused.stderr
+            assert "error: a scan is still running on this history (run 3 on" in refused.stderr
+            assert "nothing was removed" in refused.stderr and "removed" not in refused.stdout
+            with open_store(store_url) as store:
+                assert sorted(r.id for r in store.runs()) == [*old, 3]
+            # waits, saying so, in a process of its own until the scan has finished
+            prune = cas_audit(store_url, "prune", "--before", "2025-06-01", "--apply", "--wait", "5")
+            said = first_line(prune.stderr, timeout=60)
+            assert said is not None and "waiting for the scan(s) running on this history to finish" in said, said
+            assert "run 3 on" in said and prune.poll() is None
             lab.stop()  # the stalled server's answer ends: the scan finishes
             _out, scan_err = scan.communicate(timeout=120)
         assert scan.returncode == 3, scan_err  # CAS03 failed
-        if wait == "5":
-            out, err = prune.communicate(timeout=120)
-            assert prune.returncode == 0, err
-            assert out.splitlines()[-1].startswith("removed 1 run(s) started before 2025-06-01T00:00:00Z"), out
+        out, err = prune.communicate(timeout=120)
+        assert prune.returncode == 0, err
+        assert out.splitlines()[-1].startswith("removed 1 run(s) started before 2025-06-01T00:00:00Z"), out
         with open_store(store_url) as store:
             kept = {r.id: r for r in store.runs()}
-            assert sorted(kept) == ([old[1], 3] if wait == "5" else [*old, 3])
+            assert sorted(kept) == [old[1], 3]
             assert kept[3].status == "partial" and kept[3].servers_scanned + kept[3].servers_failed == len(names)
             results = {o.name: o.scan_status for o in store.server_observations(3)}
             assert len(results) == len(names) and results["CAS03"] == "error"
