@@ -1,5 +1,6 @@
 """Issue 2 end to end: the demo organisation scanned over real WinRM (Basic and NTLM with
-encryption) by the real command line, and the JSON report checked against the fleet."""
+encryption) by the real command line (click's, in this process: nothing here is about the
+process), and the JSON report checked against the fleet."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit, cas_audit_here, demo_fleet, running
+from labfleet import cas_audit_here, demo_fleet, running
 
 pytestmark = pytest.mark.slow  # scans of a running lab organisation
 
@@ -45,7 +46,7 @@ REQUESTS = {"basic": 4, "ntlm": 7}
 def test_scan_reports_what_every_server_really_does(tmp_path: Path, auth: str, base: str) -> None:
     db = f"sqlite:///{tmp_path / 'history.db'}"
     with running(demo_fleet(base, auth), tmp_path) as (lab, inventory):
-        scan = cas_audit("scan", "--inventory", str(inventory), db=db)
+        scan = cas_audit_here("scan", "--inventory", str(inventory), db=db)
         stats = {name: lab.stats(name) for name in SITES if name != "CAS08"}
     assert scan.returncode == 3, scan.stderr  # CAS08 refused connections: 3 wins over 1
     assert "8 scanned, 1 failed" in scan.stderr
