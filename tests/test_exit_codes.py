@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit, cas_audit_here
+from labfleet import cas_audit_here
 
 from scanner.lab.fleet import load_fleet
 from scanner.lab.fleet_model import relocate_fleet
 from scanner.lab.serve import Lab
 
-pytestmark = pytest.mark.slow  # scans of a running lab (the policy variants in process; one child process)
+pytestmark = pytest.mark.slow  # scans of a running lab (in process)
 
 HERE = Path(__file__).parent / "fleets"
 # Scan 1 of the three-scan organisation has: XS-001 on B2 waived (high), XS-009 Berlin
@@ -50,6 +50,6 @@ def test_fail_on_uses_severities_after_waivers_and_overrides(
 
 def test_site_filter_scans_only_that_site(tmp_path: Path, inventory: Path) -> None:
     db = f"sqlite:///{tmp_path / 'h.db'}"
-    result = cas_audit("scan", "--inventory", str(inventory), "--site", "hamburg", "--fail-on", "critical", db=db)
+    result = cas_audit_here("scan", "--inventory", str(inventory), "--site", "hamburg", "--fail-on", "critical", db=db)
     assert result.returncode == 0, result.stderr
     assert "3 scanned, 0 failed" in result.stderr
