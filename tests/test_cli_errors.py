@@ -1,6 +1,6 @@
 """Mistakes a user will make, through the command line: click's CliRunner in this process,
 and a few through the real `python -m scanner` in a child process (the program's name in
-click's usage text, a missing inventory, and a workbook refused on a real terminal).
+click's usage text, and a workbook refused on a real terminal).
 
 Each run gets its own SQLite history (CAS_AUDIT_DB) and data folder, so nothing touches
 the user's home. A usage error is exit 2 with a short `error:` message, never a traceback.
@@ -114,10 +114,9 @@ def one_run(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.slow  # a child process
 def test_scan_with_a_missing_inventory_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-inventory.toml"
-    line = usage_error(cas_audit_process(tmp_path, "scan", "--inventory", str(missing)))
+    line = usage_error(cas_audit(tmp_path, "scan", "--inventory", str(missing)))
     assert str(missing) in line
 
 
@@ -215,11 +214,11 @@ def test_report_of_an_unknown_run_next_to_a_known_one(one_run: Path) -> None:
     assert "2" in line
 
 
-@pytest.mark.slow  # child processes: a real terminal
+@pytest.mark.slow  # a child process: a real terminal
 def test_xlsx_to_a_terminal_is_refused(one_run: Path) -> None:
-    piped = cas_audit_process(one_run, "report", "--format", "xlsx", "--out", "-")
-    assert piped.returncode == 0, piped.stderr.decode()
-    assert piped.stdout.startswith(b"PK\x03\x04")  # to a pipe the workbook is written
+    written = cas_audit(one_run, "report", "--format", "xlsx", "--out", "-")
+    assert written.returncode == 0, written.stderr.decode()
+    assert written.stdout.startswith(b"PK\x03\x04")  # to what is not a terminal the workbook is written
 
     master, slave = pty.openpty()
     try:
