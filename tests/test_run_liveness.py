@@ -130,8 +130,10 @@ def test_an_aborted_run_asked_for_by_id_is_shown_as_aborted(finished_then_dead: 
 
 def test_kill_9_during_a_scan_leaves_an_aborted_run(tmp_path: Path) -> None:
     fleet = demo_fleet("127.0.36.1")
-    fleet = replace(fleet, servers=tuple(replace(s, fault="slow") if s.name == "CAS03" else s
-                                         for s in fleet.servers))
+    # three servers are enough: two recorded, CAS03 stalling while the scan is killed (the
+    # other six of the demo would only cost the scanner's time)
+    fleet = replace(fleet, servers=(fleet.server("CAS01"), fleet.server("CAS02"),
+                                    replace(fleet.server("CAS03"), fault="slow")))
     with running(fleet, tmp_path) as (_lab, inventory):
         env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_AUDIT_")}
         env.update(CAS_AUDIT_DB=db_url(tmp_path), CAS_AUDIT_PASSWORD="lab-password")
