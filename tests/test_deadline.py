@@ -4,12 +4,14 @@ are capped while they stream, not after being buffered whole."""
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from labfleet import cas_audit
+from labfleet import cas_audit_here
 from rawhttp import raw_peer
 
 from scanner.collect.preflight import check_server
@@ -35,6 +37,13 @@ def _collect(port: int, scheme: str = "http") -> tuple[CollectionError, float]:
     with pytest.raises(CollectionError) as caught:
         collect_host(_target(port, scheme), "pw", since=datetime.now(UTC), timeout_s=TIMEOUT_S)
     return caught.value, time.monotonic() - started
+
+
+def _run_into(ended: list[subprocess.CompletedProcess[str] | BaseException], *args: str, db: str) -> None:
+    try:
+        ended.append(cas_audit_here(*args, db=db))
+    except BaseException as exc:
+        ended.append(exc)
 
 
 @pytest.mark.parametrize("mode", ["trickle", "stall"])
@@ -63,13 +72,22 @@ def test_scan_of_a_trickling_peer_ends_within_its_timeout(tmp_path: Path) -> Non
         inventory.write_text(
             '[defaults]\nusername = "auditor"\nauth = "basic"\nscheme = "http"\nallow_insecure = true\n'
             f'[[server]]\nname = "RAW"\naddress = "127.0.0.1"\nport = {peer.port}\n', encoding="utf-8")
+        # the command in this process, on a thread: without the limit it would never end
+        ended: list[subprocess.CompletedProcess[str] | BaseException] = []
         started = time.monotonic()
-        scan = cas_audit("scan", "--inventory", str(inventory), "--timeout", "3",
-                         db=f"sqlite:///{tmp_path / 'h.db'}", timeout=60)
+        worker = threading.Thread(target=_run_into, args=(ended, "scan", "--inventory", str(inventory),
+                                                          "--timeout", f"{TIMEOUT_S:g}"),
+                                  kwargs={"db": f"sqlite:///{tmp_path / 'h.db'}"}, daemon=True)
+        worker.start()
+        worker.join(60)
         elapsed = time.monotonic() - started
+    assert ended, "the scan did not end within 60 s"
+    (scan,) = ended
+    if isinstance(scan, BaseException):
+        raise scan
     assert scan.returncode == 3, scan.stderr
     assert "RAW: failed (timeout)" in scan.stderr
-    assert elapsed < 3 + 15, elapsed
+    assert elapsed < BOUND_S, elapsed
 
 
 def test_a_trickled_tls_handshake_ends_at_the_deadline() -> None:
