@@ -5,7 +5,9 @@ process scans it twice into a fresh SQLite history (the second scan has a histor
 as a nightly scan does) and reports the scanner's own CPU time (user + system, from
 getrusage: the lab's work is not in it) per server, split into the main thread (storing
 the results, evaluating) and the others (collecting), the wall time, and pyinstrument's
-profile of the second scan's main thread. Basic and NTLM by default, one after the other. It also times what runs serially before the servers are
+profile of the second scan's main thread. Basic and NTLM by default, one after the other. The
+garbage collector runs as in `cas-audit` (scanner/util/gcpolicy.py: start_up before the
+imports, settle before the first scan), or with CPython's defaults (--no-gc-policy). It also times what runs serially before the servers are
 submitted: the per-server event cut-off query of before (`last_successful_scan_time`, once
 per server) against the one query that replaced it.
 
@@ -25,11 +27,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from scanner.inventory import load_inventory
-from scanner.judge.catalog import load_catalog
-from scanner.judge.policy import Policy
-from scanner.scan import run_scan
-from scanner.store.repo import open_store
+from scanner.util import gcpolicy
+
+# the garbage collector as `cas-audit` runs it (scanner/util/gcpolicy.py): start_up before
+# the imports, as the command line's entry does; settle once the history is open
+GC_POLICY = "--no-gc-policy" not in sys.argv
+if GC_POLICY:
+    gcpolicy.start_up()
+
+from scanner.inventory import load_inventory  # noqa: E402 - after gcpolicy.start_up
+from scanner.judge.catalog import load_catalog  # noqa: E402
+from scanner.judge.policy import Policy  # noqa: E402
+from scanner.scan import run_scan  # noqa: E402
+from scanner.store.repo import open_store  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 LAB = """
@@ -65,6 +75,7 @@ def bench(auth: str, servers: int, concurrency: int, profile: bool) -> tuple[flo
         inventory = load_inventory(inventory_path)
         store = open_store(f"sqlite:///{folder / 'history.db'}")
         catalog, policy = load_catalog(), Policy.default()
+        gcpolicy.settle()  # as `cas-audit scan` does before run_scan (nothing with --no-gc-policy)
         os.environ.setdefault("CAS_AUDIT_PASSWORD", "lab-password")
         per_server: list[float] = []
 
@@ -117,9 +128,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip pyinstrument's profile of the second scan")
+    parser.add_argument("--no-gc-policy", action="store_true",
+                        help="CPython's default garbage collection, not the command line's (gcpolicy.py)")
     args = parser.parse_args()
     results = {auth: bench(auth, args.servers, args.concurrency, args.profile) for auth in args.auth}
-    print(f"ms of scanner CPU per server, {args.servers} servers, concurrency {args.concurrency}:")
+    print(f"ms of scanner CPU per server, {args.servers} servers, concurrency {args.concurrency}, "
+          f"{'the command line' if GC_POLICY else 'CPython'}'s garbage collection:")
     for auth, (first, second) in results.items():
         print(f"  {auth}: first scan {first:.1f}, second scan {second:.1f}")
 

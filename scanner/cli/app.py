@@ -19,7 +19,7 @@ from scanner.cli.output import output, stream_safe
 from scanner.cli.streams import final_flush, guard_standard_streams
 from scanner.errors import CasAuditError, ConfigError, ExitCode
 from scanner.facts import LOG_FORMATS
-from scanner.util import crashlog
+from scanner.util import crashlog, gcpolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 # progress and messages on stderr; --quiet silences it, --log-format json turns it into JSON lines
@@ -77,7 +77,9 @@ def _open_store(db_url: str | None, *, read_only: bool = False, create: bool = T
     `create` (prune --apply) an existing history is upgraded, a missing one refused."""
     from scanner.store.repo import open_store
 
-    return open_store(db_url, read_only=read_only, create=create)
+    store = open_store(db_url, read_only=read_only, create=create)
+    gcpolicy.settle()  # the command's modules and its history are loaded: its work starts
+    return store
 
 
 SYSTEMD_CREDENTIAL = "cas-audit-password"
@@ -291,6 +293,7 @@ def cli(quiet: bool, log_format: str) -> None:
 
 def main() -> None:
     """Entry point of the `cas-audit` console script."""
+    gcpolicy.start_up()  # no collections while the command imports its modules (util/gcpolicy.py)
     stream_safe(sys.stderr)
     stream_safe(sys.stdout)
     guard_standard_streams()

@@ -44,7 +44,9 @@ def preflight(inventory_path: Path, fmt: PreflightFormat, timeout_s: float, conc
     """
     from scanner.collect.preflight import check_inventory
     from scanner.inventory import load_inventory
+    from scanner.util import gcpolicy
 
+    gcpolicy.settle()  # the checks' modules are loaded (util/gcpolicy.py)
     inventory = load_inventory(inventory_path)
     passwords = account_passwords(inventory.targets)
     warn_unverified_tls(inventory.targets)

@@ -157,7 +157,9 @@ def _run_scan_with_progress(inventory: Any, **kwargs: Any) -> Any:
     )
 
     from scanner.scan import run_scan
+    from scanner.util import gcpolicy
 
+    gcpolicy.settle()  # the scan's modules are loaded (util/gcpolicy.py)
     progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}"), console=err_console,
                         disable=not output.live, transient=True)
