@@ -4,6 +4,7 @@ And the session's end: no process the tests started may still run (tests/leaks.p
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,29 @@ PG_TEST_URL = os.environ.get("CAS_AUDIT_TEST_PG", "postgresql+psycopg://postgres
 def sqlite_url(tmp_path: Path) -> str:
     """URL of a SQLite history file in the test's temporary folder (not created yet)."""
     return f"sqlite:///{tmp_path / 'history.db'}"
+
+
+@pytest.fixture(scope="session")
+def _sqlite_at_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite history upgraded to the current schema once per session (per xdist worker),
+    holding no rows: `sqlite_history_url` copies it."""
+    from scanner.store.db import upgrade_database
+
+    path = tmp_path_factory.mktemp("sqlite-at-head") / "history.db"
+    upgrade_database(f"sqlite:///{path}")
+    # every connection closed: the WAL is checkpointed into the file and removed
+    assert not path.with_name(f"{path.name}-wal").exists()
+    return path
+
+
+@pytest.fixture
+def sqlite_history_url(tmp_path: Path, _sqlite_at_head: Path) -> str:
+    """URL of a new SQLite history file at the current schema holding no rows: a copy of the
+    session's `_sqlite_at_head` (migrating each would cost ~85 ms of CPU). Creating and
+    upgrading empty databases is tested through `store_url` and `sqlite_url`."""
+    path = tmp_path / "history.db"
+    shutil.copyfile(_sqlite_at_head, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(scope="session")
@@ -79,15 +103,12 @@ def _pg_at_head(_pg_admin: Engine) -> Iterator[Engine]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def history_url(request: pytest.FixtureRequest) -> str:
-    """A history database at the current schema holding no rows: once a new SQLite file, once
-    the session's PostgreSQL database emptied as new (every table but the schema version
-    truncated, identities restarted). Creating and upgrading empty databases is tested
-    through `store_url`."""
+    """A history database at the current schema holding no rows: once a new SQLite file (a copy
+    of the session's, `sqlite_history_url`), once the session's PostgreSQL database emptied as
+    new (every table but the schema version truncated, identities restarted). Creating and
+    upgrading empty databases is tested through `store_url`."""
     if request.param == "sqlite":
-        from scanner.store.db import upgrade_database
-
-        url: str = request.getfixturevalue("sqlite_url")
-        upgrade_database(url)
+        url: str = request.getfixturevalue("sqlite_history_url")
         return url
     from scanner.store.db import VERSION_TABLE
 

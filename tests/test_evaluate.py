@@ -46,8 +46,8 @@ expires = 2026-11-30
 
 
 @pytest.fixture
-def store(sqlite_url: str) -> Iterator[Store]:
-    with open_store(sqlite_url) as s:
+def store(sqlite_history_url: str) -> Iterator[Store]:
+    with open_store(sqlite_history_url) as s:
         yield s
 
 

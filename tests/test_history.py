@@ -19,8 +19,8 @@ DAYS = [datetime(2026, 11, 20, 8, 0, tzinfo=UTC) + timedelta(days=7 * i) for i i
 
 
 @pytest.fixture
-def store(sqlite_url: str) -> Iterator[Store]:
-    with open_store(sqlite_url) as s:
+def store(sqlite_history_url: str) -> Iterator[Store]:
+    with open_store(sqlite_history_url) as s:
         yield s
 
 

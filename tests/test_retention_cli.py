@@ -10,7 +10,6 @@ from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, inspect
 
 from scanner.cli import cli
-from scanner.store.db import upgrade_database
 
 
 def run(*args: str) -> Result:
@@ -45,9 +44,8 @@ def test_prune_apply_on_an_empty_postgresql_database_creates_nothing(pg_url: str
         engine.dispose()
 
 
-def test_prune_apply_on_an_existing_history_still_works(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'history.db'}"
-    upgrade_database(url)
+def test_prune_apply_on_an_existing_history_still_works(sqlite_history_url: str) -> None:
+    url = sqlite_history_url
     result = run("prune", "--db", url, "--before", "2025-11-01", "--apply")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines()[-1].startswith("removed 0 run(s)")
@@ -63,16 +61,14 @@ def test_prune_apply_on_an_existing_history_still_works(tmp_path: Path) -> None:
     ("report", "--as-of", "now", "--stale-days", "999999999"),
     ("report", "--as-of", "now", "--stale-days", "99999999999999999999"),
 ], ids=lambda a: " ".join(a))
-def test_extreme_dates_are_usage_errors(tmp_path: Path, args: tuple[str, ...]) -> None:
-    url = f"sqlite:///{tmp_path / 'history.db'}"
-    upgrade_database(url)
+def test_extreme_dates_are_usage_errors(sqlite_history_url: str, args: tuple[str, ...]) -> None:
+    url = sqlite_history_url
     message = usage_error(run(*args, "--db", url))
     assert "year" in message, message
 
 
 @pytest.mark.parametrize("as_of", ["9999-12-31", "0001-01-08", "9999-12-31T23:59:59Z"])
-def test_the_edges_of_the_calendar_that_exist_are_reports(tmp_path: Path, as_of: str) -> None:
-    url = f"sqlite:///{tmp_path / 'history.db'}"
-    upgrade_database(url)
+def test_the_edges_of_the_calendar_that_exist_are_reports(sqlite_history_url: str, as_of: str) -> None:
+    url = sqlite_history_url
     result = run("report", "--db", url, "--as-of", as_of, "--format", "json", "--out", "-")
     assert result.exit_code == 0, result.stderr

@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from scanner.cli import cli
-from scanner.store.db import make_engine, upgrade_database
+from scanner.store.db import make_engine
 from scanner.store.models import (
     Change,
     ConfigBlob,
@@ -180,10 +180,10 @@ def test_a_fixed_history_seals_to_the_pinned_values(history_url: str) -> None:
     assert _seal(history_url) == PINNED
 
 
-def test_times_stored_in_another_form_encode_the_same(sqlite_url: str) -> None:
+def test_times_stored_in_another_form_encode_the_same(sqlite_history_url: str) -> None:
     """SQLite keeps times as text: rows written by older versions or by hand in another
     form of the same instant (no microseconds, an offset) encode as SQLAlchemy's form does."""
-    upgrade_database(sqlite_url)
+    sqlite_url = sqlite_history_url
     _write(sqlite_url)
     sql = ["UPDATE server_scans SET started_at = '2026-03-01 03:00:01+01:00' WHERE id = 1",
            "UPDATE server_scans SET finished_at = '2026-03-01 02:00:04' WHERE id = 1",
