@@ -11,17 +11,20 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from labfleet import cas_audit, cas_audit_here, demo_fleet, running
+from labfleet import cas_audit_here, demo_fleet, running
 
-from scanner.cli.output import Output
+from scanner.cli.output import Output, output
 
 pytestmark = pytest.mark.slow  # scans of the nine-server lab
 
-LAB_PASSWORD = "lab-password"
+# the lab's password here, used by no other test: no command in this process knows it as a
+# secret before this file's first scan, so that scan masks it only if the scan itself does
+LAB_PASSWORD = "output-modes-Lab-Passw0rd"
 SEVERITIES = ["critical", "high", "medium", "low", "info"]
 
 
@@ -40,16 +43,19 @@ def json_lines(stderr: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def lab_inventory(tmp_path_factory: pytest.TempPathFactory) -> Any:
     folder = tmp_path_factory.mktemp("output-modes")
-    with running(demo_fleet("127.0.53.1"), folder) as (_lab, inventory):
+    fleet = demo_fleet("127.0.53.1")
+    with running(replace(fleet, lab=replace(fleet.lab, password=LAB_PASSWORD)), folder) as (_lab, inventory):
         yield inventory
 
 
 def test_json_log_lines_carry_the_scan_and_no_secret(tmp_path: Path, lab_inventory: Path) -> None:
     db = f"sqlite:///{tmp_path / 'h.db'}"
-    # the first scan in a child process: in this process the password may already be a secret
-    # the output masks (an earlier command learnt it), so only a fresh process proves it is masked
-    first = cas_audit("--log-format", "json", "scan", "--inventory", str(lab_inventory), db=db)
-    second = cas_audit_here("--log-format", "json", "scan", "--inventory", str(lab_inventory), db=db)
+    # no earlier command learnt the password: the first scan masks it as a fresh process would
+    assert output.redact(LAB_PASSWORD) == LAB_PASSWORD, "run this file's tests in order"
+    first = cas_audit_here("--log-format", "json", "scan", "--inventory", str(lab_inventory),
+                           password=LAB_PASSWORD, db=db)
+    second = cas_audit_here("--log-format", "json", "scan", "--inventory", str(lab_inventory),
+                            password=LAB_PASSWORD, db=db)
     for result in (first, second):
         assert result.returncode == 3, result.stderr  # CAS08 refuses connections
         assert LAB_PASSWORD not in result.stdout + result.stderr
@@ -87,11 +93,11 @@ def test_a_wrong_password_never_reaches_the_log(tmp_path: Path, lab_inventory: P
 
 def test_quiet_prints_only_what_needs_attention(tmp_path: Path, lab_inventory: Path) -> None:
     db = f"sqlite:///{tmp_path / 'h.db'}"
-    quiet = cas_audit_here("--quiet", "scan", "--inventory", str(lab_inventory), db=db)
+    quiet = cas_audit_here("--quiet", "scan", "--inventory", str(lab_inventory), password=LAB_PASSWORD, db=db)
     assert quiet.returncode == 3
     assert quiet.stderr.splitlines() == [
         f"warning: [{_position(quiet.stderr)}/9] CAS08: failed (refused): {_error_of(quiet.stderr)}"]
-    loud = cas_audit_here("scan", "--inventory", str(lab_inventory), db=db)
+    loud = cas_audit_here("scan", "--inventory", str(lab_inventory), password=LAB_PASSWORD, db=db)
     lines = loud.stderr.splitlines()
     assert len([line for line in lines if re.match(r"\[\d/9\] CAS0\d: ok$", line)]) == 8
     summary = lines[lines.index(next(line for line in lines if line.startswith("run 2 partial"))):]
