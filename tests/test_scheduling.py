@@ -320,7 +320,12 @@ def unit_lines(unit: str, key: str) -> list[str]:
 def test_the_nightly_jobs_run_against_the_lab(tmp_path: Path) -> None:
     """The scan and report lines of cas-audit.service and cas-audit.cron, as written, with
     /etc/cas-audit, /var/lib/cas-audit and /opt/cas-audit moved into a temporary folder, run
-    against the lab organisation: exit 3 (CAS08 refuses), then the workbook is written."""
+    against two servers of the lab organisation: exit 3 (CAS08 refuses), then the workbook
+    is written. (Two, not all nine: the lines, their environment and exit codes are under
+    test, not the scan of each server, which test_scan_lab covers; four child processes
+    scan nine servers or write their workbook for nothing more.)"""
+    from dataclasses import replace
+
     from labfleet import demo_fleet, running
 
     from scanner.demo import demo_policy_path
@@ -339,7 +344,9 @@ def test_the_nightly_jobs_run_against_the_lab(tmp_path: Path) -> None:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CAS_AUDIT_") and k != "CREDENTIALS_DIRECTORY"}
     (etc / "password").write_text("lab-password\n", encoding="utf-8")
     (etc / "policy.toml").write_bytes(demo_policy_path().read_bytes())
-    with running(demo_fleet("127.0.54.1"), etc) as (_lab, inventory):
+    fleet = demo_fleet("127.0.54.1")
+    fleet = replace(fleet, servers=(fleet.server("CAS01"), fleet.server("CAS08")))
+    with running(fleet, etc) as (_lab, inventory):
         inventory.rename(etc / "cas.toml")
         # systemd: Environment=, LoadCredential= (the password file in $CREDENTIALS_DIRECTORY)
         env = dict(base_env)
@@ -387,7 +394,7 @@ def test_the_nightly_jobs_run_against_the_lab(tmp_path: Path) -> None:
         scan = subprocess.run(["sh", "-c", scan_job], capture_output=True, text=True, env=env, timeout=300,
                               stdin=subprocess.DEVNULL)
         assert scan.returncode == 3, scan.stderr
-        assert re.fullmatch(r"warning: \[\d/9\] CAS08: failed \(refused\): [^\n]*\n", scan.stderr)  # what cron mails
+        assert re.fullmatch(r"warning: \[\d/2\] CAS08: failed \(refused\): [^\n]*\n", scan.stderr)  # what cron mails
         report = subprocess.run(["sh", "-c", report_job], capture_output=True, text=True, env=env, timeout=300,
                                 stdin=subprocess.DEVNULL)
         assert report.returncode == 0, report.stderr
