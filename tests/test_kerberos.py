@@ -210,13 +210,14 @@ def cas_audit(krb: KerberosLab, *args: str, ccache: Path, password: str | None =
 def cas_audit_here(krb: KerberosLab, *args: str, ccache: Path, password: str | None = None,
                    db: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The same command in this process (CliRunner), with the same environment: for the
-    tests about the sentence a refused logon gets or a refusal before any logon, not about
-    the process (saves a child's imports, about 1.3 s of CPU a scan). A logon that must
-    succeed stays in a child: in this process, beside the lab's acceptor, the lab refused
-    kinit's and the password's good tickets (seen 2026-12-06 07:45 UTC, not explained).
-    An exception the command did not turn into an exit code is raised, as a child's
-    traceback would fail the test."""
-    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("CAS_AUDIT_", "KRB5"))}
+    tests about what a command does with a ticket, a password or a refused logon, not about
+    the process (saves a child's imports, about 1.3 s of CPU a scan). KRB5_KTNAME stays: it
+    is the in-process lab's acceptor keytab (scanner/lab/credentials.py), which the
+    scanner, an initiator, never reads; without it the lab refused every good ticket. An
+    exception the command did not turn into an exit code is raised, as a child's traceback
+    would fail the test."""
+    env: dict[str, str | None] = {k: None for k in os.environ
+                                  if k.startswith(("CAS_AUDIT_", "KRB5")) and k != "KRB5_KTNAME"}
     env.update(krb.realm.env)
     env["KRB5CCNAME"] = f"FILE:{ccache}"
     if password is not None:
@@ -277,7 +278,7 @@ def test_scan_with_a_kinit_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:
     before = {name: krb_lab.lab.stats(name).auth_failures for name in ("CAS01", "CAS02")}
     requests = {name: krb_lab.lab.stats(name).requests for name in ("CAS01", "CAS02")}
     db = tmp_path / "history.db"
-    scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=ccache, db=db)
+    scan = cas_audit_here(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=ccache, db=db)
     assert scan.returncode == 0, scan.stdout + scan.stderr
     assert "2 scanned, 0 failed" in scan.stderr or "failed" not in scan.stderr.lower(), scan.stderr
     data = _report(db)
@@ -308,7 +309,7 @@ def test_preflight_with_a_kinit_ticket_and_no_password(krb_lab: KerberosLab, tmp
 def test_scan_with_a_password_gets_its_own_ticket(krb_lab: KerberosLab, tmp_path: Path) -> None:
     db = tmp_path / "history.db"
     empty = tmp_path / "no-ccache"       # no kinit: the password is the only way in
-    scan = cas_audit(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=empty,
+    scan = cas_audit_here(krb_lab, "scan", "--inventory", str(krb_lab.inventory), ccache=empty,
                      password=PASSWORD, db=db)
     assert scan.returncode == 0, scan.stdout + scan.stderr
     assert PASSWORD not in scan.stdout + scan.stderr
@@ -481,9 +482,9 @@ def test_discover_from_a_management_host_with_a_delegated_ticket(krb_lab: Kerber
     ccache = tmp_path / "ccache"
     krb_lab.realm._run("kinit", "-f", "-c", f"FILE:{ccache}", f"{USER}@{REALM}", stdin=PASSWORD + "\n")
     out = tmp_path / "cas.toml"
-    done = cas_audit(krb_lab, "inventory", "discover", "--from", f"cas01.{DOMAIN}", "--auth", "kerberos",
-                     "--delegate", "--scheme", "http", "--port", str(krb_lab.lab.port("CAS01")),
-                     "--username", f"{USER}@{REALM}", "--out", str(out), ccache=ccache)
+    done = cas_audit_here(krb_lab, "inventory", "discover", "--from", f"cas01.{DOMAIN}", "--auth", "kerberos",
+                          "--delegate", "--scheme", "http", "--port", str(krb_lab.lab.port("CAS01")),
+                          "--username", f"{USER}@{REALM}", "--out", str(out), ccache=ccache)
     assert done.returncode == 0, done.stderr
     text = out.read_text(encoding="utf-8")
     assert 'auth = "kerberos"' in text and f'address = "cas02.{DOMAIN}"' in text and 'site = "Hamburg"' in text
@@ -500,9 +501,9 @@ def test_discover_from_without_a_forwardable_ticket_names_the_second_hop(krb_lab
     ccache = tmp_path / "ccache"
     krb_lab.realm._run("kinit", "-F", "-c", f"FILE:{ccache}", f"{USER}@{REALM}", stdin=PASSWORD + "\n")
     out = tmp_path / "cas.toml"
-    done = cas_audit(krb_lab, "inventory", "discover", "--from", f"cas01.{DOMAIN}", "--auth", "kerberos",
-                     "--delegate", "--scheme", "http", "--port", str(krb_lab.lab.port("CAS01")),
-                     "--username", f"{USER}@{REALM}", "--out", str(out), ccache=ccache)
+    done = cas_audit_here(krb_lab, "inventory", "discover", "--from", f"cas01.{DOMAIN}", "--auth", "kerberos",
+                          "--delegate", "--scheme", "http", "--port", str(krb_lab.lab.port("CAS01")),
+                          "--username", f"{USER}@{REALM}", "--out", str(out), ccache=ccache)
     assert done.returncode == 3, done.stderr
     assert "second hop" in done.stderr and "inventory discover --ldap DC" in done.stderr
     assert "An operations error occurred" in done.stderr  # what the lab's Get-ExchangeServer met
@@ -526,7 +527,8 @@ def test_kerberos_over_https_binds_the_logon_to_the_certificate(krb_lab: Kerbero
         inventory = tmp_path / "inventory.toml"
         https_lab.write_inventory(inventory)
         assert 'scheme = "https"' in inventory.read_text(encoding="utf-8")
-        scan = cas_audit(krb_lab, "scan", "--inventory", str(inventory), ccache=ccache, db=tmp_path / "history.db")
+        scan = cas_audit_here(krb_lab, "scan", "--inventory", str(inventory), ccache=ccache,
+                              db=tmp_path / "history.db")
         stats = https_lab.stats("CAS05")
     assert scan.returncode == 0, scan.stdout + scan.stderr
     assert "1 scanned, 0 failed" in scan.stderr, scan.stderr
