@@ -291,3 +291,17 @@ def test_launch_method_of_a_planned_server_is_remembered_and_replaced(store_url:
         with store._read("check") as session:
             times = sorted(session.scalars(select(LaunchMethod.learned_at)))
         assert times == [first, later]
+
+
+def test_launch_methods_of_a_batch_are_remembered_at_once(store_url: str) -> None:
+    """A scan remembers the methods its collecting threads learned with each batch of
+    results, in one transaction (scan._Batch): planned servers and one the history has
+    not seen yet; two names of one server keep the last method."""
+    at = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+    with open_store(store_url) as store:
+        store.begin_run(planned=[("CAS01", "cas01.contoso.local", "Berlin"), ("CAS02", "cas02.contoso.local", None)],
+                        tool_version="0.1.0", operator="op", scanning_host="admin01", inventory_sha256="a" * 64)
+        store.remember_launches({"CAS01": "stdin", "CAS02": "env", "CAS03": "stdin", "cas03": "env"}, at=at)
+        store.remember_launches({})
+    with open_store(store_url) as store:
+        assert store.launch_methods() == {"cas01": "stdin", "cas02": "env", "cas03": "env"}

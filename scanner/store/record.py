@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -136,28 +136,39 @@ class Recording(StoreBase):
 
     def remember_launch(self, server_name: str, method: facts.LaunchMethod, at: datetime | None = None) -> None:
         """Remember that `method` ("env" | "stdin") delivered the collector to the server."""
+        self.remember_launches({server_name: method}, at)
+
+    def remember_launches(self, methods: Mapping[str, facts.LaunchMethod], at: datetime | None = None) -> None:
+        """Remember the launch method of several servers, by name, in one transaction (a
+        scan writes those it learned with each batch of results: scan.py)."""
+        if not methods:
+            return
         at = at or self._now()
-        with self._write(f"remember the launch method of {server_name}") as session:
-            key = server_name.casefold()
-            server_id = self._server_id_cache.get(key)  # begin_run committed every planned server
-            if server_id is None:
-                server_id = self._server_ids(session, [server_name], None)[key]
+        names = list(methods)
+        with self._write(f"remember the launch method of {', '.join(names[:3])}"
+                         + (f" and {len(names) - 3} more" if len(names) > 3 else "")) as session:
+            unknown = [name for name in names if name.casefold() not in self._server_id_cache]
+            ids = self._server_ids(session, unknown, None) if unknown else {}  # begin_run committed the planned
+            rows: dict[int, dict[str, Any]] = {}  # by server id: one row per server, the last name's
+            for name, method in methods.items():
+                server_id = self._server_id_cache.get(name.casefold()) or ids[name.casefold()]
+                rows[server_id] = {"server_id": server_id, "method": method, "learned_at": at}
             dialect = session.get_bind().dialect.name
             if dialect in ("sqlite", "postgresql"):
-                # one upsert, a statement SQLAlchemy compiles once (a scan's first run
+                # one upsert SQLAlchemy compiles once, for every server (a scan's first run
                 # remembers every server: bench/README.md, "CPU per server")
                 table = cast(Table, LaunchMethod.__table__)
                 upsert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
                 session.execute(upsert.on_conflict_do_update(
                     index_elements=[table.c.server_id],
                     set_={"method": upsert.excluded.method, "learned_at": upsert.excluded.learned_at},
-                ), {"server_id": server_id, "method": method, "learned_at": at})
+                ), list(rows.values()))
                 return
             # other backends: insert-or-nothing, then update: safe when two scans write at once
-            insert_ignoring_duplicates(session, LaunchMethod,
-                                        [{"server_id": server_id, "method": method, "learned_at": at}], "server_id")
-            session.execute(update(LaunchMethod).where(LaunchMethod.server_id == server_id)
-                            .values(method=method, learned_at=at))
+            insert_ignoring_duplicates(session, LaunchMethod, list(rows.values()), "server_id")
+            for server_id, row in rows.items():
+                session.execute(update(LaunchMethod).where(LaunchMethod.server_id == server_id)
+                                .values(method=row["method"], learned_at=at))
 
 
 def _store_blobs(session: Session, blobs: dict[str, bytes], now: datetime) -> None:
