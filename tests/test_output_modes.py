@@ -1,8 +1,8 @@
 """Scheduled and machine-read runs: `--log-format json` (one JSON object per stderr line, no
 secret), `--quiet`, NO_COLOR, and the summary at the end of a scan. The scans run the command
-line in this process (CliRunner) against the lab; what depends on the process's start (the
-environment's log format, NO_COLOR and colour detection) runs it in a child process, as cron
-or the Task Scheduler would."""
+line in this process (CliRunner) against the lab, as does the log format from the environment
+(read when the command line is parsed); what depends on the process's start (colour
+detection, with NO_COLOR) runs it in a child process, as cron or the Task Scheduler would."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from labfleet import cas_audit_here, demo_fleet, running
 
+from scanner.cli import cli
 from scanner.cli.output import Output, output
 
 pytestmark = pytest.mark.slow  # scans of the nine-server lab
@@ -131,10 +133,11 @@ def test_json_errors_are_json_too(tmp_path: Path) -> None:
 
 
 def test_log_format_from_the_environment(tmp_path: Path) -> None:
-    env = {**os.environ, "CAS_AUDIT_LOG_FORMAT": "json", "CAS_AUDIT_DB": f"sqlite:///{tmp_path / 'h.db'}"}
-    result = subprocess.run([sys.executable, "-m", "scanner", "db", "upgrade"], capture_output=True, text=True,
-                            env=env, timeout=120, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stderr
+    """CAS_AUDIT_LOG_FORMAT is read when the command line is parsed (click's envvar), not when
+    the process starts: in this process with the variable set, as cron's environment sets it."""
+    result = CliRunner().invoke(cli, ["db", "upgrade"], prog_name="cas-audit",
+                                env={"CAS_AUDIT_LOG_FORMAT": "json", "CAS_AUDIT_DB": f"sqlite:///{tmp_path / 'h.db'}"})
+    assert result.exit_code == 0, result.stderr
     [record] = json_lines(result.stderr)
     assert record["message"].endswith("is at the current schema")
 
