@@ -3,6 +3,8 @@ And the session's end: no process the tests started may still run (tests/leaks.p
 
 from __future__ import annotations
 
+import fnmatch
+import gc
 import os
 import shutil
 import sys
@@ -177,12 +179,76 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         import scanner
 
         compileall.compile_dir(Path(scanner.__file__).parent, quiet=1)
+    if sys.dont_write_bytecode and _is_worker(session.config):
+        workerinput = session.config.workerinput  # type: ignore[attr-defined]
+        _rewrite_test_modules(session.config, int(workerinput["workerid"].removeprefix("gw")), workerinput["workercount"])
     if leaks.available():
         _LEAKS["mark"] = uuid.uuid4().hex
         _LEAKS["before"] = leaks.identities(leaks.processes())
         _LEAKS["folders"] = set()
         _LEAKS["reported"] = []
         leaks.add_mark(os.environ, str(_LEAKS["mark"]))
+
+
+def _rewrite_test_modules(config: pytest.Config, part: int, parts: int) -> None:
+    """A worker of an xdist session, where Python writes no bytecode: before collecting, rewrite
+    the asserts of its share of the test modules (every `parts`-th, from `part`) and keep them in
+    pytest's own cache (__pycache__/*-pytest-*.pyc, which pytest reads even where it may not
+    write). The workers share the work instead of each rewriting and compiling every module of
+    the suite when it collects (bench/README.md, the test suite's time). pytest's own rewriting
+    (private names: skipped if they move), so the cached code is what collecting would have
+    made; a stale entry is never read (pytest checks the source's hash); a module another
+    worker has not written yet is rewritten by the collection as before; written atomically."""
+    try:
+        from _pytest.assertion.rewrite import (
+            PYC_TAIL,
+            _read_pyc,
+            _rewrite_test,
+            _write_pyc,
+            assertstate_key,
+            get_cache_dir,
+        )
+    except ImportError:
+        return
+    state = config.stash.get(assertstate_key, None)
+    if state is None:   # --assert=plain
+        return
+    patterns = [*config.getini("python_files"), "conftest.py"]
+    files: set[Path] = set()
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        candidates = path.rglob("*.py") if path.is_dir() else [path]
+        files.update(f for f in candidates if any(fnmatch.fnmatch(f.name, p) for p in patterns))
+    enabled = gc.isenabled()
+    gc.disable()   # rewriting makes many small objects: no collection of the whole heap for them
+    try:
+        for fn in sorted(files)[part::parts]:
+            pyc = get_cache_dir(fn) / (fn.name[:-3] + PYC_TAIL)
+            if _read_pyc(fn, pyc) is not None:
+                continue
+            try:
+                source_hash, co = _rewrite_test(fn, config)
+                pyc.parent.mkdir(exist_ok=True)
+            except (OSError, SyntaxError):
+                continue   # the worker reports it when it collects
+            _write_pyc(state, co, source_hash, pyc)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_collection(session: pytest.Session) -> Iterator[None]:
+    """No garbage collection while the suite is collected: importing and rewriting ~110 test
+    modules makes many objects, and each full collection it set off walked the whole heap
+    (SQLAlchemy, openpyxl, hypothesis...), which grows as the modules load."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return (yield)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @pytest.fixture(scope="session", autouse=True)
