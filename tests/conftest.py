@@ -241,13 +241,17 @@ def _rewrite_test_modules(config: pytest.Config, part: int, parts: int) -> None:
 def pytest_collection(session: pytest.Session) -> Iterator[None]:
     """No garbage collection while the suite is collected: importing and rewriting ~110 test
     modules makes many objects, and each full collection it set off walked the whole heap
-    (SQLAlchemy, openpyxl, hypothesis...), which grows as the modules load."""
+    (SQLAlchemy, openpyxl, hypothesis...), which grows as the modules load. After it, one
+    collection, and what is left (the modules, the collected tests) is frozen: the full
+    collections while the tests run no longer walk it (gc.freeze)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         return (yield)
     finally:
         if enabled:
+            gc.collect()
+            gc.freeze()
             gc.enable()
 
 
