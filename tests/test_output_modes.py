@@ -24,8 +24,11 @@ from scanner.cli.output import Output, output
 
 pytestmark = pytest.mark.slow  # scans of the nine-server lab
 
-# the lab's password here, used by no other test: no command in this process knows it as a
-# secret before this file's first scan, so that scan masks it only if the scan itself does
+# the lab's account here, used by no other test: no command in this process knows its password
+# as a secret before this file's first scan, so that scan masks it only if the scan itself does.
+# An account of its own, as the NTLM lab allows one password per account in a process (an
+# xdist worker runs other files' labs after this one).
+LAB_USER = "output-modes"
 LAB_PASSWORD = "output-modes-Lab-Passw0rd"
 SEVERITIES = ["critical", "high", "medium", "low", "info"]
 
@@ -46,7 +49,8 @@ def json_lines(stderr: str) -> list[dict[str, Any]]:
 def lab_inventory(tmp_path_factory: pytest.TempPathFactory) -> Any:
     folder = tmp_path_factory.mktemp("output-modes")
     fleet = demo_fleet("127.0.53.1")
-    with running(replace(fleet, lab=replace(fleet.lab, password=LAB_PASSWORD)), folder) as (_lab, inventory):
+    fleet = replace(fleet, lab=replace(fleet.lab, username=LAB_USER, password=LAB_PASSWORD))
+    with running(fleet, folder) as (_lab, inventory):
         yield inventory
 
 
