@@ -192,12 +192,10 @@ def krb_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KerberosLab]:
 
 
 def cas_audit(krb: KerberosLab, *args: str, ccache: Path, password: str | None = None,
-              db: Path | None = None, prefix: tuple[str, ...] = (),
-              extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+              db: Path | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """The real command line in a child process with the realm's krb5.conf and `ccache`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAS_AUDIT_", "KRB5"))}
     env.update(krb.realm.env)
-    env.update(extra_env or {})
     env["KRB5CCNAME"] = f"FILE:{ccache}"
     if password is not None:
         env["CAS_AUDIT_PASSWORD"] = password
@@ -325,16 +323,17 @@ def test_an_inventory_mixing_a_kinit_account_and_a_password_account_scans_comple
     CAS02 failed with "there is no Kerberos ticket for auditor".)"""
     ccache = tmp_path / "ccache"
     krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
-    keyring_env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
-                   "XDG_DATA_HOME": str(tmp_path / "data")}
-    # stored here, through the same backend class, into the file the scan's keyring reads
+    # In this process, through keyring's own set_keyring: a file keyring in the test's
+    # XDG_DATA_HOME (as PYTHON_KEYRING_BACKEND would choose in a fresh process), put back after.
+    import keyring
     from keyrings.alt.file import PlaintextKeyring
 
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("XDG_DATA_HOME", keyring_env["XDG_DATA_HOME"])
-        PlaintextKeyring().set_password("cas-audit", f"{OPERATOR}@{REALM}", OPERATOR_PASSWORD)
-    assert (tmp_path / "data" / "python_keyring" / "keyring_pass.cfg").is_file()
-    with Lab(load_fleet(krb_lab.folder / "operator.toml")) as operator_lab:
+    previous = keyring.get_keyring()
+    with pytest.MonkeyPatch.context() as env, Lab(load_fleet(krb_lab.folder / "operator.toml")) as operator_lab:
+        env.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+        backend = PlaintextKeyring()
+        backend.set_password("cas-audit", f"{OPERATOR}@{REALM}", OPERATOR_PASSWORD)
+        assert (tmp_path / "data" / "python_keyring" / "keyring_pass.cfg").is_file()
         servers = [{"name": "CAS04", "address": f"cas04.{DOMAIN}", "site": "Berlin",
                     "port": operator_lab.port("CAS04"), "username": f"{OPERATOR}@{REALM}"}]
         servers += [{"name": name, "address": f"{name.lower()}.{DOMAIN}", "site": "Berlin",
@@ -343,9 +342,13 @@ def test_an_inventory_mixing_a_kinit_account_and_a_password_account_scans_comple
         inventory.write_text(tomli_w.dumps({"defaults": {"username": f"{USER}@{REALM}", "auth": "kerberos",
                                                          "scheme": "http"}, "server": servers}), encoding="utf-8")
         db = tmp_path / "history.db"
-        # one at a time, the password account first: every kinit collection comes after it
-        scan = cas_audit(krb_lab, "scan", "--inventory", str(inventory), "--concurrency", "1", ccache=ccache, db=db,
-                         extra_env=keyring_env)
+        keyring.set_keyring(backend)
+        try:
+            # one at a time, the password account first: every kinit collection comes after it
+            scan = cas_audit_here(krb_lab, "scan", "--inventory", str(inventory), "--concurrency", "1",
+                                  ccache=ccache, db=db)
+        finally:
+            keyring.set_keyring(previous)
         operator_requests = operator_lab.stats("CAS04").requests
     assert scan.returncode in (0, 1), scan.stdout + scan.stderr
     assert "3 scanned, 0 failed" in scan.stderr, scan.stderr
