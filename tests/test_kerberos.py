@@ -296,8 +296,18 @@ def test_preflight_with_a_kinit_ticket_and_no_password(krb_lab: KerberosLab, tmp
     (before: exit 2, "no password for auditor@...")."""
     ccache = tmp_path / "ccache"
     krb_lab.realm.kinit(f"{USER}@{REALM}", PASSWORD, ccache)
-    run = cas_audit(krb_lab, "preflight", "--inventory", str(krb_lab.inventory), "--format", "json",
-                    ccache=ccache, prefix=("env", "PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring"))
+    # in this process, with keyring's own fail backend (what PYTHON_KEYRING_BACKEND would
+    # choose in a fresh process): no password from anywhere; the previous backend put back after
+    import keyring
+    from keyring.backends.fail import Keyring as NoKeyring
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(NoKeyring())
+    try:
+        run = cas_audit_here(krb_lab, "preflight", "--inventory", str(krb_lab.inventory), "--format", "json",
+                             ccache=ccache)
+    finally:
+        keyring.set_keyring(previous)
     assert run.returncode == 0, run.stdout + run.stderr
     servers = {s["name"]: s for s in json.loads(run.stdout)["servers"]}
     assert {name: (s["ready"], s["problems"]) for name, s in servers.items()} == {
