@@ -130,15 +130,16 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
-# The test files that took longest (pytest --durations, summed per file, 2026-12-06 under
-# `make test`), longest first. `make test` hands whole files to its workers in collection order
+# The test files that took longest (the median of four full runs' per-file sums of junitxml
+# times, 2026-12-06 08:20-08:40 UTC, three and four workers, load 13-90: bench/README.md),
+# longest first. `make test` hands whole files to its workers in collection order
 # (--dist loadfile --no-loadscope-reorder): these start first, so that no worker is still busy
 # with a long file after the others have finished.
-LONGEST_FIRST = ("test_kerberos.py", "test_output_modes.py", "test_prune_during_scan.py", "test_readonly_db.py",
-                 "test_cli_errors.py", "test_outputs.py", "test_upgrade_wait.py", "test_seal_chain.py",
-                 "test_retention_cli.py", "test_prune.py", "test_store.py", "test_internal_errors.py",
-                 "test_migrations.py", "test_discover_ldap.py", "test_scheduling.py", "test_demo.py",
-                 "test_libreoffice.py", "test_signals.py")
+LONGEST_FIRST = ("test_seal_chain.py", "test_store.py", "test_kerberos.py", "test_prune_during_scan.py",
+                 "test_prune.py", "test_prune_evidence.py", "test_scheduling.py", "test_preflight_faults.py",
+                 "test_internal_errors.py", "test_libreoffice.py", "test_cli_errors.py", "test_wheel.py",
+                 "test_output_modes.py", "test_run_liveness.py", "test_outputs.py", "test_platform_launch.py",
+                 "test_lab_wsman.py", "test_scan_faults.py", "test_discover_ldap.py", "test_event_1008.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
