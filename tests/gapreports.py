@@ -75,3 +75,12 @@ def assert_not_evaluated_rows(findings: list[dict[str, Any]], labels: Labels, *,
                                for p in ("pop3", "imap4")]
     assert {r[labels("col.severity")] or None for r in gaps} == {None}
     assert {r[labels("col.remediation")] for r in gaps} == {labels(fix)}
+
+
+def assert_not_evaluated_in_tables(reports: dict[str, Any], lang: str, *, rule: str, server: str,
+                                   message: Callable[[Labels, str], str], fix: str) -> None:
+    """`assert_not_evaluated_rows` on the workbook's Findings sheet and on the CSV of `lang`."""
+    labels = Labels(lang)
+    sheet = reports[f"xlsx-{lang}"][labels.sheet("findings")]
+    for table in ([list(r) for r in sheet.iter_rows(values_only=True)], reports[f"csv-{lang}"]):
+        assert_not_evaluated_rows(rows(table), labels, rule=rule, server=server, message=message, fix=fix)

@@ -31,11 +31,10 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from click.testing import CliRunner
 from kdc import Realm, find_tool, hosts_entries, missing_tools, resolves_to
+from labfleet import invoke_here
 from tlscert import write_self_signed
 
-from scanner.cli import cli
 from scanner.lab.fleet import load_fleet
 from scanner.lab.serve import Lab
 
@@ -195,12 +194,7 @@ def cas_audit(krb: KerberosLab, *args: str, ccache: Path, password: str | None =
               db: Path | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """The real command line in a child process with the realm's krb5.conf and `ccache`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAS_AUDIT_", "KRB5"))}
-    env.update(krb.realm.env)
-    env["KRB5CCNAME"] = f"FILE:{ccache}"
-    if password is not None:
-        env["CAS_AUDIT_PASSWORD"] = password
-    if db is not None:
-        env["CAS_AUDIT_DB"] = f"sqlite:///{db}"
+    env.update(_command_env(krb, ccache, password, db))
     return subprocess.run([*prefix, sys.executable, "-m", "scanner", *args], capture_output=True, text=True,
                           env=env, timeout=180, stdin=subprocess.DEVNULL)
 
@@ -216,25 +210,27 @@ def cas_audit_here(krb: KerberosLab, *args: str, ccache: Path, password: str | N
     would fail the test."""
     env: dict[str, str | None] = {k: None for k in os.environ
                                   if k.startswith(("CAS_AUDIT_", "KRB5")) and k != "KRB5_KTNAME"}
-    env.update(krb.realm.env)
-    env["KRB5CCNAME"] = f"FILE:{ccache}"
+    env.update(_command_env(krb, ccache, password, db))
+    return invoke_here(args, env)
+
+
+def _command_env(krb: KerberosLab, ccache: Path, password: str | None, db: Path | None) -> dict[str, str]:
+    """What a command of these tests runs with: the realm's krb5.conf, `ccache`, and the
+    password and history when given."""
+    env = {**krb.realm.env, "KRB5CCNAME": f"FILE:{ccache}"}
     if password is not None:
         env["CAS_AUDIT_PASSWORD"] = password
     if db is not None:
         env["CAS_AUDIT_DB"] = f"sqlite:///{db}"
-    result = CliRunner().invoke(cli, list(args), env=env, prog_name="cas-audit")
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return subprocess.CompletedProcess(["cas-audit", *args], result.exit_code, result.stdout, result.stderr)
+    return env
 
 
 def _report(db: Path) -> dict[str, object]:
     """The JSON report of what the scan (a child process) stored. Read in this process: the
     report needs no Kerberos, and a second interpreter per scan cost a second of CPU."""
     unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CAS_AUDIT_")}
-    done = CliRunner().invoke(cli, ["report", "--db", f"sqlite:///{db}", "--format", "json"], prog_name="cas-audit",
-                              env=unset)
-    assert done.exit_code == 0, done.output
+    done = invoke_here(["report", "--db", f"sqlite:///{db}", "--format", "json"], unset)
+    assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
 
 
