@@ -5,6 +5,7 @@ run's reports in every format and both languages: what the "not evaluated" tests
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from collections.abc import Callable
@@ -84,3 +85,30 @@ def assert_not_evaluated_in_tables(reports: dict[str, Any], lang: str, *, rule: 
     sheet = reports[f"xlsx-{lang}"][labels.sheet("findings")]
     for table in ([list(r) for r in sheet.iter_rows(values_only=True)], reports[f"csv-{lang}"]):
         assert_not_evaluated_rows(rows(table), labels, rule=rule, server=server, message=message, fix=fix)
+
+
+def assert_not_evaluated_in_html(reports: dict[str, Any], lang: str, *, message: Callable[[Labels, str], str],
+                                 fix: str) -> None:
+    """The HTML report of `lang` names the gap of each protocol and its remediation `fix`."""
+    labels = Labels(lang)
+    page = html.unescape(reports[f"html-{lang}"])
+    for protocol in ("pop3", "imap4"):
+        assert message(labels, protocol) in page
+    assert labels(fix) in page
+
+
+def not_evaluated_ocsf(reports: dict[str, Any], lang: str, *, rule: str, server: str, reason: str,
+                       message: Callable[[Labels, str], str]) -> list[dict[str, Any]]:
+    """The OCSF lines of `rule` in `lang`: one Warning "not-evaluated" line per protocol of
+    `server`, with the gap's message, its `reason` as evidence and a uid each; returned for the
+    caller's own checks."""
+    labels = Labels(lang)
+    gaps = [e for e in reports[f"ocsf-{lang}"] if e["finding_info"]["types"] == [rule]]
+    assert [(e["resources"][0]["name"], e["resources"][0]["data"]["protocol"]) for e in gaps] == [
+        (server, "pop3"), (server, "imap4")]
+    for event, protocol in zip(gaps, ("pop3", "imap4"), strict=True):
+        assert (event["compliance"]["status"], event["compliance"]["status_id"]) == ("Warning", 2)
+        assert event["status_detail"] == "not-evaluated" and event["message"] == message(labels, protocol)
+        assert event["evidences"][0]["data"]["reason"] == reason
+    assert len({e["finding_info"]["uid"] for e in gaps}) == 2
+    return gaps

@@ -12,12 +12,17 @@ A lab organisation of two servers, scanned twice in this process over real WinRM
 
 from __future__ import annotations
 
-import html
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from gapreports import assert_not_evaluated_in_tables, rows, scan_twice
+from gapreports import (
+    assert_not_evaluated_in_html,
+    assert_not_evaluated_in_tables,
+    not_evaluated_ocsf,
+    rows,
+    scan_twice,
+)
 from labfleet import demo_fleet
 
 from scanner.lab.fleet_model import Fleet
@@ -92,25 +97,16 @@ def test_the_servers_sheet_says_unknown_not_empty(reports: dict[str, Any], lang:
 
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_the_html_says_not_evaluated(reports: dict[str, Any], lang: str) -> None:
-    labels = Labels(lang)
-    page = html.unescape(reports[f"html-{lang}"])
-    for protocol in ("pop3", "imap4"):
-        assert message(labels, protocol) in page
-    assert labels("note.restart_unread_fix") in page
+    assert_not_evaluated_in_html(reports, lang, message=message, fix="note.restart_unread_fix")
 
 
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_ocsf_has_a_warning_line_per_restart_not_evaluated(reports: dict[str, Any], lang: str) -> None:
     labels = Labels(lang)
-    gaps = [e for e in reports[f"ocsf-{lang}"] if e["finding_info"]["types"] == ["XS-005"]]
-    assert [(e["resources"][0]["name"], e["resources"][0]["data"]["protocol"]) for e in gaps] == [
-        ("STALE", "pop3"), ("STALE", "imap4")]
-    for event, protocol in zip(gaps, ("pop3", "imap4"), strict=True):
-        assert (event["compliance"]["status"], event["compliance"]["status_id"]) == ("Warning", 2)
-        assert event["status_detail"] == "not-evaluated" and event["message"] == message(labels, protocol)
-        assert event["evidences"][0]["data"]["reason"] == WMI_DENIED_MESSAGE
+    gaps = not_evaluated_ocsf(reports, lang, rule="XS-005", server="STALE", reason=WMI_DENIED_MESSAGE,
+                              message=message)
+    for event in gaps:
         assert event["remediation"]["desc"] == labels("note.restart_unread_fix")
-    assert len({e["finding_info"]["uid"] for e in gaps}) == 2
 
 
 def test_the_end_of_scan_summary_names_the_restart_gap(reports: dict[str, Any]) -> None:

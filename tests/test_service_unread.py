@@ -11,12 +11,11 @@ with a policy that wants POP3 and IMAP4 disabled on WMI and allows them on OPEN:
 
 from __future__ import annotations
 
-import html
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from gapreports import assert_not_evaluated_in_tables, scan_twice
+from gapreports import assert_not_evaluated_in_html, assert_not_evaluated_in_tables, not_evaluated_ocsf, scan_twice
 from labfleet import demo_fleet
 
 from scanner.judge.policy import Policy
@@ -74,25 +73,15 @@ def test_the_workbook_and_the_csv_say_not_evaluated(reports: dict[str, Any], lan
 
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_the_html_says_not_evaluated(reports: dict[str, Any], lang: str) -> None:
-    labels = Labels(lang)
-    page = html.unescape(reports[f"html-{lang}"])
-    for protocol in ("pop3", "imap4"):
-        assert message(labels, protocol) in page
-    assert labels("note.service_unread_fix") in page
+    assert_not_evaluated_in_html(reports, lang, message=message, fix="note.service_unread_fix")
 
 
 @pytest.mark.parametrize("lang", ["en", "de"])
 def test_ocsf_has_a_warning_line_per_service_not_evaluated(reports: dict[str, Any], lang: str) -> None:
-    labels = Labels(lang)
-    gaps = [e for e in reports[f"ocsf-{lang}"] if e["finding_info"]["types"] == ["XS-013"]]
-    assert [(e["resources"][0]["name"], e["resources"][0]["data"]["protocol"]) for e in gaps] == [
-        ("WMI", "pop3"), ("WMI", "imap4")]
-    for event, protocol in zip(gaps, ("pop3", "imap4"), strict=True):
-        assert (event["compliance"]["status"], event["compliance"]["status_id"]) == ("Warning", 2)
-        assert event["status_detail"] == "not-evaluated" and event["message"] == message(labels, protocol)
-        assert event["evidences"][0]["data"]["reason"] == WMI_DENIED_MESSAGE
+    gaps = not_evaluated_ocsf(reports, lang, rule="XS-013", server="WMI", reason=WMI_DENIED_MESSAGE,
+                              message=message)
+    for event in gaps:
         assert "NIST SP 800-53 CM-7" in event["compliance"]["requirements"]
-    assert len({e["finding_info"]["uid"] for e in gaps}) == 2
 
 
 def test_the_end_of_scan_summary_names_the_service_gap(reports: dict[str, Any]) -> None:
