@@ -89,37 +89,37 @@ def _transport(target: Target) -> str:
 
 class _Protocol(Protocol):
     """pywinrm's Protocol whose requests are written by wsman_messages: the bytes pywinrm
-    0.5.0 sends, without xmltodict's cost (tests/test_wsman_messages.py compares them)."""
+    0.5.0 sends, without xmltodict's cost (tests/test_wsman_messages.py compares them). The
+    header is wsman_messages.envelope's, not build_wsman_header's dict: the same fields, the
+    same `operation_timeout_sec` read from this Protocol."""
 
     def open_shell(self, i_stream: str = "stdin", o_stream: str = "stdout stderr", working_directory: str | None = None,
                    env_vars: dict[str, str] | None = None, noprofile: bool = False, codepage: int = 437,
                    lifetime: None = None, idle_timeout: str | int | None = None) -> str:
-        header = self.build_wsman_header(wsman_messages.CREATE, wsman_messages.SHELL_URI)
         return wsman_messages.shell_id(self.send_message(wsman_messages.create(
-            header, i_stream=i_stream, o_stream=o_stream, working_directory=working_directory, env_vars=env_vars,
-            noprofile=noprofile, codepage=codepage, idle_timeout=idle_timeout)))
+            self.operation_timeout_sec, i_stream=i_stream, o_stream=o_stream, working_directory=working_directory,
+            env_vars=env_vars, noprofile=noprofile, codepage=codepage, idle_timeout=idle_timeout)))
 
     def run_command(self, shell_id: str, command: str, arguments: Iterable[str | bytes] = (),
                     console_mode_stdin: bool = True, skip_cmd_shell: bool = False) -> str:
-        header = self.build_wsman_header(wsman_messages.COMMAND, wsman_messages.SHELL_URI, shell_id)
-        words = [a if isinstance(a, str) else a.decode("utf-8") for a in arguments]
+        words = [a if isinstance(a, str) else a.decode("utf-8") for a in arguments] if arguments else None
         return wsman_messages.command_id(self.send_message(wsman_messages.command(
-            header, command, words, console_mode_stdin=console_mode_stdin, skip_cmd_shell=skip_cmd_shell)))
+            self.operation_timeout_sec, shell_id, command, words, console_mode_stdin=console_mode_stdin,
+            skip_cmd_shell=skip_cmd_shell)))
 
     def send_command_input(self, shell_id: str, command_id: str, stdin_input: str | bytes, end: bool = False) -> None:
         data = stdin_input.encode("437") if isinstance(stdin_input, str) else stdin_input
-        header = self.build_wsman_header(wsman_messages.SEND, wsman_messages.SHELL_URI, shell_id)
-        self.send_message(wsman_messages.send(header, command_id, data, end=end))
+        self.send_message(wsman_messages.send(self.operation_timeout_sec, shell_id, command_id, data, end=end))
 
     def get_command_output_raw(self, shell_id: str, command_id: str) -> tuple[bytes, bytes, int, bool]:
-        header = self.build_wsman_header(wsman_messages.RECEIVE, wsman_messages.SHELL_URI, shell_id)
-        return wsman_messages.output(self.send_message(wsman_messages.receive(header, command_id)))
+        return wsman_messages.output(self.send_message(wsman_messages.receive(
+            self.operation_timeout_sec, shell_id, command_id)))
 
     def close_shell(self, shell_id: str, close_session: bool = True) -> None:
         message_id = uuid.uuid4()
         try:
-            header = self.build_wsman_header(wsman_messages.DELETE, wsman_messages.SHELL_URI, shell_id, message_id)
-            relates_to = wsman_messages.relates_to(self.send_message(wsman_messages.delete(header)))
+            relates_to = wsman_messages.relates_to(self.send_message(wsman_messages.delete(
+                self.operation_timeout_sec, shell_id, message_id)))
         finally:
             if close_session:
                 self.transport.close_session()
