@@ -25,7 +25,7 @@ def watched_socket() -> Iterator[Callable[[httpguard.Guard], socket.socket]]:
     def make(guard: httpguard.Guard) -> socket.socket:
         ours, theirs = socket.socketpair()
         made.extend((ours, theirs))
-        guard._register(ours)
+        httpguard.watch(guard, ours)
         ours.settimeout(10)
         return ours
 

@@ -3,16 +3,17 @@ TLS handshake and HTTP exchange of the scanner with the servers it audits, bound
 wall-clock deadline and a size cap.
 
 pywinrm's HTTP (winrm_client.py) runs on a requests Session this module's adapter is
-mounted on (`install`), so its connections are opened here; preflight's own probes (a TCP
-connection, the TLS certificate, an unauthenticated POST) are `reach`, `peer_certificate`
-and `post`. No other module of `scanner/` outside the lab (the server side) imports
+mounted on (`install`), so its connections are opened here: plain http on the adapter's
+own keep-alive connection, written and read by httpwire.py; https and proxied requests
+through urllib3. Preflight's own probes (a TCP connection, the TLS certificate, an
+unauthenticated POST) are `reach`, `peer_certificate` and `post`. No other module of `scanner/` outside the lab (the server side) imports
 socket, ssl, requests, urllib3 or http.client to open a connection (tests/test_layout.py
 checks it); the one other connection, to a domain controller for `inventory discover
 --ldap`, is ldap3's in ldapclient.py.
 
 requests' `timeout` bounds each socket read, not the exchange: a peer that sends one
 byte every half second, or a body that never ends, keeps a read going forever. A
-`Guard` holds one collection's deadline. While it is installed on a requests Session
+`Guard` (deadline.py) holds one collection's deadline. While it is installed on a requests Session
 (`install`), or passed to `reach`, `peer_certificate` or `post`:
 
 - every connection opened is registered with the guard, and at the deadline the watchdog
@@ -39,15 +40,14 @@ in its own format, which servers' certificates are not verified.
 from __future__ import annotations
 
 import contextvars
-import heapq
+import functools
 import http.client
-import itertools
+import select
 import socket
 import ssl
-import threading
-import time
+import struct
+import sys
 import warnings
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -57,94 +57,27 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests.hooks import default_hooks
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers, select_proxy
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager
 
+from scanner.collect import httpwire
+from scanner.collect.deadline import Guard as Guard
+from scanner.collect.deadline import abort_all as abort_all
+from scanner.collect.httpwire import AUTH_CHALLENGES as AUTH_CHALLENGES
+from scanner.collect.httpwire import MAX_CHALLENGE_BYTES as MAX_CHALLENGE_BYTES
+from scanner.collect.httpwire import size_text as size_text
 from scanner.errors import CollectionError, CollectorOutputError
 
 CHUNK = 64 * 1024
-AUTH_CHALLENGES = (401, 407)
-MAX_CHALLENGE_BYTES = 64 * 1024
-
-
-def size_text(limit: int) -> str:
-    """A byte limit as people read it: "17 MiB", "64 KiB", "100 bytes" (never "0 MiB")."""
-    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
-        if limit >= size and limit % size == 0:
-            return f"{limit // size} {unit}"
-    return f"{limit} bytes"
-_current: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("cas_audit_http_guard", default=None)
-_live: weakref.WeakSet[Guard] = weakref.WeakSet()
-_live_lock = threading.Lock()
 # verify_tls = false is the user's choice, said once by the command line (module docstring)
 warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
-
-
-class Guard:
-    """The deadline and body cap of one server's collection."""
-
-    def __init__(self, timeout_s: float, *, max_body: int, what: str) -> None:
-        self.deadline = time.monotonic() + timeout_s
-        self.max_body = max_body
-        self.what = what
-        self._lock = threading.Lock()
-        self._connections: list[HTTPConnection | socket.socket] = []
-        self._ended: str | None = None  # "timeout" | "interrupted"
-        self._unwatched = False
-        with _live_lock:
-            _live.add(self)
-        _watchdog.watch(self)
-
-    # -- state --------------------------------------------------------------------
-
-    @property
-    def ended(self) -> str | None:
-        """Why the guard ended the exchange ("timeout", "interrupted"), None while it runs."""
-        return self._ended
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def error(self) -> CollectionError:
-        """The error for an exchange this guard ended."""
-        if self._ended == "interrupted":
-            return CollectionError("interrupted", f"{self.what}: abandoned, the command was interrupted")
-        return CollectionError("timeout", f"{self.what} did not finish within the per-server time limit")
-
-    def check(self) -> None:
-        """Raise if the deadline has passed or the guard was aborted."""
-        if self._ended is None and self.remaining() <= 0:
-            self.abort("timeout")
-        if self._ended is not None:
-            raise self.error()
-
-    # -- ending -------------------------------------------------------------------
-
-    def abort(self, why: str = "interrupted") -> None:
-        """End every exchange of this guard now: shut its sockets down (idempotent)."""
-        with self._lock:
-            if self._ended is None:
-                self._ended = why
-            connections = list(self._connections)
-        for conn in connections:
-            _shutdown(conn)
-
-    def close(self) -> None:
-        """Stop watching the deadline (the collection is over)."""
-        _watchdog.forget(self)
-        with self._lock:
-            self._connections.clear()
-        with _live_lock:
-            _live.discard(self)
-
-    def _register(self, conn: HTTPConnection | socket.socket) -> None:
-        """Shut `conn` (a connection, or a bare socket) down with this guard's exchanges."""
-        with self._lock:
-            self._connections.append(conn)
-            ended = self._ended is not None
-        if ended:
-            _shutdown(conn)
+_current: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("cas_audit_http_guard", default=None)
+def watch(guard: Guard, conn: HTTPConnection | socket.socket) -> None:
+    """Shut `conn` (a connection, or a bare socket) down when `guard` ends."""
+    guard.on_end(functools.partial(_shutdown, conn))
 
 
 def _shutdown(conn: HTTPConnection | socket.socket) -> None:
@@ -157,66 +90,6 @@ def _shutdown(conn: HTTPConnection | socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:  # already closed
         pass
-
-
-class _Watchdog:
-    """Ends each guard at its deadline (`Guard.abort("timeout")`): one daemon thread for the
-    whole process, waiting for the earliest deadline, where a timer thread per guard cost a
-    thread's start and end per server (bench/README.md, "CPU per server")."""
-
-    def __init__(self) -> None:
-        self._wake = threading.Condition(threading.Lock())
-        self._due: list[tuple[float, int, Guard]] = []  # a heap by deadline
-        self._order = itertools.count()
-        self._forgotten = 0  # closed guards still in the heap
-        self._thread: threading.Thread | None = None
-
-    def watch(self, guard: Guard) -> None:
-        with self._wake:
-            if self._forgotten > 64 and self._forgotten * 2 > len(self._due):
-                self._due = [entry for entry in self._due if not entry[2]._unwatched]
-                heapq.heapify(self._due)
-                self._forgotten = 0
-            heapq.heappush(self._due, (guard.deadline, next(self._order), guard))
-            if self._thread is None or not self._thread.is_alive():  # first guard (or after a fork)
-                self._thread = threading.Thread(target=self._run, name="cas-audit-deadlines", daemon=True)
-                self._thread.start()
-            elif self._due[0][2] is guard:
-                self._wake.notify()
-
-    def forget(self, guard: Guard) -> None:
-        with self._wake:
-            if not guard._unwatched:
-                guard._unwatched = True
-                self._forgotten += 1
-
-    def _next_due(self) -> Guard:
-        with self._wake:
-            while True:
-                while self._due and self._due[0][2]._unwatched:
-                    heapq.heappop(self._due)
-                    self._forgotten -= 1
-                now = time.monotonic()
-                if self._due and self._due[0][0] <= now:
-                    guard = heapq.heappop(self._due)[2]
-                    guard._unwatched = True  # watched no more
-                    return guard
-                self._wake.wait(self._due[0][0] - now if self._due else None)
-
-    def _run(self) -> None:
-        while True:
-            self._next_due().abort("timeout")
-
-
-_watchdog = _Watchdog()
-
-
-def abort_all() -> None:
-    """Abandon every guarded exchange in this process (used on SIGINT/SIGTERM)."""
-    with _live_lock:
-        guards = list(_live)
-    for guard in guards:
-        guard.abort("interrupted")
 
 
 class _OneWrite(HTTPConnection):
@@ -261,7 +134,7 @@ class _GuardedHTTPConnection(_OneWrite):
         super().connect()
         guard = _current.get()
         if guard is not None:
-            guard._register(self)
+            watch(guard, self)
 
 
 class _GuardedHTTPSConnection(_OneWrite, HTTPSConnection):
@@ -269,7 +142,7 @@ class _GuardedHTTPSConnection(_OneWrite, HTTPSConnection):
         super().connect()
         guard = _current.get()
         if guard is not None:
-            guard._register(self)
+            watch(guard, self)
 
 
 class _GuardedHTTPPool(HTTPConnectionPool):
@@ -284,10 +157,18 @@ _POOLS: Mapping[str, type[HTTPConnectionPool]] = {"http": _GuardedHTTPPool, "htt
 
 
 class GuardedAdapter(HTTPAdapter):
-    """A requests transport adapter that enforces a Guard on every request."""
+    """A requests transport adapter that enforces a Guard on every request.
+
+    A plain-http request without a proxy goes over the adapter's own keep-alive
+    connection, written and read by httpwire (`_send_plain`); https (urllib3's TLS
+    policy, and the certificate that NTLM's and Kerberos's channel binding read from
+    urllib3's socket) and a proxied request go through urllib3, its connections opened by
+    `_GuardedHTTPConnection` / `_GuardedHTTPSConnection` and registered with the guard."""
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
+        self._plain: _Plain | None = None
+        self._urls: dict[str, tuple[str, int, str, str]] = {}  # url -> host, port, path, Host field
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
@@ -300,6 +181,10 @@ class GuardedAdapter(HTTPAdapter):
             manager.pool_classes_by_scheme = dict(_POOLS)
         return manager
 
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
              verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
         guard = self.guard
@@ -309,6 +194,10 @@ class GuardedAdapter(HTTPAdapter):
             timeout = tuple(limit if t is None else min(float(t), limit) for t in timeout)
         else:
             timeout = limit if timeout is None else min(float(timeout), limit)
+        url = request.url
+        if (isinstance(url, str) and url.startswith("http://") and isinstance(request.body, (bytes, type(None)))
+                and (not proxies or select_proxy(url, proxies) is None)):
+            return self._send_plain(request, url, timeout)
         token = _current.set(guard)
         try:
             response = super().send(request, stream=True, timeout=timeout, verify=verify, cert=cert,
@@ -327,6 +216,132 @@ class GuardedAdapter(HTTPAdapter):
         finally:
             _current.reset(token)
         return response
+
+    # -- plain http: one keep-alive connection of the adapter's own --------------------------
+
+    def _where(self, url: str) -> tuple[str, int, str, str]:
+        if (where := self._urls.get(url)) is None:
+            parts = urllib3.util.parse_url(url)
+            host, port = (parts.host or "").strip("[]"), parts.port or 80
+            where = self._urls[url] = (host, port, parts.request_uri, httpwire.host_header(host, port, 80))
+        return where
+
+    def _drop(self) -> None:
+        plain, self._plain = self._plain, None
+        if plain is not None:
+            plain.sock.close()
+
+    def _connection(self, host: str, port: int, connect_timeout: float | None) -> _Plain:
+        plain = self._plain
+        if plain is not None and (plain.host, plain.port) == (host, port) and plain.idle():
+            return plain
+        self._drop()
+        try:
+            sock = socket.create_connection((host, port), timeout=connect_timeout)
+        except TimeoutError as exc:
+            raise requests.exceptions.ConnectTimeout(exc) from None
+        except OSError as exc:  # refused, unresolved, unreachable: the words _translate reads
+            raise requests.exceptions.ConnectionError(exc) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as urllib3 sets it
+        watch(self.guard, sock)
+        self._plain = _Plain(host, port, sock)
+        return self._plain
+
+    def _send_plain(self, request: requests.PreparedRequest, url: str, timeout: Any) -> requests.Response:
+        guard = self.guard
+        connect_timeout, read_timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        host, port, path, host_field = self._where(url)
+        method = str(request.method)
+        body = request.body
+        assert body is None or isinstance(body, bytes)  # send() takes only those here
+        wire = httpwire.write_request(method, path, host_field, request.headers, body)
+        received = 0
+
+        def recv() -> bytes:
+            nonlocal received
+            data = sock.recv(CHUNK)
+            received += len(data)
+            return data
+
+        try:
+            plain = self._connection(host, port, connect_timeout)
+            plain.set_timeout(read_timeout)
+            sock = plain.sock
+            sock.sendall(wire)
+            reply = httpwire.read_reply(recv, method, max_body=guard.max_body, what=guard.what)
+        except BaseException as exc:
+            self._drop()
+            if guard.ended is not None or guard.remaining() <= 0:
+                guard.abort("timeout")
+                raise guard.error() from None
+            if isinstance(exc, (TimeoutError, BlockingIOError)):  # BlockingIOError: the kernel's timeout
+                if received:
+                    raise CollectionError("timeout", f"{guard.what} stopped sending in the middle of a "
+                                          "response") from None
+                raise requests.exceptions.ReadTimeout(exc) from None
+            if isinstance(exc, OSError):
+                if received:
+                    raise httpwire.broken(guard.what) from None
+                raise requests.exceptions.ConnectionError(f"Connection aborted: {exc}") from None
+            raise
+        if not reply.reusable:
+            self._drop()
+        return self._response(request, url, reply)
+
+    def _response(self, request: requests.PreparedRequest, url: str, reply: httpwire.Reply) -> requests.Response:
+        """The answer as requests' own adapter builds it (`build_response`)."""
+        response = requests.Response()
+        response.status_code = reply.status
+        response.headers = CaseInsensitiveDict(reply.headers)
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = httpwire.Raw(reply)
+        response.reason = reply.reason
+        response.url = url
+        response.request = request
+        response.connection = self
+        response._content = reply.body
+        response._content_consumed = True
+        if reply.headers.get("Set-Cookie") is not None:
+            requests.cookies.extract_cookies_to_jar(response.cookies, request, response.raw)
+        return response
+
+
+#: Where the kernel keeps a plain connection's timeouts (SO_RCVTIMEO, SO_SNDTIMEO on a
+#: blocking socket): each receive and send is one system call, where a socket with a Python
+#: timeout polls before each (and hands the GIL over twice). Elsewhere Python's timeout.
+KERNEL_TIMEOUTS = sys.platform.startswith("linux")
+
+
+class _Plain:
+    """The adapter's plain-http connection."""
+
+    def __init__(self, host: str, port: int, sock: socket.socket) -> None:
+        self.host, self.port, self.sock = host, port, sock
+        self.timeout: float | None = None
+        if KERNEL_TIMEOUTS:
+            sock.settimeout(None)  # blocking; set_timeout gives the kernel the timeout
+
+    def set_timeout(self, seconds: float) -> None:
+        """Each receive and send waits at most `seconds` (a failure raises TimeoutError, or
+        BlockingIOError from the kernel's timeout); unchanged within a tenth of a second."""
+        if self.timeout is not None and abs(self.timeout - seconds) < 0.1:
+            return
+        self.timeout = seconds
+        if not KERNEL_TIMEOUTS:
+            self.sock.settimeout(seconds)
+            return
+        whole = int(seconds)
+        value = struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+    def idle(self) -> bool:
+        """Nothing to read on it (not closed by the server): urllib3's check before reuse."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
 
 def _check_challenge(response: requests.Response, guard: Guard) -> None:
@@ -418,7 +433,7 @@ def _connect(address: str, port: int, guard: Guard, cap: float) -> socket.socket
         guard.check()
         text = " ".join(str(exc.strerror or exc).split())[:200]
         raise Unreachable("unreachable", f"cannot connect to {where}: {text}") from None
-    guard._register(sock)
+    watch(guard, sock)
     return sock
 
 
@@ -442,7 +457,7 @@ def _handshake(address: str, port: int, guard: Guard, context: ssl.SSLContext, c
     try:
         # the TLS socket takes the descriptor over: registered before its handshake starts
         with context.wrap_socket(raw, server_hostname=address, do_handshake_on_connect=False) as tls:
-            guard._register(tls)
+            watch(guard, tls)
             tls.do_handshake()
             return tls.getpeercert(binary_form=True) or b""
     finally:
