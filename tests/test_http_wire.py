@@ -187,6 +187,7 @@ def test_an_answer_reads_as_requests_reads_it(canned: list[_Canned], case: str) 
     assert dict(mine.headers) == dict(theirs.headers)
     assert mine.raw.headers.getlist("WWW-Authenticate") == theirs.raw.headers.getlist("WWW-Authenticate")
     assert mine.connection is ours.get_adapter(server.url())
+    assert isinstance(mine.raw, httpwire.Raw) and not isinstance(theirs.raw, httpwire.Raw)  # not urllib3 twice
     guard.close()
 
 
