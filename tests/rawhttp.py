@@ -17,6 +17,10 @@ connection in one of these ways:
   record header announcing 16 KiB of handshake, then one byte every 0.5 s, for ever.
 
 `requested` is set once a request has been read in full (a test waits on it, not on time).
+
+`CannedPeer` answers every request, on every connection, with the next of a list of raw
+answers, and keeps each request's bytes: what a client writes, and how it reads what comes
+back (tests/test_one_write.py, tests/test_http_wire.py).
 """
 
 from __future__ import annotations
@@ -148,3 +152,68 @@ def raw_peer(mode: str) -> Iterator[RawPeer]:
     with RawPeer(mode) as peer:
         yield peer
 
+
+CLOSE = b"<close>"  # a CannedPeer answer ending in this: sent without it, then the connection closed
+
+
+def request_length(data: bytes) -> int | None:
+    """The length of the first whole request in `data` (Content-Length or chunked), None
+    while it is incomplete."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.lower().split(b"\r\n")
+    if b"transfer-encoding: chunked" in lines:
+        end = body.find(b"0\r\n\r\n")
+        return None if end < 0 else len(head) + 4 + end + 5
+    length = next((int(x.split(b":")[1]) for x in lines if x.startswith(b"content-length:")), 0)
+    return len(head) + 4 + length if len(body) >= length else None
+
+
+class CannedPeer:
+    """A TCP listener on 127.0.0.1 answering each request with the next canned answer (raw
+    bytes; the last one repeats), recording every request's bytes and counting connections."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path: str = "/wsman") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while True:
+                while (size := request_length(data)) is None:
+                    try:
+                        chunk = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not chunk:
+                        return
+                    data += chunk
+                self.requests.append(data[:size])
+                data = data[size:]
+                answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+                if answer.endswith(CLOSE):
+                    conn.sendall(answer[: -len(CLOSE)])
+                    return
+                conn.sendall(answer)

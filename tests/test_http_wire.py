@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from rawhttp import CannedPeer
 
 from scanner.collect import httpguard, httpwire
 from scanner.errors import CollectionError, CollectorOutputError
@@ -21,81 +22,16 @@ from scanner.errors import CollectionError, CollectorOutputError
 BODY = b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body/></s:Envelope>'
 
 
-class _Canned:
-    """A TCP listener answering each request with the next canned answer (raw bytes; the
-    last one repeats), recording every request's bytes and counting connections. An answer
-    ending in b"<close>" is sent without those bytes, then the connection is closed."""
-
-    def __init__(self, answers: list[bytes]) -> None:
-        self.answers = answers
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(10)
-            data = b""
-            while True:
-                while not _complete(data):
-                    try:
-                        chunk = conn.recv(65536)
-                    except OSError:
-                        return
-                    if not chunk:
-                        return
-                    data += chunk
-                request, data = _split(data)
-                self.requests.append(request)
-                answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
-                if answer.endswith(b"<close>"):
-                    conn.sendall(answer[: -len(b"<close>")])
-                    return
-                conn.sendall(answer)
-
-    def url(self, path: str = "/wsman") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-def _length(head: bytes) -> int:
-    for line in head.lower().split(b"\r\n"):
-        if line.startswith(b"content-length:"):
-            return int(line.split(b":")[1])
-    return 0
-
-
-def _complete(data: bytes) -> bool:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    return bool(sep) and len(body) >= _length(head)
-
-
-def _split(data: bytes) -> tuple[bytes, bytes]:
-    head, _, body = data.partition(b"\r\n\r\n")
-    size = _length(head)
-    return head + b"\r\n\r\n" + body[:size], body[size:]
-
-
 @pytest.fixture
-def canned() -> Iterator[list[_Canned]]:
-    made: list[_Canned] = []
+def canned() -> Iterator[list[CannedPeer]]:
+    made: list[CannedPeer] = []
     yield made
     for server in made:
-        server.listener.close()
+        server.close()
 
 
-def _serve(canned: list[_Canned], *answers: bytes) -> _Canned:
-    server = _Canned(list(answers))
+def _serve(canned: list[CannedPeer], *answers: bytes) -> CannedPeer:
+    server = CannedPeer(list(answers))
     canned.append(server)
     return server
 
@@ -124,7 +60,7 @@ def _ok(body: bytes, *fields: bytes) -> bytes:
         b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-def test_the_request_leaves_as_urllib3_writes_it(canned: list[_Canned]) -> None:
+def test_the_request_leaves_as_urllib3_writes_it(canned: list[CannedPeer]) -> None:
     server = _serve(canned, _ok(b"ok"))
     ours, guard = _ours()
     for body in (BODY, b"", b"x" * 100_000):
@@ -177,7 +113,7 @@ ANSWERS = {
 
 
 @pytest.mark.parametrize("case", sorted(ANSWERS))
-def test_an_answer_reads_as_requests_reads_it(canned: list[_Canned], case: str) -> None:
+def test_an_answer_reads_as_requests_reads_it(canned: list[CannedPeer], case: str) -> None:
     server = _serve(canned, ANSWERS[case])
     theirs = _post(_theirs(), server.url())
     ours, guard = _ours()
@@ -191,7 +127,7 @@ def test_an_answer_reads_as_requests_reads_it(canned: list[_Canned], case: str) 
     guard.close()
 
 
-def test_a_cookie_set_by_the_server_comes_back_as_with_urllib3(canned: list[_Canned]) -> None:
+def test_a_cookie_set_by_the_server_comes_back_as_with_urllib3(canned: list[CannedPeer]) -> None:
     answers = (_ok(b"one", b"Set-Cookie: affinity=cas01; Path=/"), _ok(b"two"))
     for session in (_theirs(), _ours()[0]):
         server = _serve(canned, *answers)
@@ -201,7 +137,7 @@ def test_a_cookie_set_by_the_server_comes_back_as_with_urllib3(canned: list[_Can
         assert b"\r\nCookie: affinity=cas01\r\n" in server.requests[1]
 
 
-def test_one_connection_carries_the_requests_until_the_server_ends_it(canned: list[_Canned]) -> None:
+def test_one_connection_carries_the_requests_until_the_server_ends_it(canned: list[CannedPeer]) -> None:
     server = _serve(canned, _ok(b"1"), _ok(b"2"), _ok(b"3", b"Connection: close"), _ok(b"4"),
                     _ok(b"5") + b"<close>", _ok(b"6"))
     ours, guard = _ours()
@@ -249,7 +185,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_a_hostile_answer_is_refused_in_one_sentence(canned: list[_Canned], case: str) -> None:
+def test_a_hostile_answer_is_refused_in_one_sentence(canned: list[CannedPeer], case: str) -> None:
     answer, error, words = HOSTILE[case]
     server = _serve(canned, answer)
     ours, guard = _ours()
@@ -259,7 +195,7 @@ def test_a_hostile_answer_is_refused_in_one_sentence(canned: list[_Canned], case
     guard.close()
 
 
-def test_an_answer_that_never_comes_is_a_timeout_not_a_hang(canned: list[_Canned]) -> None:
+def test_an_answer_that_never_comes_is_a_timeout_not_a_hang(canned: list[CannedPeer]) -> None:
     listener = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
     try:
         session = requests.Session()
@@ -279,7 +215,7 @@ def test_an_answer_that_never_comes_is_a_timeout_not_a_hang(canned: list[_Canned
      "stopped sending in the middle of a response"),
 ])
 def test_a_silent_peer_ends_at_the_requests_own_timeout_before_the_deadline(
-        canned: list[_Canned], answer: bytes, kind: type[Exception], words: str) -> None:
+        canned: list[CannedPeer], answer: bytes, kind: type[Exception], words: str) -> None:
     """The request's read timeout (pywinrm's read_timeout_sec) holds on the plain connection,
     kept by the kernel (httpguard.KERNEL_TIMEOUTS) or by Python, well before the guard's
     deadline: the collection does not wait for the whole per-server limit."""

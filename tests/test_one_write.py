@@ -6,53 +6,14 @@ whole (bench/README.md, "System time")."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from rawhttp import CLOSE, CannedPeer
 from urllib3.connection import HTTPConnection
 
 from scanner.collect import httpguard
-
-
-class _Server:
-    """One TCP listener that keeps the raw bytes of each request and answers 200 "ok"."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.requests: list[bytes] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(10)
-                data = b""
-                while not self._complete(data):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests.append(data)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-
-    @staticmethod
-    def _complete(data: bytes) -> bool:
-        head, sep, body = data.partition(b"\r\n\r\n")
-        if not sep:
-            return False
-        lines = head.lower().split(b"\r\n")
-        if b"transfer-encoding: chunked" in lines:
-            return body.endswith(b"0\r\n\r\n")
-        length = next((int(x.split(b":")[1]) for x in lines if x.startswith(b"content-length:")), 0)
-        return len(body) >= length
 
 
 class _CountingSocket:
@@ -71,10 +32,10 @@ class _CountingSocket:
 
 
 @pytest.fixture
-def server() -> Iterator[_Server]:
-    made = _Server()
+def server() -> Iterator[CannedPeer]:
+    made = CannedPeer([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok" + CLOSE])
     yield made
-    made.listener.close()
+    made.close()
 
 
 def _send(cls: type[HTTPConnection], port: int, method: str, body: Any, **kwargs: Any) -> int:
@@ -95,7 +56,7 @@ def _send(cls: type[HTTPConnection], port: int, method: str, body: Any, **kwargs
     ("GET", None, False, 1, 1),
     ("POST", [b"first", b"second"], True, 3, 4),  # chunked: the header block with the first chunk
 ])
-def test_the_same_bytes_in_fewer_writes(server: _Server, method: str, body: Any, chunked: bool, ours: int,
+def test_the_same_bytes_in_fewer_writes(server: CannedPeer, method: str, body: Any, chunked: bool, ours: int,
                                          urllib3s: int) -> None:
     theirs = _send(HTTPConnection, server.port, method, body, chunked=chunked)
     mine = _send(httpguard._GuardedHTTPConnection, server.port, method, body, chunked=chunked)
