@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from rawhttp import raw_peer
 
 from scanner.cli import cli
-from scanner.collect import httpguard
+from scanner.collect import httpguard, httpwire
 from scanner.collect.preflight import check_server
 from scanner.collect.winrm_client import collect_host
 from scanner.errors import CollectionError
@@ -265,13 +265,13 @@ def _raise_through(modules: list[str], error: BaseException) -> BaseException:
 def test_only_an_auth_librarys_own_failure_is_blamed_on_the_server() -> None:
     library = _raise_through(["scanner.collect.winrm_client", "requests.sessions", "requests_ntlm.requests_ntlm",
                               "spnego._ntlm_raw.messages"], KeyError(1))
-    assert httpguard.unreadable_auth_token(library, "x") is not None
+    assert httpwire.unreadable_auth_token(library, "x") is not None
     # the library calls our adapter back for the next leg: a bug there stays ours
     ours = _raise_through(["scanner.collect.winrm_client", "requests_ntlm.requests_ntlm",
                            "scanner.collect.httpguard", "urllib3.response"], KeyError(1))
-    assert httpguard.unreadable_auth_token(ours, "x") is None
+    assert httpwire.unreadable_auth_token(ours, "x") is None
     elsewhere = _raise_through(["scanner.collect.winrm_client", "winrm.protocol"], KeyError(1))
-    assert httpguard.unreadable_auth_token(elsewhere, "x") is None
+    assert httpwire.unreadable_auth_token(elsewhere, "x") is None
 
 
 # -- verify_tls = false: one warning, in our format ------------------------------------------------

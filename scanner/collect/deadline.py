@@ -3,8 +3,9 @@ whole process, and `abort_all` for SIGINT/SIGTERM.
 
 A Guard holds one server's deadline and body cap. Every connection opened for it
 (httpguard.py opens them all) is registered with it (`on_end`, through httpguard's
-`watch`); at the deadline, or on `abort()`, those sockets are shut down, so a read blocked on any peer returns at once, and
-`check()` refuses a request started afterwards. Nothing here opens a connection.
+`watch`); at the deadline, or on `abort()`, those sockets are shut down, so a read
+blocked on any peer returns at once, and `check()` refuses a request started afterwards.
+Nothing here opens a connection.
 """
 
 from __future__ import annotations

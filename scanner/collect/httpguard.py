@@ -6,15 +6,16 @@ pywinrm's HTTP (winrm_client.py) runs on a requests Session this module's adapte
 mounted on (`install`), so its connections are opened here: plain http on the adapter's
 own keep-alive connection, written and read by httpwire.py; https and proxied requests
 through urllib3. Preflight's own probes (a TCP connection, the TLS certificate, an
-unauthenticated POST) are `reach`, `peer_certificate` and `post`. No other module of `scanner/` outside the lab (the server side) imports
-socket, ssl, requests, urllib3 or http.client to open a connection (tests/test_layout.py
-checks it); the one other connection, to a domain controller for `inventory discover
---ldap`, is ldap3's in ldapclient.py.
+unauthenticated POST) are `reach`, `peer_certificate` and `post`. No other module of
+`scanner/` outside the lab (the server side) imports socket, ssl, requests, urllib3 or
+http.client to open a connection (tests/test_layout.py checks it); the one other
+connection, to a domain controller for `inventory discover --ldap`, is ldap3's in
+ldapclient.py.
 
 requests' `timeout` bounds each socket read, not the exchange: a peer that sends one
 byte every half second, or a body that never ends, keeps a read going forever. A
-`Guard` (deadline.py) holds one collection's deadline. While it is installed on a requests Session
-(`install`), or passed to `reach`, `peer_certificate` or `post`:
+`Guard` (deadline.py) holds one collection's deadline. While it is installed on a
+requests Session (`install`), or passed to `reach`, `peer_certificate` or `post`:
 
 - every connection opened is registered with the guard, and at the deadline the watchdog
   (one thread for every guard of the process) shuts those sockets down, so a read blocked
@@ -50,7 +51,6 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import requests
@@ -75,6 +75,8 @@ CHUNK = 64 * 1024
 # verify_tls = false is the user's choice, said once by the command line (module docstring)
 warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
 _current: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("cas_audit_http_guard", default=None)
+
+
 def watch(guard: Guard, conn: HTTPConnection | socket.socket) -> None:
     """Shut `conn` (a connection, or a bare socket) down when `guard` ends."""
     guard.on_end(functools.partial(_shutdown, conn))
@@ -527,34 +529,6 @@ def post(url: str, body: bytes, headers: Mapping[str, str], guard: Guard, *, ver
         raise CollectionError("protocol", f"HTTP with {url} failed: {type(exc).__name__}") from None
     finally:
         session.close()
-
-
-# -- an authentication library that cannot read what the server sent -------------------------
-
-#: Libraries that read the server's authentication tokens (NTLM, SPNEGO) for pywinrm.
-AUTH_LIBRARIES = ("spnego", "requests_ntlm", "ntlm_auth")
-
-
-def unreadable_auth_token(exc: BaseException, what: str) -> CollectionError | None:
-    """The server's fault, when `exc` was raised inside an authentication library below
-    the last frame of our own code: the library was reading the server's challenge (or
-    its encrypted answer) and could not, e.g. a KeyError from pyspnego for a 401 carrying
-    `Negotiate <random hex>`. None otherwise (a bug of ours stays one).
-
-    Only the frames after our last one count, so a bug in this module's adapter, which
-    the library calls back to send the next leg, is never blamed on the server."""
-    frames: list[str] = []
-    tb: TracebackType | None = exc.__traceback__
-    while tb is not None:
-        frames.append(str(tb.tb_frame.f_globals.get("__name__", "")))
-        tb = tb.tb_next
-    ours = [i for i, name in enumerate(frames) if name == "scanner" or name.startswith("scanner.")]
-    below = frames[ours[-1] + 1:] if ours else frames
-    if not any(name.split(".")[0] in AUTH_LIBRARIES for name in below):
-        return None
-    return CollectionError("protocol", f"{what} sent an authentication challenge that cannot be read "
-                           f"({type(exc).__name__} in the NTLM library): not a valid NTLM or Negotiate token",
-                           hint="check what answers on this port: WinRM sends a well-formed NTLM challenge")
 
 
 def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:

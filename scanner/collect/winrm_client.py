@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - a pyspnego that moved them
     lmowfv1 = ntowfv1 = None  # type: ignore[assignment]
 
 from scanner import collect as collector
-from scanner.collect import httpguard, kerberos, retry, wsman_messages
+from scanner.collect import httpguard, httpwire, kerberos, retry, wsman_messages
 from scanner.collect.retry import ConnectionRefused, on_each_port
 from scanner.collect.shelltext import fault_message, printable
 from scanner.collect.shelltext import shell_codec as shell_codec
@@ -277,7 +277,7 @@ def _translate(target: Target, exc: BaseException) -> CollectionError:
         return CollectionError("protocol", f"{where} answered something that is not WS-Management XML")
     if isinstance(exc, requests.exceptions.RequestException):
         return CollectionError("protocol", f"HTTP error talking to {where}: {type(exc).__name__}")
-    unreadable = httpguard.unreadable_auth_token(exc, where)  # e.g. a malformed NTLM challenge
+    unreadable = httpwire.unreadable_auth_token(exc, where)  # e.g. a malformed NTLM challenge
     if unreadable is not None:
         return unreadable
     log.error("unexpected %s while talking to %s", type(exc).__name__, where, exc_info=exc)
