@@ -137,6 +137,17 @@ def test_a_cookie_set_by_the_server_comes_back_as_with_urllib3(canned: list[Cann
         assert b"\r\nCookie: affinity=cas01\r\n" in server.requests[1]
 
 
+def test_a_redirect_is_followed_as_requests_follows_it_over_urllib3(canned: list[CannedPeer]) -> None:
+    """requests decides (Session.resolve_redirects) and our answers carry what it reads."""
+    seen = []
+    for session in (_theirs(), _ours()[0]):
+        server = _serve(canned, b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n", _ok(b"ok"))
+        answer = _post(session, server.url())
+        seen.append((answer.status_code, answer.content, [r.status_code for r in answer.history],
+                     answer.url.rsplit("/", 1)[1], [r.split(b"\r\n")[0] for r in server.requests], server.connections))
+    assert seen[0] == seen[1] == (200, b"ok", [302], "elsewhere", [b"POST /wsman HTTP/1.1", b"GET /elsewhere HTTP/1.1"], 1)
+
+
 def test_one_connection_carries_the_requests_until_the_server_ends_it(canned: list[CannedPeer]) -> None:
     server = _serve(canned, _ok(b"1"), _ok(b"2"), _ok(b"3", b"Connection: close"), _ok(b"4"),
                     _ok(b"5") + b"<close>", _ok(b"6"))
