@@ -97,6 +97,8 @@ ANSWERS = {
     "content-length": _ok(b"<answer/>", b"Content-Type: application/soap+xml;charset=UTF-8"),
     "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\n<ans\r\n5\r\nwer/>\r\n0\r\n"
                b"X-Trailer: t\r\n\r\n",
+    "many small chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * 20000 +
+                         b"0\r\n\r\n",
     "gzip": _ok(gzip.compress(b"<gzipped/>" * 50), b"Content-Encoding: gzip"),
     "two gzip members": _ok(gzip.compress(b"<one/>") + gzip.compress(b"<two/>"), b"Content-Encoding: gzip"),
     "deflate (zlib)": _ok(zlib.compress(b"<deflated/>" * 20), b"Content-Encoding: deflate"),

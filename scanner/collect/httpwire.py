@@ -140,35 +140,48 @@ class Reply:
 
 
 class _Input:
-    """Bytes from a connection, buffered: `recv()` gives the next bytes, b"" at its end."""
+    """Bytes from a connection, buffered: `recv()` gives the next bytes, b"" at its end.
+    What is read stays in `buffer` from `pos` on: taking a line or a chunk moves `pos`
+    instead of copying the rest (a body of many small chunks stays linear)."""
 
     def __init__(self, recv: Callable[[], bytes], what: str) -> None:
         self.recv, self.what = recv, what
         self.buffer = b""
+        self.pos = 0
+
+    def left(self) -> int:
+        return len(self.buffer) - self.pos
+
+    def rest(self) -> bytes:
+        """What is buffered and not taken, taken."""
+        data, self.buffer, self.pos = self.buffer[self.pos:], b"", 0
+        return data
 
     def more(self) -> bool:
         data = self.recv()
         if not data:
             return False
-        self.buffer += data
+        self.buffer = self.buffer[self.pos:] + data if self.pos else self.buffer + data
+        self.pos = 0
         return True
 
     def line(self, limit: int) -> bytes:
         """One line without its CRLF; a missing or overlong line is a broken answer."""
         while True:
-            end = self.buffer.find(b"\r\n", 0, limit + 2)
+            end = self.buffer.find(b"\r\n", self.pos, self.pos + limit + 2)
             if end >= 0:
-                line, self.buffer = self.buffer[:end], self.buffer[end + 2:]
+                line, self.pos = self.buffer[self.pos:end], end + 2
                 return line
-            if len(self.buffer) > limit:
+            if self.left() > limit:
                 raise CollectionError("protocol", f"{self.what} sent a line longer than {limit} bytes; refused")
             if not self.more():
                 raise broken(self.what)
 
     def exactly(self, size: int) -> bytes:
         """The next `size` bytes (the caller has bounded `size`)."""
-        if len(self.buffer) < size:
-            parts, have = [self.buffer], len(self.buffer)
+        if self.left() < size:
+            parts = [self.rest()]
+            have = len(parts[0])
             while have < size:
                 data = self.recv()
                 if not data:
@@ -176,7 +189,7 @@ class _Input:
                 parts.append(data)
                 have += len(data)
             self.buffer = b"".join(parts)
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        data, self.pos = self.buffer[self.pos:self.pos + size], self.pos + size
         return data
 
 
@@ -196,17 +209,17 @@ def _head(source: _Input) -> tuple[int, int, str, Fields]:
     """The status line and header block, interim (1xx) answers skipped."""
     for _ in range(MAX_INTERIM + 1):
         while True:
-            end = source.buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+            end = source.buffer.find(b"\r\n\r\n", source.pos, source.pos + MAX_HEAD_BYTES + 4)
             if end >= 0:
                 break
-            if len(source.buffer) > MAX_HEAD_BYTES:
+            if source.left() > MAX_HEAD_BYTES:
                 raise _too_large_head(source.what)
             if not source.more():
-                if not source.buffer:
+                if not source.left():
                     raise requests.exceptions.ConnectionError(
                         f"Connection aborted: {source.what} closed the connection without an answer")
                 raise broken(source.what)
-        head, source.buffer = source.buffer[:end], source.buffer[end + 4:]
+        head, source.pos = source.buffer[source.pos:end], end + 4
         status_line, _, block = head.partition(b"\r\n")
         match = _STATUS.match(status_line)
         if match is None:
@@ -317,7 +330,7 @@ def read_reply(recv: Callable[[], bytes], method: str, *, max_body: int, what: s
     connection = headers.get("Connection", "").lower()
     reusable = "close" not in connection if version == 11 else "keep-alive" in connection
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-        return Reply(status, reason, version, headers, b"", reusable and not source.buffer)
+        return Reply(status, reason, version, headers, b"", reusable and not source.left())
     encoding = headers.get("Transfer-Encoding")
     chunked = encoding is not None and encoding.lower().rsplit(",", 1)[-1].strip() == "chunked"
     length: int | None = None
@@ -340,15 +353,14 @@ def read_reply(recv: Callable[[], bytes], method: str, *, max_body: int, what: s
         body.add(source.exactly(length))
     else:  # to the connection's close
         reusable = False
-        body.add(source.buffer)
-        source.buffer = b""
+        body.add(source.rest())
         received = body.size
         while data := recv():
             received += len(data)
             if received > max_body:
                 raise CollectorOutputError(f"{what} sent a response larger than {size_text(max_body)}; refused")
             body.add(data)
-    return Reply(status, reason, version, headers, body.finish(), reusable and not source.buffer)
+    return Reply(status, reason, version, headers, body.finish(), reusable and not source.left())
 
 
 def _chunked(source: _Input, body: _Body, cap: int) -> None:
