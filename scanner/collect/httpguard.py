@@ -66,10 +66,8 @@ from urllib3.poolmanager import PoolManager
 from scanner.collect import httpwire
 from scanner.collect.deadline import Guard as Guard
 from scanner.collect.deadline import abort_all as abort_all
-from scanner.collect.httpwire import AUTH_CHALLENGES as AUTH_CHALLENGES
-from scanner.collect.httpwire import MAX_CHALLENGE_BYTES as MAX_CHALLENGE_BYTES
-from scanner.collect.httpwire import size_text as size_text
-from scanner.errors import CollectionError, CollectorOutputError
+from scanner.collect.httpwire import AUTH_CHALLENGES, MAX_CHALLENGE_BYTES
+from scanner.errors import CollectionError
 
 CHUNK = 64 * 1024
 # verify_tls = false is the user's choice, said once by the command line (module docstring)
@@ -278,8 +276,7 @@ class GuardedAdapter(HTTPAdapter):
                 raise guard.error() from None
             if isinstance(exc, (TimeoutError, BlockingIOError)):  # BlockingIOError: the kernel's timeout
                 if received:
-                    raise CollectionError("timeout", f"{guard.what} stopped sending in the middle of a "
-                                          "response") from None
+                    raise httpwire.stalled(guard.what) from None
                 raise requests.exceptions.ReadTimeout(exc) from None
             if isinstance(exc, OSError):
                 if received:
@@ -353,8 +350,7 @@ def _check_challenge(response: requests.Response, guard: Guard) -> None:
     declared = response.headers.get("Content-Length", "")
     if not declared.isdigit() or int(declared) > MAX_CHALLENGE_BYTES:
         response.close()
-        raise CollectionError(
-            "protocol", f"{guard.what} answered HTTP {response.status_code} with an unbounded body; refused")
+        raise httpwire.unbounded_challenge(guard.what, response.status_code)
 
 
 def _read_capped(response: requests.Response, guard: Guard) -> None:
@@ -364,27 +360,24 @@ def _read_capped(response: requests.Response, guard: Guard) -> None:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > guard.max_body:
         response.close()
-        raise CollectorOutputError(
-            f"{guard.what} announced a response of {int(declared)} bytes, more than the "
-            f"{size_text(guard.max_body)} accepted; refused")
+        raise httpwire.announced_too_large(guard.what, int(declared), guard.max_body)
     try:
         for chunk in response.raw.stream(CHUNK, decode_content=True):
             size += len(chunk)
             if size > guard.max_body:
                 response.close()
-                raise CollectorOutputError(
-                    f"{guard.what} sent a response larger than {size_text(guard.max_body)}; refused")
+                raise httpwire.too_large(guard.what, guard.max_body)
             chunks.append(chunk)
             if guard.ended is not None:
                 break
     except urllib3.exceptions.ReadTimeoutError:
         response.close()
         if guard.ended is None:
-            raise CollectionError("timeout", f"{guard.what} stopped sending in the middle of a response") from None
+            raise httpwire.stalled(guard.what) from None
     except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError, OSError):
         response.close()
         if guard.ended is None:
-            raise CollectionError("reset", f"{guard.what} broke off a response") from None
+            raise httpwire.broken(guard.what) from None
     if guard.ended is not None:
         response.close()
         raise guard.error()

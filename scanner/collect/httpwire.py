@@ -197,6 +197,25 @@ def broken(what: str) -> CollectionError:
     return CollectionError("reset", f"{what} broke off a response")
 
 
+def stalled(what: str) -> CollectionError:
+    return CollectionError("timeout", f"{what} stopped sending in the middle of a response")
+
+
+def too_large(what: str, cap: int) -> CollectorOutputError:
+    return CollectorOutputError(f"{what} sent a response larger than {size_text(cap)}; refused")
+
+
+def announced_too_large(what: str, length: int, cap: int) -> CollectorOutputError:
+    return CollectorOutputError(f"{what} announced a response of {length} bytes, more than the "
+                                f"{size_text(cap)} accepted; refused")
+
+
+def unbounded_challenge(what: str, status: int) -> CollectionError:
+    """An authentication challenge (401, 407) must announce its length, at most
+    MAX_CHALLENGE_BYTES (HTTP.sys sends an empty one)."""
+    return CollectionError("protocol", f"{what} answered HTTP {status} with an unbounded body; refused")
+
+
 def _not_http(what: str) -> CollectionError:
     return CollectionError("protocol", f"{what} answered something that is not HTTP")
 
@@ -312,7 +331,7 @@ class _Body:
     def _keep(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.cap:
-            raise CollectorOutputError(f"{self.what} sent a response larger than {size_text(self.cap)}; refused")
+            raise too_large(self.what, self.cap)
         self.parts.append(data)
 
     def finish(self) -> bytes:
@@ -342,10 +361,9 @@ def read_reply(recv: Callable[[], bytes], method: str, *, max_body: int, what: s
         length = int(value)
     if status in AUTH_CHALLENGES:
         if length is None or length > MAX_CHALLENGE_BYTES:
-            raise CollectionError("protocol", f"{what} answered HTTP {status} with an unbounded body; refused")
+            raise unbounded_challenge(what, status)
     elif length is not None and length > max_body:
-        raise CollectorOutputError(f"{what} announced a response of {length} bytes, more than the "
-                                   f"{size_text(max_body)} accepted; refused")
+        raise announced_too_large(what, length, max_body)
     body = _Body(headers.get("Content-Encoding", ""), max_body, what)
     if chunked:
         _chunked(source, body, max_body)
@@ -358,7 +376,7 @@ def read_reply(recv: Callable[[], bytes], method: str, *, max_body: int, what: s
         while data := recv():
             received += len(data)
             if received > max_body:
-                raise CollectorOutputError(f"{what} sent a response larger than {size_text(max_body)}; refused")
+                raise too_large(what, max_body)
             body.add(data)
     return Reply(status, reason, version, headers, body.finish(), reusable and not source.left())
 
@@ -374,7 +392,7 @@ def _chunked(source: _Input, body: _Body, cap: int) -> None:
             break
         received += length
         if received > cap:
-            raise CollectorOutputError(f"{source.what} sent a response larger than {size_text(cap)}; refused")
+            raise too_large(source.what, cap)
         body.add(source.exactly(length))
         if source.exactly(2) != b"\r\n":
             raise CollectionError("protocol", f"{source.what} sent a chunk without its line end; refused")

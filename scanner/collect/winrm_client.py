@@ -298,7 +298,7 @@ def _receive_all(protocol: Protocol, shell_id: str, command_id: str, deadline: f
         size += len(out) + len(err)
         if size > max_output:
             raise CollectorOutputError(
-                f"{target.name} sent more than {httpguard.size_text(max_output)} of output; refused")
+                f"{target.name} sent more than {httpwire.size_text(max_output)} of output; refused")
         stdout.append(out)
         stderr.append(err)
         if done:
