@@ -178,9 +178,16 @@ class CannedPeer:
         self.answers = answers
         self.requests: list[bytes] = []
         self.connections = 0
+        self.closed = 0  # connections this side has closed
+        self._change = threading.Condition()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
+
+    def wait_closed(self, count: int) -> None:
+        """Until this side has closed `count` connections (at most 10 s)."""
+        with self._change:
+            assert self._change.wait_for(lambda: self.closed >= count, timeout=10), "the peer did not close"
 
     def url(self, path: str = "/wsman") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -198,22 +205,30 @@ class CannedPeer:
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(10)
-            data = b""
-            while True:
-                while (size := request_length(data)) is None:
-                    try:
-                        chunk = conn.recv(65536)
-                    except OSError:
-                        return
-                    if not chunk:
-                        return
-                    data += chunk
-                self.requests.append(data[:size])
-                data = data[size:]
-                answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
-                if answer.endswith(CLOSE):
-                    conn.sendall(answer[: -len(CLOSE)])
+        try:
+            with conn:
+                self._exchange(conn)
+        finally:
+            with self._change:
+                self.closed += 1
+                self._change.notify_all()
+
+    def _exchange(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        data = b""
+        while True:
+            while (size := request_length(data)) is None:
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
                     return
-                conn.sendall(answer)
+                if not chunk:
+                    return
+                data += chunk
+            self.requests.append(data[:size])
+            data = data[size:]
+            answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+            if answer.endswith(CLOSE):
+                conn.sendall(answer[: -len(CLOSE)])
+                return
+            conn.sendall(answer)
